@@ -1,0 +1,419 @@
+//! The supervisor ↔ worker contract: the only thing the two processes share.
+//!
+//! # Layout
+//! - [`PROTOCOL_VERSION`]: bumped on any incompatible change to the types below.
+//! - [`Bootstrap`]: the one message a worker sends on the supervisor's one-shot
+//!   server (ipc-channel's typed channel, postcard-encoded). It carries the two
+//!   byte channels that all further traffic rides on.
+//! - [`Command`] (supervisor → worker) and [`Event`] (worker → supervisor):
+//!   request-level messages keyed by [`RequestId`], each encoded with bincode 1
+//!   ([`encode`] / [`decode`]) as one message on an ipc-channel byte channel.
+//!
+//! # Handshake
+//! 1. The supervisor opens an `IpcOneShotServer<Bootstrap>` and spawns the
+//!    worker with the server name as its only argument.
+//! 2. The worker connects, creates its command and event byte channels and
+//!    sends [`Bootstrap`] with its own protocol version.
+//! 3. The supervisor checks the version and sends [`Command::Init`] with the
+//!    typed [`WorkerConfig`] (the worker never reads the environment).
+//! 4. The worker loads the model and answers [`Event::Ready`] with
+//!    [`ModelInfo`], or [`Event::InitFailed`] and exits.
+//!
+//! Every type here is bincode-safe: no `skip_serializing_if`, `flatten`,
+//! `untagged` or internally tagged enums. HTTP types live in the supervisor.
+
+use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender};
+use serde::{Deserialize, Serialize};
+
+/// Version of this contract. A worker and supervisor with different versions refuse to talk.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Identifies one request for its whole life in a worker. Unique per worker process.
+pub type RequestId = u64;
+
+/// Sent once by the worker on the supervisor's one-shot server.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Bootstrap {
+    /// The worker's [`PROTOCOL_VERSION`].
+    pub protocol_version: u32,
+    /// Where the supervisor sends encoded [`Command`]s.
+    pub commands: IpcBytesSender,
+    /// Where the supervisor reads encoded [`Event`]s.
+    pub events: IpcBytesReceiver,
+}
+
+/// Everything a worker needs to load and serve one model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerConfig {
+    /// Public model id (what clients put in `model`).
+    pub model_name: String,
+    /// Path of the GGUF file.
+    pub model_path: String,
+    /// Context window of each sequence (slot), in tokens.
+    pub ctx_per_slot: u32,
+    /// Sequences decoded together (continuous batching slots).
+    pub parallel: u32,
+    /// Layers offloaded to the GPU (0 on CPU-only machines).
+    pub n_gpu_layers: u32,
+    /// Index of the main GPU among the visible ones.
+    pub main_gpu: i32,
+    /// CPU threads for decoding; 0 means all available cores.
+    pub threads: u32,
+    /// Maximum tokens submitted to one `llama_decode` call (logical batch).
+    pub batch_size: u32,
+    /// Create an embeddings context so [`Command::Embed`] works.
+    pub embeddings: bool,
+    /// A Jinja chat template that replaces the one in the GGUF.
+    pub chat_template: Option<String>,
+}
+
+/// Facts about the loaded model, reported in [`Event::Ready`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub model_name: String,
+    /// Context window of each slot, in tokens.
+    pub ctx_per_slot: u32,
+    /// Context length the model was trained with.
+    pub n_ctx_train: u32,
+    /// Parallel slots.
+    pub parallel: u32,
+    /// Embedding dimension (0 when embeddings are disabled).
+    pub embedding_size: u32,
+    /// Whether a chat template is available (from the GGUF or the config).
+    pub has_chat_template: bool,
+    pub vocab_size: u32,
+    /// Size of the weights in bytes.
+    pub model_size_bytes: u64,
+    pub n_params: u64,
+}
+
+/// One chat message, content already flattened to text by the supervisor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+/// What to generate from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Prompt {
+    /// Raw text, tokenized as is (BOS added when the model wants one).
+    Text(String),
+    /// Messages rendered with the model's chat template, generation prompt appended.
+    Chat(Vec<ChatMessage>),
+}
+
+/// Sampling and stopping parameters of one generation. Validated by the supervisor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SamplingParams {
+    /// 0 means greedy.
+    pub temperature: f32,
+    pub top_p: f32,
+    /// 0 disables top-k.
+    pub top_k: i32,
+    pub min_p: f32,
+    /// `None` draws a random seed.
+    pub seed: Option<u32>,
+    /// 1.0 disables.
+    pub repeat_penalty: f32,
+    pub frequency_penalty: f32,
+    pub presence_penalty: f32,
+    /// Tokens of history the penalties look at.
+    pub penalty_last_n: i32,
+    /// `None` generates until the slot's context is full.
+    pub max_tokens: Option<u32>,
+    /// Generation stops before any of these strings; they are never emitted.
+    pub stop: Vec<String>,
+    /// Keep generating past end-of-generation tokens (benchmarks).
+    pub ignore_eos: bool,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 0.8,
+            top_p: 0.95,
+            top_k: 40,
+            min_p: 0.05,
+            seed: None,
+            repeat_penalty: 1.0,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
+            penalty_last_n: 64,
+            max_tokens: None,
+            stop: Vec::new(),
+            ignore_eos: false,
+        }
+    }
+}
+
+/// Supervisor → worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Second step of the handshake: load this model and answer `Ready`.
+    Init {
+        protocol_version: u32,
+        config: WorkerConfig,
+    },
+    /// Generate text; answered by `Started`, `Piece`s, then `Finished` or `Failed`.
+    Generate {
+        id: RequestId,
+        prompt: Prompt,
+        params: SamplingParams,
+    },
+    /// Embed each input; answered by `Embeddings` or `Failed`.
+    Embed { id: RequestId, inputs: Vec<String> },
+    /// Count the tokens of a prompt as `Generate` would see it; answered by `TokenCount` or `Failed`.
+    CountTokens { id: RequestId, prompt: Prompt },
+    /// Stop a request; answered by `Finished` with [`FinishReason::Cancelled`] if it was running.
+    Cancel { id: RequestId },
+    /// Finish nothing more, free everything and exit 0.
+    Shutdown,
+}
+
+/// Why a generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FinishReason {
+    /// End-of-generation token or a stop string.
+    Stop,
+    /// `max_tokens` or the slot's context was reached.
+    Length,
+    /// The supervisor sent `Cancel`.
+    Cancelled,
+}
+
+/// Token accounting of one request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    /// Prompt tokens whose KV was reused from an earlier request.
+    pub cached_tokens: u32,
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FailureKind {
+    /// The prompt does not fit the slot's context.
+    PromptTooLong,
+    /// The request cannot be served by this model (no chat template, embeddings disabled, ...).
+    InvalidRequest,
+    /// llama.cpp reported an error.
+    Internal,
+}
+
+/// Worker → supervisor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Event {
+    /// The model is loaded; requests may be sent.
+    Ready(ModelInfo),
+    /// Loading failed; the worker exits after sending this.
+    InitFailed { message: String },
+    /// The request got a slot and its prompt is tokenized.
+    Started { id: RequestId, prompt_tokens: u32 },
+    /// Generated text (valid UTF-8, stop strings held back) covering `tokens` tokens.
+    Piece {
+        id: RequestId,
+        text: String,
+        tokens: u32,
+    },
+    /// The generation ended.
+    Finished {
+        id: RequestId,
+        reason: FinishReason,
+        usage: Usage,
+    },
+    /// The request failed; nothing more comes for it.
+    Failed {
+        id: RequestId,
+        kind: FailureKind,
+        message: String,
+    },
+    /// One L2-normalised vector per input, in order.
+    Embeddings {
+        id: RequestId,
+        vectors: Vec<Vec<f32>>,
+        prompt_tokens: u32,
+    },
+    /// Answer to `CountTokens`.
+    TokenCount { id: RequestId, count: u32 },
+}
+
+impl Event {
+    /// The request this event belongs to, if any.
+    pub fn request_id(&self) -> Option<RequestId> {
+        match self {
+            Event::Ready(_) | Event::InitFailed { .. } => None,
+            Event::Started { id, .. }
+            | Event::Piece { id, .. }
+            | Event::Finished { id, .. }
+            | Event::Failed { id, .. }
+            | Event::Embeddings { id, .. }
+            | Event::TokenCount { id, .. } => Some(*id),
+        }
+    }
+
+    /// Whether nothing more follows for this event's request.
+    pub fn is_terminal(&self) -> bool {
+        !matches!(self, Event::Started { .. } | Event::Piece { .. })
+    }
+}
+
+/// A message could not be decoded.
+#[derive(Debug, thiserror::Error)]
+#[error("protocol decode error: {0}")]
+pub struct DecodeError(#[from] bincode::Error);
+
+/// Encodes a message for a byte channel.
+///
+/// # Panics
+/// Never for the types of this crate: bincode only fails on maps with
+/// non-string keys or sequences of unknown length, which they do not contain.
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    bincode::serialize(msg).expect("protocol types always serialize")
+}
+
+/// Decodes a message read from a byte channel.
+///
+/// # Errors
+/// [`DecodeError`] when the bytes are not a valid message of type `T`.
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
+    Ok(bincode::deserialize(bytes)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip<T: Serialize + for<'a> Deserialize<'a> + PartialEq + std::fmt::Debug>(msg: T) {
+        let bytes = encode(&msg);
+        let back: T = decode(&bytes).expect("decodes");
+        assert_eq!(back, msg);
+    }
+
+    fn config() -> WorkerConfig {
+        WorkerConfig {
+            model_name: "smollm2".into(),
+            model_path: "/m/x.gguf".into(),
+            ctx_per_slot: 2048,
+            parallel: 4,
+            n_gpu_layers: 0,
+            main_gpu: 0,
+            threads: 0,
+            batch_size: 512,
+            embeddings: true,
+            chat_template: Some("{{ x }}".into()),
+        }
+    }
+
+    #[test]
+    fn every_command_round_trips() {
+        let params = SamplingParams {
+            seed: Some(7),
+            max_tokens: Some(3),
+            stop: vec!["\n\n".into(), "ü".into()],
+            ..SamplingParams::default()
+        };
+        for cmd in [
+            Command::Init {
+                protocol_version: PROTOCOL_VERSION,
+                config: config(),
+            },
+            Command::Generate {
+                id: 1,
+                prompt: Prompt::Text("hi".into()),
+                params: params.clone(),
+            },
+            Command::Generate {
+                id: u64::MAX,
+                prompt: Prompt::Chat(vec![ChatMessage {
+                    role: "user".into(),
+                    content: "héllo".into(),
+                }]),
+                params,
+            },
+            Command::Embed {
+                id: 2,
+                inputs: vec!["a".into(), String::new()],
+            },
+            Command::CountTokens {
+                id: 3,
+                prompt: Prompt::Text(String::new()),
+            },
+            Command::Cancel { id: 4 },
+            Command::Shutdown,
+        ] {
+            round_trip(cmd);
+        }
+    }
+
+    #[test]
+    fn every_event_round_trips() {
+        let info = ModelInfo {
+            model_name: "m".into(),
+            ctx_per_slot: 1,
+            n_ctx_train: 2,
+            parallel: 3,
+            embedding_size: 4,
+            has_chat_template: true,
+            vocab_size: 5,
+            model_size_bytes: 6,
+            n_params: 7,
+        };
+        for ev in [
+            Event::Ready(info),
+            Event::InitFailed {
+                message: "no file".into(),
+            },
+            Event::Started {
+                id: 1,
+                prompt_tokens: 9,
+            },
+            Event::Piece {
+                id: 1,
+                text: "日本".into(),
+                tokens: 2,
+            },
+            Event::Finished {
+                id: 1,
+                reason: FinishReason::Length,
+                usage: Usage {
+                    prompt_tokens: 9,
+                    completion_tokens: 2,
+                    cached_tokens: 0,
+                },
+            },
+            Event::Failed {
+                id: 2,
+                kind: FailureKind::PromptTooLong,
+                message: "too long".into(),
+            },
+            Event::Embeddings {
+                id: 3,
+                vectors: vec![vec![0.5, -0.5], vec![]],
+                prompt_tokens: 4,
+            },
+            Event::TokenCount { id: 4, count: 11 },
+        ] {
+            round_trip(ev);
+        }
+    }
+
+    #[test]
+    fn garbage_is_a_decode_error_not_a_panic() {
+        assert!(decode::<Command>(&[0xff, 0xff, 0xff, 0xff, 0x01]).is_err());
+        assert!(decode::<Event>(&[]).is_err());
+    }
+
+    #[test]
+    fn terminal_events_are_classified() {
+        assert!(!Event::Piece {
+            id: 1,
+            text: String::new(),
+            tokens: 1
+        }
+        .is_terminal());
+        assert!(Event::TokenCount { id: 1, count: 1 }.is_terminal());
+        assert_eq!(Event::TokenCount { id: 9, count: 1 }.request_id(), Some(9));
+    }
+}

@@ -1,0 +1,768 @@
+//! The batching engine: one thread owns the llama.cpp model and contexts and
+//! serves every request of this worker with continuous batching.
+//!
+//! # The loop
+//! Each turn of [`Engine::run`]:
+//! 1. takes every pending command (blocking only when nothing is running);
+//! 2. admits waiting requests into free slots: each slot is one KV sequence
+//!    (`seq_id` = slot index) with its own sampler chain; the slot whose cached
+//!    tokens share the longest prefix with the new prompt is chosen and only
+//!    the rest of the prompt is evaluated (prompt caching);
+//! 3. builds one batch: first the single pending token of every generating
+//!    sequence, then prompt chunks of prefilling sequences up to `n_batch`,
+//!    so a long prompt never stalls running streams for more than one chunk;
+//! 4. decodes it, samples for every sequence whose logits were requested,
+//!    and streams the new text out.
+//!
+//! A finished sequence returns its slot at once; its KV stays as a prefix
+//! cache for the next request, while a cancelled or failed one is cleared.
+
+use std::collections::VecDeque;
+use std::num::NonZeroU32;
+use std::sync::mpsc;
+
+use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use llm_node_protocol::{
+    Command, Event, FailureKind, FinishReason, ModelInfo, Prompt, RequestId, SamplingParams, Usage,
+    WorkerConfig,
+};
+
+use crate::ipc::{Disconnected, EventSink, Inbound};
+use crate::template::{ChatTemplate, CHATML};
+use crate::text::{StopMatcher, StopScan, Utf8Assembler};
+
+/// Loads the model described by `config`.
+///
+/// # Errors
+/// A human-readable message when the file is missing or llama.cpp refuses it.
+pub fn load_model(backend: &LlamaBackend, config: &WorkerConfig) -> Result<LlamaModel, String> {
+    if !std::path::Path::new(&config.model_path).is_file() {
+        return Err(format!("model file not found: {}", config.model_path));
+    }
+    let params = LlamaModelParams::default()
+        .with_n_gpu_layers(config.n_gpu_layers)
+        .with_main_gpu(config.main_gpu);
+    LlamaModel::load_from_file(backend, &config.model_path, &params)
+        .map_err(|e| format!("llama.cpp could not load {}: {e}", config.model_path))
+}
+
+fn threads(config: &WorkerConfig) -> i32 {
+    let n = if config.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+    } else {
+        config.threads
+    };
+    n as i32
+}
+
+/// A request waiting for a slot, already tokenized.
+struct Waiting {
+    id: RequestId,
+    tokens: Vec<LlamaToken>,
+    params: SamplingParams,
+}
+
+/// One running generation.
+struct Sequence {
+    id: RequestId,
+    prompt: Vec<LlamaToken>,
+    params: SamplingParams,
+    sampler: LlamaSampler,
+    utf8: Utf8Assembler,
+    stop: StopMatcher,
+    usage: Usage,
+    /// Sampled but not yet decoded (the input of the next step).
+    next: Option<LlamaToken>,
+    /// Tokens added to the current batch, and the batch index of the logits to sample.
+    in_batch: usize,
+    logits_at: Option<i32>,
+    /// Tokens sampled since the last `Piece` was sent.
+    unreported: u32,
+    /// Reusable text buffer (no per-token allocation for decoding).
+    text: String,
+}
+
+/// One KV sequence of the context.
+struct Slot {
+    seq_id: i32,
+    /// Tokens whose KV is in this sequence, in position order.
+    cached: Vec<LlamaToken>,
+    active: Option<Sequence>,
+}
+
+/// How a turn of the loop ended for a sequence.
+enum Outcome {
+    Continue,
+    Finish(FinishReason),
+}
+
+pub struct Engine<'m> {
+    model: &'m LlamaModel,
+    ctx: LlamaContext<'m>,
+    embed_ctx: Option<LlamaContext<'m>>,
+    template: ChatTemplate,
+    has_template: bool,
+    ctx_per_slot: usize,
+    n_batch: usize,
+    batch: LlamaBatch<'static>,
+    slots: Vec<Slot>,
+    waiting: VecDeque<Waiting>,
+    sink: EventSink,
+    piece_buf: Vec<u8>,
+}
+
+impl<'m> Engine<'m> {
+    /// Creates the generation context (and the embeddings context when enabled).
+    ///
+    /// # Errors
+    /// A message when llama.cpp cannot allocate a context or the template does not parse.
+    pub fn new(
+        backend: &LlamaBackend,
+        model: &'m LlamaModel,
+        config: &WorkerConfig,
+        sink: EventSink,
+    ) -> Result<Self, String> {
+        let parallel = config.parallel.max(1);
+        let ctx_per_slot = config.ctx_per_slot.max(16);
+        let n_batch = config.batch_size.max(16);
+        let n_threads = threads(config);
+        // Per-sequence KV (kv_unified = false): each slot owns exactly
+        // ctx_per_slot cells, so one long conversation can never starve another
+        // and a retained prefix cache costs nothing extra.
+        let params = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(ctx_per_slot * parallel))
+            .with_n_batch(n_batch)
+            .with_n_ubatch(n_batch.min(512))
+            .with_n_seq_max(parallel)
+            .with_kv_unified(false)
+            .with_n_threads(n_threads)
+            .with_n_threads_batch(n_threads);
+        let ctx = model
+            .new_context(backend, params)
+            .map_err(|e| format!("could not create context: {e}"))?;
+        let embed_ctx = if config.embeddings {
+            // Pooled embeddings need a whole input in one micro-batch.
+            let params = LlamaContextParams::default()
+                .with_n_ctx(NonZeroU32::new(ctx_per_slot))
+                .with_n_batch(ctx_per_slot)
+                .with_n_ubatch(ctx_per_slot)
+                .with_n_seq_max(1)
+                .with_embeddings(true)
+                .with_pooling_type(LlamaPoolingType::Mean)
+                .with_n_threads(n_threads)
+                .with_n_threads_batch(n_threads);
+            Some(
+                model
+                    .new_context(backend, params)
+                    .map_err(|e| format!("could not create embeddings context: {e}"))?,
+            )
+        } else {
+            None
+        };
+
+        let vocab = model.vocab();
+        let special_text = |t: LlamaToken| {
+            vocab
+                .text(t)
+                .map(|c| c.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        let (bos, eos) = (special_text(vocab.bos()), special_text(vocab.eos()));
+        let gguf_template = model
+            .chat_template(None)
+            .ok()
+            .and_then(|t| t.to_string().ok());
+        let source = config.chat_template.clone().or(gguf_template);
+        let has_template = source.is_some();
+        if !has_template {
+            tracing::warn!("model has no chat template; falling back to ChatML");
+        }
+        let template = ChatTemplate::new(source.as_deref().unwrap_or(CHATML), &bos, &eos)
+            .map_err(|e| e.to_string())?;
+
+        let slots = (0..parallel as i32)
+            .map(|seq_id| Slot {
+                seq_id,
+                cached: Vec::new(),
+                active: None,
+            })
+            .collect();
+        Ok(Self {
+            model,
+            ctx,
+            embed_ctx,
+            template,
+            has_template,
+            ctx_per_slot: ctx_per_slot as usize,
+            n_batch: n_batch as usize,
+            batch: LlamaBatch::new(n_batch as usize, 1),
+            slots,
+            waiting: VecDeque::new(),
+            sink,
+            piece_buf: Vec::with_capacity(32),
+        })
+    }
+
+    /// Facts for the `Ready` handshake message.
+    pub fn info(&self, config: &WorkerConfig) -> ModelInfo {
+        ModelInfo {
+            model_name: config.model_name.clone(),
+            ctx_per_slot: self.ctx_per_slot as u32,
+            n_ctx_train: self.model.n_ctx_train(),
+            parallel: self.slots.len() as u32,
+            embedding_size: if self.embed_ctx.is_some() {
+                self.model.n_embd() as u32
+            } else {
+                0
+            },
+            has_chat_template: self.has_template,
+            vocab_size: self.model.n_vocab() as u32,
+            model_size_bytes: self.model.size(),
+            n_params: self.model.n_params(),
+        }
+    }
+
+    /// Sends the `Ready` handshake message.
+    ///
+    /// # Errors
+    /// [`Disconnected`] when the supervisor is gone.
+    pub fn send_ready(&self, info: ModelInfo) -> Result<(), Disconnected> {
+        self.sink.send(&Event::Ready(info))
+    }
+
+    /// Serves until `Shutdown` or until the supervisor goes away.
+    ///
+    /// # Errors
+    /// [`Disconnected`] when the supervisor's event channel is closed.
+    pub fn run(&mut self, inbound: &mpsc::Receiver<Inbound>) -> Result<(), Disconnected> {
+        loop {
+            let idle = self.waiting.is_empty() && self.slots.iter().all(|s| s.active.is_none());
+            if idle {
+                match inbound.recv() {
+                    Ok(msg) => {
+                        if !self.handle(msg)? {
+                            return Ok(());
+                        }
+                    }
+                    Err(_) => return Ok(()),
+                }
+            }
+            while let Ok(msg) = inbound.try_recv() {
+                if !self.handle(msg)? {
+                    return Ok(());
+                }
+            }
+            self.admit()?;
+            if self.slots.iter().any(|s| s.active.is_some()) {
+                self.step()?;
+            }
+        }
+    }
+
+    /// Applies one inbound message; `false` means stop serving.
+    fn handle(&mut self, msg: Inbound) -> Result<bool, Disconnected> {
+        let cmd = match msg {
+            Inbound::Command(cmd) => cmd,
+            Inbound::Closed(why) => {
+                tracing::info!(%why, "command channel closed; exiting");
+                return Ok(false);
+            }
+        };
+        match cmd {
+            Command::Generate { id, prompt, params } => self.enqueue(id, &prompt, params)?,
+            Command::Embed { id, inputs } => self.embed(id, &inputs)?,
+            Command::CountTokens { id, prompt } => match self.tokenize_prompt(&prompt) {
+                Ok(tokens) => self.sink.send(&Event::TokenCount {
+                    id,
+                    count: tokens.len() as u32,
+                })?,
+                Err(message) => self.fail(id, FailureKind::InvalidRequest, message)?,
+            },
+            Command::Cancel { id } => self.cancel(id)?,
+            Command::Shutdown => return Ok(false),
+            Command::Init { .. } => {
+                tracing::warn!("ignoring a second Init");
+            }
+        }
+        Ok(true)
+    }
+
+    fn fail(&self, id: RequestId, kind: FailureKind, message: String) -> Result<(), Disconnected> {
+        self.sink.send(&Event::Failed { id, kind, message })
+    }
+
+    fn tokenize_prompt(&self, prompt: &Prompt) -> Result<Vec<LlamaToken>, String> {
+        let vocab = self.model.vocab();
+        let text = match prompt {
+            Prompt::Text(text) => return Ok(vocab.tokenize(text.as_bytes(), true, true)),
+            Prompt::Chat(messages) => self.template.render(messages).map_err(|e| e.to_string())?,
+        };
+        // Templates that write the BOS text themselves must not get a second one.
+        let bos = vocab.text(vocab.bos()).map(|c| c.to_bytes().to_vec());
+        let has_bos = bos.is_some_and(|b| !b.is_empty() && text.as_bytes().starts_with(&b));
+        Ok(vocab.tokenize(text.as_bytes(), !has_bos, true))
+    }
+
+    fn enqueue(
+        &mut self,
+        id: RequestId,
+        prompt: &Prompt,
+        params: SamplingParams,
+    ) -> Result<(), Disconnected> {
+        let tokens = match self.tokenize_prompt(prompt) {
+            Ok(tokens) => tokens,
+            Err(message) => return self.fail(id, FailureKind::InvalidRequest, message),
+        };
+        if tokens.is_empty() {
+            return self.fail(
+                id,
+                FailureKind::InvalidRequest,
+                "the prompt is empty".into(),
+            );
+        }
+        if tokens.len() >= self.ctx_per_slot {
+            let message = format!(
+                "the prompt has {} tokens but the context of this model holds {} (prompt plus at least one generated token)",
+                tokens.len(),
+                self.ctx_per_slot
+            );
+            return self.fail(id, FailureKind::PromptTooLong, message);
+        }
+        self.waiting.push_back(Waiting { id, tokens, params });
+        Ok(())
+    }
+
+    /// Moves waiting requests into free slots.
+    fn admit(&mut self) -> Result<(), Disconnected> {
+        while !self.waiting.is_empty() {
+            let Some(waiting) = self.waiting.front() else {
+                break;
+            };
+            let Some(slot_idx) = pick_slot(&self.slots, &waiting.tokens) else {
+                break;
+            };
+            let Some(w) = self.waiting.pop_front() else {
+                break;
+            };
+            let slot = &mut self.slots[slot_idx];
+            // Reuse the common prefix, but always evaluate the last prompt
+            // token so there are fresh logits to sample from.
+            let reuse = common_prefix(&slot.cached, &w.tokens).min(w.tokens.len() - 1);
+            if reuse < slot.cached.len() {
+                let ok = self
+                    .ctx
+                    .clear_kv_cache_seq(Some(slot.seq_id as u32), Some(reuse as u32), None)
+                    .unwrap_or(false);
+                if ok {
+                    slot.cached.truncate(reuse);
+                } else {
+                    // Partial removal is refused by some memory types: start afresh.
+                    let _ = self
+                        .ctx
+                        .clear_kv_cache_seq(Some(slot.seq_id as u32), None, None);
+                    slot.cached.clear();
+                }
+            }
+            let cached = slot.cached.len() as u32;
+            let sampler = build_sampler(&w.params, self.model.n_vocab());
+            self.sink.send(&Event::Started {
+                id: w.id,
+                prompt_tokens: w.tokens.len() as u32,
+            })?;
+            slot.active = Some(Sequence {
+                id: w.id,
+                usage: Usage {
+                    prompt_tokens: w.tokens.len() as u32,
+                    completion_tokens: 0,
+                    cached_tokens: cached,
+                },
+                prompt: w.tokens,
+                stop: StopMatcher::new(w.params.stop.clone()),
+                params: w.params,
+                sampler,
+                utf8: Utf8Assembler::default(),
+                next: None,
+                in_batch: 0,
+                logits_at: None,
+                unreported: 0,
+                text: String::new(),
+            });
+        }
+        Ok(())
+    }
+
+    /// One decode step over every active sequence.
+    fn step(&mut self) -> Result<(), Disconnected> {
+        self.fill_batch();
+        if self.batch.n_tokens() == 0 {
+            return Ok(());
+        }
+        if let Err(e) = self.ctx.decode(&mut self.batch) {
+            tracing::error!(error = %e, "decode failed; failing the sequences of this batch");
+            for i in 0..self.slots.len() {
+                if self.slots[i]
+                    .active
+                    .as_ref()
+                    .is_some_and(|s| s.in_batch > 0)
+                {
+                    self.abort_slot(
+                        i,
+                        FailureKind::Internal,
+                        format!("llama.cpp decode failed: {e}"),
+                    )?;
+                }
+            }
+            return Ok(());
+        }
+        for i in 0..self.slots.len() {
+            self.after_decode(i)?;
+        }
+        Ok(())
+    }
+
+    /// Decoding tokens first, then prompt chunks within the batch budget.
+    fn fill_batch(&mut self) {
+        self.batch.clear();
+        let mut used = 0usize;
+        for slot in &mut self.slots {
+            let Some(seq) = slot.active.as_mut() else {
+                continue;
+            };
+            seq.in_batch = 0;
+            seq.logits_at = None;
+            if let Some(token) = seq.next {
+                let pos = slot.cached.len() as i32;
+                if self.batch.add(token, pos, &[slot.seq_id], true).is_ok() {
+                    seq.in_batch = 1;
+                    seq.logits_at = Some(used as i32);
+                    used += 1;
+                }
+            }
+        }
+        for slot in &mut self.slots {
+            let Some(seq) = slot.active.as_mut() else {
+                continue;
+            };
+            let done = slot.cached.len();
+            if seq.next.is_some() || done >= seq.prompt.len() {
+                continue;
+            }
+            let take = (seq.prompt.len() - done).min(self.n_batch - used);
+            for j in 0..take {
+                let pos = done + j;
+                let last = pos == seq.prompt.len() - 1;
+                if self
+                    .batch
+                    .add(seq.prompt[pos], pos as i32, &[slot.seq_id], last)
+                    .is_err()
+                {
+                    break;
+                }
+                seq.in_batch += 1;
+                if last {
+                    seq.logits_at = Some(used as i32);
+                }
+                used += 1;
+            }
+            if used >= self.n_batch {
+                break;
+            }
+        }
+    }
+
+    /// Records what the last decode stored, samples, and streams text.
+    fn after_decode(&mut self, i: usize) -> Result<(), Disconnected> {
+        let slot = &mut self.slots[i];
+        let Some(seq) = slot.active.as_mut() else {
+            return Ok(());
+        };
+        if seq.in_batch == 0 {
+            return Ok(());
+        }
+        match seq.next.take() {
+            Some(token) => slot.cached.push(token),
+            None => {
+                let start = slot.cached.len();
+                slot.cached
+                    .extend_from_slice(&seq.prompt[start..start + seq.in_batch]);
+            }
+        }
+        seq.in_batch = 0;
+        let Some(idx) = seq.logits_at.take() else {
+            return Ok(()); // prompt not fully evaluated yet
+        };
+        let token = seq.sampler.sample(&self.ctx, idx);
+        seq.usage.completion_tokens += 1;
+        seq.unreported += 1;
+        let vocab = self.model.vocab();
+        let outcome = if vocab.is_eog(token) && !seq.params.ignore_eos {
+            Outcome::Finish(FinishReason::Stop)
+        } else {
+            self.piece_buf.clear();
+            vocab.token_to_piece_into(token, &mut self.piece_buf, false, None);
+            seq.text.clear();
+            seq.utf8.push(&self.piece_buf, &mut seq.text);
+            let (emit, stopped) = match seq.stop.push(&seq.text) {
+                StopScan::Emit(t) => (t, false),
+                StopScan::Stopped(t) => (t, true),
+            };
+            if !emit.is_empty() {
+                self.sink.send(&Event::Piece {
+                    id: seq.id,
+                    text: emit,
+                    tokens: std::mem::take(&mut seq.unreported),
+                })?;
+            }
+            let max = seq.params.max_tokens.unwrap_or(u32::MAX);
+            if stopped {
+                Outcome::Finish(FinishReason::Stop)
+            } else if seq.usage.completion_tokens >= max || slot.cached.len() >= self.ctx_per_slot {
+                Outcome::Finish(FinishReason::Length)
+            } else {
+                seq.next = Some(token);
+                Outcome::Continue
+            }
+        };
+        if let Outcome::Finish(reason) = outcome {
+            self.finish_slot(i, reason)?;
+        }
+        Ok(())
+    }
+
+    /// Ends a sequence normally: flush held text, report, keep its KV as a prefix cache.
+    fn finish_slot(&mut self, i: usize, reason: FinishReason) -> Result<(), Disconnected> {
+        let Some(mut seq) = self.slots[i].active.take() else {
+            return Ok(());
+        };
+        let mut tail = String::new();
+        seq.utf8.finish(&mut tail);
+        let mut rest = if reason == FinishReason::Length {
+            // A stop string can no longer complete: release what was held back.
+            match seq.stop.push(&tail) {
+                StopScan::Emit(t) | StopScan::Stopped(t) => t,
+            }
+        } else {
+            String::new()
+        };
+        if reason == FinishReason::Length {
+            rest.push_str(&seq.stop.finish());
+        }
+        if !rest.is_empty() {
+            self.sink.send(&Event::Piece {
+                id: seq.id,
+                text: rest,
+                tokens: std::mem::take(&mut seq.unreported),
+            })?;
+        }
+        self.sink.send(&Event::Finished {
+            id: seq.id,
+            reason,
+            usage: seq.usage,
+        })
+    }
+
+    /// Ends a sequence abnormally and clears its KV.
+    fn abort_slot(
+        &mut self,
+        i: usize,
+        kind: FailureKind,
+        message: String,
+    ) -> Result<(), Disconnected> {
+        let slot = &mut self.slots[i];
+        let Some(seq) = slot.active.take() else {
+            return Ok(());
+        };
+        let _ = self
+            .ctx
+            .clear_kv_cache_seq(Some(slot.seq_id as u32), None, None);
+        slot.cached.clear();
+        self.fail(seq.id, kind, message)
+    }
+
+    fn cancel(&mut self, id: RequestId) -> Result<(), Disconnected> {
+        if let Some(pos) = self.waiting.iter().position(|w| w.id == id) {
+            self.waiting.remove(pos);
+            return self.sink.send(&Event::Finished {
+                id,
+                reason: FinishReason::Cancelled,
+                usage: Usage::default(),
+            });
+        }
+        let Some(i) = self
+            .slots
+            .iter()
+            .position(|s| s.active.as_ref().is_some_and(|q| q.id == id))
+        else {
+            return Ok(()); // already finished: the Finished event is on its way
+        };
+        let slot = &mut self.slots[i];
+        let seq = slot.active.take().expect("found above");
+        let _ = self
+            .ctx
+            .clear_kv_cache_seq(Some(slot.seq_id as u32), None, None);
+        slot.cached.clear();
+        self.sink.send(&Event::Finished {
+            id,
+            reason: FinishReason::Cancelled,
+            usage: seq.usage,
+        })
+    }
+
+    /// Embeds each input with mean pooling and L2 normalisation.
+    fn embed(&mut self, id: RequestId, inputs: &[String]) -> Result<(), Disconnected> {
+        let Some(ctx) = self.embed_ctx.as_mut() else {
+            return self.fail(
+                id,
+                FailureKind::InvalidRequest,
+                "embeddings are disabled for this model".into(),
+            );
+        };
+        let vocab = self.model.vocab();
+        let mut vectors = Vec::with_capacity(inputs.len());
+        let mut prompt_tokens = 0u32;
+        let limit = ctx.n_batch() as usize;
+        let mut batch = LlamaBatch::new(limit, 1);
+        for (n, input) in inputs.iter().enumerate() {
+            let tokens = vocab.tokenize(input.as_bytes(), true, false);
+            if tokens.is_empty() {
+                return self.fail(
+                    id,
+                    FailureKind::InvalidRequest,
+                    format!("input[{n}] is empty"),
+                );
+            }
+            if tokens.len() > limit {
+                return self.fail(
+                    id,
+                    FailureKind::PromptTooLong,
+                    format!(
+                        "input[{n}] has {} tokens but the embedding context holds {limit}",
+                        tokens.len()
+                    ),
+                );
+            }
+            prompt_tokens += tokens.len() as u32;
+            ctx.clear_kv_cache();
+            batch.clear();
+            if batch.add_sequence(&tokens, 0, false).is_err() {
+                return self.fail(id, FailureKind::Internal, "batch overflow".into());
+            }
+            let result = ctx
+                .decode(&mut batch)
+                .map_err(|e| e.to_string())
+                .and_then(|()| {
+                    ctx.embeddings_seq_ith(0)
+                        .map(normalize)
+                        .map_err(|e| e.to_string())
+                });
+            match result {
+                Ok(v) => vectors.push(v),
+                Err(e) => {
+                    return self.fail(id, FailureKind::Internal, format!("embedding failed: {e}"))
+                }
+            }
+        }
+        self.sink.send(&Event::Embeddings {
+            id,
+            vectors,
+            prompt_tokens,
+        })
+    }
+}
+
+/// The free slot with the longest cached prefix of `prompt`; ties go to the lowest index.
+fn pick_slot(slots: &[Slot], prompt: &[LlamaToken]) -> Option<usize> {
+    slots
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.active.is_none())
+        .max_by_key(|(i, s)| (common_prefix(&s.cached, prompt), std::cmp::Reverse(*i)))
+        .map(|(i, _)| i)
+}
+
+fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+fn normalize(v: &[f32]) -> Vec<f32> {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter().map(|x| x / norm).collect()
+    } else {
+        v.to_vec()
+    }
+}
+
+/// The sampler chain for one sequence, in llama-server's order.
+fn build_sampler(p: &SamplingParams, n_vocab: i32) -> LlamaSampler {
+    let mut chain = Vec::with_capacity(6);
+    if p.repeat_penalty != 1.0 || p.frequency_penalty != 0.0 || p.presence_penalty != 0.0 {
+        chain.push(LlamaSampler::penalties(
+            n_vocab,
+            p.penalty_last_n,
+            p.repeat_penalty,
+            p.frequency_penalty,
+            p.presence_penalty,
+        ));
+    }
+    if p.temperature <= 0.0 {
+        chain.push(LlamaSampler::greedy());
+    } else {
+        if p.top_k > 0 {
+            chain.push(LlamaSampler::top_k(p.top_k));
+        }
+        if p.top_p < 1.0 {
+            chain.push(LlamaSampler::top_p(p.top_p, 1));
+        }
+        if p.min_p > 0.0 {
+            chain.push(LlamaSampler::min_p(p.min_p, 1));
+        }
+        chain.push(LlamaSampler::temp(p.temperature));
+        chain.push(LlamaSampler::dist(p.seed.unwrap_or_else(rand::random)));
+    }
+    LlamaSampler::chain_simple(chain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(seq_id: i32, cached: &[i32]) -> Slot {
+        Slot {
+            seq_id,
+            cached: cached.iter().map(|&t| LlamaToken(t)).collect(),
+            active: None,
+        }
+    }
+
+    fn toks(v: &[i32]) -> Vec<LlamaToken> {
+        v.iter().map(|&t| LlamaToken(t)).collect()
+    }
+
+    #[test]
+    fn the_slot_with_the_longest_cached_prefix_is_chosen() {
+        let slots = vec![slot(0, &[9, 9]), slot(1, &[1, 2, 3]), slot(2, &[1, 2])];
+        assert_eq!(pick_slot(&slots, &toks(&[1, 2, 3, 4])), Some(1));
+        assert_eq!(pick_slot(&slots, &toks(&[5])), Some(0));
+    }
+
+    #[test]
+    fn common_prefix_counts_matching_leading_tokens() {
+        assert_eq!(common_prefix(&toks(&[1, 2, 3]), &toks(&[1, 2, 4])), 2);
+        assert_eq!(common_prefix(&toks(&[]), &toks(&[1])), 0);
+    }
+
+    #[test]
+    fn normalize_gives_unit_length() {
+        let v = normalize(&[3.0, 4.0]);
+        assert!((v[0] - 0.6).abs() < 1e-6 && (v[1] - 0.8).abs() < 1e-6);
+        assert_eq!(normalize(&[0.0, 0.0]), vec![0.0, 0.0]);
+    }
+}

@@ -1,0 +1,98 @@
+//! `llm-node-worker`: one model, one process.
+//!
+//! Started by the supervisor with the name of its one-shot IPC server as the
+//! only argument. It connects, completes the handshake described in
+//! `llm_node_protocol`, loads the model and serves requests until told to shut
+//! down or until the supervisor disappears (it also dies with its parent via
+//! `PR_SET_PDEATHSIG`, set by the supervisor). A crash here, inside llama.cpp
+//! or not, takes down only this model.
+//!
+//! # Layout
+//! - `ipc`: the connection and the command reader thread.
+//! - `engine`: the llama.cpp thread and its continuous-batching loop.
+//! - `template`: chat templates rendered with minijinja.
+//! - `text`: UTF-8 reassembly and stop strings.
+
+mod engine;
+mod ipc;
+mod template;
+mod text;
+
+use std::process::ExitCode;
+
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llm_node_protocol::{Command, Event, PROTOCOL_VERSION};
+
+use crate::ipc::Inbound;
+
+fn main() -> ExitCode {
+    init_logging();
+    let Some(server) = std::env::args().nth(1) else {
+        eprintln!("usage: llm-node-worker <ipc-server-name> (started by llm-node, not by hand)");
+        return ExitCode::from(2);
+    };
+    match serve(&server) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Plain lines on stderr (`LEVEL target: message`) that the supervisor re-emits
+/// with the model name and pid; llama.cpp's own logs are routed here too.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,llama_cpp_2=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .without_time()
+        .init();
+    llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+}
+
+fn serve(server: &str) -> anyhow::Result<()> {
+    let (sink, inbound) = ipc::connect(server)?;
+    let config = match inbound.recv()? {
+        Inbound::Command(Command::Init {
+            protocol_version,
+            config,
+        }) => {
+            anyhow::ensure!(
+                protocol_version == PROTOCOL_VERSION,
+                "supervisor speaks protocol {protocol_version}, this worker {PROTOCOL_VERSION}"
+            );
+            config
+        }
+        Inbound::Command(other) => anyhow::bail!("expected Init, got {other:?}"),
+        Inbound::Closed(why) => anyhow::bail!("supervisor went away before Init: {why}"),
+    };
+    let backend = LlamaBackend::init()?;
+    let model = match engine::load_model(&backend, &config) {
+        Ok(model) => model,
+        Err(message) => {
+            let _ = sink.send(&Event::InitFailed {
+                message: message.clone(),
+            });
+            anyhow::bail!(message);
+        }
+    };
+    let mut engine = match engine::Engine::new(&backend, &model, &config, sink) {
+        Ok(engine) => engine,
+        Err(message) => anyhow::bail!(message),
+    };
+    let info = engine.info(&config);
+    tracing::info!(
+        model = %info.model_name,
+        ctx_per_slot = info.ctx_per_slot,
+        parallel = info.parallel,
+        "model loaded"
+    );
+    engine.send_ready(info)?;
+    engine.run(&inbound)?;
+    tracing::info!("shutting down");
+    Ok(())
+}

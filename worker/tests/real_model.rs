@@ -1,0 +1,299 @@
+//! The worker binary on the bundled model, driven directly over the protocol
+//! (no supervisor, no HTTP): the engine's batching, sampling and stopping.
+//!
+//! The model is found at `$LLM_NODE_TEST_MODEL`, else in the cache the
+//! README's commands fill (`~/.cache/llm-node/models`).
+
+use std::collections::HashMap;
+use std::process::{Child, Command as Process, Stdio};
+use std::time::{Duration, Instant};
+
+use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender, IpcOneShotServer};
+use llm_node_protocol::*;
+
+fn model_path() -> String {
+    if let Ok(p) = std::env::var("LLM_NODE_TEST_MODEL") {
+        return p;
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let p = format!("{home}/.cache/llm-node/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        std::path::Path::new(&p).is_file(),
+        "bundled model missing at {p}: run scripts/fetch-model.sh (the README's test command does)"
+    );
+    p
+}
+
+struct Worker {
+    child: Child,
+    tx: IpcBytesSender,
+    rx: IpcBytesReceiver,
+    info: ModelInfo,
+    next_id: u64,
+}
+
+impl Worker {
+    fn start(parallel: u32, ctx_per_slot: u32) -> Worker {
+        let (server, name) = IpcOneShotServer::<Bootstrap>::new().unwrap();
+        let child = Process::new(env!("CARGO_BIN_EXE_llm-node-worker"))
+            .arg(name)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (_, boot) = server.accept().unwrap();
+        assert_eq!(boot.protocol_version, PROTOCOL_VERSION);
+        let config = WorkerConfig {
+            model_name: "smollm2".into(),
+            model_path: model_path(),
+            ctx_per_slot,
+            parallel,
+            n_gpu_layers: 0,
+            main_gpu: 0,
+            threads: 0,
+            batch_size: 256,
+            embeddings: true,
+            chat_template: None,
+        };
+        boot.commands
+            .send(&encode(&Command::Init {
+                protocol_version: PROTOCOL_VERSION,
+                config,
+            }))
+            .unwrap();
+        let ready: Event = decode(&boot.events.recv().unwrap()).unwrap();
+        let Event::Ready(info) = ready else {
+            panic!("expected Ready, got {ready:?}")
+        };
+        Worker {
+            child,
+            tx: boot.commands,
+            rx: boot.events,
+            info,
+            next_id: 1,
+        }
+    }
+
+    fn send(&self, cmd: &Command) {
+        self.tx.send(&encode(cmd)).unwrap();
+    }
+
+    fn generate(&mut self, prompt: Prompt, params: SamplingParams) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send(&Command::Generate { id, prompt, params });
+        id
+    }
+
+    fn recv(&self) -> Event {
+        decode(&self.rx.recv().unwrap()).unwrap()
+    }
+
+    /// Collects text and the terminal event of every id in `ids`.
+    fn collect(&self, ids: &[u64]) -> HashMap<u64, (String, Event)> {
+        let mut text: HashMap<u64, String> = HashMap::new();
+        let mut done = HashMap::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while done.len() < ids.len() {
+            assert!(Instant::now() < deadline, "worker too slow");
+            let ev = self.recv();
+            let id = ev.request_id().unwrap();
+            match &ev {
+                Event::Piece { text: t, .. } => text.entry(id).or_default().push_str(t),
+                Event::Started { .. } => {}
+                _ => {
+                    done.insert(id, (text.remove(&id).unwrap_or_default(), ev));
+                }
+            }
+        }
+        done
+    }
+
+    fn run_one(&mut self, prompt: Prompt, params: SamplingParams) -> (String, Event) {
+        let id = self.generate(prompt, params);
+        self.collect(&[id]).remove(&id).unwrap()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.tx.send(&encode(&Command::Shutdown));
+        let _ = self.child.wait();
+    }
+}
+
+fn chat(text: &str) -> Prompt {
+    Prompt::Chat(vec![ChatMessage {
+        role: "user".into(),
+        content: text.into(),
+    }])
+}
+
+fn greedy(max: u32) -> SamplingParams {
+    SamplingParams {
+        temperature: 0.0,
+        max_tokens: Some(max),
+        ..SamplingParams::default()
+    }
+}
+
+fn usage(ev: &Event) -> (FinishReason, Usage) {
+    match ev {
+        Event::Finished { reason, usage, .. } => (*reason, *usage),
+        other => panic!("expected Finished, got {other:?}"),
+    }
+}
+
+#[test]
+fn ready_reports_the_model_facts() {
+    let w = Worker::start(2, 1024);
+    assert_eq!(w.info.parallel, 2);
+    assert_eq!(w.info.ctx_per_slot, 1024);
+    assert_eq!(w.info.embedding_size, 576);
+    assert!(w.info.has_chat_template);
+    assert_eq!(w.info.vocab_size, 49152);
+}
+
+#[test]
+fn max_tokens_ends_with_length_and_exact_count() {
+    let mut w = Worker::start(1, 1024);
+    let (text, ev) = w.run_one(chat("Write a long story about a dragon."), greedy(7));
+    let (reason, u) = usage(&ev);
+    assert_eq!(reason, FinishReason::Length);
+    assert_eq!(u.completion_tokens, 7);
+    assert!(u.prompt_tokens > 5);
+    assert!(!text.is_empty());
+}
+
+#[test]
+fn stop_string_ends_with_stop_and_is_not_emitted() {
+    let mut w = Worker::start(1, 1024);
+    let (full, _) = w.run_one(chat("Count from 1 to 10, separated by commas."), greedy(40));
+    // Stop on a string the unconstrained output really contains.
+    let stop = full
+        .char_indices()
+        .nth(6)
+        .map(|(i, _)| full[i..].chars().take(2).collect::<String>())
+        .expect("long enough output");
+    let mut params = greedy(40);
+    params.stop = vec![stop.clone()];
+    let (text, ev) = w.run_one(chat("Count from 1 to 10, separated by commas."), params);
+    let (reason, _) = usage(&ev);
+    assert_eq!(reason, FinishReason::Stop);
+    assert!(!text.contains(&stop), "{text:?} contains {stop:?}");
+    assert!(full.starts_with(&text), "{full:?} / {text:?}");
+}
+
+#[test]
+fn greedy_and_seeded_sampling_are_reproducible() {
+    let mut w = Worker::start(2, 1024);
+    let a = w.run_one(chat("Name three fruits."), greedy(24)).0;
+    let b = w.run_one(chat("Name three fruits."), greedy(24)).0;
+    assert_eq!(a, b);
+    let seeded = |seed| SamplingParams {
+        temperature: 1.0,
+        seed: Some(seed),
+        max_tokens: Some(24),
+        ..SamplingParams::default()
+    };
+    let c = w.run_one(chat("Tell me a joke."), seeded(42)).0;
+    let d = w.run_one(chat("Tell me a joke."), seeded(42)).0;
+    assert_eq!(c, d);
+}
+
+#[test]
+fn concurrent_sequences_do_not_cross_talk() {
+    let prompts = [
+        "What is the capital of France?",
+        "Write a haiku about the sea.",
+        "List three colors.",
+        "What is 2 plus 2?",
+        "Describe a cat in one sentence.",
+        "Name a famous scientist.",
+        "What language is spoken in Spain?",
+        "Give me a synonym for happy.",
+    ];
+    let mut w = Worker::start(8, 512);
+    let alone: Vec<String> = prompts
+        .iter()
+        .map(|p| w.run_one(chat(p), greedy(24)).0)
+        .collect();
+    let ids: Vec<u64> = prompts
+        .iter()
+        .map(|p| w.generate(chat(p), greedy(24)))
+        .collect();
+    let together = w.collect(&ids);
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(together[id].0, alone[i], "prompt {i}");
+    }
+}
+
+#[test]
+fn cancel_frees_the_slot() {
+    let mut w = Worker::start(1, 1024);
+    let id = w.generate(chat("Write a very long essay."), greedy(500));
+    // Wait for the first piece, then cancel.
+    loop {
+        if let Event::Piece { .. } = w.recv() {
+            break;
+        }
+    }
+    w.send(&Command::Cancel { id });
+    let done = w.collect(&[id]);
+    assert_eq!(usage(&done[&id].1).0, FinishReason::Cancelled);
+    // The only slot is free again.
+    let (_, ev) = w.run_one(chat("Hi"), greedy(3));
+    assert_eq!(usage(&ev).1.completion_tokens, 3);
+}
+
+#[test]
+fn prompt_longer_than_the_context_fails_cleanly_and_the_worker_keeps_serving() {
+    let mut w = Worker::start(1, 128);
+    let long = "word ".repeat(400);
+    let (_, ev) = w.run_one(Prompt::Text(long), greedy(4));
+    assert!(
+        matches!(
+            ev,
+            Event::Failed {
+                kind: FailureKind::PromptTooLong,
+                ..
+            }
+        ),
+        "{ev:?}"
+    );
+    let (_, ev) = w.run_one(Prompt::Text("Hello".into()), greedy(2));
+    assert_eq!(usage(&ev).1.completion_tokens, 2);
+}
+
+#[test]
+fn repeated_prompt_prefix_is_served_from_the_cache() {
+    let mut w = Worker::start(1, 1024);
+    let first = w.run_one(chat("Explain photosynthesis briefly."), greedy(8));
+    let second = w.run_one(chat("Explain photosynthesis briefly."), greedy(8));
+    assert_eq!(first.0, second.0);
+    let u = usage(&second.1).1;
+    assert_eq!(u.cached_tokens, u.prompt_tokens - 1);
+}
+
+#[test]
+fn embeddings_are_unit_length_and_meaningful() {
+    let w = Worker::start(1, 512);
+    w.send(&Command::Embed {
+        id: 1,
+        inputs: vec![
+            "The cat sat on the mat.".into(),
+            "A cat was sitting on a mat.".into(),
+            "Quarterly revenue grew by ten percent.".into(),
+        ],
+    });
+    let Event::Embeddings { vectors, .. } = w.recv() else {
+        panic!("expected embeddings")
+    };
+    assert_eq!(vectors.len(), 3);
+    for v in &vectors {
+        assert_eq!(v.len(), 576);
+        let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-3, "{norm}");
+    }
+    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+    assert!(dot(&vectors[0], &vectors[1]) > dot(&vectors[0], &vectors[2]));
+}
