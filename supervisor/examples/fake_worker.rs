@@ -1,0 +1,252 @@
+//! A stand-in for `llm-node-worker` that speaks the same protocol without
+//! llama.cpp, with fault flags, so supervisor behaviour (crashes, hangs, slow
+//! or failed starts) is tested fast and on purpose.
+//!
+//! The flags are the content of the "model file" the supervisor passes in
+//! `WorkerConfig::model_path`: a test writes `crash_after=5&token_ms=20`
+//! into `m.gguf` and serves it with `--worker-bin` pointing here.
+//!
+//! | flag | effect |
+//! |---|---|
+//! | `load_ms=N` | sleep N ms before `Ready` (slow load) |
+//! | `never_ready` | never answer `Init` |
+//! | `fail_init` | answer `InitFailed` and exit 1 |
+//! | `exit_at_start` | exit 3 before connecting, after printing to stderr |
+//! | `token_ms=N` | N ms between tokens (default 5) |
+//! | `crash_after=N` | `abort()` after N tokens in total |
+//! | `hang_after=N` | stop answering after N tokens in total |
+//!
+//! Each generated token is the piece `"tok{i} "`; `max_tokens` defaults to 16.
+
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use ipc_channel::ipc::{self, IpcSender};
+use llm_node_protocol::*;
+
+#[derive(Default)]
+struct Flags {
+    load_ms: u64,
+    never_ready: bool,
+    fail_init: bool,
+    exit_at_start: bool,
+    token_ms: u64,
+    crash_after: Option<u64>,
+    hang_after: Option<u64>,
+}
+
+fn parse(path: &str) -> Flags {
+    let mut f = Flags {
+        token_ms: 5,
+        ..Flags::default()
+    };
+    let content = std::fs::read_to_string(path).unwrap_or_default();
+    for kv in content
+        .trim()
+        .split('&')
+        .filter(|s| !s.is_empty() && *s != "GGUF")
+    {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        let n = v.parse().ok();
+        match k {
+            "load_ms" => f.load_ms = n.unwrap_or(0),
+            "never_ready" => f.never_ready = true,
+            "fail_init" => f.fail_init = true,
+            "exit_at_start" => f.exit_at_start = true,
+            "token_ms" => f.token_ms = n.unwrap_or(5),
+            "crash_after" => f.crash_after = n,
+            "hang_after" => f.hang_after = n,
+            _ => eprintln!("WARN fake worker: unknown flag {k}"),
+        }
+    }
+    f
+}
+
+struct Running {
+    remaining: u32,
+    emitted: u32,
+    prompt_tokens: u32,
+}
+
+fn main() {
+    let server = std::env::args().nth(1).expect("server name");
+    let boot: IpcSender<Bootstrap> = IpcSender::connect(server).expect("connect");
+    let (cmd_tx, cmd_rx) = ipc::bytes_channel().unwrap();
+    let (evt_tx, evt_rx) = ipc::bytes_channel().unwrap();
+    let send = move |e: &Event| {
+        if evt_tx.send(&encode(e)).is_err() {
+            std::process::exit(0);
+        }
+    };
+    let (in_tx, in_rx) = mpsc::channel::<Command>();
+    std::thread::spawn(move || {
+        while let Ok(bytes) = cmd_rx.recv() {
+            match decode::<Command>(&bytes) {
+                Ok(c) => {
+                    if in_tx.send(c).is_err() {
+                        return;
+                    }
+                }
+                Err(_) => return,
+            }
+        }
+    });
+    // Flags arrive with Init, so even `exit_at_start` connects first.
+    boot.send(Bootstrap {
+        protocol_version: PROTOCOL_VERSION,
+        commands: cmd_tx,
+        events: evt_rx,
+    })
+    .expect("bootstrap");
+    let Ok(Command::Init { config, .. }) = in_rx.recv() else {
+        std::process::exit(2);
+    };
+    let flags = parse(&config.model_path);
+    eprintln!("INFO fake worker for {} starting", config.model_name);
+    if flags.exit_at_start {
+        eprintln!("ERROR fake worker: exiting at start as asked");
+        std::process::exit(3);
+    }
+    if flags.fail_init {
+        send(&Event::InitFailed {
+            message: "fake worker: fail_init".into(),
+        });
+        std::process::exit(1);
+    }
+    if flags.never_ready {
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(flags.load_ms));
+    send(&Event::Ready(ModelInfo {
+        model_name: config.model_name.clone(),
+        ctx_per_slot: config.ctx_per_slot,
+        n_ctx_train: 8192,
+        parallel: config.parallel,
+        embedding_size: 8,
+        has_chat_template: true,
+        vocab_size: 1000,
+        model_size_bytes: 1 << 20,
+        n_params: 1 << 20,
+    }));
+
+    let mut running: HashMap<RequestId, Running> = HashMap::new();
+    let mut total: u64 = 0;
+    loop {
+        let cmd = if running.is_empty() {
+            in_rx.recv().ok()
+        } else {
+            in_rx
+                .recv_timeout(Duration::from_millis(flags.token_ms))
+                .ok()
+        };
+        if let Some(cmd) = cmd {
+            match cmd {
+                Command::Generate { id, prompt, params } => {
+                    let prompt_tokens = match &prompt {
+                        Prompt::Text(t) => t.split_whitespace().count() as u32,
+                        Prompt::Chat(m) => m
+                            .iter()
+                            .map(|m| m.content.split_whitespace().count() as u32 + 3)
+                            .sum(),
+                    };
+                    if prompt_tokens >= config.ctx_per_slot {
+                        send(&Event::Failed {
+                            id,
+                            kind: FailureKind::PromptTooLong,
+                            message: "prompt too long".into(),
+                        });
+                        continue;
+                    }
+                    send(&Event::Started { id, prompt_tokens });
+                    running.insert(
+                        id,
+                        Running {
+                            remaining: params.max_tokens.unwrap_or(16),
+                            emitted: 0,
+                            prompt_tokens,
+                        },
+                    );
+                }
+                Command::Cancel { id } => {
+                    if let Some(r) = running.remove(&id) {
+                        send(&Event::Finished {
+                            id,
+                            reason: FinishReason::Cancelled,
+                            usage: Usage {
+                                prompt_tokens: r.prompt_tokens,
+                                completion_tokens: r.emitted,
+                                cached_tokens: 0,
+                            },
+                        });
+                    }
+                }
+                Command::Embed { id, inputs } => {
+                    let vectors = inputs
+                        .iter()
+                        .map(|s| {
+                            let mut v = vec![0f32; 8];
+                            for (i, b) in s.bytes().enumerate() {
+                                v[i % 8] += b as f32;
+                            }
+                            let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-9);
+                            v.iter().map(|x| x / n).collect()
+                        })
+                        .collect();
+                    send(&Event::Embeddings {
+                        id,
+                        vectors,
+                        prompt_tokens: inputs.len() as u32,
+                    });
+                }
+                Command::CountTokens { id, prompt } => {
+                    let count = match prompt {
+                        Prompt::Text(t) => t.split_whitespace().count() as u32,
+                        Prompt::Chat(m) => m.len() as u32 * 4,
+                    };
+                    send(&Event::TokenCount { id, count });
+                }
+                Command::Shutdown => std::process::exit(0),
+                Command::Init { .. } => {}
+            }
+            continue;
+        }
+        // One "decode step": a token for every running request.
+        let ids: Vec<RequestId> = running.keys().copied().collect();
+        for id in ids {
+            total += 1;
+            if flags.crash_after.is_some_and(|n| total > n) {
+                eprintln!("ERROR fake worker: aborting as asked");
+                std::process::abort();
+            }
+            if flags.hang_after.is_some_and(|n| total > n) {
+                eprintln!("WARN fake worker: hanging as asked");
+                loop {
+                    std::thread::sleep(Duration::from_secs(3600));
+                }
+            }
+            let r = running.get_mut(&id).unwrap();
+            send(&Event::Piece {
+                id,
+                text: format!("tok{} ", r.emitted),
+                tokens: 1,
+            });
+            r.emitted += 1;
+            r.remaining -= 1;
+            if r.remaining == 0 {
+                let r = running.remove(&id).unwrap();
+                send(&Event::Finished {
+                    id,
+                    reason: FinishReason::Length,
+                    usage: Usage {
+                        prompt_tokens: r.prompt_tokens,
+                        completion_tokens: r.emitted,
+                        cached_tokens: 0,
+                    },
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! Every error the HTTP API returns, mapped to a status and an OpenAI error
+//! body in one place.
+//!
+//! The body is always `{"error":{"message","type","param","code"}}`. Messages
+//! are short and about the request; internal details (llama.cpp errors,
+//! channel failures) are logged here and replaced by `internal error`.
+
+use actix_web::error::JsonPayloadError;
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use llm_node_protocol::FailureKind;
+use serde::Serialize;
+
+use crate::model::{ModelState, ModelUnavailable};
+use crate::worker::WorkerError;
+
+/// Longest worker-provided message passed on to clients, in characters.
+const MAX_MESSAGE_CHARS: usize = 300;
+
+/// An error answer of the API.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed or asks for something unsupported.
+    #[error("{message}")]
+    InvalidRequest {
+        message: String,
+        param: Option<String>,
+    },
+    #[error("The model `{0}` does not exist")]
+    ModelNotFound(String),
+    #[error("{0}")]
+    ContextLengthExceeded(String),
+    /// The model exists but is not ready (starting, failed, stopping).
+    #[error("The model `{model}` is {state}; retry later")]
+    ModelUnavailable { model: String, state: &'static str },
+    /// The worker died or its connection broke while serving the request.
+    #[error("The model worker is unavailable; retry later")]
+    WorkerGone,
+    #[error("Request body too large")]
+    PayloadTooLarge,
+    #[error("Invalid URL ({method} {path})")]
+    NotFound { method: String, path: String },
+    #[error("Method {method} not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("Internal error")]
+    Internal,
+}
+
+impl ApiError {
+    /// A 400 about `param`.
+    pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::InvalidRequest {
+            message: message.into(),
+            param: Some(param.into()),
+        }
+    }
+
+    /// A stable label per variant, for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ApiError::InvalidRequest { .. } => "invalid_request",
+            ApiError::ModelNotFound(_) => "model_not_found",
+            ApiError::ContextLengthExceeded(_) => "context_length_exceeded",
+            ApiError::ModelUnavailable { .. } => "model_unavailable",
+            ApiError::WorkerGone => "worker_gone",
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::NotFound { .. } => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::Internal => "internal",
+        }
+    }
+
+    fn error_type(&self) -> &'static str {
+        match self {
+            ApiError::ModelUnavailable { .. } | ApiError::WorkerGone | ApiError::Internal => {
+                "server_error"
+            }
+            _ => "invalid_request_error",
+        }
+    }
+
+    fn param(&self) -> Option<&str> {
+        match self {
+            ApiError::InvalidRequest { param, .. } => param.as_deref(),
+            ApiError::ModelNotFound(_) => Some("model"),
+            _ => None,
+        }
+    }
+
+    fn code(&self) -> Option<&'static str> {
+        match self {
+            ApiError::ModelNotFound(_) => Some("model_not_found"),
+            ApiError::ContextLengthExceeded(_) => Some("context_length_exceeded"),
+            ApiError::ModelUnavailable { .. } => Some("model_unavailable"),
+            ApiError::WorkerGone => Some("worker_unavailable"),
+            _ => None,
+        }
+    }
+
+    /// The OpenAI error body, also sent as the last event of a failed stream.
+    pub fn body(&self) -> ErrorBody<'_> {
+        ErrorBody {
+            error: ErrorObject {
+                message: self.to_string(),
+                kind: self.error_type(),
+                param: self.param(),
+                code: self.code(),
+            },
+        }
+    }
+}
+
+/// `{"error":{"message","type","param","code"}}`, in OpenAI's field order.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody<'a> {
+    error: ErrorObject<'a>,
+}
+
+#[derive(Debug, Serialize)]
+struct ErrorObject<'a> {
+    message: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    param: Option<&'a str>,
+    code: Option<&'static str>,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidRequest { .. } | ApiError::ContextLengthExceeded(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::ModelNotFound(_) | ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::ModelUnavailable { .. } | ApiError::WorkerGone => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        if let Some(seconds) = self.retry_after() {
+            response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        response.json(self.body())
+    }
+}
+
+impl ApiError {
+    /// Seconds a client should wait before retrying, for 503s.
+    fn retry_after(&self) -> Option<u32> {
+        match self {
+            ApiError::ModelUnavailable { state, .. } if *state == "starting" => Some(5),
+            ApiError::ModelUnavailable { .. } => Some(30),
+            ApiError::WorkerGone => Some(5),
+            _ => None,
+        }
+    }
+}
+
+fn short(message: &str) -> String {
+    message.chars().take(MAX_MESSAGE_CHARS).collect()
+}
+
+impl From<WorkerError> for ApiError {
+    fn from(e: WorkerError) -> Self {
+        match e {
+            WorkerError::Gone(why) => {
+                tracing::warn!("request failed, worker gone: {why}");
+                ApiError::WorkerGone
+            }
+            WorkerError::Failed {
+                kind: FailureKind::PromptTooLong,
+                message,
+            } => ApiError::ContextLengthExceeded(short(&message)),
+            WorkerError::Failed {
+                kind: FailureKind::InvalidRequest,
+                message,
+            } => ApiError::InvalidRequest {
+                message: short(&message),
+                param: None,
+            },
+            WorkerError::Failed {
+                kind: FailureKind::Internal,
+                message,
+            } => {
+                tracing::error!("worker failed a request: {message}");
+                ApiError::Internal
+            }
+            WorkerError::Protocol(message) => {
+                tracing::error!("worker protocol error: {message}");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+impl From<ModelUnavailable> for ApiError {
+    fn from(e: ModelUnavailable) -> Self {
+        if let ModelState::Failed { reason } = &e.state {
+            tracing::debug!(model = %e.model, "refused: model failed: {reason}");
+        }
+        ApiError::ModelUnavailable {
+            model: e.model,
+            state: e.state.label(),
+        }
+    }
+}
+
+impl From<actix::MailboxError> for ApiError {
+    fn from(e: actix::MailboxError) -> Self {
+        tracing::error!("model actor unreachable: {e}");
+        ApiError::Internal
+    }
+}
+
+/// Turns body extraction failures into OpenAI errors (`JsonConfig::error_handler`).
+pub fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    let api = match &err {
+        JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+            ApiError::PayloadTooLarge
+        }
+        JsonPayloadError::ContentType => ApiError::InvalidRequest {
+            message: "Content-Type must be application/json".into(),
+            param: None,
+        },
+        JsonPayloadError::Deserialize(e) => ApiError::InvalidRequest {
+            message: short(&format!("Invalid JSON body: {e}")),
+            param: field_of(&e.to_string()),
+        },
+        _ => ApiError::InvalidRequest {
+            message: "Could not read the request body".into(),
+            param: None,
+        },
+    };
+    api.into()
+}
+
+/// The field a serde error names (``missing field `model` ``), for `param`.
+fn field_of(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("missing field `")?;
+    rest.split_once('`').map(|(field, _)| field.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::body::to_bytes;
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    #[test]
+    fn missing_fields_are_named_in_param() {
+        assert_eq!(
+            field_of("missing field `model` at line 1 column 4"),
+            Some("model".into())
+        );
+        assert_eq!(field_of("expected value at line 1 column 1"), None);
+    }
+
+    async fn render(e: ApiError) -> (StatusCode, Option<String>, Value) {
+        let response = e.error_response();
+        let status = response.status();
+        let retry = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = to_bytes(response.into_body()).await.unwrap();
+        (status, retry, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[actix_rt::test]
+    async fn errors_render_as_openai_bodies() {
+        let (status, retry, body) = render(ApiError::ModelNotFound("x".into())).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(retry, None);
+        assert_eq!(
+            body,
+            json!({"error": {"message": "The model `x` does not exist",
+                "type": "invalid_request_error", "param": "model", "code": "model_not_found"}})
+        );
+        let (status, retry, body) = render(ApiError::WorkerGone).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry.as_deref(), Some("5"));
+        assert_eq!(body["error"]["type"], "server_error");
+    }
+
+    #[actix_rt::test]
+    async fn internal_worker_messages_are_not_leaked() {
+        let e = ApiError::from(WorkerError::Failed {
+            kind: FailureKind::Internal,
+            message: "llama_decode returned -3 at /src/llama.cpp:1234".into(),
+        });
+        let (status, _, body) = render(e).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["error"]["message"], "Internal error");
+    }
+
+    #[actix_rt::test]
+    async fn prompt_too_long_is_a_400_with_its_code() {
+        let e = ApiError::from(WorkerError::Failed {
+            kind: FailureKind::PromptTooLong,
+            message: "prompt has 5000 tokens, the context holds 4096".into(),
+        });
+        let (status, _, body) = render(e).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["error"]["code"], "context_length_exceeded");
+    }
+}

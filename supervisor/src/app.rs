@@ -1,0 +1,442 @@
+//! The actix-web application: shared state and route table.
+//!
+//! Tests build the same app with `actix_web::test::init_service(
+//! App::new().app_data(AppState::new(models).into_data()).configure(configure))`.
+
+use actix_web::{web, Resource, Route};
+
+use crate::api::error::{json_error, ApiError};
+use crate::api::handlers;
+use crate::api::response::unix_now;
+use crate::model::GetClient;
+use crate::registry::Models;
+use crate::worker::WorkerClient;
+
+/// Largest JSON body accepted.
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub models: Models,
+    /// Unix seconds when the node started; the `created` of every model.
+    pub created: u64,
+}
+
+impl AppState {
+    pub fn new(models: Models) -> Self {
+        Self {
+            models,
+            created: unix_now(),
+        }
+    }
+
+    pub fn into_data(self) -> web::Data<Self> {
+        web::Data::new(self)
+    }
+
+    /// The configured id of `model` and a client of its worker.
+    ///
+    /// # Errors
+    /// [`ApiError::ModelNotFound`] for an unknown model,
+    /// [`ApiError::ModelUnavailable`] when it is not ready.
+    pub async fn client(&self, model: &str) -> Result<(String, WorkerClient), ApiError> {
+        let entry = self
+            .models
+            .get(model)
+            .ok_or_else(|| ApiError::ModelNotFound(model.to_string()))?;
+        let client = entry.addr.send(GetClient).await??;
+        Ok((entry.spec.name.clone(), client))
+    }
+}
+
+/// A resource answering `route`, and a 405 in OpenAI's shape to other methods.
+fn resource(path: &str, route: Route) -> Resource {
+    web::resource(path)
+        .route(route)
+        .default_service(web::to(handlers::method_not_allowed))
+}
+
+/// Registers the API's routes, body limits and error shapes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(MAX_BODY_BYTES)
+            .error_handler(json_error),
+    )
+    .service(resource(
+        "/v1/chat/completions",
+        web::post().to(handlers::chat_completions),
+    ))
+    .service(resource(
+        "/v1/completions",
+        web::post().to(handlers::completions),
+    ))
+    .service(resource(
+        "/v1/embeddings",
+        web::post().to(handlers::embeddings),
+    ))
+    .service(resource("/v1/models", web::get().to(handlers::list_models)))
+    // Ids may contain slashes (`org/model`).
+    .service(resource(
+        "/v1/models/{id:.*}",
+        web::get().to(handlers::get_model),
+    ))
+    .service(resource("/health", web::get().to(handlers::health)))
+    .default_service(web::to(handlers::not_found));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use actix::Actor;
+    use actix_web::body::MessageBody;
+    use actix_web::dev::{Service, ServiceResponse};
+    use actix_web::http::StatusCode;
+    use actix_web::{test, App};
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::config::ModelSpec;
+    use crate::model::ModelActor;
+    use crate::registry::ModelEntry;
+    use crate::testing::fake_models;
+    use crate::worker::fake::FakeWorker;
+    use crate::worker::SpawnOptions;
+
+    async fn service(
+        models: Models,
+    ) -> impl Service<
+        actix_http::Request,
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+    > {
+        test::init_service(
+            App::new()
+                .app_data(AppState::new(models).into_data())
+                .configure(configure),
+        )
+        .await
+    }
+
+    async fn post(
+        app: &impl Service<
+            actix_http::Request,
+            Response = ServiceResponse<impl MessageBody>,
+            Error = actix_web::Error,
+        >,
+        uri: &str,
+        body: Value,
+    ) -> (StatusCode, String) {
+        let req = test::TestRequest::post()
+            .uri(uri)
+            .set_json(body)
+            .to_request();
+        let resp = test::call_service(app, req).await;
+        let status = resp.status();
+        let bytes = test::read_body(resp).await;
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    fn json_of(body: &str) -> Value {
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+    }
+
+    fn chat(extra: Value) -> Value {
+        let mut body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    }
+
+    #[actix_rt::test]
+    async fn bad_requests_get_openai_error_bodies() {
+        let (models, _fakes) = fake_models(&["m"]);
+        let app = service(models).await;
+        let cases = [
+            (
+                chat(json!({"model": "nope"})),
+                StatusCode::NOT_FOUND,
+                "model",
+                Some("model_not_found"),
+            ),
+            (
+                chat(json!({"messages": []})),
+                StatusCode::BAD_REQUEST,
+                "messages",
+                None,
+            ),
+            (
+                chat(json!({"temperature": 3})),
+                StatusCode::BAD_REQUEST,
+                "temperature",
+                None,
+            ),
+            (
+                chat(json!({"top_p": 0})),
+                StatusCode::BAD_REQUEST,
+                "top_p",
+                None,
+            ),
+            (
+                chat(json!({"max_tokens": 0})),
+                StatusCode::BAD_REQUEST,
+                "max_tokens",
+                None,
+            ),
+            (chat(json!({"n": 2})), StatusCode::BAD_REQUEST, "n", None),
+            (
+                chat(json!({"messages": [{"role": "robot", "content": "x"}]})),
+                StatusCode::BAD_REQUEST,
+                "messages[0].role",
+                None,
+            ),
+        ];
+        for (body, status, param, code) in cases {
+            let (got, text) = post(&app, "/v1/chat/completions", body.clone()).await;
+            assert_eq!(got, status, "{body}: {text}");
+            let error = &json_of(&text)["error"];
+            assert_eq!(error["param"], param, "{text}");
+            assert_eq!(error["code"].as_str(), code, "{text}");
+            assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
+            assert!(error["type"].is_string());
+        }
+    }
+
+    #[actix_rt::test]
+    async fn malformed_json_and_unknown_routes_keep_the_error_shape() {
+        let (models, _fakes) = fake_models(&["m"]);
+        let app = service(models).await;
+        let req = test::TestRequest::post()
+            .uri("/v1/chat/completions")
+            .insert_header(("content-type", "application/json"))
+            .set_payload("{\"model\": ")
+            .to_request();
+        let resp = test::call_service(&app, req).await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        let body: Value = test::read_body_json(resp).await;
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+
+        let req = test::TestRequest::get().uri("/v2/nothing").to_request();
+        let resp = test::call_service(&app, req).await;
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        let body: Value = test::read_body_json(resp).await;
+        assert_eq!(body["error"]["message"], "Invalid URL (GET /v2/nothing)");
+
+        let req = test::TestRequest::get()
+            .uri("/v1/chat/completions")
+            .to_request();
+        let resp = test::call_service(&app, req).await;
+        assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+        let body: Value = test::read_body_json(resp).await;
+        assert!(body["error"]["message"].is_string());
+    }
+
+    #[actix_rt::test]
+    async fn chat_completion_is_answered_whole() {
+        let (models, _fakes) = fake_models(&["M"]);
+        let app = service(models).await;
+        let (status, text) = post(&app, "/v1/chat/completions", chat(json!({}))).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        let body = json_of(&text);
+        assert!(body["id"].as_str().unwrap().starts_with("chatcmpl-"));
+        assert_eq!(body["object"], "chat.completion");
+        assert_eq!(
+            body["model"], "M",
+            "the configured id, whatever the request's case"
+        );
+        assert_eq!(body["choices"][0]["message"]["content"], "Hello, world");
+        assert_eq!(body["choices"][0]["finish_reason"], "stop");
+        assert_eq!(body["usage"]["total_tokens"], 8);
+    }
+
+    #[actix_rt::test]
+    async fn completion_cut_by_max_tokens_finishes_with_length() {
+        let (models, _fakes) = fake_models(&["m"]);
+        let app = service(models).await;
+        let body = json!({"model": "m", "prompt": "once", "max_tokens": 1});
+        let (status, text) = post(&app, "/v1/completions", body).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        let body = json_of(&text);
+        assert_eq!(body["object"], "text_completion");
+        assert_eq!(body["choices"][0]["text"], "Hello");
+        assert_eq!(body["choices"][0]["finish_reason"], "length");
+    }
+
+    #[actix_rt::test]
+    async fn chat_stream_sends_role_pieces_finish_usage_done() {
+        let (models, _fakes) = fake_models(&["m"]);
+        let app = service(models).await;
+        let body = chat(json!({"stream": true, "stream_options": {"include_usage": true}}));
+        let req = test::TestRequest::post()
+            .uri("/v1/chat/completions")
+            .set_json(body)
+            .to_request();
+        let resp = test::call_service(&app, req).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(
+            resp.headers().get("content-type").unwrap(),
+            "text/event-stream"
+        );
+        assert_eq!(resp.headers().get("cache-control").unwrap(), "no-cache");
+        let text = String::from_utf8(test::read_body(resp).await.to_vec()).unwrap();
+        let frames: Vec<&str> = text.split_terminator("\n\n").collect();
+        assert_eq!(frames.len(), 7, "{text}");
+        let data: Vec<Value> = frames[..6]
+            .iter()
+            .map(|f| json_of(f.strip_prefix("data: ").unwrap()))
+            .collect();
+        assert_eq!(
+            data[0]["choices"][0]["delta"],
+            json!({"role": "assistant", "content": ""})
+        );
+        let pieces: String = data[1..4]
+            .iter()
+            .map(|d| d["choices"][0]["delta"]["content"].as_str().unwrap())
+            .collect();
+        assert_eq!(pieces, "Hello, world");
+        assert_eq!(data[4]["choices"][0]["finish_reason"], "stop");
+        assert_eq!(data[5]["choices"], json!([]));
+        assert_eq!(data[5]["usage"]["completion_tokens"], 3);
+        assert_eq!(frames[6], "data: [DONE]");
+        let ids: Vec<_> = data.iter().map(|d| d["id"].clone()).collect();
+        assert!(ids.iter().all(|id| *id == ids[0]), "one id per stream");
+    }
+
+    #[actix_rt::test]
+    async fn prompt_too_long_is_a_400_even_when_streaming() {
+        let (models, _fakes) = fake_models(&["m"]);
+        let app = service(models).await;
+        let body = json!({"model": "m", "prompt": "this is too long", "stream": true});
+        let (status, text) = post(&app, "/v1/completions", body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(json_of(&text)["error"]["code"], "context_length_exceeded");
+    }
+
+    #[actix_rt::test]
+    async fn worker_crash_mid_stream_ends_with_error_event_and_done() {
+        let (models, _fakes) = fake_models(&["m"]);
+        let app = service(models).await;
+        let body =
+            chat(json!({"stream": true, "messages": [{"role": "user", "content": "crash"}]}));
+        let (status, text) = post(&app, "/v1/chat/completions", body).await;
+        assert_eq!(status, StatusCode::OK);
+        let frames: Vec<&str> = text.split_terminator("\n\n").collect();
+        let error = json_of(frames[frames.len() - 2].strip_prefix("data: ").unwrap());
+        assert_eq!(error["error"]["code"], "worker_unavailable");
+        assert_eq!(frames[frames.len() - 1], "data: [DONE]");
+    }
+
+    #[actix_rt::test]
+    async fn dropping_a_stream_cancels_the_generation() {
+        let fake = FakeWorker::start();
+        let models = Models::new(vec![ModelEntry {
+            spec: ModelSpec {
+                name: "m".into(),
+                path: "/m.gguf".into(),
+            },
+            addr: ModelActor::attached("m", fake.client.clone(), crate::testing::model_info("m"))
+                .start(),
+        }]);
+        let app = service(models).await;
+        let body = chat(json!({"stream": true, "messages": [{"role": "user", "content": "hang"}]}));
+        let req = test::TestRequest::post()
+            .uri("/v1/chat/completions")
+            .set_json(body)
+            .to_request();
+        let resp = test::call_service(&app, req).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(fake.client.in_flight(), 1);
+        drop(resp); // what actix does when the client disconnects
+        for _ in 0..100 {
+            if !fake.cancelled.lock().unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(fake.cancelled.lock().unwrap().len(), 1);
+        assert_eq!(fake.client.in_flight(), 0);
+    }
+
+    #[actix_rt::test]
+    async fn embeddings_in_float_and_base64() {
+        let (models, _fakes) = fake_models(&["m"]);
+        let app = service(models).await;
+        let body = json!({"model": "m", "input": ["a", "b"]});
+        let (status, text) = post(&app, "/v1/embeddings", body).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        let body = json_of(&text);
+        assert_eq!(body["object"], "list");
+        assert_eq!(body["data"][1]["index"], 1);
+        assert_eq!(body["data"][0]["embedding"], json!([1.0, 0.0, 0.0]));
+        assert_eq!(body["usage"]["prompt_tokens"], 2);
+        let body = json!({"model": "m", "input": "a", "encoding_format": "base64"});
+        let (_, text) = post(&app, "/v1/embeddings", body).await;
+        assert_eq!(json_of(&text)["data"][0]["embedding"], "AACAPwAAAAAAAAAA");
+        let (status, _) = post(
+            &app,
+            "/v1/embeddings",
+            json!({"model": "m", "input": "boom"}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+
+    #[actix_rt::test]
+    async fn models_are_listed_and_looked_up_case_insensitively() {
+        let (models, _fakes) = fake_models(&["SmolLM2", "org/other"]);
+        let app = service(models).await;
+        let req = test::TestRequest::get().uri("/v1/models").to_request();
+        let body: Value = test::call_and_read_body_json(&app, req).await;
+        assert_eq!(body["object"], "list");
+        assert_eq!(body["data"][0]["id"], "SmolLM2");
+        assert_eq!(body["data"][0]["owned_by"], "llm-node");
+        assert_eq!(body["data"][0]["meta"]["state"], "ready");
+        assert_eq!(body["data"][0]["meta"]["context"], 4096);
+        for uri in ["/v1/models/smollm2", "/v1/models/org/other"] {
+            let resp =
+                test::call_service(&app, test::TestRequest::get().uri(uri).to_request()).await;
+            assert_eq!(resp.status(), StatusCode::OK, "{uri}");
+        }
+        let req = test::TestRequest::get().uri("/v1/models/nope").to_request();
+        let resp = test::call_service(&app, req).await;
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        let body: Value = test::read_body_json(resp).await;
+        assert_eq!(body["error"]["code"], "model_not_found");
+        let req = test::TestRequest::get().uri("/health").to_request();
+        let body: Value = test::call_and_read_body_json(&app, req).await;
+        assert_eq!(body, json!({"status": "ok"}));
+    }
+
+    #[actix_rt::test]
+    async fn a_failed_model_answers_503_with_retry_after() {
+        let spawn = SpawnOptions {
+            bin: "/no/such/worker".into(),
+            config: crate::config::Args::default_for_tests().worker_config(&ModelSpec {
+                name: "broken".into(),
+                path: "/b.gguf".into(),
+            }),
+            ready_timeout: Duration::from_secs(1),
+        };
+        let entry = ModelEntry {
+            spec: ModelSpec {
+                name: "broken".into(),
+                path: "/b.gguf".into(),
+            },
+            addr: ModelActor::new(spawn, Duration::from_secs(1)).start(),
+        };
+        let models = Models::new(vec![entry]);
+        models.wait_started().await;
+        let app = service(models).await;
+        let req = test::TestRequest::post()
+            .uri("/v1/chat/completions")
+            .set_json(chat(json!({"model": "broken"})))
+            .to_request();
+        let resp = test::call_service(&app, req).await;
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(resp.headers().contains_key("retry-after"));
+        let body: Value = test::read_body_json(resp).await;
+        assert_eq!(body["error"]["code"], "model_unavailable");
+    }
+}

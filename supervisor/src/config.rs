@@ -1,0 +1,500 @@
+//! Command-line and environment configuration of the node.
+//!
+//! Owns [`Args`] (every flag is also an `LLM_NODE_*` environment variable and
+//! a line of `--help`), the cross-field validation done once at startup
+//! ([`Args::validate`]), model discovery ([`ModelSpec`]) and the typed
+//! [`WorkerConfig`] each worker receives (workers never read the environment).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use llm_node_protocol::WorkerConfig;
+
+/// Name of the worker binary looked up next to the supervisor's own executable.
+pub const WORKER_BIN_NAME: &str = "llm-node-worker";
+
+/// File name of the bundled model in the cache (see `scripts/setup.sh`).
+pub const BUNDLED_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+/// Id the bundled model is served under when no model is configured.
+pub const BUNDLED_MODEL_NAME: &str = "smollm2-135m-instruct";
+
+/// Smallest per-slot context we accept; below this no chat template fits.
+const MIN_CTX_SIZE: u32 = 64;
+
+/// Everything `llm-node` can be told at startup.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "llm-node", version, about = "OpenAI-compatible inference node")]
+pub struct Args {
+    /// Address the HTTP server binds to.
+    #[arg(long, env = "LLM_NODE_BIND_ADDRESS", default_value = "0.0.0.0")]
+    pub host: String,
+
+    /// Port the HTTP server listens on (0 picks a free one).
+    #[arg(long, env = "LLM_NODE_PORT", default_value_t = 11435)]
+    pub port: u16,
+
+    /// A model to serve, as NAME=PATH to a GGUF file. Repeatable; the environment
+    /// variable takes a comma-separated list.
+    #[arg(
+        long = "model",
+        env = "LLM_NODE_MODELS",
+        value_name = "NAME=PATH",
+        value_delimiter = ',',
+        value_parser = parse_model_arg
+    )]
+    pub models: Vec<ModelSpec>,
+
+    /// Directory scanned for models: each `*.gguf` directly in it is served under
+    /// its lowercased file stem, each `<dir>/model.gguf` under `<dir>`. With neither
+    /// this nor `--model`, the bundled model from `~/.cache/llm-node/models` is
+    /// served as `smollm2-135m-instruct`.
+    #[arg(long, env = "LLM_NODE_MODELS_DIR", value_name = "DIR")]
+    pub models_dir: Option<PathBuf>,
+
+    /// Context window of each parallel slot, in tokens.
+    #[arg(long, env = "LLM_NODE_CTX_SIZE", default_value_t = 4096)]
+    pub ctx_size: u32,
+
+    /// Sequences each model decodes together (continuous-batching slots).
+    #[arg(long, env = "LLM_NODE_PARALLEL", default_value_t = 4)]
+    pub parallel: u32,
+
+    /// CPU threads per worker for decoding; 0 uses all cores.
+    #[arg(long, env = "LLM_NODE_THREADS", default_value_t = 0)]
+    pub threads: u32,
+
+    /// Maximum tokens submitted to one decode call (logical batch).
+    #[arg(long, env = "LLM_NODE_BATCH_SIZE", default_value_t = 512)]
+    pub batch_size: u32,
+
+    /// Layers offloaded to the GPU; the worker clamps to the model's layer count.
+    #[arg(long, env = "LLM_NODE_N_GPU_LAYERS", default_value_t = 999)]
+    pub n_gpu_layers: u32,
+
+    /// Index of the main GPU among the visible ones.
+    #[arg(long, env = "LLM_NODE_MAIN_GPU", default_value_t = 0)]
+    pub main_gpu: i32,
+
+    /// Do not create embedding contexts (`/v1/embeddings` then answers 400).
+    #[arg(long, env = "LLM_NODE_NO_EMBEDDINGS")]
+    pub no_embeddings: bool,
+
+    /// Path of the `llm-node-worker` binary (default: next to this executable).
+    #[arg(long, env = "LLM_NODE_WORKER_BIN", value_name = "PATH")]
+    pub worker_bin: Option<PathBuf>,
+
+    /// Seconds a worker may take from spawn to `Ready` (model load included).
+    #[arg(long, env = "LLM_NODE_READY_TIMEOUT_SECS", default_value_t = 300)]
+    pub ready_timeout_secs: u64,
+
+    /// Seconds to wait for in-flight requests and for each worker to exit on shutdown
+    /// before escalating to SIGTERM, then SIGKILL.
+    #[arg(long, env = "LLM_NODE_SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
+    pub shutdown_timeout_secs: u64,
+
+    /// Log output format.
+    #[arg(long, env = "LLM_NODE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// One model to serve: its public id and its GGUF file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSpec {
+    /// Public id clients put in `model`; matched case-insensitively.
+    pub name: String,
+    pub path: PathBuf,
+}
+
+impl ModelSpec {
+    /// The key the registry looks this model up by.
+    pub fn key(&self) -> String {
+        self.name.to_lowercase()
+    }
+}
+
+/// A configuration that cannot work; reported once at startup.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("no models configured: pass --model NAME=PATH or --models-dir DIR")]
+    NoModels,
+    #[error("model name {0:?} is used twice (names are case-insensitive)")]
+    DuplicateName(String),
+    #[error("invalid model name {0:?}: it must be non-empty and contain no whitespace")]
+    InvalidName(String),
+    #[error("model {name}: file {path:?} does not exist")]
+    MissingFile { name: String, path: PathBuf },
+    #[error("cannot read models dir {path:?}: {source}")]
+    ModelsDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("--parallel must be at least 1")]
+    Parallel,
+    #[error("--ctx-size must be at least {MIN_CTX_SIZE}")]
+    CtxSize,
+    #[error("--batch-size must be at least 1")]
+    BatchSize,
+    #[error("worker binary {0:?} not found (set --worker-bin or LLM_NODE_WORKER_BIN)")]
+    WorkerBin(PathBuf),
+}
+
+/// Parses `NAME=PATH` for `--model`.
+fn parse_model_arg(s: &str) -> Result<ModelSpec, String> {
+    let (name, path) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=PATH, got {s:?}"))?;
+    let (name, path) = (name.trim(), path.trim());
+    if path.is_empty() {
+        return Err(format!("empty path in {s:?}"));
+    }
+    Ok(ModelSpec {
+        name: name.to_string(),
+        path: PathBuf::from(path),
+    })
+}
+
+impl Args {
+    /// Checks the cross-field rules and returns the models to serve: the `--model`
+    /// ones first, then those found in `--models-dir` (sorted by name).
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first rule broken.
+    pub fn validate(&self) -> Result<Vec<ModelSpec>, ConfigError> {
+        self.validate_with_default(bundled_model(&cache_dir()))
+    }
+
+    /// [`Args::validate`] with `default` served when no model is configured.
+    fn validate_with_default(
+        &self,
+        default: Option<ModelSpec>,
+    ) -> Result<Vec<ModelSpec>, ConfigError> {
+        if self.parallel < 1 {
+            return Err(ConfigError::Parallel);
+        }
+        if self.ctx_size < MIN_CTX_SIZE {
+            return Err(ConfigError::CtxSize);
+        }
+        if self.batch_size < 1 {
+            return Err(ConfigError::BatchSize);
+        }
+        let mut specs = self.models.clone();
+        if let Some(dir) = &self.models_dir {
+            specs.extend(discover_models(dir)?);
+        }
+        if self.models.is_empty() && self.models_dir.is_none() {
+            specs.extend(default);
+        }
+        check_specs(&specs)?;
+        Ok(specs)
+    }
+
+    /// The worker binary: `--worker-bin`, else `llm-node-worker` next to the current
+    /// executable (or one directory up, where cargo puts binaries for test executables
+    /// living in `target/<profile>/deps`).
+    ///
+    /// # Errors
+    /// [`ConfigError::WorkerBin`] when no such file exists.
+    pub fn worker_bin(&self) -> Result<PathBuf, ConfigError> {
+        if let Some(bin) = &self.worker_bin {
+            return match bin.is_file() {
+                true => Ok(bin.clone()),
+                false => Err(ConfigError::WorkerBin(bin.clone())),
+            };
+        }
+        let exe = std::env::current_exe().unwrap_or_default();
+        let dir = exe.parent().unwrap_or(Path::new("."));
+        let candidates = [
+            Some(dir.join(WORKER_BIN_NAME)),
+            dir.parent().map(|up| up.join(WORKER_BIN_NAME)),
+        ];
+        candidates
+            .iter()
+            .flatten()
+            .find(|p| p.is_file())
+            .cloned()
+            .ok_or_else(|| ConfigError::WorkerBin(dir.join(WORKER_BIN_NAME)))
+    }
+
+    /// The typed configuration sent to the worker serving `spec`.
+    pub fn worker_config(&self, spec: &ModelSpec) -> WorkerConfig {
+        WorkerConfig {
+            model_name: spec.name.clone(),
+            model_path: spec.path.to_string_lossy().into_owned(),
+            ctx_per_slot: self.ctx_size,
+            parallel: self.parallel,
+            n_gpu_layers: self.n_gpu_layers,
+            main_gpu: self.main_gpu,
+            threads: self.threads,
+            batch_size: self.batch_size,
+            embeddings: !self.no_embeddings,
+            chat_template: None,
+        }
+    }
+
+    pub fn ready_timeout(&self) -> Duration {
+        Duration::from_secs(self.ready_timeout_secs)
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+}
+
+/// Where `scripts/setup.sh` caches the bundled model: `$LLM_NODE_CACHE/models`,
+/// default `~/.cache/llm-node/models`.
+pub fn cache_dir() -> PathBuf {
+    let cache = std::env::var_os("LLM_NODE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+            PathBuf::from(home).join(".cache/llm-node")
+        });
+    cache.join("models")
+}
+
+/// The bundled model (fetched by `scripts/setup.sh`) in `models_dir`, served as
+/// [`BUNDLED_MODEL_NAME`] when no model is configured; `None` when absent.
+pub fn bundled_model(models_dir: &Path) -> Option<ModelSpec> {
+    let path = models_dir.join(BUNDLED_MODEL_FILE);
+    path.is_file().then(|| ModelSpec {
+        name: BUNDLED_MODEL_NAME.to_string(),
+        path,
+    })
+}
+
+/// Finds the models in `dir`: `NAME.gguf` (any case) becomes `name`, and
+/// `NAME/model.gguf` becomes `NAME`. Other entries are ignored. Sorted by name.
+///
+/// # Errors
+/// [`ConfigError::ModelsDir`] when `dir` cannot be listed.
+pub fn discover_models(dir: &Path) -> Result<Vec<ModelSpec>, ConfigError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| ConfigError::ModelsDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut specs = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_gguf = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+        if path.is_file() && is_gguf {
+            if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
+                specs.push(ModelSpec {
+                    name: stem.to_lowercase(),
+                    path,
+                });
+            }
+        } else if path.is_dir() && path.join("model.gguf").is_file() {
+            if let Some(name) = path.file_name().and_then(|s| s.to_str()) {
+                specs.push(ModelSpec {
+                    name: name.to_string(),
+                    path: path.join("model.gguf"),
+                });
+            }
+        }
+    }
+    specs.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(specs)
+}
+
+/// At least one model, valid unique names, existing files.
+fn check_specs(specs: &[ModelSpec]) -> Result<(), ConfigError> {
+    if specs.is_empty() {
+        return Err(ConfigError::NoModels);
+    }
+    let mut seen = HashSet::new();
+    for spec in specs {
+        if spec.name.is_empty()
+            || spec
+                .name
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(ConfigError::InvalidName(spec.name.clone()));
+        }
+        if !seen.insert(spec.key()) {
+            return Err(ConfigError::DuplicateName(spec.name.clone()));
+        }
+        if !spec.path.is_file() {
+            return Err(ConfigError::MissingFile {
+                name: spec.name.clone(),
+                path: spec.path.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+impl Args {
+    /// The defaults, as if started with no flags.
+    pub(crate) fn default_for_tests() -> Self {
+        Args::try_parse_from(["llm-node"]).expect("defaults parse")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("llm-node").chain(args.iter().copied()))
+            .expect("parses")
+    }
+
+    fn touch(path: &Path) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, b"GGUF").unwrap();
+    }
+
+    #[test]
+    fn defaults_match_the_documented_values() {
+        let args = parse(&[]);
+        assert_eq!(args.host, "0.0.0.0");
+        assert_eq!(args.port, 11435);
+        assert_eq!(args.ctx_size, 4096);
+        assert_eq!(args.parallel, 4);
+        assert_eq!(args.threads, 0);
+        assert_eq!(args.batch_size, 512);
+        assert_eq!(args.n_gpu_layers, 999);
+        assert_eq!(args.ready_timeout_secs, 300);
+        assert!(!args.no_embeddings);
+        assert_eq!(args.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn model_flag_is_repeatable_and_comma_separated() {
+        let args = parse(&["--model", "a=/x/a.gguf,b=/y/b.gguf", "--model", "C=/z.gguf"]);
+        let names: Vec<_> = args.models.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "C"]);
+        assert_eq!(args.models[2].path, PathBuf::from("/z.gguf"));
+    }
+
+    #[test]
+    fn model_flag_without_equals_is_rejected() {
+        assert!(Args::try_parse_from(["llm-node", "--model", "/x/a.gguf"]).is_err());
+        assert!(Args::try_parse_from(["llm-node", "--model", "a="]).is_err());
+    }
+
+    #[test]
+    fn models_dir_finds_files_and_model_subdirs() {
+        let dir = tempfile::tempdir().unwrap();
+        touch(&dir.path().join("SmolLM2-135M.gguf"));
+        touch(&dir.path().join("qwen/model.gguf"));
+        touch(&dir.path().join("notes.txt"));
+        touch(&dir.path().join("empty/other.gguf"));
+        let specs = discover_models(dir.path()).unwrap();
+        let names: Vec<_> = specs.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["qwen", "smollm2-135m"]);
+        assert_eq!(specs[0].path, dir.path().join("qwen/model.gguf"));
+    }
+
+    #[test]
+    fn validate_combines_flags_and_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        touch(&dir.path().join("b.gguf"));
+        let a = dir.path().join("elsewhere/a.gguf");
+        touch(&a);
+        let args = parse(&[
+            "--model",
+            &format!("a={}", a.display()),
+            "--models-dir",
+            dir.path().to_str().unwrap(),
+        ]);
+        let names: Vec<_> = args
+            .validate()
+            .unwrap()
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        assert_eq!(names, ["a", "b"]);
+    }
+
+    #[test]
+    fn validate_rejects_broken_configurations() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("m.gguf");
+        touch(&file);
+        let m = format!("m={}", file.display());
+        let upper = format!("M={}", file.display());
+        type Check = fn(&ConfigError) -> bool;
+        let cases: Vec<(Vec<&str>, Check)> = vec![
+            (vec![], |e| matches!(e, ConfigError::NoModels)),
+            (vec!["--model", &m, "--model", &upper], |e| {
+                matches!(e, ConfigError::DuplicateName(_))
+            }),
+            (vec!["--model", "x=/does/not/exist.gguf"], |e| {
+                matches!(e, ConfigError::MissingFile { .. })
+            }),
+            (vec!["--model", &m, "--parallel", "0"], |e| {
+                matches!(e, ConfigError::Parallel)
+            }),
+            (vec!["--model", &m, "--ctx-size", "63"], |e| {
+                matches!(e, ConfigError::CtxSize)
+            }),
+            (vec!["--models-dir", "/does/not/exist"], |e| {
+                matches!(e, ConfigError::ModelsDir { .. })
+            }),
+        ];
+        for (argv, expected) in cases {
+            let err = parse(&argv).validate_with_default(None).unwrap_err();
+            assert!(expected(&err), "{argv:?} gave {err}");
+        }
+        let spaced = format!("a b={}", file.display());
+        let err = parse(&["--model", &spaced]).validate().unwrap_err();
+        assert!(matches!(err, ConfigError::InvalidName(_)));
+    }
+
+    #[test]
+    fn bundled_model_is_the_default_only_without_models() {
+        let cache = tempfile::tempdir().unwrap();
+        assert_eq!(bundled_model(cache.path()), None);
+        touch(&cache.path().join(BUNDLED_MODEL_FILE));
+        let bundled = bundled_model(cache.path()).unwrap();
+        assert_eq!(bundled.name, "smollm2-135m-instruct");
+        let specs = parse(&[])
+            .validate_with_default(Some(bundled.clone()))
+            .unwrap();
+        assert_eq!(specs, std::slice::from_ref(&bundled));
+        let other = cache.path().join("x.gguf");
+        touch(&other);
+        let flag = format!("x={}", other.display());
+        let specs = parse(&["--model", &flag])
+            .validate_with_default(Some(bundled))
+            .unwrap();
+        assert_eq!(specs.len(), 1);
+        assert_eq!(specs[0].name, "x");
+    }
+
+    #[test]
+    fn worker_config_carries_the_flags() {
+        let args = parse(&["--ctx-size", "2048", "--parallel", "2", "--no-embeddings"]);
+        let spec = ModelSpec {
+            name: "m".into(),
+            path: "/m.gguf".into(),
+        };
+        let config = args.worker_config(&spec);
+        assert_eq!(config.ctx_per_slot, 2048);
+        assert_eq!(config.parallel, 2);
+        assert!(!config.embeddings);
+        assert_eq!(config.model_path, "/m.gguf");
+    }
+
+    #[test]
+    fn explicit_missing_worker_bin_is_an_error() {
+        let args = parse(&["--worker-bin", "/no/such/llm-node-worker"]);
+        assert!(matches!(args.worker_bin(), Err(ConfigError::WorkerBin(_))));
+    }
+}

@@ -1,0 +1,569 @@
+//! The request side of one worker connection.
+//!
+//! [`WorkerClient`] multiplexes many requests over the worker's two byte
+//! channels: it assigns each request a [`RequestId`], sends the encoded
+//! [`Command`], and a dedicated reader thread routes every incoming [`Event`]
+//! to the request that owns it. When the event channel breaks (the worker died)
+//! or carries garbage, every request still in flight receives
+//! [`WorkerError::Gone`] at once, so no caller waits on a dead worker.
+//!
+//! A [`GenerationStream`] cancels its request in the worker when dropped before
+//! the end: that is how a client disconnect frees the slot.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender};
+use llm_node_protocol::{
+    decode, encode, Command, Event, FailureKind, FinishReason, Prompt, RequestId, SamplingParams,
+    Usage,
+};
+use tokio::sync::mpsc;
+
+/// Why a request got no (further) answer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WorkerError {
+    /// The worker process is gone or its channel broke; retrying later may work.
+    #[error("worker unavailable: {0}")]
+    Gone(String),
+    /// The worker refused or failed this request.
+    #[error("{kind:?}: {message}")]
+    Failed { kind: FailureKind, message: String },
+    /// The worker answered with an event that does not fit the request.
+    #[error("unexpected event from worker: {0}")]
+    Protocol(String),
+}
+
+/// What the reader thread delivers to one request.
+#[derive(Debug)]
+enum Reply {
+    Event(Event),
+    Gone(String),
+}
+
+/// One step of a generation as seen by the API layer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GenerationEvent {
+    Started { prompt_tokens: u32 },
+    Piece { text: String, tokens: u32 },
+    Finished { reason: FinishReason, usage: Usage },
+}
+
+/// A cheap, cloneable handle to one worker connection.
+#[derive(Clone)]
+pub struct WorkerClient {
+    inner: Arc<Inner>,
+}
+
+/// Requests waiting for events, and whether the connection is dead.
+///
+/// Both live under one lock so that registering a request and the reader
+/// thread declaring the worker dead cannot interleave: a request is either
+/// registered before the drain (and receives `Gone`) or sees `dead` and is
+/// refused. Without this, a request registered just after the drain would
+/// wait forever.
+#[derive(Default)]
+struct Pending {
+    senders: HashMap<RequestId, mpsc::UnboundedSender<Reply>>,
+    dead: Option<String>,
+}
+
+struct Inner {
+    model: String,
+    /// The command channel. `IpcBytesSender` is not `Sync`; the lock also keeps
+    /// each message whole.
+    commands: Mutex<IpcBytesSender>,
+    pending: Mutex<Pending>,
+    next_id: AtomicU64,
+}
+
+impl std::fmt::Debug for WorkerClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pending = self.inner.pending();
+        f.debug_struct("WorkerClient")
+            .field("model", &self.inner.model)
+            .field("in_flight", &pending.senders.len())
+            .field("dead", &pending.dead)
+            .finish()
+    }
+}
+
+impl WorkerClient {
+    /// Wraps a connected worker's channels and starts the reader thread.
+    ///
+    /// # Panics
+    /// If the OS refuses to start a thread.
+    pub fn new(commands: IpcBytesSender, events: IpcBytesReceiver, model: &str) -> Self {
+        let inner = Arc::new(Inner {
+            model: model.to_string(),
+            commands: Mutex::new(commands),
+            pending: Mutex::new(Pending::default()),
+            next_id: AtomicU64::new(1),
+        });
+        let reader = Arc::clone(&inner);
+        std::thread::Builder::new()
+            .name(format!("events-{model}"))
+            .spawn(move || read_events(&reader, &events))
+            .expect("spawn event reader thread");
+        Self { inner }
+    }
+
+    /// Whether the connection is still usable.
+    pub fn is_alive(&self) -> bool {
+        self.inner.pending().dead.is_none()
+    }
+
+    /// Requests currently waiting on the worker.
+    pub fn in_flight(&self) -> usize {
+        self.inner.pending().senders.len()
+    }
+
+    /// Starts a generation.
+    ///
+    /// # Errors
+    /// [`WorkerError::Gone`] when the worker is unreachable. Failures of the
+    /// generation itself arrive on the stream.
+    pub fn generate(
+        &self,
+        prompt: Prompt,
+        params: SamplingParams,
+    ) -> Result<GenerationStream, WorkerError> {
+        let call = self.call(|id| Command::Generate { id, prompt, params })?;
+        Ok(GenerationStream { call })
+    }
+
+    /// Embeds each input; returns one vector per input and the prompt tokens used.
+    ///
+    /// # Errors
+    /// [`WorkerError::Gone`] when the worker is unreachable, [`WorkerError::Failed`]
+    /// when it refuses (embeddings disabled, input too long).
+    pub async fn embed(&self, inputs: Vec<String>) -> Result<(Vec<Vec<f32>>, u32), WorkerError> {
+        let mut call = self.call(|id| Command::Embed { id, inputs })?;
+        match call.next().await? {
+            Event::Embeddings {
+                vectors,
+                prompt_tokens,
+                ..
+            } => Ok((vectors, prompt_tokens)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Counts the tokens of `prompt` as a generation would see it.
+    ///
+    /// # Errors
+    /// As for [`WorkerClient::embed`].
+    pub async fn count_tokens(&self, prompt: Prompt) -> Result<u32, WorkerError> {
+        let mut call = self.call(|id| Command::CountTokens { id, prompt })?;
+        match call.next().await? {
+            Event::TokenCount { count, .. } => Ok(count),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Asks the worker to stop request `id` and forgets it here.
+    pub fn cancel(&self, id: RequestId) {
+        self.inner.pending().senders.remove(&id);
+        // A failed send means the worker is gone, which cancels everything anyway.
+        let _ = self.inner.send(&Command::Cancel { id });
+    }
+
+    /// Tells the worker to free everything and exit.
+    ///
+    /// # Errors
+    /// [`WorkerError::Gone`] when the command channel is broken.
+    pub fn shutdown(&self) -> Result<(), WorkerError> {
+        self.inner.send(&Command::Shutdown)
+    }
+
+    /// Registers a new request, then sends the command built for its id.
+    fn call(&self, command: impl FnOnce(RequestId) -> Command) -> Result<Call, WorkerError> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        {
+            let mut pending = self.inner.pending();
+            if let Some(why) = &pending.dead {
+                return Err(WorkerError::Gone(why.clone()));
+            }
+            pending.senders.insert(id, tx);
+        }
+        // From here on the guard unregisters (and cancels) if we bail out.
+        let call = Call {
+            client: self.clone(),
+            id,
+            rx,
+            done: false,
+        };
+        self.inner.send(&command(id))?;
+        Ok(call)
+    }
+}
+
+impl Inner {
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        // A panic while holding this lock cannot leave the map inconsistent.
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn send(&self, command: &Command) -> Result<(), WorkerError> {
+        let bytes = encode(command);
+        let sender = self.commands.lock().unwrap_or_else(|e| e.into_inner());
+        sender
+            .send(&bytes)
+            .map_err(|e| WorkerError::Gone(format!("command channel: {e}")))
+    }
+
+    /// Delivers an event to its request; unknown ids (cancelled requests) are dropped.
+    fn route(&self, event: Event) {
+        let Some(id) = event.request_id() else {
+            tracing::warn!(model = %self.model, "unexpected handshake event after Ready");
+            return;
+        };
+        let mut pending = self.pending();
+        let sender = match event.is_terminal() {
+            true => pending.senders.remove(&id),
+            false => pending.senders.get(&id).cloned(),
+        };
+        drop(pending);
+        match sender {
+            // The receiver may have been dropped a moment ago; that is fine.
+            Some(sender) => {
+                let _ = sender.send(Reply::Event(event));
+            }
+            None => tracing::debug!(model = %self.model, id, "event for a finished request"),
+        }
+    }
+
+    /// Marks the connection dead and fails every request in flight.
+    fn die(&self, why: String) {
+        let senders = {
+            let mut pending = self.pending();
+            pending.dead = Some(why.clone());
+            std::mem::take(&mut pending.senders)
+        };
+        for sender in senders.into_values() {
+            let _ = sender.send(Reply::Gone(why.clone()));
+        }
+    }
+}
+
+/// The reader thread: routes events until the channel breaks.
+fn read_events(inner: &Inner, events: &IpcBytesReceiver) {
+    let why = loop {
+        let bytes = match events.recv() {
+            Ok(bytes) => bytes,
+            Err(e) => break format!("worker disconnected ({e})"),
+        };
+        match decode::<Event>(&bytes) {
+            Ok(event) => inner.route(event),
+            Err(e) => break format!("undecodable event: {e}"),
+        }
+    };
+    tracing::debug!(model = %inner.model, "event reader stopping: {why}");
+    inner.die(why);
+}
+
+fn unexpected(event: &Event) -> WorkerError {
+    WorkerError::Protocol(format!("{event:?}").chars().take(200).collect())
+}
+
+/// One request in flight: its reply channel and the guard that cancels it.
+struct Call {
+    client: WorkerClient,
+    id: RequestId,
+    rx: mpsc::UnboundedReceiver<Reply>,
+    /// Set once a terminal event (or `Gone`) was received.
+    done: bool,
+}
+
+impl Call {
+    /// The next event; `Failed` and `Gone` become errors. Must not be called after
+    /// a terminal event.
+    async fn next(&mut self) -> Result<Event, WorkerError> {
+        let reply = self.rx.recv().await;
+        let event = match reply {
+            Some(Reply::Event(event)) => event,
+            Some(Reply::Gone(why)) => {
+                self.done = true;
+                return Err(WorkerError::Gone(why));
+            }
+            // Our sender was removed without a reply: only `cancel(id)` does that.
+            None => {
+                self.done = true;
+                return Err(WorkerError::Gone("request cancelled".into()));
+            }
+        };
+        self.done = event.is_terminal();
+        match event {
+            Event::Failed { kind, message, .. } => Err(WorkerError::Failed { kind, message }),
+            event => Ok(event),
+        }
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        if !self.done {
+            self.client.cancel(self.id);
+        }
+    }
+}
+
+/// The events of one generation. Dropping it before [`GenerationEvent::Finished`]
+/// (or an error) cancels the generation in the worker.
+pub struct GenerationStream {
+    call: Call,
+}
+
+impl GenerationStream {
+    /// The request id in the worker.
+    pub fn id(&self) -> RequestId {
+        self.call.id
+    }
+
+    /// The next event, or `None` after the last one (`Finished` or an error).
+    pub async fn next(&mut self) -> Option<Result<GenerationEvent, WorkerError>> {
+        if self.call.done {
+            return None;
+        }
+        Some(match self.call.next().await {
+            Ok(Event::Started { prompt_tokens, .. }) => {
+                Ok(GenerationEvent::Started { prompt_tokens })
+            }
+            Ok(Event::Piece { text, tokens, .. }) => Ok(GenerationEvent::Piece { text, tokens }),
+            Ok(Event::Finished { reason, usage, .. }) => {
+                Ok(GenerationEvent::Finished { reason, usage })
+            }
+            Ok(other) => {
+                // Not a generation event: stop the request rather than guess.
+                if !self.call.done {
+                    self.call.client.cancel(self.call.id);
+                    self.call.done = true;
+                }
+                Err(unexpected(&other))
+            }
+            Err(e) => Err(e),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use ipc_channel::ipc;
+    use llm_node_protocol::ChatMessage;
+
+    use super::*;
+
+    /// The worker end of an in-process connection.
+    struct WorkerSide {
+        commands: IpcBytesReceiver,
+        events: IpcBytesSender,
+    }
+
+    impl WorkerSide {
+        fn recv(&self) -> Command {
+            decode(&self.commands.recv().expect("command")).expect("decodes")
+        }
+        fn send(&self, event: Event) {
+            self.events.send(&encode(&event)).expect("event sent");
+        }
+    }
+
+    fn connect() -> (WorkerClient, WorkerSide) {
+        let (cmd_tx, cmd_rx) = ipc::bytes_channel().unwrap();
+        let (ev_tx, ev_rx) = ipc::bytes_channel().unwrap();
+        let client = WorkerClient::new(cmd_tx, ev_rx, "test");
+        let side = WorkerSide {
+            commands: cmd_rx,
+            events: ev_tx,
+        };
+        (client, side)
+    }
+
+    fn text(s: &str) -> Prompt {
+        Prompt::Text(s.into())
+    }
+
+    fn generate_id(cmd: Command) -> RequestId {
+        match cmd {
+            Command::Generate { id, .. } => id,
+            other => panic!("expected Generate, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn events_are_routed_to_their_own_request() {
+        let (client, worker) = connect();
+        let mut a = client
+            .generate(text("a"), SamplingParams::default())
+            .unwrap();
+        let mut b = client
+            .generate(
+                Prompt::Chat(vec![ChatMessage {
+                    role: "user".into(),
+                    content: "b".into(),
+                }]),
+                SamplingParams::default(),
+            )
+            .unwrap();
+        let (ida, idb) = (generate_id(worker.recv()), generate_id(worker.recv()));
+        assert_ne!(ida, idb);
+        worker.send(Event::Piece {
+            id: idb,
+            text: "to b".into(),
+            tokens: 1,
+        });
+        worker.send(Event::Piece {
+            id: ida,
+            text: "to a".into(),
+            tokens: 1,
+        });
+        let usage = Usage::default();
+        for id in [ida, idb] {
+            worker.send(Event::Finished {
+                id,
+                reason: FinishReason::Stop,
+                usage,
+            });
+        }
+        let piece = |s: &str| {
+            Some(Ok(GenerationEvent::Piece {
+                text: s.into(),
+                tokens: 1,
+            }))
+        };
+        assert_eq!(a.next().await, piece("to a"));
+        assert_eq!(b.next().await, piece("to b"));
+        let finished = Some(Ok(GenerationEvent::Finished {
+            reason: FinishReason::Stop,
+            usage,
+        }));
+        assert_eq!(a.next().await, finished);
+        assert_eq!(a.next().await, None);
+        assert_eq!(b.next().await, finished);
+        assert_eq!(client.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn dropping_an_unfinished_stream_cancels_it_in_the_worker() {
+        let (client, worker) = connect();
+        let stream = client
+            .generate(text("x"), SamplingParams::default())
+            .unwrap();
+        let id = generate_id(worker.recv());
+        drop(stream);
+        assert_eq!(worker.recv(), Command::Cancel { id });
+        assert_eq!(client.in_flight(), 0);
+        // The worker's late answer to the cancel is ignored.
+        worker.send(Event::Finished {
+            id,
+            reason: FinishReason::Cancelled,
+            usage: Usage::default(),
+        });
+        assert!(client.is_alive());
+    }
+
+    #[tokio::test]
+    async fn dropping_a_finished_stream_sends_nothing() {
+        let (client, worker) = connect();
+        let mut stream = client
+            .generate(text("x"), SamplingParams::default())
+            .unwrap();
+        let id = generate_id(worker.recv());
+        worker.send(Event::Failed {
+            id,
+            kind: FailureKind::PromptTooLong,
+            message: "too long".into(),
+        });
+        assert!(matches!(
+            stream.next().await,
+            Some(Err(WorkerError::Failed {
+                kind: FailureKind::PromptTooLong,
+                ..
+            }))
+        ));
+        drop(stream);
+        client.shutdown().unwrap();
+        // The next command is the shutdown, not a cancel.
+        assert_eq!(worker.recv(), Command::Shutdown);
+    }
+
+    #[tokio::test]
+    async fn crashed_worker_fails_inflight_requests_within_100ms() {
+        let (client, worker) = connect();
+        let mut a = client
+            .generate(text("a"), SamplingParams::default())
+            .unwrap();
+        let mut b = client
+            .generate(text("b"), SamplingParams::default())
+            .unwrap();
+        let id = generate_id(worker.recv());
+        let _ = worker.recv();
+        worker.send(Event::Started {
+            id,
+            prompt_tokens: 3,
+        });
+        let t0 = Instant::now();
+        drop(worker);
+        assert_eq!(
+            a.next().await,
+            Some(Ok(GenerationEvent::Started { prompt_tokens: 3 }))
+        );
+        assert!(matches!(a.next().await, Some(Err(WorkerError::Gone(_)))));
+        assert_eq!(a.next().await, None);
+        assert!(matches!(b.next().await, Some(Err(WorkerError::Gone(_)))));
+        assert!(t0.elapsed() < Duration::from_millis(100));
+        assert!(!client.is_alive());
+        assert!(matches!(
+            client.generate(text("y"), SamplingParams::default()),
+            Err(WorkerError::Gone(_))
+        ));
+        assert!(matches!(
+            client.embed(vec!["e".into()]).await,
+            Err(WorkerError::Gone(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn garbage_on_the_event_channel_kills_the_connection() {
+        let (client, worker) = connect();
+        let mut stream = client
+            .generate(text("x"), SamplingParams::default())
+            .unwrap();
+        let _ = worker.recv();
+        worker.events.send(&[0xff, 0xff, 0xff, 0xff, 0xff]).unwrap();
+        assert!(matches!(
+            stream.next().await,
+            Some(Err(WorkerError::Gone(_)))
+        ));
+        assert!(!client.is_alive());
+    }
+
+    #[tokio::test]
+    async fn unary_requests_get_their_answers() {
+        let (client, worker) = connect();
+        let worker = std::thread::spawn(move || {
+            for _ in 0..2 {
+                match worker.recv() {
+                    Command::Embed { id, inputs } => worker.send(Event::Embeddings {
+                        id,
+                        vectors: inputs.iter().map(|_| vec![1.0, 0.0]).collect(),
+                        prompt_tokens: 7,
+                    }),
+                    Command::CountTokens { id, .. } => {
+                        worker.send(Event::TokenCount { id, count: 5 })
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            worker
+        });
+        let (vectors, tokens) = client.embed(vec!["a".into(), "b".into()]).await.unwrap();
+        assert_eq!((vectors.len(), tokens), (2, 7));
+        assert_eq!(client.count_tokens(text("x")).await.unwrap(), 5);
+        let _worker = worker.join().unwrap();
+    }
+}

@@ -1,0 +1,157 @@
+//! A test-only worker that speaks the protocol over in-process byte channels.
+//!
+//! It stands in for `llm-node-worker` where no model can be loaded: the
+//! behaviour is chosen by words in the prompt, as fault flags.
+//! - `too long` → `Failed{PromptTooLong}` before `Started`;
+//! - `invalid` → `Failed{InvalidRequest}`; `boom` → `Failed{Internal}`;
+//! - `crash` → `Started`, one piece, then the worker disappears;
+//! - `hang` → `Started`, then nothing until `Cancel`;
+//! - anything else → `Started{5}`, pieces `Hello` `,` ` world` (cut by
+//!   `max_tokens`, giving `Length`), then `Finished{Stop}`.
+//!
+//! `Embed` answers 3-dimensional unit vectors (an input `boom` fails it);
+//! `CountTokens` answers 5.
+
+use std::sync::{Arc, Mutex};
+
+use ipc_channel::ipc::{self, IpcBytesReceiver, IpcBytesSender};
+use llm_node_protocol::{
+    decode, encode, Command, Event, FailureKind, FinishReason, Prompt, RequestId, SamplingParams,
+    Usage,
+};
+
+use super::client::WorkerClient;
+
+pub const PIECES: [&str; 3] = ["Hello", ",", " world"];
+pub const PROMPT_TOKENS: u32 = 5;
+
+/// A running fake worker.
+pub struct FakeWorker {
+    pub client: WorkerClient,
+    /// Ids the worker received `Cancel` for.
+    pub cancelled: Arc<Mutex<Vec<RequestId>>>,
+}
+
+impl FakeWorker {
+    pub fn start() -> Self {
+        let (cmd_tx, cmd_rx) = ipc::bytes_channel().unwrap();
+        let (ev_tx, ev_rx) = ipc::bytes_channel().unwrap();
+        let cancelled = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&cancelled);
+        std::thread::spawn(move || serve(&cmd_rx, ev_tx, &log));
+        Self {
+            client: WorkerClient::new(cmd_tx, ev_rx, "fake"),
+            cancelled,
+        }
+    }
+}
+
+fn prompt_text(prompt: &Prompt) -> String {
+    match prompt {
+        Prompt::Text(t) => t.clone(),
+        Prompt::Chat(messages) => messages.iter().map(|m| m.content.as_str()).collect(),
+    }
+}
+
+fn serve(commands: &IpcBytesReceiver, events: IpcBytesSender, cancelled: &Mutex<Vec<RequestId>>) {
+    let send = |e: Event| {
+        let _ = events.send(&encode(&e));
+    };
+    let mut hanging = Vec::new();
+    while let Ok(bytes) = commands.recv() {
+        match decode::<Command>(&bytes).expect("fake worker decodes") {
+            Command::Generate { id, prompt, params } => {
+                let text = prompt_text(&prompt);
+                if text.contains("crash") {
+                    send(Event::Started {
+                        id,
+                        prompt_tokens: PROMPT_TOKENS,
+                    });
+                    send(piece(id, PIECES[0]));
+                    return;
+                }
+                if text.contains("hang") {
+                    send(Event::Started {
+                        id,
+                        prompt_tokens: PROMPT_TOKENS,
+                    });
+                    hanging.push(id);
+                    continue;
+                }
+                for event in generation(id, &text, &params) {
+                    send(event);
+                }
+            }
+            Command::Embed { id, inputs } => send(match inputs.iter().any(|i| i == "boom") {
+                true => failed(id, FailureKind::InvalidRequest),
+                false => Event::Embeddings {
+                    id,
+                    vectors: inputs.iter().map(|_| vec![1.0, 0.0, 0.0]).collect(),
+                    prompt_tokens: inputs.len() as u32,
+                },
+            }),
+            Command::CountTokens { id, .. } => send(Event::TokenCount { id, count: 5 }),
+            Command::Cancel { id } => {
+                cancelled.lock().unwrap().push(id);
+                if let Some(pos) = hanging.iter().position(|h| *h == id) {
+                    hanging.remove(pos);
+                    send(Event::Finished {
+                        id,
+                        reason: FinishReason::Cancelled,
+                        usage: Usage::default(),
+                    });
+                }
+            }
+            Command::Shutdown | Command::Init { .. } => return,
+        }
+    }
+}
+
+fn piece(id: RequestId, text: &str) -> Event {
+    Event::Piece {
+        id,
+        text: text.into(),
+        tokens: 1,
+    }
+}
+
+fn failed(id: RequestId, kind: FailureKind) -> Event {
+    Event::Failed {
+        id,
+        kind,
+        message: format!("fake {kind:?}"),
+    }
+}
+
+/// The events of a well-behaved generation.
+fn generation(id: RequestId, text: &str, params: &SamplingParams) -> Vec<Event> {
+    for (word, kind) in [
+        ("too long", FailureKind::PromptTooLong),
+        ("invalid", FailureKind::InvalidRequest),
+        ("boom", FailureKind::Internal),
+    ] {
+        if text.contains(word) {
+            return vec![failed(id, kind)];
+        }
+    }
+    let limit = params.max_tokens.unwrap_or(u32::MAX) as usize;
+    let n = PIECES.len().min(limit);
+    let mut events = vec![Event::Started {
+        id,
+        prompt_tokens: PROMPT_TOKENS,
+    }];
+    events.extend(PIECES[..n].iter().map(|p| piece(id, p)));
+    events.push(Event::Finished {
+        id,
+        reason: match n < PIECES.len() {
+            true => FinishReason::Length,
+            false => FinishReason::Stop,
+        },
+        usage: Usage {
+            prompt_tokens: PROMPT_TOKENS,
+            completion_tokens: n as u32,
+            cached_tokens: 0,
+        },
+    });
+    events
+}

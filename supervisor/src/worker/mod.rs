@@ -1,0 +1,13 @@
+//! Everything about talking to `llm-node-worker` processes.
+//!
+//! - [`process`]: spawn one worker, complete the handshake, stop it
+//!   (Shutdown, then SIGTERM, then SIGKILL to its process group).
+//! - [`client`]: the request multiplexer over a connected worker's channels.
+
+pub mod client;
+#[cfg(test)]
+pub mod fake;
+pub mod process;
+
+pub use client::{GenerationEvent, GenerationStream, WorkerClient, WorkerError};
+pub use process::{SpawnOptions, StartError, WorkerProcess};

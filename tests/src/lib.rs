@@ -1,0 +1,240 @@
+//! Harness for end-to-end tests: starts the real `llm-node` binary (which
+//! starts real `llm-node-worker`s) on `127.0.0.1:0` with the bundled model,
+//! finds the port it bound from its `listening on http://…` line, and stops it
+//! with SIGTERM when dropped.
+//!
+//! Binaries are looked up next to the test executable's parent directory
+//! (`target/<profile>/`), or at `$LLM_NODE_BIN`; `scripts/test.sh` builds them
+//! before running the tests.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// Id the bundled model is served under in these tests.
+pub const MODEL: &str = "smollm2";
+
+/// Path of the bundled GGUF (`$LLM_NODE_TEST_MODEL`, else the setup script's cache).
+pub fn model_path() -> String {
+    if let Ok(p) = std::env::var("LLM_NODE_TEST_MODEL") {
+        return p;
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let p = format!("{home}/.cache/llm-node/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        std::path::Path::new(&p).is_file(),
+        "bundled model missing at {p}: run scripts/setup.sh (the README's test command does)"
+    );
+    p
+}
+
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> → target/<profile>
+    exe.parent()
+        .and_then(|p| p.parent())
+        .expect("target dir")
+        .to_path_buf()
+}
+
+/// A running node.
+pub struct Node {
+    child: Child,
+    pub base: String,
+    pub http: reqwest::blocking::Client,
+}
+
+impl Node {
+    /// Starts a node serving the bundled model as [`MODEL`] with 4 slots of
+    /// 1024 tokens, plus `extra` arguments, and waits until it answers a chat.
+    pub fn start(extra: &[&str]) -> Node {
+        Node::start_with(4, extra)
+    }
+
+    /// Like [`Node::start`] with `parallel` slots.
+    pub fn start_with(parallel: u32, extra: &[&str]) -> Node {
+        let parallel = parallel.to_string();
+        let bin = std::env::var("LLM_NODE_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| bin_dir().join("llm-node"));
+        let model = format!("{MODEL}={}", model_path());
+        let mut args = vec![
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--model",
+            &model,
+            "--ctx-size",
+            "1024",
+            "--parallel",
+            &parallel,
+            "--threads",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        let mut child = Command::new(&bin)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(at) = line.find("listening on http://") {
+                    let addr = line[at + "listening on ".len()..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
+                    let _ = tx.send(addr);
+                }
+                eprintln!("[node] {line}");
+            }
+        });
+        let base = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("node did not print its address");
+        let node = Node {
+            child,
+            base,
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()
+                .unwrap(),
+        };
+        node.wait_ready(MODEL);
+        node
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Polls until `model` answers a one-token chat.
+    pub fn wait_ready(&self, model: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let r = self
+                .http
+                .post(self.url("/v1/chat/completions"))
+                .json(&json!({"model": model, "max_tokens": 1,
+                               "messages": [{"role": "user", "content": "hi"}]}))
+                .send();
+            if r.is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "model {model} never became ready"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// POSTs JSON and returns (status, body as JSON).
+    pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().unwrap_or(Value::Null))
+    }
+
+    /// POSTs raw bytes as JSON content.
+    pub fn post_raw(&self, path: &str, body: &'static str) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().unwrap_or(Value::Null))
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(self.url(path)).send().expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().unwrap_or(Value::Null))
+    }
+
+    /// Streams a request and returns every `data:` payload, `[DONE]` included.
+    pub fn stream(&self, path: &str, body: &Value) -> Vec<String> {
+        let r = self
+            .http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .expect("request");
+        assert_eq!(r.status().as_u16(), 200, "stream status");
+        let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(ct.starts_with("text/event-stream"), "{ct}");
+        BufReader::new(r)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|l| l.strip_prefix("data: ").map(str::to_owned))
+            .collect()
+    }
+
+    /// The child's pid (for fault injection).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        use nix::sys::signal::{kill, Signal};
+        use nix::unistd::Pid;
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A chat request body for [`MODEL`].
+pub fn chat(content: &str, extra: Value) -> Value {
+    let mut body = json!({
+        "model": MODEL,
+        "messages": [{"role": "user", "content": content}],
+    });
+    if let (Some(b), Value::Object(e)) = (body.as_object_mut(), extra) {
+        b.extend(e);
+    }
+    body
+}
+
+/// Concatenated `choices[0].delta.content` (or `.text`) of parsed stream chunks.
+pub fn stream_text(events: &[String]) -> String {
+    events
+        .iter()
+        .filter(|e| e.as_str() != "[DONE]")
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .filter_map(|v| {
+            let c = v["choices"].get(0)?;
+            c["delta"]["content"]
+                .as_str()
+                .or(c["text"].as_str())
+                .map(str::to_owned)
+        })
+        .collect()
+}
