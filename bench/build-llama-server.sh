@@ -99,7 +99,7 @@ known_targets="$(cmake --build "$BUILD" --target help 2>/dev/null || true)"
 if grep -qw llama-bench <<<"$known_targets"; then
   targets+=(llama-bench)
 fi
-log "building ${targets[*]} with -j$JOBS (about 10-20 minutes on 2 cores)"
+log "building ${targets[*]} with -j$JOBS (about 5 minutes on 2 cores)"
 cmake --build "$BUILD" --config Release -j "$JOBS" --target "${targets[@]}" >&2
 
 bench_bin=""

@@ -15,7 +15,11 @@ import json
 import os
 import re
 import subprocess
-import tomllib
+
+try:
+    import tomllib  # Python 3.11+
+except ImportError:  # older Pythons: the crate versions are recorded as null
+    tomllib = None
 
 
 def sh(*cmd: str) -> str | None:
@@ -35,10 +39,12 @@ def read(path: str) -> str | None:
 
 
 def lock_version(name: str) -> str | None:
+    if tomllib is None:
+        return None
     try:
         with open("Cargo.lock", "rb") as f:
             lock = tomllib.load(f)
-    except OSError:
+    except (OSError, tomllib.TOMLDecodeError):
         return None
     return next((p["version"] for p in lock.get("package", []) if p["name"] == name), None)
 

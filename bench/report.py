@@ -187,14 +187,23 @@ def render_md(meta: dict, results: dict, rss: dict, bench: list[dict], plots: li
         for r in bench:
             add(f"| {r['test']} | {fmt(r['tok_s'])} | {fmt(r['stddev'])} |")
         add("")
+        noisy = [r["test"] for r in bench if r["tok_s"] and (r["stddev"] or 0) > 0.1 * r["tok_s"]]
+        if noisy:
+            add(f"**Warning:** llama-bench's {', '.join(noisy)} varied by more than 10% between "
+                "repetitions with no server running: the machine was noisy (other load, or CPU "
+                "time taken by the host), and the figures above carry that noise. Re-run on a quiet "
+                "machine, or compare with fewer `THREADS`.\n")
         tg = next((r["tok_s"] for r in bench if r["test"].startswith("tg")), None)
         if tg:
-            c1 = [(L, s, results[s][(L, 1)]["gen_tok_s"]) for s in servers for L in p["prompt_lengths"]
-                  if (L, 1) in results[s] and results[s][(L, 1)]["gen_tok_s"]]
+            # One client's decode speed, 1000 / ITL p50, against the bare engine's tg: what the
+            # server around llama.cpp costs per token (sampling, IPC, HTTP, SSE).
+            c1 = [(L, s, 1000.0 / results[s][(L, 1)]["itl_p50_ms"]) for s in servers
+                  for L in p["prompt_lengths"]
+                  if (L, 1) in results[s] and results[s][(L, 1)].get("itl_p50_ms")]
             if c1:
-                add("One client, as a share of llama-bench's tg (includes prefill time, HTTP and "
-                    "sampling): " + "; ".join(f"{s}, {L}-token prompt: {v / tg:.0%}" for L, s, v in c1)
-                    + ".\n")
+                add("One client's decode speed (1000 / ITL p50) against llama-bench's tg: "
+                    + "; ".join(f"{s}, {L}-token prompt: {v:,.1f} tok/s = {v / tg:.0%}"
+                                for L, s, v in c1) + ".\n")
 
     if plots:
         add("### Plots\n")

@@ -2,7 +2,7 @@
 # One command: benchmark llm-node against llama.cpp's own llama-server on the
 # same model, context, slots, threads and batch size, and write the report.
 #
-#   bench/run.sh                       full run (about 30-60 minutes on 2 cores)
+#   bench/run.sh                       full run (roughly 20-40 minutes on 2 cores)
 #   QUICK=1 bench/run.sh               tiny smoke run (a minute or two once built)
 #   SERVERS=llama-server bench/run.sh  only one server
 #
@@ -39,7 +39,7 @@ REPO="$PWD"
 # The command as typed, with the settings that were overridden, for the report.
 SETTINGS=(MODEL CTX PARALLEL THREADS BATCH RUNS CONCURRENCY PROMPT_LENGTHS MAX_TOKENS
   REQUESTS_PER_CLIENT MIN_REQUESTS SERVERS LLAMA_SERVER_EXTRA_ARGS LLM_NODE_EXTRA_ARGS QUICK
-  LLAMA_CPP_PYTHON_VERSION)
+  LLAMA_CPP_PYTHON_VERSION SKIP_LLAMA_BENCH CARGO_TARGET_DIR LLM_NODE_CACHE)
 COMMAND_LINE=""
 for v in "${SETTINGS[@]}"; do
   if [ -n "${!v+x}" ]; then COMMAND_LINE+="$v=$(printf '%q' "${!v}") "; fi
@@ -187,7 +187,8 @@ run_server() { # name
   for L in $PROMPT_LENGTHS; do if [ "$L" -gt "$max_l" ]; then max_l=$L; fi; done
   log "$name: warm-up ($max_c clients, $max_l-token prompts)"
   "$PY" bench/loadgen.py --url "$url" --concurrency "$max_c" --requests "$max_c" \
-    --prompt-tokens "$max_l" --max-tokens "$MAX_TOKENS" --seed 0 --out "$RAW/$name.warmup.json"
+    --prompt-tokens "$max_l" --max-tokens "$MAX_TOKENS" --seed 0 --out "$RAW/$name.warmup.json" \
+    || { tail -n 30 "$logf" >&2; die "$name: warm-up failed"; }
 
   # Whole passes over the matrix, so slow drift spreads over every point.
   # Every invocation gets its own seed, hence prompts no earlier one sent.
@@ -208,9 +209,10 @@ run_server() { # name
 import json, sys
 d = json.load(open(sys.argv[1]))
 c = d["config"]
+n = lambda x: float("nan") if x is None else x  # every request failed: no figures
 print(f"bench: {sys.argv[2]:12} prompt {c['prompt_tokens_calibrated']:>4} c {c['concurrency']:>2} "
-      f"n {d['requests']:>3}: {d['gen_tok_s']:7.1f} tok/s, ttft p50 {d['ttft_ms']['p50']:7.1f} ms, "
-      f"itl p99 {d['itl_ms']['p99']:6.1f} ms")
+      f"n {d['requests']:>3}: {n(d['gen_tok_s']):7.1f} tok/s, ttft p50 {n(d['ttft_ms']['p50']):7.1f} ms, "
+      f"itl p99 {n(d['itl_ms']['p99']):6.1f} ms" + (f", {d['failed']} FAILED" if d["failed"] else ""))
 PY
       done
     done

@@ -187,7 +187,7 @@ fn main() {
                     let vectors = inputs
                         .iter()
                         .map(|s| {
-                            let mut v = vec![0f32; 8];
+                            let mut v = [0f32; 8];
                             for (i, b) in s.bytes().enumerate() {
                                 v[i % 8] += b as f32;
                             }

@@ -26,11 +26,11 @@ pub fn choose_victim(candidates: &[Candidate]) -> Option<&str> {
 }
 
 /// Idle models whose TTL has passed, given each model's TTL in seconds (0 = never).
-pub fn expired<'a>(
-    candidates: &'a [Candidate],
+pub fn expired(
+    candidates: &[Candidate],
     ttl_secs: impl Fn(&str) -> u64,
     now: Instant,
-) -> Vec<&'a str> {
+) -> Vec<&str> {
     candidates
         .iter()
         .filter(|c| !c.busy_state && c.active_requests == 0 && !c.pinned)

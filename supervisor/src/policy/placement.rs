@@ -142,6 +142,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::type_complexity)]
     fn placement_table() {
         let two = vec![gpu(0, 24, 10), gpu(1, 24, 20)];
         let table: Vec<(
