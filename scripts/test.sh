@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh >/dev/null
-cargo build --release --bins
+cargo build --release --workspace --bins --examples
 cargo test --release --workspace "$@"

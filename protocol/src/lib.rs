@@ -26,7 +26,7 @@ use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender};
 use serde::{Deserialize, Serialize};
 
 /// Version of this contract. A worker and supervisor with different versions refuse to talk.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Identifies one request for its whole life in a worker. Unique per worker process.
 pub type RequestId = u64;
@@ -167,6 +167,9 @@ pub enum Command {
     CountTokens { id: RequestId, prompt: Prompt },
     /// Stop a request; answered by `Finished` with [`FinishReason::Cancelled`] if it was running.
     Cancel { id: RequestId },
+    /// Liveness probe, answered by `Pong` between two decode steps: a worker
+    /// stuck inside llama.cpp or deadlocked does not answer.
+    Ping { id: RequestId },
     /// Finish nothing more, free everything and exit 0.
     Shutdown,
 }
@@ -237,6 +240,8 @@ pub enum Event {
     },
     /// Answer to `CountTokens`.
     TokenCount { id: RequestId, count: u32 },
+    /// Answer to `Ping`.
+    Pong { id: RequestId },
 }
 
 impl Event {
@@ -249,7 +254,8 @@ impl Event {
             | Event::Finished { id, .. }
             | Event::Failed { id, .. }
             | Event::Embeddings { id, .. }
-            | Event::TokenCount { id, .. } => Some(*id),
+            | Event::TokenCount { id, .. }
+            | Event::Pong { id } => Some(*id),
         }
     }
 
@@ -341,6 +347,7 @@ mod tests {
                 prompt: Prompt::Text(String::new()),
             },
             Command::Cancel { id: 4 },
+            Command::Ping { id: 5 },
             Command::Shutdown,
         ] {
             round_trip(cmd);
@@ -394,6 +401,7 @@ mod tests {
                 prompt_tokens: 4,
             },
             Event::TokenCount { id: 4, count: 11 },
+            Event::Pong { id: 5 },
         ] {
             round_trip(ev);
         }

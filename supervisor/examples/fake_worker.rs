@@ -208,6 +208,7 @@ fn main() {
                     };
                     send(&Event::TokenCount { id, count });
                 }
+                Command::Ping { id } => send(&Event::Pong { id }),
                 Command::Shutdown => std::process::exit(0),
                 Command::Init { .. } => {}
             }

@@ -6,9 +6,10 @@
 use actix_web::{web, Resource, Route};
 
 use crate::api::error::{json_error, ApiError};
-use crate::api::handlers;
 use crate::api::response::unix_now;
-use crate::model::GetClient;
+use crate::api::{admin, handlers};
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crate::registry::Models;
 use crate::worker::WorkerClient;
 
@@ -20,6 +21,8 @@ pub struct AppState {
     pub models: Models,
     /// Unix seconds when the node started; the `created` of every model.
     pub created: u64,
+    /// Set at shutdown: readiness and new requests answer 503.
+    draining: AtomicBool,
 }
 
 impl AppState {
@@ -27,7 +30,17 @@ impl AppState {
         Self {
             models,
             created: unix_now(),
+            draining: AtomicBool::new(false),
         }
+    }
+
+    /// Stop admitting new requests.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
     }
 
     pub fn into_data(self) -> web::Data<Self> {
@@ -40,12 +53,10 @@ impl AppState {
     /// [`ApiError::ModelNotFound`] for an unknown model,
     /// [`ApiError::ModelUnavailable`] when it is not ready.
     pub async fn client(&self, model: &str) -> Result<(String, WorkerClient), ApiError> {
-        let entry = self
-            .models
-            .get(model)
-            .ok_or_else(|| ApiError::ModelNotFound(model.to_string()))?;
-        let client = entry.addr.send(GetClient).await??;
-        Ok((entry.spec.name.clone(), client))
+        if self.is_draining() {
+            return Err(ApiError::ShuttingDown);
+        }
+        self.models.acquire(model).await
     }
 }
 
@@ -82,6 +93,28 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::get().to(handlers::get_model),
     ))
     .service(resource("/health", web::get().to(handlers::health)))
+    .service(resource("/health/ready", web::get().to(admin::ready)))
+    .service(resource("/startup", web::get().to(admin::ready)))
+    .service(resource("/metrics", web::get().to(admin::metrics)))
+    .service(resource("/admin/models", web::get().to(admin::list)))
+    .service(resource("/admin/gpus", web::get().to(admin::gpus)))
+    .service(resource(
+        "/admin/models/{id:.+}/load",
+        web::post().to(admin::load),
+    ))
+    .service(resource(
+        "/admin/models/{id:.+}/unload",
+        web::post().to(admin::unload),
+    ))
+    .service(resource(
+        "/admin/models/{id:.+}/restart",
+        web::post().to(admin::restart),
+    ))
+    .service(resource(
+        "/admin/models/{id:.+}/gpus",
+        web::put().to(admin::pin),
+    ))
+    .configure(crate::router::configure)
     .default_service(web::to(handlers::not_found));
 }
 
@@ -99,7 +132,6 @@ mod tests {
     use super::*;
     use crate::config::ModelSpec;
     use crate::model::ModelActor;
-    use crate::registry::ModelEntry;
     use crate::testing::fake_models;
     use crate::worker::fake::FakeWorker;
     use crate::worker::SpawnOptions;
@@ -331,14 +363,13 @@ mod tests {
     #[actix_rt::test]
     async fn dropping_a_stream_cancels_the_generation() {
         let fake = FakeWorker::start();
-        let models = Models::new(vec![ModelEntry {
-            spec: ModelSpec {
+        let models = Models::attached(vec![(
+            ModelSpec {
                 name: "m".into(),
                 path: "/m.gguf".into(),
             },
-            addr: ModelActor::attached("m", fake.client.clone(), crate::testing::model_info("m"))
-                .start(),
-        }]);
+            ModelActor::attached("m", fake.client.clone(), crate::testing::model_info("m")).start(),
+        )]);
         let app = service(models).await;
         let body = chat(json!({"stream": true, "messages": [{"role": "user", "content": "hang"}]}));
         let req = test::TestRequest::post()
@@ -418,15 +449,17 @@ mod tests {
                 path: "/b.gguf".into(),
             }),
             ready_timeout: Duration::from_secs(1),
+            env: Vec::new(),
         };
-        let entry = ModelEntry {
-            spec: ModelSpec {
-                name: "broken".into(),
-                path: "/b.gguf".into(),
-            },
-            addr: ModelActor::new(spawn, Duration::from_secs(1)).start(),
+        let spec = ModelSpec {
+            name: "broken".into(),
+            path: "/b.gguf".into(),
         };
-        let models = Models::new(vec![entry]);
+        let shared = crate::model::test_shared(1);
+        let models = Models::attached(vec![(
+            spec,
+            ModelActor::new(spawn, Duration::from_secs(1), shared).start(),
+        )]);
         models.wait_started().await;
         let app = service(models).await;
         let req = test::TestRequest::post()

@@ -97,6 +97,18 @@ pub struct Args {
     /// Log output format.
     #[arg(long, env = "LLM_NODE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Model lifecycle: restarts, liveness, loading, eviction, queues, GPUs, admin key.
+    #[command(flatten)]
+    pub supervision: crate::supervision::SupervisionArgs,
+
+    /// Router membership (`--router-url` and friends; see docs/router.md).
+    #[command(flatten)]
+    pub router: crate::router::RouterArgs,
+
+    /// Admin commands against a running node (without one, `llm-node` serves).
+    #[command(subcommand)]
+    pub command: Option<crate::cli::AdminCommand>,
 }
 
 /// How logs are written.
@@ -128,6 +140,10 @@ impl ModelSpec {
 pub enum ConfigError {
     #[error("no models configured: pass --model NAME=PATH or --models-dir DIR")]
     NoModels,
+    #[error(transparent)]
+    Supervision(#[from] crate::supervision::SupervisionError),
+    #[error("GPU configuration: {0}")]
+    Gpu(String),
     #[error("model name {0:?} is used twice (names are case-insensitive)")]
     DuplicateName(String),
     #[error("invalid model name {0:?}: it must be non-empty and contain no whitespace")]
@@ -194,6 +210,10 @@ impl Args {
         }
         if self.models.is_empty() && self.models_dir.is_none() {
             specs.extend(default);
+        }
+        // A router member may start empty: its models arrive through /pull.
+        if specs.is_empty() && self.router.enabled() {
+            return Ok(specs);
         }
         check_specs(&specs)?;
         Ok(specs)

@@ -15,11 +15,16 @@
 
 pub mod api;
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod gpu;
+pub mod logbuf;
+pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod registry;
+pub mod router;
+pub mod supervision;
 #[cfg(test)]
 mod testing;
 pub mod worker;
@@ -29,6 +34,8 @@ use std::net::SocketAddr;
 use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpServer};
 use tokio::signal::unix::{signal, SignalKind};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 pub use config::{Args, LogFormat};
@@ -52,6 +59,8 @@ pub enum NodeError {
     ModelNotReady { model: String, state: ModelState },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error(transparent)]
+    Router(#[from] router::RouterError),
 }
 
 /// A running node: its models' workers and its HTTP server.
@@ -59,6 +68,8 @@ pub struct Node {
     addr: SocketAddr,
     server: ServerHandle,
     models: Models,
+    state: actix_web::web::Data<AppState>,
+    member: router::Member,
 }
 
 impl Node {
@@ -77,6 +88,18 @@ impl Node {
     pub async fn start(args: Args) -> Result<Node, NodeError> {
         let specs = args.validate()?;
         let bin = args.worker_bin()?;
+        let supervision =
+            std::sync::Arc::new(args.supervision.resolve().map_err(ConfigError::from)?);
+        let gpus =
+            gpu::detect(args.supervision.simulated_gpus.as_deref()).map_err(ConfigError::Gpu)?;
+        let gpus: std::sync::Arc<dyn gpu::GpuProbe> = std::sync::Arc::from(gpus);
+        tracing::info!(
+            probe = gpus.kind(),
+            devices = gpus.devices().len(),
+            "GPU detection"
+        );
+        let member = router::Member::new(&args, gpus.clone())?;
+        let member_app = member.clone();
         let bind = format!("{}:{}", args.host, args.port);
         let bind_error = |source| NodeError::Bind {
             addr: bind.clone(),
@@ -91,7 +114,11 @@ impl Node {
                 .get()
                 .expect("state is set before the server runs")
                 .clone();
-            App::new().app_data(state).configure(configure)
+            App::new()
+                .app_data(state)
+                .app_data(member_app.data())
+                .wrap(member_app.stats().middleware())
+                .configure(configure)
         })
         .disable_signals()
         .shutdown_timeout(args.shutdown_timeout_secs)
@@ -101,16 +128,27 @@ impl Node {
             .addrs()
             .first()
             .ok_or_else(|| bind_error(std::io::Error::other("no address bound")))?;
-        let models = Models::start(&args, specs, &bin);
-        let _ = state_slot.set(AppState::new(models.clone()).into_data());
+        let models = Models::start(
+            &args,
+            specs,
+            bin,
+            supervision,
+            metrics::Metrics::new(),
+            gpus,
+        );
+        let state = AppState::new(models.clone()).into_data();
+        let _ = state_slot.set(state.clone());
         let server = server.run();
         let handle = server.handle();
         actix_rt::spawn(server);
         tracing::info!("listening on http://{addr}");
+        member.start(std::sync::Arc::new(models.clone()), addr);
         Ok(Node {
             addr,
             server: handle,
             models,
+            state,
+            member,
         })
     }
 
@@ -136,9 +174,27 @@ impl Node {
         Ok(())
     }
 
-    /// Stops accepting connections, lets in-flight requests finish (up to the
-    /// shutdown timeout), then stops every worker (Shutdown, TERM, KILL).
+    /// Graceful shutdown: stop admitting (readiness and new requests answer
+    /// 503), let in-flight requests finish up to the drain timeout, stop the
+    /// HTTP server, then stop every worker (Shutdown, TERM, KILL of its group).
     pub async fn stop(self) {
+        self.member.stop().await;
+        self.state.begin_drain();
+        let deadline = tokio::time::Instant::now() + self.models.supervision().drain_timeout;
+        loop {
+            let idle = self.models.idle_signal();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            let in_flight = self.models.total_in_flight().await;
+            if in_flight == 0 {
+                break;
+            }
+            tracing::info!(in_flight, "draining before shutdown");
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                tracing::warn!(in_flight, "drain timeout; stopping with requests in flight");
+                break;
+            }
+        }
         tracing::info!("stopping HTTP server");
         self.server.stop(true).await;
         tracing::info!("stopping workers");
@@ -169,12 +225,15 @@ pub async fn run(args: Args) -> Result<(), NodeError> {
 /// written to stderr as text or JSON. Does nothing if one is already installed.
 pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
+    // The ring buffer behind `GET /api/logs` sees what the filter lets through.
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(logbuf::layer());
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => registry.with(fmt).try_init(),
+        LogFormat::Json => registry.with(fmt.json()).try_init(),
     };
 }

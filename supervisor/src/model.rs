@@ -1,58 +1,94 @@
-//! One actor per model: the single owner of its worker process and state.
-//!
-//! [`ModelActor`] starts the worker when the actor starts, learns of the
-//! worker's readiness and of its exit through messages to itself, and answers
-//! callers who want a [`WorkerClient`] or a status. Callers ask; they never
-//! look at the state and act on their own.
+//! One actor per model: the only owner of that model's worker process and
+//! lifecycle state.
 //!
 //! ```text
-//!  Starting ──ready──▶ Ready ──exit──▶ Failed
-//!     │                  │
-//!     └─error/exit─▶ Failed      any ──Stop──▶ Stopping ──exit──▶ Stopped
+//!             Load                Ready               Unload / Restart
+//!  stopped ─────────▶ starting ─────────▶ ready ─────────────────────▶ draining
+//!     ▲                  │ crash / no Ready    │ crash / hang               │ in flight = 0
+//!     │                  ▼                     ▼                            ▼
+//!     │               backoff ◀──────────── (crash)                     stopping ──▶ stopped
+//!     │                  │ delay                                            (or starting,
+//!     │                  ▼                                                   for a restart)
+//!     │               starting …       crash loop ──▶ failed (until an admin loads/restarts)
 //! ```
 //!
-//! Every state change goes through [`ModelActor::set_state`], the hook for the
-//! restart policy (backoff, crash-loop parking) that is still to come.
+//! Callers never peek at the state and act: they send a message and the
+//! actor decides. Every state change goes through [`ModelActor::set_state`],
+//! which logs it, updates the metrics and wakes whoever waits for capacity.
+//! Crashes are detected from two sides: the process waiter (exit status or
+//! signal) and the liveness ping (a hung worker answers no `Ping` and is
+//! killed). Restarts use capped exponential backoff with jitter, and too many
+//! crashes in the window park the model as `failed`.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use llm_node_protocol::ModelInfo;
-use tokio::sync::oneshot;
+use nix::sys::signal::Signal;
+use tokio::sync::{oneshot, Notify};
 
+use crate::metrics::Metrics;
+use crate::supervision::Supervision;
 use crate::worker::{process, SpawnOptions, WorkerClient, WorkerProcess};
 
-/// The lifecycle state of one model.
+/// Lifecycle states.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelState {
+    /// Not loaded; loads on demand or by an admin.
+    Stopped,
+    /// Worker spawned, waiting for its `Ready`.
     Starting,
     Ready,
-    Failed { reason: String },
+    /// Finishing in-flight requests before a stop or restart; admits nothing new.
+    Draining,
+    /// Worker being stopped (Shutdown, TERM, KILL).
     Stopping,
-    Stopped,
+    /// Crashed; restarts after a delay.
+    Backoff {
+        attempt: u32,
+        reason: String,
+    },
+    /// Crash loop or unrecoverable; parked until an admin acts.
+    Failed {
+        reason: String,
+    },
 }
 
 impl ModelState {
-    /// A stable lowercase label (`starting`, `ready`, ...), for APIs and metrics.
     pub fn label(&self) -> &'static str {
         match self {
+            ModelState::Stopped => "stopped",
             ModelState::Starting => "starting",
             ModelState::Ready => "ready",
-            ModelState::Failed { .. } => "failed",
+            ModelState::Draining => "draining",
             ModelState::Stopping => "stopping",
-            ModelState::Stopped => "stopped",
+            ModelState::Backoff { .. } => "backoff",
+            ModelState::Failed { .. } => "failed",
         }
+    }
+
+    /// Whether a worker process exists or is about to (counts against the loaded limit).
+    pub fn is_loaded(&self) -> bool {
+        matches!(
+            self,
+            ModelState::Starting
+                | ModelState::Ready
+                | ModelState::Draining
+                | ModelState::Stopping
+                | ModelState::Backoff { .. }
+        )
     }
 }
 
-/// What a model has to be served from.
+/// How the actor gets a worker.
 enum Launch {
-    /// Spawn `llm-node-worker`.
+    /// Spawn `llm-node-worker` (or a stand-in) as a child process.
     Process {
         spawn: SpawnOptions,
         shutdown_timeout: Duration,
     },
-    /// An already connected worker (tests: the in-process fake).
+    /// Use an already connected client (unit tests).
     #[cfg(test)]
     Attached {
         client: WorkerClient,
@@ -60,22 +96,49 @@ enum Launch {
     },
 }
 
-/// Owns one model's worker; see the module docs.
+/// What to do once the worker is stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterStop {
+    StayStopped,
+    Start,
+}
+
+/// Shared by every model actor.
+#[derive(Clone)]
+pub struct Shared {
+    pub supervision: Arc<Supervision>,
+    pub metrics: Metrics,
+    /// Woken on every state change and whenever a model's last request ends:
+    /// loads waiting for capacity re-check then.
+    pub changed: Arc<Notify>,
+}
+
 pub struct ModelActor {
     name: String,
     launch: Launch,
+    shared: Shared,
     state: ModelState,
     process: Option<WorkerProcess>,
     client: Option<WorkerClient>,
     info: Option<ModelInfo>,
     ready_since: Option<Instant>,
-    /// Callers of [`WaitReady`] waiting for the end of `Starting`.
+    last_used: Instant,
+    /// Waiters for the end of `Starting`.
     waiters: Vec<oneshot::Sender<ModelState>>,
+    /// Recent crash times (crash-loop rule) and consecutive failures (backoff).
+    crashes: Vec<Instant>,
+    consecutive_failures: u32,
+    restarts: u64,
+    last_exit: Option<String>,
+    /// GPUs the worker is pinned to (set by placement or an admin), if any.
+    gpus: Vec<u32>,
+    ping_pending: bool,
+    /// Bumped on every start, so late callbacks of an older worker are ignored.
+    generation: u64,
 }
 
 impl ModelActor {
-    /// A model served by a worker process started from `spawn`.
-    pub fn new(spawn: SpawnOptions, shutdown_timeout: Duration) -> Self {
+    pub fn new(spawn: SpawnOptions, shutdown_timeout: Duration, shared: Shared) -> Self {
         let name = spawn.config.model_name.clone();
         Self::with_launch(
             name,
@@ -83,29 +146,49 @@ impl ModelActor {
                 spawn,
                 shutdown_timeout,
             },
+            shared,
         )
     }
 
-    /// A model served by an already connected worker.
     #[cfg(test)]
     pub(crate) fn attached(name: &str, client: WorkerClient, info: ModelInfo) -> Self {
-        Self::with_launch(name.to_string(), Launch::Attached { client, info })
+        let shared = Shared {
+            supervision: Arc::new(crate::supervision::test_supervision()),
+            metrics: Metrics::new(),
+            changed: Arc::new(Notify::new()),
+        };
+        Self::with_launch(name.to_string(), Launch::Attached { client, info }, shared)
     }
 
-    fn with_launch(name: String, launch: Launch) -> Self {
+    /// Pins the worker to `gpus` from its next start on.
+    pub fn pin(&mut self, gpus: Vec<u32>) {
+        self.gpus = gpus;
+    }
+
+    fn with_launch(name: String, launch: Launch, shared: Shared) -> Self {
+        shared.metrics.set_state(&name, "stopped");
         Self {
             name,
             launch,
+            shared,
             state: ModelState::Stopped,
             process: None,
             client: None,
             info: None,
             ready_since: None,
+            last_used: Instant::now(),
             waiters: Vec::new(),
+            crashes: Vec::new(),
+            consecutive_failures: 0,
+            restarts: 0,
+            last_exit: None,
+            gpus: Vec::new(),
+            ping_pending: false,
+            generation: 0,
         }
     }
 
-    /// The only place the state changes.
+    /// The one place the state changes.
     fn set_state(&mut self, next: ModelState) {
         if next == self.state {
             return;
@@ -113,6 +196,9 @@ impl ModelActor {
         match &next {
             ModelState::Failed { reason } => {
                 tracing::error!(model = %self.name, from = self.state.label(), "model failed: {reason}")
+            }
+            ModelState::Backoff { attempt, reason } => {
+                tracing::warn!(model = %self.name, attempt, "worker crashed ({reason}); restarting after backoff")
             }
             _ => {
                 tracing::info!(model = %self.name, from = self.state.label(), to = next.label(), "model state")
@@ -124,97 +210,334 @@ impl ModelActor {
                 let _ = waiter.send(next.clone());
             }
         }
+        self.shared.metrics.set_state(&self.name, next.label());
         self.state = next;
+        self.shared.changed.notify_waiters();
     }
 
     fn start_worker(&mut self, ctx: &mut Context<Self>) {
+        self.generation += 1;
+        let generation = self.generation;
         self.set_state(ModelState::Starting);
         let spawn = match &self.launch {
-            Launch::Process { spawn, .. } => spawn,
+            Launch::Process { spawn, .. } => self.spawn_options(spawn),
             #[cfg(test)]
             Launch::Attached { client, info } => {
-                self.client = Some(client.clone());
-                self.info = Some(info.clone());
-                return self.set_state(ModelState::Ready);
+                let (client, info) = (client.clone(), info.clone());
+                return self.on_ready(ctx, client, info);
             }
         };
-        // Spawned here, on the arbiter thread, which outlives the worker (see `process::spawn`).
-        let (process, handshake) = match process::spawn(spawn) {
+        let (process, handshake) = match process::spawn(&spawn) {
             Ok(started) => started,
-            Err(e) => {
-                return self.set_state(ModelState::Failed {
-                    reason: e.to_string(),
-                })
-            }
+            Err(e) => return self.on_failure(ctx, e.to_string()),
         };
-        let pid = process.pid();
         self.process = Some(process.clone());
         ctx.spawn(
             async move { process.exited().await }
                 .into_actor(self)
-                .map(move |status, act, _| act.on_exit(pid, status)),
+                .map(move |status, act, ctx| act.on_exit(ctx, generation, status)),
         );
         ctx.spawn(
             handshake
                 .wait()
                 .into_actor(self)
-                .map(|result, act, _| act.on_handshake(result)),
+                .map(move |result, act, ctx| {
+                    if act.generation != generation || act.state != ModelState::Starting {
+                        return;
+                    }
+                    match result {
+                        Ok((client, info)) => act.on_ready(ctx, client, info),
+                        Err(e) => act.on_failure(ctx, e.to_string()),
+                    }
+                }),
         );
     }
 
-    fn on_handshake(&mut self, result: Result<(WorkerClient, ModelInfo), process::StartError>) {
-        if self.state != ModelState::Starting {
-            // Stopped meanwhile; `Stop` kills the process whether or not it connected.
-            return;
+    /// The spawn template with this model's GPU pinning applied.
+    fn spawn_options(&self, template: &SpawnOptions) -> SpawnOptions {
+        let mut spawn = template.clone();
+        if !self.gpus.is_empty() {
+            let list = self
+                .gpus
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            spawn
+                .env
+                .push(("CUDA_VISIBLE_DEVICES".into(), list.clone()));
+            spawn.env.push(("HIP_VISIBLE_DEVICES".into(), list));
+            // Visible devices are renumbered from 0.
+            spawn.config.main_gpu = 0;
         }
-        match result {
-            Ok((client, info)) => {
-                tracing::info!(model = %self.name, ctx_per_slot = info.ctx_per_slot,
-                    parallel = info.parallel, "worker ready");
-                self.client = Some(client);
-                self.info = Some(info);
-                self.set_state(ModelState::Ready);
+        spawn
+    }
+
+    fn on_ready(&mut self, ctx: &mut Context<Self>, client: WorkerClient, info: ModelInfo) {
+        tracing::info!(model = %self.name, ctx_per_slot = info.ctx_per_slot,
+            parallel = info.parallel, gpus = ?self.gpus, "worker ready");
+        // Wake capacity waiters whenever this model's last request ends.
+        let mut in_flight = client.watch_in_flight();
+        let changed = Arc::clone(&self.shared.changed);
+        ctx.spawn(
+            async move {
+                while in_flight.changed().await.is_ok() {
+                    if *in_flight.borrow() == 0 {
+                        changed.notify_waiters();
+                    }
+                }
             }
-            Err(e) => self.set_state(ModelState::Failed {
-                reason: e.to_string(),
-            }),
+            .into_actor(self),
+        );
+        self.client = Some(client);
+        self.info = Some(info);
+        self.consecutive_failures = 0;
+        self.last_used = Instant::now();
+        self.set_state(ModelState::Ready);
+        if let Some((interval, timeout)) = self.shared.supervision.liveness {
+            let generation = self.generation;
+            ctx.run_interval(interval, move |act, ctx| {
+                if act.generation == generation {
+                    act.probe(ctx, timeout);
+                }
+            });
         }
     }
 
-    fn on_exit(&mut self, pid: u32, status: Option<std::process::ExitStatus>) {
-        if self.process.as_ref().map(WorkerProcess::pid) != Some(pid) {
+    /// Pings a ready worker; one that does not answer within `timeout` is killed
+    /// (the exit is then handled as a crash).
+    fn probe(&mut self, ctx: &mut Context<Self>, timeout: Duration) {
+        if self.ping_pending || !matches!(self.state, ModelState::Ready | ModelState::Draining) {
             return;
         }
-        // The client's reader has already failed every request in flight.
+        let Some(client) = self.client.clone() else {
+            return;
+        };
+        self.ping_pending = true;
+        let generation = self.generation;
+        ctx.spawn(
+            async move { tokio::time::timeout(timeout, client.ping()).await }
+                .into_actor(self)
+                .map(move |result, act, _| {
+                    act.ping_pending = false;
+                    if act.generation == generation && result.is_err() {
+                        tracing::error!(model = %act.name, ?timeout,
+                            "worker did not answer its liveness ping; killing it");
+                        act.last_exit = Some("killed: unresponsive".into());
+                        if let Some(p) = &act.process {
+                            p.signal(Signal::SIGKILL);
+                        }
+                    }
+                }),
+        );
+    }
+
+    /// A start that failed or a worker that died unexpectedly.
+    fn on_failure(&mut self, ctx: &mut Context<Self>, reason: String) {
         self.client = None;
-        let status = status.map_or_else(|| "unknown status".into(), |s| s.to_string());
-        match self.state {
-            ModelState::Stopping | ModelState::Stopped => self.set_state(ModelState::Stopped),
-            // Keep the more specific reason of a failed start.
-            ModelState::Failed { .. } => {}
-            // The handshake notices too, and reports the exit with the stderr tail.
-            ModelState::Starting => {}
-            ModelState::Ready => self.set_state(ModelState::Failed {
-                reason: format!("worker exited ({status})"),
-            }),
+        if let Some(p) = &self.process {
+            // A start that timed out leaves a live process behind.
+            p.signal(Signal::SIGKILL);
         }
+        self.shared
+            .metrics
+            .crashes
+            .with_label_values(&[&self.name])
+            .inc();
+        let now = Instant::now();
+        let policy = &self.shared.supervision.restart;
+        self.crashes.push(now);
+        self.crashes
+            .retain(|t| now.saturating_duration_since(*t) <= policy.window);
+        if policy.is_crash_loop(&self.crashes, now) {
+            let reason = format!(
+                "crash loop: {} failures within {:?}; last: {reason}",
+                self.crashes.len(),
+                policy.window
+            );
+            return self.set_state(ModelState::Failed { reason });
+        }
+        self.consecutive_failures += 1;
+        let attempt = self.consecutive_failures;
+        let delay = policy.delay(attempt, rand::random());
+        self.set_state(ModelState::Backoff { attempt, reason });
+        let generation = self.generation;
+        ctx.run_later(delay, move |act, ctx| {
+            if act.generation == generation && matches!(act.state, ModelState::Backoff { .. }) {
+                act.restarts += 1;
+                act.shared
+                    .metrics
+                    .restarts
+                    .with_label_values(&[&act.name])
+                    .inc();
+                act.start_worker(ctx);
+            }
+        });
+    }
+
+    fn on_exit(
+        &mut self,
+        ctx: &mut Context<Self>,
+        generation: u64,
+        status: Option<std::process::ExitStatus>,
+    ) {
+        if generation != self.generation {
+            return;
+        }
+        let described = describe_exit(status);
+        if self.last_exit.as_deref() != Some("killed: unresponsive") || status.is_none() {
+            self.last_exit = Some(described.clone());
+        }
+        self.client = None;
+        match self.state {
+            // The handshake sees the exit too and reports it with the stderr tail.
+            ModelState::Starting => {}
+            ModelState::Ready | ModelState::Draining => {
+                let unresponsive = self.last_exit.as_deref() == Some("killed: unresponsive");
+                let Some(process) = self.process.clone() else {
+                    return self.on_failure(ctx, format!("worker exited: {described}"));
+                };
+                ctx.spawn(
+                    async move { process.exit_error(status).await }
+                        .into_actor(self)
+                        .map(move |error, act, ctx| {
+                            if act.generation != generation {
+                                return;
+                            }
+                            let reason = if unresponsive {
+                                "unresponsive to liveness pings; killed".to_string()
+                            } else {
+                                format!("worker died: {error}")
+                            };
+                            act.on_failure(ctx, reason);
+                        }),
+                );
+            }
+            ModelState::Stopping | ModelState::Stopped => {}
+            ModelState::Backoff { .. } | ModelState::Failed { .. } => {}
+        }
+    }
+
+    /// Drains (unless `force`), stops the worker, then stays stopped or starts again.
+    fn stop_then(
+        &mut self,
+        force: bool,
+        after: AfterStop,
+    ) -> ResponseActFuture<Self, Result<(), String>> {
+        let drain = self.shared.supervision.drain_timeout;
+        let client = self.client.clone();
+        if !force && client.is_some() && self.state == ModelState::Ready {
+            self.set_state(ModelState::Draining);
+        }
+        let wait_idle = async move {
+            if force {
+                return;
+            }
+            if let Some(client) = client {
+                let mut rx = client.watch_in_flight();
+                if tokio::time::timeout(drain, rx.wait_for(|n| *n == 0))
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("drain timeout: stopping with requests in flight");
+                }
+            }
+        };
+        Box::pin(
+            wait_idle
+                .into_actor(self)
+                .then(move |(), act, _| {
+                    act.generation += 1; // exits of this worker are expected now
+                    act.set_state(ModelState::Stopping);
+                    let client = act.client.take();
+                    let process = act.process.clone();
+                    let grace = match &act.launch {
+                        Launch::Process {
+                            shutdown_timeout, ..
+                        } => *shutdown_timeout,
+                        #[cfg(test)]
+                        Launch::Attached { .. } => Duration::ZERO,
+                    };
+                    async move {
+                        match (process, force) {
+                            (Some(p), true) => {
+                                p.signal(Signal::SIGKILL);
+                                let _ = tokio::time::timeout(
+                                    grace.max(Duration::from_secs(1)),
+                                    p.exited(),
+                                )
+                                .await;
+                            }
+                            (Some(p), false) => p.stop(client.as_ref(), grace).await,
+                            (None, _) => {
+                                if let Some(c) = client {
+                                    let _ = c.shutdown();
+                                }
+                            }
+                        }
+                    }
+                    .into_actor(act)
+                })
+                .map(move |(), act, ctx| {
+                    act.process = None;
+                    act.info = if after == AfterStop::Start {
+                        act.info.take()
+                    } else {
+                        None
+                    };
+                    act.set_state(ModelState::Stopped);
+                    if after == AfterStop::Start {
+                        act.restarts += 1;
+                        act.shared
+                            .metrics
+                            .restarts
+                            .with_label_values(&[&act.name])
+                            .inc();
+                        act.start_worker(ctx);
+                    }
+                    Ok(())
+                }),
+        )
+    }
+}
+
+/// Shared parts for unit tests: crash loop after `crash_loop_max` failures, fast restarts.
+#[cfg(test)]
+pub fn test_shared(crash_loop_max: usize) -> Shared {
+    let mut s = crate::supervision::test_supervision();
+    s.restart.max_crashes = crash_loop_max;
+    Shared {
+        supervision: Arc::new(s),
+        metrics: Metrics::new(),
+        changed: Arc::new(Notify::new()),
+    }
+}
+
+/// "exit code 1", "signal 9 (SIGKILL)", ...
+fn describe_exit(status: Option<std::process::ExitStatus>) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        None => "unknown status".into(),
+        Some(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => format!("exit code {code}"),
+            (None, Some(sig)) => {
+                let name = Signal::try_from(sig).map_or("?", |s| s.as_str());
+                format!("signal {sig} ({name})")
+            }
+            _ => s.to_string(),
+        },
     }
 }
 
 impl Actor for ModelActor {
     type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        self.start_worker(ctx);
-    }
 }
 
-/// Ask for a client to send requests to; refused unless the model is ready.
+/// A client of the ready worker, for one request.
 #[derive(Message)]
 #[rtype(result = "Result<WorkerClient, ModelUnavailable>")]
-pub struct GetClient;
+pub struct Acquire;
 
-/// The model cannot take requests now.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("model {model} is {}", state.label())]
 pub struct ModelUnavailable {
@@ -222,12 +545,15 @@ pub struct ModelUnavailable {
     pub state: ModelState,
 }
 
-impl Handler<GetClient> for ModelActor {
+impl Handler<Acquire> for ModelActor {
     type Result = Result<WorkerClient, ModelUnavailable>;
 
-    fn handle(&mut self, _: GetClient, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, _: Acquire, _: &mut Self::Context) -> Self::Result {
         match (&self.state, &self.client) {
-            (ModelState::Ready, Some(client)) if client.is_alive() => Ok(client.clone()),
+            (ModelState::Ready, Some(client)) if client.is_alive() => {
+                self.last_used = Instant::now();
+                Ok(client.clone())
+            }
             _ => Err(ModelUnavailable {
                 model: self.name.clone(),
                 state: self.state.clone(),
@@ -236,41 +562,130 @@ impl Handler<GetClient> for ModelActor {
     }
 }
 
-/// Ask for a snapshot of the model's state.
+/// Start the worker if it is not running (on demand, at boot, or by an admin).
+/// `gpus` replaces the pinning when given. A failed model is given a fresh start.
 #[derive(Message)]
-#[rtype(result = "ModelStatus")]
-pub struct GetStatus;
-
-/// A snapshot of one model.
-#[derive(Debug, Clone)]
-pub struct ModelStatus {
-    pub name: String,
-    pub state: ModelState,
-    pub pid: Option<u32>,
-    /// Known once the worker has been ready.
-    pub info: Option<ModelInfo>,
-    /// Time since the model became ready, while it is.
-    pub uptime: Option<Duration>,
-    pub in_flight: usize,
+#[rtype(result = "Result<(), String>")]
+pub struct Load {
+    pub gpus: Option<Vec<u32>>,
 }
 
-impl Handler<GetStatus> for ModelActor {
-    type Result = MessageResult<GetStatus>;
+impl Handler<Load> for ModelActor {
+    type Result = Result<(), String>;
 
-    fn handle(&mut self, _: GetStatus, _: &mut Self::Context) -> Self::Result {
-        let running = self.process.as_ref().filter(|p| !p.has_exited());
-        MessageResult(ModelStatus {
-            name: self.name.clone(),
-            state: self.state.clone(),
-            pid: running.map(WorkerProcess::pid),
-            info: self.info.clone(),
-            uptime: self.ready_since.map(|t| t.elapsed()),
-            in_flight: self.client.as_ref().map_or(0, WorkerClient::in_flight),
-        })
+    fn handle(&mut self, msg: Load, ctx: &mut Self::Context) -> Self::Result {
+        if let Some(gpus) = msg.gpus {
+            self.gpus = gpus;
+        }
+        match self.state {
+            ModelState::Stopped | ModelState::Failed { .. } | ModelState::Backoff { .. } => {
+                if matches!(self.state, ModelState::Failed { .. }) {
+                    self.crashes.clear();
+                    self.consecutive_failures = 0;
+                }
+                self.start_worker(ctx);
+                Ok(())
+            }
+            ModelState::Starting | ModelState::Ready => Ok(()),
+            ModelState::Draining | ModelState::Stopping => {
+                Err(format!("model {} is {}", self.name, self.state.label()))
+            }
+        }
     }
 }
 
-/// Resolves with the state once the model is no longer `Starting`.
+/// Drain (unless `force`) and stop the worker; the model stays stopped.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct Unload {
+    pub force: bool,
+}
+
+impl Handler<Unload> for ModelActor {
+    type Result = ResponseActFuture<Self, Result<(), String>>;
+
+    fn handle(&mut self, msg: Unload, _: &mut Self::Context) -> Self::Result {
+        match self.state {
+            ModelState::Stopped => Box::pin(actix::fut::ready(Ok(()))),
+            ModelState::Backoff { .. } | ModelState::Failed { .. } => {
+                self.generation += 1; // cancels a pending restart
+                self.set_state(ModelState::Stopped);
+                Box::pin(actix::fut::ready(Ok(())))
+            }
+            ModelState::Draining | ModelState::Stopping => Box::pin(actix::fut::ready(Err(
+                format!("model {} is already {}", self.name, self.state.label()),
+            ))),
+            ModelState::Starting | ModelState::Ready => {
+                self.stop_then(msg.force, AfterStop::StayStopped)
+            }
+        }
+    }
+}
+
+/// Drain (unless `force`), stop and start again. Clears the crash history.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct Restart {
+    pub force: bool,
+}
+
+impl Handler<Restart> for ModelActor {
+    type Result = ResponseActFuture<Self, Result<(), String>>;
+
+    fn handle(&mut self, msg: Restart, ctx: &mut Self::Context) -> Self::Result {
+        self.crashes.clear();
+        self.consecutive_failures = 0;
+        match self.state {
+            ModelState::Stopped | ModelState::Failed { .. } | ModelState::Backoff { .. } => {
+                self.restarts += 1;
+                self.shared
+                    .metrics
+                    .restarts
+                    .with_label_values(&[&self.name])
+                    .inc();
+                self.start_worker(ctx);
+                Box::pin(actix::fut::ready(Ok(())))
+            }
+            ModelState::Draining | ModelState::Stopping => Box::pin(actix::fut::ready(Err(
+                format!("model {} is already {}", self.name, self.state.label()),
+            ))),
+            ModelState::Starting | ModelState::Ready => self.stop_then(msg.force, AfterStop::Start),
+        }
+    }
+}
+
+/// Stop now for node shutdown (the node drained already).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stop;
+
+impl Handler<Stop> for ModelActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Stop, _: &mut Self::Context) -> Self::Result {
+        if !self.state.is_loaded() || matches!(self.state, ModelState::Backoff { .. }) {
+            self.generation += 1;
+            if self.state != ModelState::Stopped {
+                self.set_state(ModelState::Stopped);
+            }
+            return Box::pin(actix::fut::ready(()));
+        }
+        if matches!(self.state, ModelState::Stopping) {
+            return Box::pin(actix::fut::ready(()));
+        }
+        Box::pin(
+            self.stop_then(true_if_starting(&self.state), AfterStop::StayStopped)
+                .map(|_, _, _| ()),
+        )
+    }
+}
+
+/// A starting worker has nothing to drain or shut down politely.
+fn true_if_starting(state: &ModelState) -> bool {
+    matches!(state, ModelState::Starting)
+}
+
+/// Resolves once the model is not starting (ready, backing off, failed, ...).
 #[derive(Message)]
 #[rtype(result = "ModelState")]
 pub struct WaitReady;
@@ -279,7 +694,7 @@ impl Handler<WaitReady> for ModelActor {
     type Result = ResponseFuture<ModelState>;
 
     fn handle(&mut self, _: WaitReady, _: &mut Self::Context) -> Self::Result {
-        if self.state != ModelState::Starting {
+        if !matches!(self.state, ModelState::Starting) {
             let state = self.state.clone();
             return Box::pin(async move { state });
         }
@@ -289,41 +704,75 @@ impl Handler<WaitReady> for ModelActor {
     }
 }
 
-/// Stop the worker (Shutdown, then TERM, then KILL); resolves once it is gone.
+/// What `/admin/models`, `/v1/models` and the metrics show.
+#[derive(Message)]
+#[rtype(result = "ModelStatus")]
+pub struct GetStatus;
+
+#[derive(Debug, Clone)]
+pub struct ModelStatus {
+    pub name: String,
+    pub state: ModelState,
+    pub pid: Option<u32>,
+    pub info: Option<ModelInfo>,
+    pub uptime: Option<Duration>,
+    pub in_flight: usize,
+    pub restarts: u64,
+    pub last_exit: Option<String>,
+    pub gpus: Vec<u32>,
+    pub idle_for: Duration,
+    /// Resident memory of the worker process, bytes.
+    pub rss_bytes: Option<u64>,
+}
+
+impl ModelStatus {
+    /// Requests beyond the worker's slots (waiting inside the worker).
+    pub fn queued(&self) -> usize {
+        let slots = self.info.as_ref().map_or(0, |i| i.parallel as usize);
+        self.in_flight.saturating_sub(slots)
+    }
+}
+
+/// Resident set size of `pid` from `/proc`, in bytes.
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+impl Handler<GetStatus> for ModelActor {
+    type Result = MessageResult<GetStatus>;
+
+    fn handle(&mut self, _: GetStatus, _: &mut Self::Context) -> Self::Result {
+        let running = self.process.as_ref().filter(|p| !p.has_exited());
+        let pid = running.map(WorkerProcess::pid);
+        MessageResult(ModelStatus {
+            name: self.name.clone(),
+            state: self.state.clone(),
+            pid,
+            info: self.info.clone(),
+            uptime: self.ready_since.map(|t| t.elapsed()),
+            in_flight: self.client.as_ref().map_or(0, WorkerClient::in_flight),
+            restarts: self.restarts,
+            last_exit: self.last_exit.clone(),
+            gpus: self.gpus.clone(),
+            idle_for: self.last_used.elapsed(),
+            rss_bytes: pid.and_then(rss_bytes),
+        })
+    }
+}
+
+/// Pins the model to GPUs from its next start on.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Stop;
+pub struct SetGpus(pub Vec<u32>);
 
-impl Handler<Stop> for ModelActor {
-    type Result = ResponseActFuture<Self, ()>;
+impl Handler<SetGpus> for ModelActor {
+    type Result = ();
 
-    fn handle(&mut self, _: Stop, _: &mut Self::Context) -> Self::Result {
-        if matches!(self.state, ModelState::Stopping | ModelState::Stopped) {
-            return Box::pin(actix::fut::ready(()));
-        }
-        self.set_state(ModelState::Stopping);
-        let client = self.client.take();
-        let (process, grace) = match &self.launch {
-            Launch::Process {
-                shutdown_timeout, ..
-            } => (self.process.clone(), *shutdown_timeout),
-            #[cfg(test)]
-            Launch::Attached { .. } => (None, Duration::ZERO),
-        };
-        let stop = async move {
-            match process {
-                Some(process) => process.stop(client.as_ref(), grace).await,
-                None => {
-                    if let Some(client) = client {
-                        let _ = client.shutdown();
-                    }
-                }
-            }
-        };
-        Box::pin(
-            stop.into_actor(self)
-                .map(|(), act, _| act.set_state(ModelState::Stopped)),
-        )
+    fn handle(&mut self, msg: SetGpus, _: &mut Self::Context) {
+        self.gpus = msg.0;
     }
 }
 
@@ -335,12 +784,29 @@ mod tests {
     use crate::testing::model_info as info;
     use crate::worker::fake::FakeWorker;
 
+    fn spawn_opts(bin: std::path::PathBuf) -> SpawnOptions {
+        SpawnOptions {
+            bin,
+            config: crate::config::Args::default_for_tests().worker_config(
+                &crate::config::ModelSpec {
+                    name: "m".into(),
+                    path: "/m.gguf".into(),
+                },
+            ),
+            ready_timeout: Duration::from_secs(10),
+            env: Vec::new(),
+        }
+    }
+
+    use super::test_shared as shared;
+
     #[actix_rt::test]
     async fn attached_worker_serves_and_stops() {
         let fake = FakeWorker::start();
         let addr = ModelActor::attached("m", fake.client.clone(), info("m")).start();
+        addr.send(Load { gpus: None }).await.unwrap().unwrap();
         assert_eq!(addr.send(WaitReady).await.unwrap(), ModelState::Ready);
-        let client = addr.send(GetClient).await.unwrap().unwrap();
+        let client = addr.send(Acquire).await.unwrap().unwrap();
         let mut stream = client
             .generate(Prompt::Text("hi".into()), SamplingParams::default())
             .unwrap();
@@ -350,53 +816,61 @@ mod tests {
         assert_eq!(status.state, ModelState::Ready);
         assert!(status.uptime.is_some());
         addr.send(Stop).await.unwrap();
-        let err = addr.send(GetClient).await.unwrap().unwrap_err();
+        let err = addr.send(Acquire).await.unwrap().unwrap_err();
         assert_eq!(err.state, ModelState::Stopped);
     }
 
     #[actix_rt::test]
-    async fn missing_worker_binary_fails_the_model() {
-        let spawn = SpawnOptions {
-            bin: "/no/such/llm-node-worker".into(),
-            config: crate::config::Args::default_for_tests().worker_config(
-                &crate::config::ModelSpec {
-                    name: "m".into(),
-                    path: "/m.gguf".into(),
-                },
-            ),
-            ready_timeout: Duration::from_secs(1),
-        };
-        let addr = ModelActor::new(spawn, Duration::from_secs(1)).start();
-        let state = addr.send(WaitReady).await.unwrap();
-        assert!(matches!(state, ModelState::Failed { .. }), "{state:?}");
-        let err = addr.send(GetClient).await.unwrap().unwrap_err();
+    async fn a_missing_binary_crash_loops_into_failed() {
+        let addr = ModelActor::new(
+            spawn_opts("/no/such/llm-node-worker".into()),
+            Duration::from_secs(1),
+            shared(3),
+        )
+        .start();
+        addr.send(Load { gpus: None }).await.unwrap().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let status = addr.send(GetStatus).await.unwrap();
+            if let ModelState::Failed { reason } = &status.state {
+                assert!(reason.contains("crash loop"), "{reason}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "{:?}", status.state);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let err = addr.send(Acquire).await.unwrap().unwrap_err();
         assert_eq!(err.state.label(), "failed");
     }
 
     #[actix_rt::test]
-    async fn worker_that_dies_during_start_fails_the_model_and_is_reaped() {
+    async fn a_worker_dying_during_start_reports_its_stderr() {
         let dir = tempfile::tempdir().unwrap();
         let bin = dir.path().join("w");
         std::fs::write(&bin, "#!/bin/sh\necho 'ERROR no gpu' >&2\nexit 1\n").unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let mut spawn = SpawnOptions {
-            bin,
-            config: crate::config::Args::default_for_tests().worker_config(
-                &crate::config::ModelSpec {
-                    name: "m".into(),
-                    path: "/m.gguf".into(),
-                },
-            ),
-            ready_timeout: Duration::from_secs(10),
-        };
-        spawn.config.parallel = 1;
-        let addr = ModelActor::new(spawn, Duration::from_secs(1)).start();
+        let addr = ModelActor::new(spawn_opts(bin), Duration::from_secs(1), shared(1)).start();
+        addr.send(Load { gpus: None }).await.unwrap().unwrap();
         match addr.send(WaitReady).await.unwrap() {
             ModelState::Failed { reason } => assert!(reason.contains("no gpu"), "{reason}"),
             other => panic!("expected Failed, got {other:?}"),
         }
         let status = addr.send(GetStatus).await.unwrap();
         assert_eq!(status.pid, None);
+    }
+
+    #[test]
+    fn exits_are_described_by_code_or_signal() {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            describe_exit(Some(std::process::ExitStatus::from_raw(256))),
+            "exit code 1"
+        );
+        assert_eq!(
+            describe_exit(Some(std::process::ExitStatus::from_raw(9))),
+            "signal 9 (SIGKILL)"
+        );
+        assert_eq!(describe_exit(None), "unknown status");
     }
 }

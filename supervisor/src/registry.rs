@@ -1,93 +1,520 @@
-//! The set of served models: public id → the actor that owns it.
+//! The set of models the node serves, and the decisions that involve more
+//! than one of them: on-demand loading, the loaded-models limit (eviction),
+//! GPU placement, admission, and idle unloading.
 //!
-//! Fixed at startup. Lookups are case-insensitive: the index is keyed by the
-//! lowercased id, while responses show the id as configured.
+//! Each model is a [`ModelActor`]; this module only asks actors to act. Loads
+//! are serialised by one lock so two loads never evict for each other, and a
+//! load that finds no model it may evict waits for one to become idle
+//! (woken by [`Shared::changed`], never by polling) until its deadline.
 
-use std::collections::HashMap;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr};
 use futures_util::future::join_all;
+use tokio::sync::Notify;
 
+use crate::api::error::ApiError;
 use crate::config::{Args, ModelSpec};
-use crate::model::{ModelActor, ModelState, Stop, WaitReady};
-use crate::worker::SpawnOptions;
+use crate::gpu::GpuProbe;
+#[cfg(test)]
+use crate::gpu::NoGpu;
+use crate::metrics::Metrics;
+use crate::model::{
+    Acquire, GetStatus, Load, ModelActor, ModelState, ModelStatus, Shared, Stop, Unload, WaitReady,
+};
+use crate::policy::admission::{self, Admission};
+use crate::policy::eviction::{self, Candidate};
+use crate::policy::placement::{self, GpuState, ModelSize, Placement};
+use crate::supervision::Supervision;
+use crate::worker::{SpawnOptions, WorkerClient};
 
-/// One served model.
+/// KV-cache bytes per token assumed by placement: 128 KiB, what a 7–8B model
+/// with grouped-query attention and an f16 cache needs (conservative for smaller ones).
+const KV_BYTES_PER_TOKEN_ESTIMATE: u64 = 128 << 10;
+
+/// One model: its spec and the actor that owns it.
 #[derive(Clone)]
 pub struct ModelEntry {
     pub spec: ModelSpec,
     pub addr: Addr<ModelActor>,
+    /// Loaded at startup and never evicted.
+    pub preload: bool,
 }
 
-/// All served models, in configuration order; cheap to clone.
-#[derive(Clone, Default)]
+/// How new actors are made (for models added at run time).
+#[derive(Clone)]
+struct Factory {
+    args: Args,
+    bin: PathBuf,
+}
+
+impl Factory {
+    fn actor(&self, spec: &ModelSpec, chat_template: Option<String>, shared: Shared) -> ModelActor {
+        let mut config = self.args.worker_config(spec);
+        config.chat_template = chat_template;
+        let spawn = SpawnOptions {
+            bin: self.bin.clone(),
+            config,
+            ready_timeout: self.args.ready_timeout(),
+            env: Vec::new(),
+        };
+        ModelActor::new(spawn, self.args.shutdown_timeout(), shared)
+    }
+}
+
+/// The node's models. Cheap to clone.
+#[derive(Clone)]
 pub struct Models {
     inner: Arc<Inner>,
 }
 
-#[derive(Default)]
 struct Inner {
-    entries: Vec<ModelEntry>,
-    by_key: HashMap<String, usize>,
+    /// In configuration order; few enough for linear lookups.
+    entries: RwLock<Vec<ModelEntry>>,
+    shared: Shared,
+    factory: Option<Factory>,
+    gpus: Arc<dyn GpuProbe>,
+    /// Serialises load decisions.
+    load_lock: tokio::sync::Mutex<()>,
+    /// How long a request may wait for its model to load (capacity included).
+    load_timeout: Duration,
+}
+
+/// Why a model could not be added.
+#[derive(Debug, thiserror::Error)]
+pub enum AddModelError {
+    #[error("a model named {0} already exists")]
+    Exists(String),
+    #[error("model file {0:?} does not exist")]
+    MissingFile(PathBuf),
+    #[error("this node cannot start new models")]
+    NoFactory,
 }
 
 impl Models {
-    /// Indexes already started actors.
-    pub fn new(entries: Vec<ModelEntry>) -> Self {
-        let by_key = entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.spec.key(), i))
-            .collect();
+    /// Creates one actor per spec and starts loading the preloaded ones.
+    /// Must run inside an actix `System`.
+    pub fn start(
+        args: &Args,
+        specs: Vec<ModelSpec>,
+        bin: PathBuf,
+        supervision: Arc<Supervision>,
+        metrics: Metrics,
+        gpus: Arc<dyn GpuProbe>,
+    ) -> Self {
+        let shared = Shared {
+            supervision,
+            metrics,
+            changed: Arc::new(Notify::new()),
+        };
+        let factory = Factory {
+            args: args.clone(),
+            bin,
+        };
+        let models = Self::with_parts(Some(factory), shared, gpus, args.ready_timeout());
+        for spec in specs {
+            let preload = models
+                .inner
+                .shared
+                .supervision
+                .preload
+                .includes(&spec.key());
+            let _ = models.insert(spec, None, preload);
+        }
+        models.preload();
+        models.spawn_reaper();
+        models
+    }
+
+    fn with_parts(
+        factory: Option<Factory>,
+        shared: Shared,
+        gpus: Arc<dyn GpuProbe>,
+        load_timeout: Duration,
+    ) -> Self {
         Self {
-            inner: Arc::new(Inner { entries, by_key }),
+            inner: Arc::new(Inner {
+                entries: RwLock::new(Vec::new()),
+                shared,
+                factory,
+                gpus,
+                load_lock: tokio::sync::Mutex::new(()),
+                load_timeout,
+            }),
         }
     }
 
-    /// Starts one [`ModelActor`] per spec on the current arbiter; each spawns its
-    /// worker from `bin` at once.
+    /// Models served by already connected clients (unit tests).
+    #[cfg(test)]
+    pub fn attached(entries: Vec<(ModelSpec, Addr<ModelActor>)>) -> Self {
+        let shared = Shared {
+            supervision: Arc::new(crate::supervision::test_supervision()),
+            metrics: Metrics::new(),
+            changed: Arc::new(Notify::new()),
+        };
+        let models = Self::with_parts(None, shared, Arc::new(NoGpu), Duration::from_secs(5));
+        {
+            let mut map = models.write();
+            for (spec, addr) in entries {
+                map.push(ModelEntry {
+                    spec,
+                    addr,
+                    preload: true,
+                });
+            }
+        }
+        models.preload();
+        models
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<ModelEntry>> {
+        self.inner
+            .entries
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<ModelEntry>> {
+        self.inner.entries.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.shared.metrics
+    }
+
+    pub fn supervision(&self) -> &Supervision {
+        &self.inner.shared.supervision
+    }
+
+    pub fn gpu_probe(&self) -> &Arc<dyn GpuProbe> {
+        &self.inner.gpus
+    }
+
+    fn insert(
+        &self,
+        spec: ModelSpec,
+        chat_template: Option<String>,
+        preload: bool,
+    ) -> Result<ModelEntry, AddModelError> {
+        let factory = self
+            .inner
+            .factory
+            .as_ref()
+            .ok_or(AddModelError::NoFactory)?;
+        let mut map = self.write();
+        if map.iter().any(|e| e.spec.key() == spec.key()) {
+            return Err(AddModelError::Exists(spec.name));
+        }
+        let mut actor = factory.actor(&spec, chat_template, self.inner.shared.clone());
+        if let Some(gpus) = self.inner.shared.supervision.pins.get(&spec.key()) {
+            actor.pin(gpus.clone());
+        }
+        let entry = ModelEntry {
+            spec,
+            addr: actor.start(),
+            preload,
+        };
+        map.push(entry.clone());
+        Ok(entry)
+    }
+
+    /// Adds a model at run time (a pulled model). With `load`, it starts loading
+    /// now (respecting the loaded-models limit); otherwise on its first request.
     ///
-    /// # Panics
-    /// Outside a running actix `System`.
-    pub fn start(args: &Args, specs: Vec<ModelSpec>, bin: &Path) -> Self {
-        let entries = specs
+    /// # Errors
+    /// [`AddModelError`] for a duplicate name or a missing file.
+    pub async fn add(
+        &self,
+        spec: ModelSpec,
+        chat_template: Option<String>,
+        load: bool,
+    ) -> Result<(), AddModelError> {
+        if !spec.path.is_file() {
+            return Err(AddModelError::MissingFile(spec.path));
+        }
+        let entry = self.insert(spec, chat_template, false)?;
+        tracing::info!(model = %entry.spec.name, path = ?entry.spec.path, "model added");
+        if load {
+            let deadline = Instant::now() + self.inner.load_timeout;
+            if let Err(e) = self.ensure_loaded(&entry, deadline).await {
+                tracing::warn!(model = %entry.spec.name, "added but not loaded: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads the preloaded models, up to the loaded-models limit.
+    fn preload(&self) {
+        let max = self.inner.shared.supervision.max_loaded;
+        let preload: Vec<ModelEntry> = self.read().iter().filter(|e| e.preload).cloned().collect();
+        for (i, entry) in preload.into_iter().enumerate() {
+            if max > 0 && i >= max {
+                tracing::warn!(model = %entry.spec.name, max, "not preloaded: loaded-models limit reached");
+                continue;
+            }
+            let gpus = self.place(&entry, &[]).ok().flatten();
+            entry.addr.do_send(Load { gpus });
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<ModelEntry> {
+        let key = name.to_lowercase();
+        self.read().iter().find(|e| e.spec.key() == key).cloned()
+    }
+
+    /// Every model, in configuration order.
+    pub fn entries(&self) -> Vec<ModelEntry> {
+        self.read().clone()
+    }
+
+    /// The status of every model, in configuration order.
+    pub async fn statuses(&self) -> Vec<(ModelEntry, ModelStatus)> {
+        let entries = self.entries();
+        let statuses = join_all(entries.iter().map(|e| e.addr.send(GetStatus))).await;
+        entries
             .into_iter()
-            .map(|spec| {
-                let spawn = SpawnOptions {
-                    bin: bin.to_path_buf(),
-                    config: args.worker_config(&spec),
-                    ready_timeout: args.ready_timeout(),
-                };
-                let addr = ModelActor::new(spawn, args.shutdown_timeout()).start();
-                ModelEntry { spec, addr }
-            })
-            .collect();
-        Self::new(entries)
+            .zip(statuses)
+            .filter_map(|(e, s)| s.ok().map(|s| (e, s)))
+            .collect()
     }
 
-    /// The model called `name`, ignoring case.
-    pub fn get(&self, name: &str) -> Option<&ModelEntry> {
-        let index = *self.inner.by_key.get(&name.to_lowercase())?;
-        self.inner.entries.get(index)
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &ModelEntry> {
-        self.inner.entries.iter()
-    }
-
-    /// Waits until no model is `Starting` and returns each model's state.
+    /// Waits until no preloaded model is starting; returns each one's state.
     pub async fn wait_started(&self) -> Vec<(String, ModelState)> {
-        let states = join_all(self.iter().map(|e| e.addr.send(WaitReady))).await;
-        self.iter()
+        let entries: Vec<ModelEntry> = self.entries().into_iter().filter(|e| e.preload).collect();
+        let states = join_all(entries.iter().map(|e| e.addr.send(WaitReady))).await;
+        entries
+            .iter()
             .zip(states)
             .map(|(e, s)| (e.spec.name.clone(), s.unwrap_or(ModelState::Stopped)))
             .collect()
     }
 
-    /// Stops every model's worker, concurrently; resolves when all are gone.
+    /// Stops every worker now (node shutdown, after draining).
     pub async fn stop_all(&self) {
-        join_all(self.iter().map(|e| e.addr.send(Stop))).await;
+        join_all(self.entries().iter().map(|e| e.addr.send(Stop))).await;
+    }
+
+    /// Resolves on the next state change or end of a model's last request
+    /// (call `enable()` on it before checking a condition, then await it).
+    pub fn idle_signal(&self) -> tokio::sync::futures::Notified<'_> {
+        self.inner.shared.changed.notified()
+    }
+
+    /// Requests in flight over all models.
+    pub async fn total_in_flight(&self) -> usize {
+        self.statuses().await.iter().map(|(_, s)| s.in_flight).sum()
+    }
+
+    /// A client of `model`'s ready worker, loading the model first if needed.
+    ///
+    /// # Errors
+    /// [`ApiError::ModelNotFound`]; [`ApiError::ModelUnavailable`] (503) when the
+    /// model is failed, backing off, draining, or cannot load in time;
+    /// [`ApiError::QueueFull`] (429) when its queue is full.
+    pub async fn acquire(&self, model: &str) -> Result<(String, WorkerClient), ApiError> {
+        let entry = self
+            .get(model)
+            .ok_or_else(|| ApiError::ModelNotFound(model.to_string()))?;
+        let deadline = Instant::now() + self.inner.load_timeout;
+        loop {
+            let unavailable = match entry.addr.send(Acquire).await? {
+                Ok(client) => {
+                    self.admit(&entry, &client).await?;
+                    return Ok((entry.spec.name.clone(), client));
+                }
+                Err(u) => u,
+            };
+            match unavailable.state {
+                ModelState::Stopped => self.ensure_loaded(&entry, deadline).await?,
+                ModelState::Starting => {
+                    let wait = tokio::time::timeout_at(deadline.into(), entry.addr.send(WaitReady));
+                    if wait.await.is_err() {
+                        return Err(unavailable.into());
+                    }
+                }
+                _ => return Err(unavailable.into()),
+            }
+        }
+    }
+
+    /// Loads `entry` (admin): like an on-demand load, evicting if needed.
+    ///
+    /// # Errors
+    /// [`ApiError::ModelUnavailable`] when no capacity frees up in time.
+    pub async fn load(&self, entry: &ModelEntry) -> Result<(), ApiError> {
+        let deadline = Instant::now() + self.inner.load_timeout;
+        self.ensure_loaded(entry, deadline).await
+    }
+
+    /// Bounded queue: refuse when the worker's slots and the queue are full.
+    async fn admit(&self, entry: &ModelEntry, client: &WorkerClient) -> Result<(), ApiError> {
+        let status = entry.addr.send(GetStatus).await?;
+        let slots = status.info.as_ref().map_or(1, |i| i.parallel as usize);
+        let in_flight = client.in_flight();
+        let load = admission::Load {
+            in_flight,
+            queued: in_flight.saturating_sub(slots),
+            slots,
+            max_queue: self.inner.shared.supervision.max_queue,
+        };
+        match admission::admit(load) {
+            Admission::Reject => Err(ApiError::QueueFull(entry.spec.name.clone())),
+            Admission::Run | Admission::Queue => Ok(()),
+        }
+    }
+
+    /// Starts loading `entry` once the loaded-models limit allows, evicting
+    /// the least recently used idle model if needed.
+    async fn ensure_loaded(&self, entry: &ModelEntry, deadline: Instant) -> Result<(), ApiError> {
+        let _serial = tokio::time::timeout_at(deadline.into(), self.inner.load_lock.lock())
+            .await
+            .map_err(|_| capacity_error(&entry.spec.name))?;
+        let max = self.inner.shared.supervision.max_loaded;
+        loop {
+            // Register for wake-ups before looking, so no change is missed.
+            let changed = self.inner.shared.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+
+            let statuses = self.statuses().await;
+            let mine = statuses
+                .iter()
+                .find(|(e, _)| e.spec.key() == entry.spec.key());
+            if mine.is_some_and(|(_, s)| s.state.is_loaded()) {
+                return Ok(());
+            }
+            let loaded = statuses.iter().filter(|(_, s)| s.state.is_loaded()).count();
+            if max == 0 || loaded < max {
+                let pins = mine.map(|(_, s)| s.gpus.clone()).unwrap_or_default();
+                let gpus = self.place(entry, &pins).map_err(|e| {
+                    tracing::error!(model = %entry.spec.name, "placement: {e}");
+                    capacity_error(&entry.spec.name)
+                })?;
+                entry
+                    .addr
+                    .send(Load { gpus })
+                    .await?
+                    .map_err(|_| capacity_error(&entry.spec.name))?;
+                return Ok(());
+            }
+            let now = Instant::now();
+            let candidates: Vec<Candidate> = statuses
+                .iter()
+                .filter(|(_, s)| s.state.is_loaded())
+                .map(|(e, s)| Candidate {
+                    name: e.spec.key(),
+                    busy_state: s.state != ModelState::Ready,
+                    active_requests: s.in_flight,
+                    pinned: e.preload,
+                    last_used: now.checked_sub(s.idle_for).unwrap_or(now),
+                })
+                .collect();
+            if let Some(victim) = eviction::choose_victim(&candidates).and_then(|v| self.get(v)) {
+                tracing::info!(model = %entry.spec.name, evicting = %victim.spec.name,
+                    "loaded-models limit reached; unloading the least recently used idle model");
+                let _ = victim.addr.send(Unload { force: false }).await?;
+                continue;
+            }
+            tracing::info!(model = %entry.spec.name, "waiting for a loaded model to become idle");
+            if tokio::time::timeout_at(deadline.into(), changed)
+                .await
+                .is_err()
+            {
+                return Err(capacity_error(&entry.spec.name));
+            }
+        }
+    }
+
+    /// GPUs for `entry` (`None`: CPU, or no pinning needed).
+    fn place(
+        &self,
+        entry: &ModelEntry,
+        pins: &[u32],
+    ) -> Result<Option<Vec<u32>>, placement::PlacementError> {
+        let devices = self.inner.gpus.devices();
+        if devices.is_empty() {
+            return Ok(None);
+        }
+        let args = self.inner.factory.as_ref().map(|f| &f.args);
+        let size = ModelSize {
+            weights_bytes: std::fs::metadata(&entry.spec.path).map_or(0, |m| m.len()),
+            ctx_per_slot: args.map_or(4096, |a| u64::from(a.ctx_size)),
+            parallel: args.map_or(1, |a| u64::from(a.parallel)),
+            kv_bytes_per_token: KV_BYTES_PER_TOKEN_ESTIMATE,
+        };
+        let need = placement::estimate_need(size);
+        let gpus: Vec<GpuState> = devices
+            .iter()
+            .map(|d| GpuState {
+                index: d.index,
+                total_bytes: d.total_bytes,
+                free_bytes: d.free_bytes,
+            })
+            .collect();
+        match placement::place(need, pins, &gpus, &self.inner.shared.supervision.placement)? {
+            Placement::Cpu => Ok(None),
+            Placement::Gpus(list) => {
+                tracing::info!(model = %entry.spec.name, gpus = ?list, need_mib = need >> 20,
+                    simulated = devices.iter().any(|d| d.simulated), "placed");
+                Ok(Some(list))
+            }
+        }
+    }
+
+    /// Unloads idle models whose TTL has passed (preloaded ones are kept).
+    fn spawn_reaper(&self) {
+        let s = &self.inner.shared.supervision;
+        let shortest = s
+            .ttls
+            .values()
+            .chain(std::iter::once(&s.default_ttl))
+            .filter(|d| !d.is_zero())
+            .min()
+            .copied();
+        let Some(shortest) = shortest else {
+            return;
+        };
+        let period = (shortest / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
+        let models = self.clone();
+        actix_rt::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tick.tick().await;
+                models.reap_idle().await;
+            }
+        });
+    }
+
+    async fn reap_idle(&self) {
+        let now = Instant::now();
+        let statuses = self.statuses().await;
+        let candidates: Vec<Candidate> = statuses
+            .iter()
+            .filter(|(_, s)| s.state == ModelState::Ready)
+            .map(|(e, s)| Candidate {
+                name: e.spec.key(),
+                busy_state: false,
+                active_requests: s.in_flight,
+                pinned: e.preload,
+                last_used: now.checked_sub(s.idle_for).unwrap_or(now),
+            })
+            .collect();
+        let s = &self.inner.shared.supervision;
+        let ttl = |key: &str| s.ttl(key).as_secs();
+        for key in eviction::expired(&candidates, ttl, now) {
+            if let Some(entry) = self.get(key) {
+                tracing::info!(model = %entry.spec.name, "idle TTL reached; unloading");
+                let _ = entry.addr.send(Unload { force: false }).await;
+            }
+        }
+    }
+}
+
+fn capacity_error(model: &str) -> ApiError {
+    ApiError::ModelUnavailable {
+        model: model.to_string(),
+        state: "loading",
     }
 }

@@ -5,7 +5,7 @@ use llm_node_protocol::ModelInfo;
 
 use crate::config::ModelSpec;
 use crate::model::ModelActor;
-use crate::registry::{ModelEntry, Models};
+use crate::registry::Models;
 use crate::worker::fake::FakeWorker;
 
 pub fn model_info(name: &str) -> ModelInfo {
@@ -32,14 +32,12 @@ pub fn fake_models(names: &[&str]) -> (Models, Vec<FakeWorker>) {
             let fake = FakeWorker::start();
             let addr = ModelActor::attached(name, fake.client.clone(), model_info(name)).start();
             fakes.push(fake);
-            ModelEntry {
-                spec: ModelSpec {
-                    name: name.to_string(),
-                    path: format!("/models/{name}.gguf").into(),
-                },
-                addr,
-            }
+            let spec = ModelSpec {
+                name: name.to_string(),
+                path: format!("/models/{name}.gguf").into(),
+            };
+            (spec, addr)
         })
         .collect();
-    (Models::new(entries), fakes)
+    (Models::attached(entries), fakes)
 }

@@ -80,13 +80,8 @@ async fn node_serves_a_fake_worker_on_port_0_and_stops_it() {
     assert!(status.contains("200"), "{status} {body}");
     assert!(body.contains("tok0 tok1"), "{body}");
 
-    let statuses: Vec<_> = futures_util::future::join_all(
-        node.models()
-            .iter()
-            .map(|m| m.addr.send(llm_node::model::GetStatus)),
-    )
-    .await;
-    let pid = statuses[0].as_ref().unwrap().pid.expect("worker running");
+    let statuses = node.models().statuses().await;
+    let pid = statuses[0].1.pid.expect("worker running");
 
     node.stop().await;
     let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok();

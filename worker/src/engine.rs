@@ -286,6 +286,7 @@ impl<'m> Engine<'m> {
                 Err(message) => self.fail(id, FailureKind::InvalidRequest, message)?,
             },
             Command::Cancel { id } => self.cancel(id)?,
+            Command::Ping { id } => self.sink.send(&Event::Pong { id })?,
             Command::Shutdown => return Ok(false),
             Command::Init { .. } => {
                 tracing::warn!("ignoring a second Init");

@@ -36,6 +36,18 @@ pub enum ApiError {
     /// The worker died or its connection broke while serving the request.
     #[error("The model worker is unavailable; retry later")]
     WorkerGone,
+    /// The model's queue is full.
+    #[error("The model `{0}` has too many requests waiting; retry later")]
+    QueueFull(String),
+    /// The node is shutting down and admits nothing new.
+    #[error("The node is shutting down")]
+    ShuttingDown,
+    /// /admin without the admin key.
+    #[error("Missing or wrong admin key")]
+    Unauthorized,
+    /// An admin action that does not fit the model's state.
+    #[error("{0}")]
+    Conflict(String),
     #[error("Request body too large")]
     PayloadTooLarge,
     #[error("Invalid URL ({method} {path})")]
@@ -63,6 +75,10 @@ impl ApiError {
             ApiError::ContextLengthExceeded(_) => "context_length_exceeded",
             ApiError::ModelUnavailable { .. } => "model_unavailable",
             ApiError::WorkerGone => "worker_gone",
+            ApiError::QueueFull(_) => "queue_full",
+            ApiError::ShuttingDown => "shutting_down",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Conflict(_) => "conflict",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::NotFound { .. } => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
@@ -72,9 +88,12 @@ impl ApiError {
 
     fn error_type(&self) -> &'static str {
         match self {
-            ApiError::ModelUnavailable { .. } | ApiError::WorkerGone | ApiError::Internal => {
-                "server_error"
-            }
+            ApiError::ModelUnavailable { .. }
+            | ApiError::WorkerGone
+            | ApiError::Internal
+            | ApiError::ShuttingDown => "server_error",
+            ApiError::QueueFull(_) => "rate_limit_error",
+            ApiError::Unauthorized => "authentication_error",
             _ => "invalid_request_error",
         }
     }
@@ -93,6 +112,10 @@ impl ApiError {
             ApiError::ContextLengthExceeded(_) => Some("context_length_exceeded"),
             ApiError::ModelUnavailable { .. } => Some("model_unavailable"),
             ApiError::WorkerGone => Some("worker_unavailable"),
+            ApiError::QueueFull(_) => Some("queue_full"),
+            ApiError::ShuttingDown => Some("shutting_down"),
+            ApiError::Unauthorized => Some("invalid_admin_key"),
+            ApiError::Conflict(_) => Some("conflict"),
             _ => None,
         }
     }
@@ -134,9 +157,12 @@ impl ResponseError for ApiError {
             ApiError::ModelNotFound(_) | ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::ModelUnavailable { .. } | ApiError::WorkerGone => {
+            ApiError::ModelUnavailable { .. } | ApiError::WorkerGone | ApiError::ShuttingDown => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            ApiError::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -154,9 +180,15 @@ impl ApiError {
     /// Seconds a client should wait before retrying, for 503s.
     fn retry_after(&self) -> Option<u32> {
         match self {
-            ApiError::ModelUnavailable { state, .. } if *state == "starting" => Some(5),
+            ApiError::ModelUnavailable { state, .. }
+                if matches!(*state, "starting" | "loading" | "backoff" | "draining") =>
+            {
+                Some(5)
+            }
             ApiError::ModelUnavailable { .. } => Some(30),
             ApiError::WorkerGone => Some(5),
+            ApiError::QueueFull(_) => Some(1),
+            ApiError::ShuttingDown => Some(10),
             _ => None,
         }
     }

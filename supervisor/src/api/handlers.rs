@@ -156,10 +156,14 @@ pub async fn embeddings(
 
 pub async fn list_models(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let mut data = Vec::new();
-    for entry in state.models.iter() {
-        data.push(model_object(&state, entry).await?);
+    for entry in state.models.entries() {
+        data.push(model_object(&state, &entry).await?);
     }
-    Ok(HttpResponse::Ok().json(json!({"object": "list", "data": data})))
+    // What the router reads from its registration probe (contract §3.6).
+    let (initializing, ready_models) =
+        crate::router::readiness(data.iter().map(|m| m["meta"]["state"].as_str().unwrap_or("")));
+    Ok(HttpResponse::Ok().json(json!({"object": "list", "data": data,
+        "initializing": initializing, "ready_models": ready_models})))
 }
 
 pub async fn get_model(
@@ -168,7 +172,7 @@ pub async fn get_model(
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let entry = state.models.get(&id).ok_or(ApiError::ModelNotFound(id))?;
-    Ok(HttpResponse::Ok().json(model_object(&state, entry).await?))
+    Ok(HttpResponse::Ok().json(model_object(&state, &entry).await?))
 }
 
 /// One entry of `/v1/models`, with llm-node's facts under `meta`.

@@ -6,6 +6,7 @@
 //! - [`handlers`]: the endpoints.
 //! - [`error`]: every error answer, rendered in one place.
 
+pub mod admin;
 pub mod error;
 pub mod handlers;
 pub mod response;

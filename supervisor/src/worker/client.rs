@@ -10,7 +10,7 @@
 //! A [`GenerationStream`] cancels its request in the worker when dropped before
 //! the end: that is how a client disconnect frees the slot.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -19,7 +19,7 @@ use llm_node_protocol::{
     decode, encode, Command, Event, FailureKind, FinishReason, Prompt, RequestId, SamplingParams,
     Usage,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// Why a request got no (further) answer.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -66,7 +66,15 @@ pub struct WorkerClient {
 #[derive(Default)]
 struct Pending {
     senders: HashMap<RequestId, mpsc::UnboundedSender<Reply>>,
+    /// Liveness pings among `senders`: not requests, so not "in flight".
+    pings: HashSet<RequestId>,
     dead: Option<String>,
+}
+
+impl Pending {
+    fn in_flight(&self) -> usize {
+        self.senders.len() - self.pings.len()
+    }
 }
 
 struct Inner {
@@ -76,6 +84,9 @@ struct Inner {
     commands: Mutex<IpcBytesSender>,
     pending: Mutex<Pending>,
     next_id: AtomicU64,
+    /// Requests in flight, republished on every change (drains and the
+    /// model pool wait on it instead of polling).
+    in_flight: watch::Sender<usize>,
 }
 
 impl std::fmt::Debug for WorkerClient {
@@ -100,6 +111,7 @@ impl WorkerClient {
             commands: Mutex::new(commands),
             pending: Mutex::new(Pending::default()),
             next_id: AtomicU64::new(1),
+            in_flight: watch::channel(0).0,
         });
         let reader = Arc::clone(&inner);
         std::thread::Builder::new()
@@ -116,7 +128,25 @@ impl WorkerClient {
 
     /// Requests currently waiting on the worker.
     pub fn in_flight(&self) -> usize {
-        self.inner.pending().senders.len()
+        self.inner.pending().in_flight()
+    }
+
+    /// Follows [`WorkerClient::in_flight`] as it changes.
+    pub fn watch_in_flight(&self) -> watch::Receiver<usize> {
+        self.inner.in_flight.subscribe()
+    }
+
+    /// Liveness probe: resolves when the worker answers `Ping` between two
+    /// decode steps.
+    ///
+    /// # Errors
+    /// [`WorkerError::Gone`] when the worker is unreachable.
+    pub async fn ping(&self) -> Result<(), WorkerError> {
+        let mut call = self.call_with(|id| Command::Ping { id }, true)?;
+        match call.next().await? {
+            Event::Pong { .. } => Ok(()),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Starts a generation.
@@ -164,7 +194,12 @@ impl WorkerClient {
 
     /// Asks the worker to stop request `id` and forgets it here.
     pub fn cancel(&self, id: RequestId) {
-        self.inner.pending().senders.remove(&id);
+        {
+            let mut pending = self.inner.pending();
+            pending.senders.remove(&id);
+            pending.pings.remove(&id);
+            self.inner.publish(&pending);
+        }
         // A failed send means the worker is gone, which cancels everything anyway.
         let _ = self.inner.send(&Command::Cancel { id });
     }
@@ -179,6 +214,14 @@ impl WorkerClient {
 
     /// Registers a new request, then sends the command built for its id.
     fn call(&self, command: impl FnOnce(RequestId) -> Command) -> Result<Call, WorkerError> {
+        self.call_with(command, false)
+    }
+
+    fn call_with(
+        &self,
+        command: impl FnOnce(RequestId) -> Command,
+        ping: bool,
+    ) -> Result<Call, WorkerError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
         {
@@ -187,6 +230,10 @@ impl WorkerClient {
                 return Err(WorkerError::Gone(why.clone()));
             }
             pending.senders.insert(id, tx);
+            if ping {
+                pending.pings.insert(id);
+            }
+            self.inner.publish(&pending);
         }
         // From here on the guard unregisters (and cancels) if we bail out.
         let call = Call {
@@ -206,6 +253,14 @@ impl Inner {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn publish(&self, pending: &Pending) {
+        self.in_flight.send_if_modified(|n| {
+            let changed = *n != pending.in_flight();
+            *n = pending.in_flight();
+            changed
+        });
+    }
+
     fn send(&self, command: &Command) -> Result<(), WorkerError> {
         let bytes = encode(command);
         let sender = self.commands.lock().unwrap_or_else(|e| e.into_inner());
@@ -222,7 +277,12 @@ impl Inner {
         };
         let mut pending = self.pending();
         let sender = match event.is_terminal() {
-            true => pending.senders.remove(&id),
+            true => {
+                pending.pings.remove(&id);
+                let sender = pending.senders.remove(&id);
+                self.publish(&pending);
+                sender
+            }
             false => pending.senders.get(&id).cloned(),
         };
         drop(pending);
@@ -240,7 +300,10 @@ impl Inner {
         let senders = {
             let mut pending = self.pending();
             pending.dead = Some(why.clone());
-            std::mem::take(&mut pending.senders)
+            pending.pings.clear();
+            let senders = std::mem::take(&mut pending.senders);
+            self.publish(&pending);
+            senders
         };
         for sender in senders.into_values() {
             let _ = sender.send(Reply::Gone(why.clone()));

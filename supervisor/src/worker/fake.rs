@@ -102,6 +102,7 @@ fn serve(commands: &IpcBytesReceiver, events: IpcBytesSender, cancelled: &Mutex<
                     });
                 }
             }
+            Command::Ping { id } => send(Event::Pong { id }),
             Command::Shutdown | Command::Init { .. } => return,
         }
     }

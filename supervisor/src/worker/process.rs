@@ -60,6 +60,8 @@ pub struct SpawnOptions {
     pub config: WorkerConfig,
     /// From spawn to `Ready`, model load included.
     pub ready_timeout: Duration,
+    /// Set on top of the whitelisted environment (GPU pinning).
+    pub env: Vec<(String, String)>,
 }
 
 /// Why a worker did not become ready.
@@ -181,6 +183,7 @@ fn command(opts: &SpawnOptions, server_name: &str) -> std::process::Command {
         .stderr(Stdio::piped())
         .env_clear()
         .envs(worker_env(std::env::vars_os()))
+        .envs(opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .process_group(0);
     let parent = nix::unistd::getpid();
     // SAFETY: the closure runs between fork and exec and only makes
@@ -355,7 +358,9 @@ impl WorkerProcess {
         tail.iter().cloned().collect::<Vec<_>>().join("\n")
     }
 
-    async fn exit_error(&self, status: Option<ExitStatus>) -> StartError {
+    /// The exit as a start error, with the last stderr lines (waits up to 1 s
+    /// for the log forwarder to drain the pipe).
+    pub async fn exit_error(&self, status: Option<ExitStatus>) -> StartError {
         // Give the forwarder a moment to drain the last lines of the pipe.
         let mut closed = self.stderr_closed.clone();
         let _ = tokio::time::timeout(Duration::from_secs(1), closed.wait_for(|c| *c)).await;
@@ -556,6 +561,7 @@ mod tests {
                 chat_template: None,
             },
             ready_timeout,
+            env: Vec::new(),
         }
     }
 

@@ -1,0 +1,234 @@
+//! The admin API under `/admin`, plus `/metrics` and readiness.
+//!
+//! | route | does |
+//! |---|---|
+//! | `GET /admin/models` | every model: state, pid, GPUs, uptime, restarts, last exit, in flight, queued, memory |
+//! | `POST /admin/models/{id}/load` | load (body `{"gpus":[0]}` optional), waits until ready |
+//! | `POST /admin/models/{id}/unload[?force=true]` | drain, then stop (force: kill now) |
+//! | `POST /admin/models/{id}/restart[?force=true]` | drain, stop, start; waits until ready |
+//! | `PUT /admin/models/{id}/gpus` | pin to `{"gpus":[..]}` from the next start on |
+//! | `GET /admin/gpus` | detected (or simulated) GPUs |
+//!
+//! With an admin key configured, every `/admin` call needs it as
+//! `Authorization: Bearer KEY` or `X-Admin-Key: KEY` (401 otherwise).
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use crate::app::AppState;
+use crate::model::{ModelState, ModelStatus, Restart, SetGpus, Unload, WaitReady};
+use crate::registry::ModelEntry;
+
+/// Checks the admin key in constant time.
+fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    let Some(key) = &state.models.supervision().admin_key else {
+        return Ok(());
+    };
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let given = header("x-admin-key")
+        .or_else(|| header("authorization").and_then(|v| v.strip_prefix("Bearer ")))
+        .unwrap_or("");
+    let same = given.len() == key.len()
+        && given
+            .bytes()
+            .zip(key.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if same {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+fn state_detail(state: &ModelState) -> Option<&str> {
+    match state {
+        ModelState::Failed { reason } | ModelState::Backoff { reason, .. } => Some(reason),
+        _ => None,
+    }
+}
+
+/// One model as `/admin/models` shows it.
+pub fn status_json(entry: &ModelEntry, s: &ModelStatus) -> Value {
+    json!({
+        "id": entry.spec.name,
+        "path": entry.spec.path,
+        "state": s.state.label(),
+        "detail": state_detail(&s.state),
+        "pid": s.pid,
+        "gpus": s.gpus,
+        "preload": entry.preload,
+        "uptime_secs": s.uptime.map(|u| u.as_secs()),
+        "idle_secs": s.idle_for.as_secs(),
+        "restarts": s.restarts,
+        "last_exit": s.last_exit,
+        "in_flight": s.in_flight,
+        "queued": s.queued(),
+        "rss_bytes": s.rss_bytes,
+        "context": s.info.as_ref().map(|i| i.ctx_per_slot),
+        "parallel": s.info.as_ref().map(|i| i.parallel),
+    })
+}
+
+pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let models: Vec<Value> = state
+        .models
+        .statuses()
+        .await
+        .iter()
+        .map(|(e, s)| status_json(e, s))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"models": models})))
+}
+
+pub async fn gpus(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let probe = state.models.gpu_probe();
+    Ok(HttpResponse::Ok().json(json!({"probe": probe.kind(), "gpus": probe.devices()})))
+}
+
+fn entry(state: &AppState, id: &str) -> Result<ModelEntry, ApiError> {
+    state
+        .models
+        .get(id)
+        .ok_or_else(|| ApiError::ModelNotFound(id.to_string()))
+}
+
+async fn current(entry: &ModelEntry) -> Result<HttpResponse, ApiError> {
+    let status = entry.addr.send(crate::model::GetStatus).await?;
+    Ok(HttpResponse::Ok().json(status_json(entry, &status)))
+}
+
+/// Waits for a start to settle; 503 with the reason when it did not become ready.
+async fn settled(entry: &ModelEntry) -> Result<HttpResponse, ApiError> {
+    match entry.addr.send(WaitReady).await? {
+        ModelState::Ready => current(entry).await,
+        other => Err(ApiError::ModelUnavailable {
+            model: entry.spec.name.clone(),
+            state: other.label(),
+        }),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct GpusBody {
+    pub gpus: Option<Vec<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ForceQuery {
+    #[serde(default)]
+    pub force: bool,
+}
+
+pub async fn load(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: Option<web::Json<GpusBody>>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let entry = entry(&state, &id)?;
+    if let Some(gpus) = body.and_then(|b| b.into_inner().gpus) {
+        entry.addr.send(SetGpus(gpus)).await?;
+    }
+    state.models.load(&entry).await?;
+    settled(&entry).await
+}
+
+pub async fn unload(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    query: web::Query<ForceQuery>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let entry = entry(&state, &id)?;
+    entry
+        .addr
+        .send(Unload { force: query.force })
+        .await?
+        .map_err(ApiError::Conflict)?;
+    current(&entry).await
+}
+
+pub async fn restart(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    query: web::Query<ForceQuery>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let entry = entry(&state, &id)?;
+    entry
+        .addr
+        .send(Restart { force: query.force })
+        .await?
+        .map_err(ApiError::Conflict)?;
+    settled(&entry).await
+}
+
+pub async fn pin(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Json<GpusBody>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let entry = entry(&state, &id)?;
+    let gpus = body.into_inner().gpus.unwrap_or_default();
+    let known: Vec<u32> = state
+        .models
+        .gpu_probe()
+        .devices()
+        .iter()
+        .map(|d| d.index)
+        .collect();
+    if let Some(bad) = gpus.iter().find(|g| !known.contains(g)) {
+        return Err(ApiError::invalid(
+            "gpus",
+            format!("no GPU with index {bad}"),
+        ));
+    }
+    entry.addr.send(SetGpus(gpus)).await?;
+    current(&entry).await
+}
+
+/// Prometheus text format; live gauges are refreshed from the actors first.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let m = state.models.metrics();
+    for (entry, s) in state.models.statuses().await {
+        let name = entry.spec.name.as_str();
+        m.in_flight
+            .with_label_values(&[name])
+            .set(s.in_flight as i64);
+        m.queue_depth
+            .with_label_values(&[name])
+            .set(s.queued() as i64);
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(m.render())
+}
+
+/// Readiness: 200 once every preloaded model is ready and the node admits
+/// requests; 503 while starting or draining.
+pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    if state.is_draining() {
+        return HttpResponse::ServiceUnavailable().json(json!({"status": "draining"}));
+    }
+    let statuses = state.models.statuses().await;
+    let waiting: Vec<&str> = statuses
+        .iter()
+        .filter(|(e, s)| e.preload && s.state != ModelState::Ready)
+        .map(|(e, _)| e.spec.name.as_str())
+        .collect();
+    if waiting.is_empty() {
+        HttpResponse::Ok().json(json!({"status": "ready"}))
+    } else {
+        HttpResponse::ServiceUnavailable().json(json!({"status": "starting", "waiting": waiting}))
+    }
+}

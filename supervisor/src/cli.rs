@@ -1,0 +1,230 @@
+//! `llm-node ps|load|unload|restart`: a small client of a running node's
+//! admin API (see `api::admin`).
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Where the node is and how to authenticate.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Target {
+    /// Base URL of the node.
+    #[arg(long, env = "LLM_NODE_URL", default_value = "http://127.0.0.1:11435")]
+    pub url: String,
+    /// The node's admin key, if it has one.
+    #[arg(long = "key", env = "LLM_NODE_ADMIN_KEY", hide_env_values = true)]
+    pub key: Option<String>,
+}
+
+/// Admin commands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum AdminCommand {
+    /// List the models of a running node with their state.
+    Ps {
+        #[command(flatten)]
+        target: Target,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load a model (waits until it is ready).
+    Load {
+        model: String,
+        /// Pin to these GPUs, e.g. `0,1`.
+        #[arg(long, value_delimiter = ',')]
+        gpus: Option<Vec<u32>>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Drain and unload a model.
+    Unload {
+        model: String,
+        /// Kill at once instead of draining.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Drain, stop and start a model again (waits until it is ready).
+    Restart {
+        model: String,
+        /// Kill at once instead of draining.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// Runs `cmd`; returns the process exit code.
+pub fn run(cmd: &AdminCommand) -> i32 {
+    match execute(cmd) {
+        Ok(out) => {
+            println!("{out}");
+            0
+        }
+        Err(e) => {
+            eprintln!("llm-node: {e}");
+            1
+        }
+    }
+}
+
+fn execute(cmd: &AdminCommand) -> Result<String, String> {
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(900))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let call = |target: &Target, method: reqwest::Method, path: String, body: Option<Value>| {
+        let mut req = http.request(
+            method,
+            format!("{}{path}", target.url.trim_end_matches('/')),
+        );
+        if let Some(key) = &target.key {
+            req = req.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req
+            .send()
+            .map_err(|e| format!("cannot reach {}: {e}", target.url))?;
+        let status = resp.status();
+        let body: Value = resp.json().unwrap_or(Value::Null);
+        if status.is_success() {
+            Ok(body)
+        } else {
+            let msg = body["error"]["message"]
+                .as_str()
+                .unwrap_or("request failed");
+            Err(format!("{status}: {msg}"))
+        }
+    };
+    let post = reqwest::Method::POST;
+    match cmd {
+        AdminCommand::Ps { target, json } => {
+            let body = call(target, reqwest::Method::GET, "/admin/models".into(), None)?;
+            Ok(if *json {
+                body.to_string()
+            } else {
+                ps_table(&body)
+            })
+        }
+        AdminCommand::Load {
+            model,
+            gpus,
+            target,
+        } => {
+            let body = gpus.as_ref().map(|g| serde_json::json!({"gpus": g}));
+            let s = call(target, post, format!("/admin/models/{model}/load"), body)?;
+            Ok(format!("{model}: {}", s["state"].as_str().unwrap_or("?")))
+        }
+        AdminCommand::Unload {
+            model,
+            force,
+            target,
+        } => {
+            let s = call(
+                target,
+                post,
+                format!("/admin/models/{model}/unload?force={force}"),
+                None,
+            )?;
+            Ok(format!("{model}: {}", s["state"].as_str().unwrap_or("?")))
+        }
+        AdminCommand::Restart {
+            model,
+            force,
+            target,
+        } => {
+            let s = call(
+                target,
+                post,
+                format!("/admin/models/{model}/restart?force={force}"),
+                None,
+            )?;
+            Ok(format!(
+                "{model}: {} (pid {})",
+                s["state"].as_str().unwrap_or("?"),
+                s["pid"]
+            ))
+        }
+    }
+}
+
+/// `ps` output: one line per model.
+pub fn ps_table(body: &Value) -> String {
+    let mut out = format!(
+        "{:<28} {:<9} {:>8} {:<6} {:>9} {:>8} {:>9} {:>6} {:>9}  {}",
+        "MODEL",
+        "STATE",
+        "PID",
+        "GPUS",
+        "UPTIME",
+        "RESTARTS",
+        "IN-FLIGHT",
+        "QUEUED",
+        "MEM",
+        "LAST EXIT"
+    );
+    for m in body["models"].as_array().into_iter().flatten() {
+        let gpus = m["gpus"]
+            .as_array()
+            .map(|g| {
+                g.iter()
+                    .map(|x| x.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "-".into());
+        let opt = |v: &Value| match v {
+            Value::Null => "-".to_string(),
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let uptime = m["uptime_secs"]
+            .as_u64()
+            .map_or("-".into(), |s| format!("{s}s"));
+        let mem = m["rss_bytes"]
+            .as_u64()
+            .map_or("-".into(), |b| format!("{}M", b >> 20));
+        out.push_str(&format!(
+            "\n{:<28} {:<9} {:>8} {:<6} {:>9} {:>8} {:>9} {:>6} {:>9}  {}",
+            opt(&m["id"]),
+            opt(&m["state"]),
+            opt(&m["pid"]),
+            gpus,
+            uptime,
+            opt(&m["restarts"]),
+            opt(&m["in_flight"]),
+            opt(&m["queued"]),
+            mem,
+            opt(&m["last_exit"]),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ps_table_shows_each_model() {
+        let body = serde_json::json!({"models": [
+            {"id": "a", "state": "ready", "pid": 42, "gpus": [0, 1], "uptime_secs": 5,
+             "restarts": 2, "in_flight": 1, "queued": 0, "rss_bytes": 104857600, "last_exit": "signal 9 (SIGKILL)"},
+            {"id": "b", "state": "stopped", "pid": null, "gpus": [], "uptime_secs": null,
+             "restarts": 0, "in_flight": 0, "queued": 0, "rss_bytes": null, "last_exit": null}
+        ]});
+        let t = ps_table(&body);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(
+            lines[1].starts_with("a ") && lines[1].contains("ready") && lines[1].contains("0,1")
+        );
+        assert!(lines[1].contains("100M") && lines[1].contains("SIGKILL"));
+        assert!(lines[2].contains("stopped") && lines[2].contains(" - "));
+    }
+}

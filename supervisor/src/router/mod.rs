@@ -1,0 +1,386 @@
+//! Router membership: how llm-node joins an llm-router cluster.
+//!
+//! `docs/router.md` is the user's guide; `shared/router-contract.md` the
+//! facts this follows. The node is a router member when `--router-url` is
+//! set, standalone otherwise; `/pull` and `/api/logs` are served either way.
+//!
+//! # Layout
+//! - [`config`]: [`RouterArgs`] (flags and `LLM_*` variables) and the JSON config file.
+//! - [`client`]: the router's HTTP API, one method per call, with timeouts.
+//! - [`register`], [`heartbeat`]: what registration and heartbeats send (pure functions).
+//! - [`session`]: the register → heartbeat → re-register loop.
+//! - [`pull`], [`transfer`], [`layout`]: `/pull` and model acquisition.
+//! - [`sync`]: periodic model sync with the router's `/v1/models`.
+//! - [`stats`]: request figures for heartbeats (an actix middleware).
+//! - [`models_impl`]: [`NodeModels`] for the node's model registry.
+//!
+//! # Life of a member
+//! [`Member::new`] runs before the HTTP server binds: it checks the settings
+//! and the GPU gate (the router refuses GPU-less nodes with 403, so we refuse
+//! to start instead). [`Member::start`] runs once the server is serving
+//! (the router probes `/v1/models` before it answers the registration) and
+//! spawns the session, sync and pull tasks on the caller's arbiter, the one
+//! that owns the model actors. [`Member::stop`] ends them and tells the router
+//! the node is leaving, before the server drains.
+
+pub mod client;
+pub mod config;
+pub mod heartbeat;
+pub mod layout;
+pub mod models_impl;
+pub mod pull;
+pub mod register;
+pub mod session;
+pub mod stats;
+pub mod sync;
+pub mod transfer;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::{web, HttpResponse};
+use futures_util::future::BoxFuture;
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+
+pub use config::RouterArgs;
+pub use stats::RequestStats;
+
+use crate::gpu::GpuProbe;
+use client::RouterClient;
+use pull::{PullJob, PullQueue, PullRequest, PullRunner};
+use session::{Identity, Session};
+
+/// What the router code needs from the node's models.
+pub trait NodeModels: Send + Sync + 'static {
+    /// Every model the node knows, with its state.
+    fn snapshot(&self) -> BoxFuture<'static, Vec<ModelSnapshot>>;
+    /// Registers a newly acquired GGUF under `name` so it is servable at once
+    /// (hot add); `chat_template` overrides the GGUF's. Adding a name that is
+    /// already served is not an error.
+    fn add_model(
+        &self,
+        name: String,
+        path: PathBuf,
+        chat_template: Option<String>,
+    ) -> BoxFuture<'static, Result<(), String>>;
+}
+
+/// One model as the router code sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSnapshot {
+    /// The id as served (the router gets it lowercased).
+    pub name: String,
+    /// The state label: `ready`, `starting`, `stopped`, `failed`, ...
+    pub state: String,
+    /// Whether a request for it can be served now or by loading it on demand;
+    /// these are the heartbeat's `loaded_models`.
+    pub servable: bool,
+    /// Requests in flight on its worker.
+    pub in_flight: usize,
+}
+
+/// `initializing` and `ready_models` as the router reads them (contract §1.2, §2.1,
+/// §3.6): `[ready, total]` (each at most 255) and "initializing" only while no
+/// model is ready and one is starting: `true` makes the whole node unroutable,
+/// so a node serving one model while loading another is not initializing.
+pub fn readiness<'a>(states: impl IntoIterator<Item = &'a str>) -> (bool, [u8; 2]) {
+    let (mut ready, mut total, mut starting) = (0usize, 0usize, false);
+    for state in states {
+        total += 1;
+        match state {
+            "ready" => ready += 1,
+            "starting" | "loading" => starting = true,
+            _ => {}
+        }
+    }
+    let cap = |n: usize| n.min(255) as u8;
+    (ready == 0 && starting, [cap(ready), cap(total)])
+}
+
+/// Why router mode cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    #[error(
+        "router mode needs a GPU, and none was found (probe: {probe}): llm-router refuses \
+         GPU-less nodes (HTTP 403). To serve without a router, unset LLM_ROUTER_URL / \
+         --router-url; for tests and CPU demos, report pretend GPUs with \
+         --simulated-gpus NAME:GIB (LLM_NODE_SIMULATED_GPUS)"
+    )]
+    NoGpu { probe: &'static str },
+    #[error("{0}")]
+    Url(String),
+    #[error("cannot create the HTTP client: {0}")]
+    Http(String),
+}
+
+/// The router side of a node; cheap to clone, shared with the HTTP handlers as `web::Data`.
+#[derive(Clone)]
+pub struct Member {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// `None`: standalone.
+    router: Option<RouterSetup>,
+    models_dir: PathBuf,
+    /// Client for downloads: connect and read timeouts, no overall one.
+    downloads: reqwest::Client,
+    stats: RequestStats,
+    queue: PullQueue,
+    /// Taken by [`Member::start`]; jobs submitted before it wait in the channel.
+    queue_rx: Mutex<Option<mpsc::UnboundedReceiver<PullJob>>>,
+    running: Mutex<Option<Running>>,
+}
+
+struct RouterSetup {
+    client: RouterClient,
+    gpu: Arc<dyn GpuProbe>,
+    args: RouterArgs,
+    machine_name: String,
+    bind_ip: Option<IpAddr>,
+}
+
+struct Running {
+    shutdown: watch::Sender<bool>,
+    identity: Arc<Mutex<Option<Identity>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Member {
+    /// Checks the router settings and the GPU gate against `gpus`, the node's probe
+    /// (`--simulated-gpus` included). Standalone (no router URL) always succeeds.
+    ///
+    /// # Errors
+    /// [`RouterError::NoGpu`] in router mode without a (simulated) GPU; a bad URL.
+    pub fn new(args: &crate::config::Args, gpus: Arc<dyn GpuProbe>) -> Result<Self, RouterError> {
+        let downloads = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| RouterError::Http(e.to_string()))?;
+        let router = match args.router.enabled() {
+            true => Some(Self::setup(args, gpus)?),
+            false => None,
+        };
+        let (queue, queue_rx) = PullQueue::new();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                router,
+                models_dir: args
+                    .models_dir
+                    .clone()
+                    .unwrap_or_else(crate::config::cache_dir),
+                downloads,
+                stats: RequestStats::default(),
+                queue,
+                queue_rx: Mutex::new(Some(queue_rx)),
+                running: Mutex::new(None),
+            }),
+        })
+    }
+
+    fn setup(
+        args: &crate::config::Args,
+        gpu: Arc<dyn GpuProbe>,
+    ) -> Result<RouterSetup, RouterError> {
+        let r = &args.router;
+        let url = client::parse_router_url(r.router_url.as_deref().unwrap_or_default())
+            .map_err(RouterError::Url)?;
+        let devices = gpu.devices();
+        if devices.is_empty() {
+            return Err(RouterError::NoGpu { probe: gpu.kind() });
+        }
+        // Router calls are short and carry their own timeouts (see `client`).
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| RouterError::Http(e.to_string()))?;
+        let machine_name = r
+            .machine_name
+            .clone()
+            .filter(|n| !n.trim().is_empty())
+            .or_else(sysinfo::System::host_name)
+            .unwrap_or_else(|| "llm-node".into());
+        tracing::info!(router = %url, gpus = devices.len(), probe = gpu.kind(), machine_name,
+            "router mode");
+        Ok(RouterSetup {
+            client: RouterClient::new(url, http, r.router_api_key.clone()),
+            gpu,
+            args: r.clone(),
+            machine_name,
+            bind_ip: args.host.parse().ok(),
+        })
+    }
+
+    /// The request counters the app's middleware feeds ([`RequestStats::middleware`]).
+    pub fn stats(&self) -> &RequestStats {
+        &self.inner.stats
+    }
+
+    /// This member as handler state.
+    pub fn data(&self) -> web::Data<Member> {
+        web::Data::new(self.clone())
+    }
+
+    /// Where acquired models go: `--models-dir`, else `~/.cache/llm-node/models`.
+    pub fn models_dir(&self) -> &std::path::Path {
+        &self.inner.models_dir
+    }
+
+    /// Starts pulling, and in router mode registering, heartbeating and syncing, as tasks
+    /// on the current arbiter. Call once the HTTP server on `listen` is serving.
+    /// A second call does nothing.
+    pub fn start(&self, models: Arc<dyn NodeModels>, listen: SocketAddr) {
+        let Some(rx) = self.take_queue() else { return };
+        let mut tasks = Vec::new();
+        let runner = PullRunner {
+            models: models.clone(),
+            router: self.inner.router.as_ref().map(|r| r.client.clone()),
+            http: self.inner.downloads.clone(),
+            models_dir: self.inner.models_dir.clone(),
+        };
+        tasks.push(actix_rt::spawn(runner.run(rx)));
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let identity = Arc::new(Mutex::new(None));
+        if let Some(router) = &self.inner.router {
+            let (registrations, registrations_rx) = watch::channel(0u64);
+            let session = Session {
+                client: router.client.clone(),
+                models: models.clone(),
+                gpu: router.gpu.clone(),
+                stats: self.inner.stats.clone(),
+                machine_name: router.machine_name.clone(),
+                listen_port: listen.port(),
+                node_ip: router.args.node_ip,
+                bind_ip: router.bind_ip,
+                interval: router.args.heartbeat_interval(),
+                identity: identity.clone(),
+                registrations,
+            };
+            tasks.push(actix_rt::spawn(session.run(shutdown_rx.clone())));
+            if let Some(interval) = router.args.model_sync_interval() {
+                tasks.push(actix_rt::spawn(sync::run(
+                    router.client.clone(),
+                    models,
+                    self.inner.queue.clone(),
+                    interval,
+                    registrations_rx,
+                    shutdown_rx,
+                )));
+            }
+        }
+        *self.inner.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(Running {
+            shutdown,
+            identity,
+            tasks,
+        });
+    }
+
+    fn take_queue(&self) -> Option<mpsc::UnboundedReceiver<PullJob>> {
+        self.inner
+            .queue_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// Stops heartbeats, sync and new pulls, then tells the router the node is leaving
+    /// (`POST /api/nodes/{id}/disconnect`, at most a few seconds). Pulls under way are
+    /// abandoned with their `.partial` files, which the next pull resumes.
+    pub async fn stop(&self) {
+        let running = self
+            .inner
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let Some(running) = running else { return };
+        let _ = running.shutdown.send(true);
+        for task in &running.tasks {
+            task.abort();
+        }
+        let identity = running
+            .identity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let (Some(router), Some(identity)) = (&self.inner.router, identity) {
+            match router.client.disconnect(&identity.node_id).await {
+                Ok(()) => tracing::info!(node_id = %identity.node_id, "told the router we are leaving"),
+                Err(e) => tracing::warn!("disconnect from the router failed: {e}"),
+            }
+        }
+    }
+
+    /// The current registration, if any (tests, diagnostics).
+    pub fn node_id(&self) -> Option<String> {
+        let running = self.inner.running.lock().unwrap_or_else(|e| e.into_inner());
+        let identity = running.as_ref()?.identity.lock().ok()?.clone()?;
+        Some(identity.node_id)
+    }
+}
+
+/// Registers `POST /pull` and `GET /api/logs`. `/pull` needs `web::Data<Member>` in the app.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/pull").route(web::post().to(pull_handler)))
+        .service(web::resource("/api/logs").route(web::get().to(logs_handler)));
+}
+
+/// `POST /pull`: 200 `{"status":"accepted"}` at once, acquisition in the background
+/// (contract §3.4). Only a body without `model` (or not JSON) gets 400.
+async fn pull_handler(member: web::Data<Member>, body: web::Bytes) -> HttpResponse {
+    let request: PullRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return HttpResponse::BadRequest().json(json!({"error": format!("invalid body: {e}")}))
+        }
+    };
+    match PullJob::try_from(request) {
+        Ok(job) => {
+            member.inner.queue.submit(job);
+            HttpResponse::Ok().json(json!({"status": "accepted"}))
+        }
+        Err(e) => HttpResponse::BadRequest().json(json!({"error": e.to_string()})),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct LogsQuery {
+    tail: Option<String>,
+    limit: Option<String>,
+}
+
+/// `GET /api/logs?tail=N` → `{"entries": [LogEntry…]}` (contract §3.5), oldest first.
+async fn logs_handler(query: web::Query<LogsQuery>) -> HttpResponse {
+    let n = crate::logbuf::tail_count(query.tail.as_deref().or(query.limit.as_deref()));
+    let entries = crate::logbuf::global().map(|b| b.tail(n)).unwrap_or_default();
+    HttpResponse::Ok().json(json!({ "entries": entries }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_is_initializing_only_while_nothing_is_ready() {
+        let table: [(&[&str], bool, [u8; 2]); 5] = [
+            (&[], false, [0, 0]),
+            (&["starting"], true, [0, 1]),
+            (&["ready", "starting"], false, [1, 2]),
+            (&["stopped", "failed"], false, [0, 2]),
+            (&["ready", "ready"], false, [2, 2]),
+        ];
+        for (states, initializing, ready) in table {
+            assert_eq!(
+                readiness(states.iter().copied()),
+                (initializing, ready),
+                "{states:?}"
+            );
+        }
+        let many = vec!["ready"; 300];
+        assert_eq!(readiness(many).1, [255, 255]);
+    }
+}
