@@ -191,7 +191,15 @@ mod tests {
         assert!(entry.target.starts_with("llm_node"));
         assert!(entry.timestamp.ends_with('Z'), "{}", entry.timestamp);
         let json = serde_json::to_value(entry).unwrap();
-        for key in ["timestamp", "level", "target", "message", "fields", "file", "line"] {
+        for key in [
+            "timestamp",
+            "level",
+            "target",
+            "message",
+            "fields",
+            "file",
+            "line",
+        ] {
             assert!(json.get(key).is_some(), "{key} in {json}");
         }
     }

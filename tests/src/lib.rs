@@ -57,6 +57,13 @@ impl Node {
 
     /// Like [`Node::start`] with `parallel` slots.
     pub fn start_with(parallel: u32, extra: &[&str]) -> Node {
+        let node = Node::spawn(parallel, extra);
+        node.wait_ready(MODEL);
+        node
+    }
+
+    /// Starts the node and returns once it listens (models may still load).
+    pub fn spawn(parallel: u32, extra: &[&str]) -> Node {
         let parallel = parallel.to_string();
         let bin = std::env::var("LLM_NODE_BIN")
             .map(PathBuf::from)
@@ -102,16 +109,60 @@ impl Node {
         let base = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("node did not print its address");
-        let node = Node {
+        Node {
             child,
             base,
             http: reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(120))
                 .build()
                 .unwrap(),
+        }
+    }
+
+    /// `/admin/models` entry of `model`.
+    pub fn admin_model(&self, model: &str) -> Value {
+        let (_, v) = self.get("/admin/models");
+        v["models"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["id"] == model).cloned())
+            .unwrap_or(Value::Null)
+    }
+
+    /// Polls `/admin/models` until `cond` holds for `model`'s entry.
+    pub fn wait_admin(&self, model: &str, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let m = self.admin_model(model);
+            if cond(&m) {
+                return m;
+            }
+            assert!(Instant::now() < deadline, "{model} never {what}: {m}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Threads and resident memory (KiB) of the node process itself.
+    pub fn proc_stats(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
         };
-        node.wait_ready(MODEL);
-        node
+        (field("Threads:"), field("VmRSS:"))
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        use nix::sys::signal::{kill, Signal};
+        use nix::unistd::Pid;
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let status = self.child.wait().unwrap();
+        std::mem::forget(self);
+        status
     }
 
     pub fn url(&self, path: &str) -> String {

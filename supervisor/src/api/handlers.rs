@@ -160,10 +160,14 @@ pub async fn list_models(state: web::Data<AppState>) -> Result<HttpResponse, Api
         data.push(model_object(&state, &entry).await?);
     }
     // What the router reads from its registration probe (contract §3.6).
-    let (initializing, ready_models) =
-        crate::router::readiness(data.iter().map(|m| m["meta"]["state"].as_str().unwrap_or("")));
-    Ok(HttpResponse::Ok().json(json!({"object": "list", "data": data,
-        "initializing": initializing, "ready_models": ready_models})))
+    let (initializing, ready_models) = crate::router::readiness(
+        data.iter()
+            .map(|m| m["meta"]["state"].as_str().unwrap_or("")),
+    );
+    Ok(
+        HttpResponse::Ok().json(json!({"object": "list", "data": data,
+        "initializing": initializing, "ready_models": ready_models})),
+    )
 }
 
 pub async fn get_model(

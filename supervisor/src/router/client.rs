@@ -117,7 +117,13 @@ pub enum CallError {
 impl CallError {
     /// Our token or node id is no longer known (401, 404): register again.
     pub fn needs_registration(&self) -> bool {
-        matches!(self, CallError::Status { status: 401 | 404, .. })
+        matches!(
+            self,
+            CallError::Status {
+                status: 401 | 404,
+                ..
+            }
+        )
     }
 
     fn from_reqwest(e: reqwest::Error) -> Self {
@@ -300,7 +306,9 @@ pub fn snippet(body: &[u8]) -> String {
 pub fn parse_router_url(url: &str) -> Result<Url, String> {
     let parsed = Url::parse(url.trim()).map_err(|e| format!("router URL {url:?}: {e}"))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-        return Err(format!("router URL {url:?}: expected http(s)://HOST[:PORT]"));
+        return Err(format!(
+            "router URL {url:?}: expected http(s)://HOST[:PORT]"
+        ));
     }
     Ok(parsed)
 }
@@ -330,7 +338,10 @@ mod tests {
             reqwest::Client::new(),
             None,
         );
-        assert_eq!(plain.url("/api/health").as_str(), "http://r:8080/api/health");
+        assert_eq!(
+            plain.url("/api/health").as_str(),
+            "http://r:8080/api/health"
+        );
         assert!(parse_router_url("ftp://r").is_err());
         assert!(parse_router_url("r:8080").is_err());
     }
@@ -362,6 +373,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(list.data[0].download_url, None);
-        assert_eq!(list.data[1].download_url.as_deref(), Some("https://x/c.gguf"));
+        assert_eq!(
+            list.data[1].download_url.as_deref(),
+            Some("https://x/c.gguf")
+        );
     }
 }

@@ -35,7 +35,12 @@ pub struct RouterArgs {
     pub machine_name: Option<String>,
 
     /// API key (`sk_…`) for reading the router's `/v1/models` during model sync.
-    #[arg(long, env = "LLM_NODE_ROUTER_API_KEY", value_name = "KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "LLM_NODE_ROUTER_API_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
     pub router_api_key: Option<String>,
 
     /// Seconds between model syncs with the router's `/v1/models`; 0 disables sync.
@@ -51,7 +56,9 @@ pub struct RouterArgs {
 impl RouterArgs {
     /// Whether the node is a router member.
     pub fn enabled(&self) -> bool {
-        self.router_url.as_deref().is_some_and(|u| !u.trim().is_empty())
+        self.router_url
+            .as_deref()
+            .is_some_and(|u| !u.trim().is_empty())
     }
 
     pub fn heartbeat_interval(&self) -> Duration {

@@ -155,7 +155,10 @@ mod tests {
                 active: 2,
                 average_ms: Some(80.0),
             },
-            &[gpu(Some(30), 80, 40, Some(50)), gpu(Some(50), 80, 80, Some(70))],
+            &[
+                gpu(Some(30), 80, 40, Some(50)),
+                gpu(Some(50), 80, 80, Some(70)),
+            ],
             &[
                 model("GPT-OSS:20b", "ready", 1),
                 model("broken", "failed", 0),
@@ -180,7 +183,13 @@ mod tests {
 
     #[test]
     fn heartbeat_without_gpus_or_models_sends_nulls_and_zeros() {
-        let req = health_request("id", HostFigures::default(), RequestFigures::default(), &[], &[]);
+        let req = health_request(
+            "id",
+            HostFigures::default(),
+            RequestFigures::default(),
+            &[],
+            &[],
+        );
         let json = serde_json::to_value(&req).unwrap();
         assert!(json["gpu_usage"].is_null());
         assert!(json["gpu_memory_total_mb"].is_null());

@@ -35,9 +35,7 @@ pub fn model_dir(name: &str) -> Result<PathBuf, BadName> {
         dir.push_str("_latest");
     }
     let path = PathBuf::from(dir);
-    let clean = path
-        .components()
-        .all(|c| matches!(c, Component::Normal(_)));
+    let clean = path.components().all(|c| matches!(c, Component::Normal(_)));
     if !clean || name.starts_with('/') || name.ends_with('/') {
         return Err(bad());
     }
@@ -79,7 +77,10 @@ mod tests {
             ("gpt-oss:20b", "gpt-oss_20b"),
             ("gpt-oss-safeguard:20b", "gpt-oss-safeguard_20b"),
             ("llama", "llama_latest"),
-            ("hf/TheBloke/X-GGUF/x.Q4_K_M.gguf", "hf/TheBloke/X-GGUF/x.Q4_K_M.gguf_latest"),
+            (
+                "hf/TheBloke/X-GGUF/x.Q4_K_M.gguf",
+                "hf/TheBloke/X-GGUF/x.Q4_K_M.gguf_latest",
+            ),
         ];
         for (name, dir) in table {
             assert_eq!(model_dir(name).unwrap(), PathBuf::from(dir), "{name}");
@@ -96,7 +97,17 @@ mod tests {
 
     #[test]
     fn names_that_escape_the_models_dir_are_refused() {
-        for bad in ["", "../x", "a/../../b", "/etc/passwd", "a b", "a\nb", "x/", "a\\b", "./a"] {
+        for bad in [
+            "",
+            "../x",
+            "a/../../b",
+            "/etc/passwd",
+            "a b",
+            "a\nb",
+            "x/",
+            "a\\b",
+            "./a",
+        ] {
             assert!(model_dir(bad).is_err(), "{bad:?}");
         }
     }
@@ -104,7 +115,10 @@ mod tests {
     #[test]
     fn dir_names_map_back_like_the_cpp_node() {
         assert_eq!(dir_to_model_name("gpt-oss_20b"), "gpt-oss:20b");
-        assert_eq!(dir_to_model_name("gpt-oss-safeguard_20b"), "gpt-oss-safeguard:20b");
+        assert_eq!(
+            dir_to_model_name("gpt-oss-safeguard_20b"),
+            "gpt-oss-safeguard:20b"
+        );
         assert_eq!(dir_to_model_name("qwen"), "qwen");
         assert_eq!(dir_to_model_name("llama_latest"), "llama:latest");
     }

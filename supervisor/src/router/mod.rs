@@ -309,7 +309,9 @@ impl Member {
             .take();
         if let (Some(router), Some(identity)) = (&self.inner.router, identity) {
             match router.client.disconnect(&identity.node_id).await {
-                Ok(()) => tracing::info!(node_id = %identity.node_id, "told the router we are leaving"),
+                Ok(()) => {
+                    tracing::info!(node_id = %identity.node_id, "told the router we are leaving")
+                }
                 Err(e) => tracing::warn!("disconnect from the router failed: {e}"),
             }
         }
@@ -356,7 +358,9 @@ struct LogsQuery {
 /// `GET /api/logs?tail=N` → `{"entries": [LogEntry…]}` (contract §3.5), oldest first.
 async fn logs_handler(query: web::Query<LogsQuery>) -> HttpResponse {
     let n = crate::logbuf::tail_count(query.tail.as_deref().or(query.limit.as_deref()));
-    let entries = crate::logbuf::global().map(|b| b.tail(n)).unwrap_or_default();
+    let entries = crate::logbuf::global()
+        .map(|b| b.tail(n))
+        .unwrap_or_default();
     HttpResponse::Ok().json(json!({ "entries": entries }))
 }
 

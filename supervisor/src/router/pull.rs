@@ -82,7 +82,8 @@ impl TryFrom<PullRequest> for PullJob {
     type Error = PullRejected;
 
     fn try_from(req: PullRequest) -> Result<Self, PullRejected> {
-        let nonblank = |s: Option<String>| s.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+        let nonblank =
+            |s: Option<String>| s.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
         let model = nonblank(req.model).ok_or(PullRejected::NoModel)?;
         model_dir(&model)?;
         Ok(PullJob {
@@ -233,7 +234,10 @@ impl PullRunner {
             .map_err(|e| TransferError::Source(e.to_string()))?;
         write_metadata(&dest, job.chat_template.as_deref()).await;
         // Already here and intact (an earlier pull, or put there by hand): adopt it.
-        if transfer::verify(&dest, job.size, job.sha256.as_deref()).await.is_ok() {
+        if transfer::verify(&dest, job.size, job.sha256.as_deref())
+            .await
+            .is_ok()
+        {
             tracing::info!(model = %job.model, path = %dest.display(), "model file already present");
             return Ok(dest);
         }
@@ -363,12 +367,24 @@ mod tests {
         let j = job(serde_json::json!({"model":"gpt-oss:20b","task_id":"t","path":null,"download_url":null})).unwrap();
         assert_eq!(j.model, "gpt-oss:20b");
         assert_eq!(j.task_id.as_deref(), Some("t"));
-        assert_eq!((j.path, j.download_url, j.chat_template), (None, None, None));
+        assert_eq!(
+            (j.path, j.download_url, j.chat_template),
+            (None, None, None)
+        );
         let j = job(serde_json::json!({"model":"m","chat_template":null,"extra":1})).unwrap();
         assert_eq!(j.task_id, None);
-        assert_eq!(job(serde_json::json!({"task_id":"t"})), Err(PullRejected::NoModel));
-        assert_eq!(job(serde_json::json!({"model":" "})), Err(PullRejected::NoModel));
-        assert!(matches!(job(serde_json::json!({"model":"../x"})), Err(PullRejected::BadName(_))));
+        assert_eq!(
+            job(serde_json::json!({"task_id":"t"})),
+            Err(PullRejected::NoModel)
+        );
+        assert_eq!(
+            job(serde_json::json!({"model":" "})),
+            Err(PullRejected::NoModel)
+        );
+        assert!(matches!(
+            job(serde_json::json!({"model":"../x"})),
+            Err(PullRejected::BadName(_))
+        ));
     }
 
     #[test]
@@ -377,15 +393,26 @@ mod tests {
         let file = dir.path().join("m.gguf");
         std::fs::write(&file, b"GGUF").unwrap();
         let base = reqwest::Url::parse("http://router:8080/").unwrap();
-        let mut j = job(serde_json::json!({"model":"m","path": file, "download_url": "/files/m.gguf"})).unwrap();
+        let mut j =
+            job(serde_json::json!({"model":"m","path": file, "download_url": "/files/m.gguf"}))
+                .unwrap();
         let s = sources(&j, Some(&base)).unwrap();
-        assert_eq!(s, [Source::Path(file.clone()), Source::Url("http://router:8080/files/m.gguf".parse().unwrap())]);
+        assert_eq!(
+            s,
+            [
+                Source::Path(file.clone()),
+                Source::Url("http://router:8080/files/m.gguf".parse().unwrap())
+            ]
+        );
         j.path = Some("/no/such/file".into());
         assert_eq!(sources(&j, Some(&base)).unwrap().len(), 1);
         j.download_url = Some("ftp://x/y".into());
         let err = sources(&j, Some(&base)).unwrap_err().to_string();
         assert!(err.contains("not a readable file"), "{err}");
         let bare = job(serde_json::json!({"model":"gpt-oss:20b"})).unwrap();
-        assert!(sources(&bare, None).unwrap_err().to_string().contains("is null"));
+        assert!(sources(&bare, None)
+            .unwrap_err()
+            .to_string()
+            .contains("is null"));
     }
 }

@@ -140,7 +140,10 @@ mod tests {
             json["gpu_devices"][1],
             serde_json::json!({"model": "A10", "count": 1, "memory": 24u64 << 30})
         );
-        assert!(json["runtime_version"].as_str().unwrap().contains("llm-node"));
+        assert!(json["runtime_version"]
+            .as_str()
+            .unwrap()
+            .contains("llm-node"));
     }
 
     #[test]

@@ -99,8 +99,12 @@ impl Session {
                 }
                 Err(e) => {
                     let delay = retry_delay(attempt, base, cap, rand::random::<f64>());
-                    tracing::warn!(attempt, retry_in_ms = delay.as_millis() as u64,
-                        "registration with {} failed: {e}", self.client.base());
+                    tracing::warn!(
+                        attempt,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "registration with {} failed: {e}",
+                        self.client.base()
+                    );
                     tokio::time::sleep(delay).await;
                 }
             }
@@ -117,8 +121,13 @@ impl Session {
             _ => None,
         };
         let ip = choose_ip(self.node_ip, self.bind_ip, route);
-        let body = register_request(&self.machine_name, ip, self.listen_port, &self.gpu.devices())
-            .map_err(|e| CallError::Body(e.to_string()))?;
+        let body = register_request(
+            &self.machine_name,
+            ip,
+            self.listen_port,
+            &self.gpu.devices(),
+        )
+        .map_err(|e| CallError::Body(e.to_string()))?;
         tracing::debug!(ip = %ip, runtime_port = body.runtime_port, "registering");
         self.client.register(&body).await
     }

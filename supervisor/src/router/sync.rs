@@ -28,7 +28,11 @@ pub fn missing_models(router: &[RouterModel], local: &[ModelSnapshot]) -> Vec<Pu
         .map(|m| PullJob {
             model: m.id.clone(),
             task_id: None,
-            path: m.path.as_ref().filter(|p| !p.trim().is_empty()).map(PathBuf::from),
+            path: m
+                .path
+                .as_ref()
+                .filter(|p| !p.trim().is_empty())
+                .map(PathBuf::from),
             download_url: m.download_url.clone().filter(|u| !u.trim().is_empty()),
             chat_template: m.chat_template.clone(),
             size: m.size,
@@ -113,6 +117,9 @@ mod tests {
         let names: Vec<_> = jobs.iter().map(|j| j.model.as_str()).collect();
         assert_eq!(names, ["hf/a/b/c.gguf", "shared"]);
         assert_eq!(jobs[0].task_id, None);
-        assert_eq!(jobs[1].path, Some(PathBuf::from("/r/models/shared_latest/model.gguf")));
+        assert_eq!(
+            jobs[1].path,
+            Some(PathBuf::from("/r/models/shared_latest/model.gguf"))
+        );
     }
 }

@@ -131,7 +131,9 @@ pub async fn verify(
             .map_err(|e| TransferError::Io(e.to_string()))?
             .map_err(io("cannot read", path))?;
         if !got.eq_ignore_ascii_case(want) {
-            return Err(TransferError::Verify(format!("sha256 {got} instead of {want}")));
+            return Err(TransferError::Verify(format!(
+                "sha256 {got} instead of {want}"
+            )));
         }
     }
     Ok(())
@@ -287,9 +289,7 @@ async fn download_once(
                 .and_then(|v| v.to_str().ok())
                 .and_then(parse_content_range);
             match range {
-                Some((start, total)) if start == have => {
-                    (have, total.or(length.map(|l| l + have)))
-                }
+                Some((start, total)) if start == have => (have, total.or(length.map(|l| l + have))),
                 _ => {
                     let _ = tokio::fs::remove_file(partial).await;
                     return Attempt::Retry(TransferError::Http(
@@ -368,7 +368,9 @@ mod tests {
         assert_eq!(r.progress, 0.99, "1.0 is kept for when the model is served");
         let json = serde_json::to_string(&r).unwrap();
         assert!(json.contains("\"speed\":1000"), "{json}");
-        assert!(Meter::new(0, None).report(10, Duration::from_secs(1)).is_none());
+        assert!(Meter::new(0, None)
+            .report(10, Duration::from_secs(1))
+            .is_none());
     }
 
     #[test]
@@ -381,7 +383,10 @@ mod tests {
 
     #[test]
     fn content_range_parses() {
-        assert_eq!(parse_content_range("bytes 10-99/100"), Some((10, Some(100))));
+        assert_eq!(
+            parse_content_range("bytes 10-99/100"),
+            Some((10, Some(100)))
+        );
         assert_eq!(parse_content_range("bytes 10-99/*"), Some((10, None)));
         assert_eq!(parse_content_range("items 1-2/3"), None);
     }
@@ -394,7 +399,9 @@ mod tests {
         let sha = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
         verify(&f, Some(3), Some(sha)).await.unwrap();
         assert!(verify(&f, Some(4), None).await.is_err());
-        assert!(verify(&f, None, Some(&sha.replace('b', "c"))).await.is_err());
+        assert!(verify(&f, None, Some(&sha.replace('b', "c")))
+            .await
+            .is_err());
         assert!(verify(dir.path(), None, None).await.is_err());
         assert!(verify(&dir.path().join("none"), None, None).await.is_err());
     }

@@ -1,0 +1,355 @@
+//! Supervision policy on a whole node with fake workers
+//! (`examples/fake_worker.rs`; fault flags are the model file's content):
+//! crash loops, admin verbs, on-demand loading, eviction, queues, idle TTL,
+//! the admin key and GPU pinning. Fast, so every rule gets its own case.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use llm_node::{Args, Node};
+use serde_json::{json, Value};
+
+fn fake_worker() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/fake_worker");
+    assert!(
+        path.is_file(),
+        "{path:?} missing: build with `cargo build --examples -p llm-node`"
+    );
+    path
+}
+
+struct TestNode {
+    node: Node,
+    dir: tempfile::TempDir,
+    http: reqwest::Client,
+}
+
+impl TestNode {
+    /// A node serving `models` (`(name, fault flags)`) with `extra` flags.
+    async fn start(models: &[(&str, &str)], extra: &[&str]) -> TestNode {
+        let dir = tempfile::tempdir().unwrap();
+        let mut argv: Vec<String> = vec![
+            "llm-node".into(),
+            "--host=127.0.0.1".into(),
+            "--port=0".into(),
+        ];
+        for (name, flags) in models {
+            let path = dir.path().join(format!("{name}.gguf"));
+            std::fs::write(&path, flags).unwrap();
+            argv.push(format!("--model={name}={}", path.display()));
+        }
+        argv.push(format!("--worker-bin={}", fake_worker().display()));
+        argv.push("--shutdown-timeout-secs=2".into());
+        argv.push("--restart-base-ms=20".into());
+        argv.extend(extra.iter().map(|s| s.to_string()));
+        let node = Node::start(Args::try_parse_from(argv).unwrap())
+            .await
+            .unwrap();
+        TestNode {
+            node,
+            dir,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.node.addr())
+    }
+
+    fn model_file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.gguf"))
+    }
+
+    async fn chat(&self, model: &str, max_tokens: u32) -> (u16, Value) {
+        let body = json!({"model": model, "max_tokens": max_tokens,
+                          "messages": [{"role": "user", "content": "hi"}]});
+        let r = self
+            .http
+            .post(self.url("/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn admin(&self, method: reqwest::Method, path: &str, key: Option<&str>) -> (u16, Value) {
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        let r = req.send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn model(&self, name: &str) -> Value {
+        let (_, v) = self
+            .admin(reqwest::Method::GET, "/admin/models", None)
+            .await;
+        v["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == name)
+            .cloned()
+            .unwrap()
+    }
+
+    async fn wait_state(&self, name: &str, state: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let m = self.model(name).await;
+            if m["state"] == state {
+                return m;
+            }
+            assert!(Instant::now() < deadline, "{name} never {state}: {m}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+fn write(path: &Path, flags: &str) {
+    std::fs::write(path, flags).unwrap();
+}
+
+#[actix_rt::test]
+async fn a_crash_loop_parks_the_model_as_failed_until_an_admin_restarts_it() {
+    let t = TestNode::start(
+        &[("good", ""), ("bad", "exit_at_start")],
+        &["--crash-loop-max=3"],
+    )
+    .await;
+    let m = t.wait_state("bad", "failed").await;
+    assert!(m["detail"].as_str().unwrap().contains("crash loop"), "{m}");
+    assert_eq!(t.model("good").await["state"], "ready");
+    let metrics = t.metrics().await;
+    assert!(
+        metrics.contains(r#"llm_node_model_state{model="bad",state="failed"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"llm_node_model_crashes_total{model="bad"} 3"#),
+        "{metrics}"
+    );
+    // A failed model answers 503 with Retry-After; the other one serves.
+    let (s, v) = t.chat("bad", 2).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (503, Some("model_unavailable"))
+    );
+    assert_eq!(t.chat("good", 2).await.0, 200);
+
+    // The admin fixes the file and restarts: it comes back.
+    write(&t.model_file("bad"), "");
+    let (s, v) = t
+        .admin(reqwest::Method::POST, "/admin/models/bad/restart", None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["state"], "ready");
+    assert_eq!(t.chat("bad", 2).await.0, 200);
+    t.node.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_worker_crashing_mid_generation_restarts_with_backoff() {
+    let t = TestNode::start(&[("m", "crash_after=3")], &["--crash-loop-max=100"]).await;
+    t.wait_state("m", "ready").await;
+    let (s, v) = t.chat("m", 10).await;
+    assert_eq!(s, 503, "{v}");
+    assert_eq!(v["error"]["code"], "worker_unavailable");
+    let m = t.wait_state("m", "ready").await;
+    assert!(m["restarts"].as_u64().unwrap() >= 1, "{m}");
+    assert!(m["last_exit"].as_str().unwrap().contains("SIGABRT"), "{m}");
+    t.node.stop().await;
+}
+
+#[actix_rt::test]
+async fn models_load_on_demand_and_unload_through_the_admin_api() {
+    let t = TestNode::start(&[("a", ""), ("b", "")], &["--preload=a"]).await;
+    t.wait_state("a", "ready").await;
+    assert_eq!(t.model("b").await["state"], "stopped");
+    assert_eq!(t.chat("b", 2).await.0, 200, "first request loads b");
+    assert_eq!(t.model("b").await["state"], "ready");
+    let (s, v) = t
+        .admin(reqwest::Method::POST, "/admin/models/b/unload", None)
+        .await;
+    assert_eq!((s, v["state"].as_str()), (200, Some("stopped")));
+    let (s, v) = t
+        .admin(reqwest::Method::POST, "/admin/models/b/load", None)
+        .await;
+    assert_eq!((s, v["state"].as_str()), (200, Some("ready")));
+    let (s, _) = t
+        .admin(reqwest::Method::POST, "/admin/models/nope/load", None)
+        .await;
+    assert_eq!(s, 404);
+    t.node.stop().await;
+}
+
+#[actix_rt::test]
+async fn eviction_never_touches_a_busy_model_the_new_load_waits() {
+    let t = TestNode::start(
+        &[("busy", "token_ms=20"), ("next", "")],
+        &["--preload=none", "--max-loaded-models=1"],
+    )
+    .await;
+    assert_eq!(t.chat("busy", 1).await.0, 200);
+    // A 60-token generation (~1.2 s) keeps `busy` busy...
+    let long = t.chat("busy", 60);
+    // ...while `next` asks for the only slot.
+    let next = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (s, _) = t.chat("next", 1).await;
+        (s, Instant::now())
+    };
+    let ((s1, v1), (s2, next_done)) = tokio::join!(long, next);
+    assert_eq!(s1, 200, "the busy model's request was cut: {v1}");
+    assert_eq!(v1["usage"]["completion_tokens"], 60);
+    assert_eq!(v1["choices"][0]["finish_reason"], "length");
+    assert_eq!(s2, 200);
+    let _ = next_done;
+    assert_eq!(t.model("busy").await["state"], "stopped");
+    assert_eq!(t.model("next").await["state"], "ready");
+    t.node.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_loading_model_is_never_evicted() {
+    let t = TestNode::start(
+        &[("slow", "load_ms=800"), ("other", "")],
+        &["--preload=none", "--max-loaded-models=1"],
+    )
+    .await;
+    let slow = t.chat("slow", 2);
+    let other = async {
+        tokio::time::sleep(Duration::from_millis(100)).await; // `slow` is loading now
+        t.chat("other", 2).await
+    };
+    let ((s1, v1), (s2, _)) = tokio::join!(slow, other);
+    assert_eq!(s1, 200, "the loading model was evicted: {v1}");
+    assert_eq!(s2, 200);
+    t.node.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_full_queue_answers_429_with_retry_after() {
+    let t = TestNode::start(&[("m", "token_ms=20")], &["--parallel=1", "--max-queue=1"]).await;
+    t.wait_state("m", "ready").await;
+    let body =
+        json!({"model": "m", "max_tokens": 40, "messages": [{"role": "user", "content": "hi"}]});
+    let send = || {
+        t.http
+            .post(t.url("/v1/chat/completions"))
+            .json(&body)
+            .send()
+    };
+    let (r1, r2, r3) = tokio::join!(send(), send(), async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        send().await
+    });
+    let statuses = [r1.unwrap().status().as_u16(), r2.unwrap().status().as_u16()];
+    assert_eq!(statuses, [200, 200]);
+    let r3 = r3.unwrap();
+    assert_eq!(r3.status().as_u16(), 429);
+    assert_eq!(r3.headers()["retry-after"], "1");
+    let v: Value = r3.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "queue_full");
+    t.node.stop().await;
+}
+
+#[actix_rt::test]
+async fn idle_models_unload_after_their_ttl_but_preloaded_ones_stay() {
+    let t = TestNode::start(
+        &[("keep", ""), ("lazy", "")],
+        &["--preload=keep", "--idle-ttl-secs=1"],
+    )
+    .await;
+    assert_eq!(t.chat("lazy", 1).await.0, 200);
+    t.wait_state("lazy", "stopped").await;
+    assert_eq!(t.model("keep").await["state"], "ready");
+    t.node.stop().await;
+}
+
+#[actix_rt::test]
+async fn the_admin_key_protects_admin_routes_only() {
+    let t = TestNode::start(&[("m", "")], &["--admin-key=s3cret"]).await;
+    let (s, v) = t.admin(reqwest::Method::GET, "/admin/models", None).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (401, Some("invalid_admin_key"))
+    );
+    let (s, _) = t
+        .admin(reqwest::Method::GET, "/admin/models", Some("wrong"))
+        .await;
+    assert_eq!(s, 401);
+    let (s, v) = t
+        .admin(reqwest::Method::GET, "/admin/models", Some("s3cret"))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    t.node.wait_ready().await.unwrap();
+    assert_eq!(
+        t.chat("m", 1).await.0,
+        200,
+        "the OpenAI API needs no admin key"
+    );
+    t.node.stop().await;
+}
+
+#[actix_rt::test]
+async fn simulated_gpus_place_and_pin_models() {
+    let t = TestNode::start(
+        &[("a", ""), ("b", "")],
+        &["--simulated-gpus=A:24,B:24:20", "--pin=b=0"],
+    )
+    .await;
+    let a = t.wait_state("a", "ready").await;
+    let b = t.wait_state("b", "ready").await;
+    assert_eq!(
+        a["gpus"],
+        json!([0]),
+        "a goes to the GPU with the most room"
+    );
+    assert_eq!(b["gpus"], json!([0]), "b is pinned");
+    let (_, g) = t.admin(reqwest::Method::GET, "/admin/gpus", None).await;
+    assert_eq!(g["probe"], "simulated");
+    assert_eq!(g["gpus"][1]["simulated"], true);
+    // Re-pinning applies at the next start.
+    let r = t
+        .http
+        .put(t.url("/admin/models/a/gpus"))
+        .json(&json!({"gpus": [1]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let (_, v) = t
+        .admin(reqwest::Method::POST, "/admin/models/a/restart", None)
+        .await;
+    assert_eq!(v["gpus"], json!([1]));
+    let r = t
+        .http
+        .put(t.url("/admin/models/a/gpus"))
+        .json(&json!({"gpus": [7]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    t.node.stop().await;
+}

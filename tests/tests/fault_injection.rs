@@ -1,0 +1,267 @@
+//! Fault isolation with the real worker: two models on one node, one worker
+//! killed, aborted or hung mid-stream; the other model never notices, the
+//! broken one's requests end with a clear error, and it comes back by itself.
+
+use std::io::{BufRead, BufReader};
+use std::time::{Duration, Instant};
+
+use llm_node_tests::{chat, model_path, stream_text, Node, MODEL};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+
+const OTHER: &str = "other";
+
+/// Streams a long generation on `model`; returns every data payload and when the stream ended.
+fn long_stream(node: &Node, model: &str, tokens: u32) -> (Vec<String>, Instant) {
+    let mut body = chat(
+        "Write a very long essay about the history of ships.",
+        json!({"max_tokens": tokens, "ignore_eos": true, "stream": true, "temperature": 0}),
+    );
+    body["model"] = json!(model);
+    let r = node
+        .http
+        .post(node.url("/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let events: Vec<String> = BufReader::new(r)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| l.strip_prefix("data: ").map(str::to_owned))
+        .collect();
+    (events, Instant::now())
+}
+
+fn finish_reason(events: &[String]) -> Option<String> {
+    events
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .find_map(|v| v["choices"][0]["finish_reason"].as_str().map(str::to_owned))
+}
+
+fn error_event(events: &[String]) -> Option<Value> {
+    events
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .find(|v| v.get("error").is_some())
+}
+
+fn pid_of(node: &Node, model: &str) -> i32 {
+    node.wait_admin(model, "ready", |m| m["state"] == "ready")["pid"]
+        .as_i64()
+        .unwrap() as i32
+}
+
+/// Waits until the model's first stream has produced text, so the fault hits mid-stream.
+fn wait_streaming(node: &Node, model: &str) {
+    node.wait_admin(model, "busy", |m| m["in_flight"].as_u64() >= Some(2));
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+fn fault_round(node: &Node, fault: impl FnOnce(i32)) {
+    let victim_pid = pid_of(node, MODEL);
+    let restarts_before = node.admin_model(MODEL)["restarts"].as_u64().unwrap();
+    std::thread::scope(|s| {
+        let victims: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| long_stream(node, MODEL, 400)))
+            .collect();
+        let others: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| long_stream(node, OTHER, 48)))
+            .collect();
+        wait_streaming(node, MODEL);
+        let faulted_at = Instant::now();
+        fault(victim_pid);
+        for v in victims {
+            let (events, ended) = v.join().unwrap();
+            let err = error_event(&events).unwrap_or_else(|| panic!("no error event: {events:?}"));
+            assert_eq!(err["error"]["code"], "worker_unavailable", "{err}");
+            assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+            assert!(
+                finish_reason(&events).is_none(),
+                "a killed stream claims to have finished"
+            );
+            // Ends promptly: the dead channel is noticed at once (the hang case
+            // is bounded by the liveness timeout instead).
+            let took = ended.duration_since(faulted_at);
+            assert!(
+                took < Duration::from_secs(3),
+                "stream ended {took:?} after the fault"
+            );
+        }
+        for o in others {
+            let (events, _) = o.join().unwrap();
+            assert!(
+                error_event(&events).is_none(),
+                "other model hurt: {events:?}"
+            );
+            assert_eq!(finish_reason(&events).as_deref(), Some("length"));
+            let usage_tokens = stream_text(&events).len();
+            assert!(usage_tokens > 0);
+        }
+    });
+    // The model comes back without intervention, as a new process.
+    let m = node.wait_admin(MODEL, "restarted", |m| {
+        m["state"] == "ready" && m["pid"].as_i64().is_some_and(|p| p as i32 != victim_pid)
+    });
+    assert!(m["restarts"].as_u64().unwrap() > restarts_before, "{m}");
+    assert!(m["last_exit"].is_string(), "{m}");
+    let (s, v) = node.post(
+        "/v1/chat/completions",
+        &chat("Hi", json!({"max_tokens": 2})),
+    );
+    assert_eq!(s, 200, "{v}");
+}
+
+#[test]
+fn a_crashed_worker_fails_its_streams_restarts_and_leaves_the_other_model_alone() {
+    let other = format!("{OTHER}={}", model_path());
+    let node = Node::start_with(
+        2,
+        &[
+            "--model",
+            &other,
+            "--restart-base-ms",
+            "100",
+            "--no-embeddings",
+        ],
+    );
+    node.wait_ready(OTHER);
+    // A warm-up round so lazily created threads and buffers exist before measuring.
+    fault_round(&node, |pid| {
+        kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    });
+    let (threads_before, rss_before) = node.proc_stats();
+
+    fault_round(&node, |pid| {
+        kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    });
+    // An abort inside the worker (what a failed GGML_ASSERT does).
+    fault_round(&node, |pid| {
+        kill(Pid::from_raw(pid), Signal::SIGABRT).unwrap();
+    });
+    let m = node.admin_model(MODEL);
+    assert!(m["last_exit"].as_str().unwrap().contains("SIGABRT"), "{m}");
+
+    // The supervisor's own threads and memory are back where they were.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (threads, rss) = node.proc_stats();
+        if threads <= threads_before && rss < rss_before + 8 * 1024 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "supervisor grew: threads {threads_before} -> {threads}, rss {rss_before} -> {rss} KiB"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let metrics = node
+        .http
+        .get(node.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let restarts = format!("llm_node_model_restarts_total{{model=\"{MODEL}\"}} 3");
+    assert!(metrics.contains(&restarts), "{metrics}");
+}
+
+#[test]
+fn a_hung_worker_is_detected_by_liveness_killed_and_restarted() {
+    let other = format!("{OTHER}={}", model_path());
+    let node = Node::start_with(
+        2,
+        &[
+            "--model",
+            &other,
+            "--no-embeddings",
+            "--restart-base-ms",
+            "100",
+            "--liveness-interval-ms",
+            "200",
+            "--liveness-timeout-ms",
+            "1500",
+        ],
+    );
+    node.wait_ready(OTHER);
+    fault_round(&node, |pid| {
+        // Stops answering anything, as a deadlocked worker would.
+        kill(Pid::from_raw(pid), Signal::SIGSTOP).unwrap();
+    });
+    let m = node.admin_model(MODEL);
+    assert!(
+        m["last_exit"].as_str().unwrap().contains("unresponsive"),
+        "{m}"
+    );
+}
+
+#[test]
+fn admin_restart_under_load_drains_first() {
+    let node = Node::start_with(4, &["--no-embeddings"]);
+    let pid = pid_of(&node, MODEL);
+    std::thread::scope(|s| {
+        let streams: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| long_stream(&node, MODEL, 64)))
+            .collect();
+        node.wait_admin(MODEL, "busy", |m| m["in_flight"].as_u64() >= Some(3));
+        let (status, v) = node.post(&format!("/admin/models/{MODEL}/restart"), &json!({}));
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["state"], "ready");
+        assert_ne!(v["pid"].as_i64().unwrap() as i32, pid);
+        for st in streams {
+            let (events, _) = st.join().unwrap();
+            assert!(
+                error_event(&events).is_none(),
+                "request cut by restart: {events:?}"
+            );
+            assert_eq!(finish_reason(&events).as_deref(), Some("length"));
+        }
+    });
+    let (s, _) = node.post(
+        "/v1/chat/completions",
+        &chat("Hi", json!({"max_tokens": 2})),
+    );
+    assert_eq!(s, 200);
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests_then_exits_zero() {
+    let node = Node::start_with(2, &["--no-embeddings"]);
+    let worker = pid_of(&node, MODEL);
+    let base = node.base.clone();
+    let streamer = std::thread::spawn(move || {
+        let http = reqwest::blocking::Client::new();
+        let mut body = chat(
+            "Write a very long essay about the history of ships.",
+            json!({"max_tokens": 48, "ignore_eos": true, "stream": true}),
+        );
+        body["model"] = json!(MODEL);
+        let r = http
+            .post(format!("{base}/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .unwrap();
+        BufReader::new(r)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|l| l.strip_prefix("data: ").map(str::to_owned))
+            .collect::<Vec<String>>()
+    });
+    node.wait_admin(MODEL, "busy", |m| m["in_flight"].as_u64() >= Some(1));
+    let status = node.terminate();
+    assert!(status.success(), "{status:?}");
+    let events = streamer.join().unwrap();
+    assert_eq!(
+        finish_reason(&events).as_deref(),
+        Some("length"),
+        "{events:?}"
+    );
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    // No worker outlives the node.
+    assert!(
+        kill(Pid::from_raw(worker), None).is_err(),
+        "worker {worker} still alive"
+    );
+}
