@@ -5,6 +5,8 @@ use clap::Parser;
 use llm_node::Args;
 
 fn main() -> anyhow::Result<()> {
+    // Before clap parses and before any thread exists: the file fills unset variables.
+    llm_node::router::config::apply_config_file(&std::env::args().collect::<Vec<_>>())?;
     let args = Args::parse();
     if let Some(cmd) = &args.command {
         std::process::exit(llm_node::cli::run(cmd));

@@ -104,8 +104,8 @@ impl Metrics {
             ),
             requests: counter(
                 "llm_node_requests_total",
-                "Requests by endpoint and HTTP status",
-                &["model", "endpoint", "status"],
+                "Requests that reached a worker, by endpoint and outcome (ok, error, cancelled)",
+                &["model", "endpoint", "outcome"],
             ),
             request_duration: histogram(
                 "llm_node_request_duration_seconds",

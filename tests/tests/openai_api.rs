@@ -293,6 +293,23 @@ fn models_and_health() {
     assert_eq!(status, 404);
     assert_eq!(v["error"]["code"], "model_not_found");
     assert_eq!(node.get("/health").0, 200);
+    assert_eq!(node.get("/health/ready").0, 200);
+    // Node::start's readiness chat is in the metrics.
+    let metrics = node
+        .http
+        .get(node.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    for needle in [
+        "llm_node_model_state{model=\"smollm2\",state=\"ready\"} 1",
+        "llm_node_tokens_generated_total{model=\"smollm2\"}",
+        "llm_node_time_to_first_token_seconds_count{model=\"smollm2\"}",
+        "outcome=\"ok\"",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing in {metrics}");
+    }
 }
 
 fn assert_error(node: &Node, status: u16, body: Value, want: u16, code_or_param: &str) {

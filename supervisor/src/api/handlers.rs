@@ -48,6 +48,11 @@ async fn generate(
 ) -> Result<HttpResponse, ApiError> {
     let (model, client) = state.client(&job.model).await?;
     let mut stream = client.generate(job.prompt, job.params)?;
+    let endpoint = match kind {
+        ChunkKind::Chat => "chat",
+        ChunkKind::Text => "completions",
+    };
+    stream.meter(state.models.metrics(), &model, endpoint);
     let first = match stream.next().await {
         Some(event) => event?,
         None => return Err(ApiError::Internal),
@@ -130,7 +135,20 @@ pub async fn embeddings(
 ) -> Result<HttpResponse, ApiError> {
     let job = EmbeddingJob::try_from(body.into_inner())?;
     let (model, client) = state.client(&job.model).await?;
-    let (vectors, prompt_tokens) = client.embed(job.inputs).await?;
+    let started = std::time::Instant::now();
+    let result = client.embed(job.inputs).await;
+    let m = state.models.metrics();
+    let outcome = if result.is_ok() { "ok" } else { "error" };
+    m.requests
+        .with_label_values(&[&model, "embeddings", outcome])
+        .inc();
+    m.request_duration
+        .with_label_values(&[&model, "embeddings"])
+        .observe(started.elapsed().as_secs_f64());
+    let (vectors, prompt_tokens) = result?;
+    m.prompt_tokens
+        .with_label_values(&[&model])
+        .inc_by(u64::from(prompt_tokens));
     let data = vectors
         .into_iter()
         .enumerate()

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use reqwest::{StatusCode, Url};
+use reqwest::Url;
 use serde::{Deserialize, Serialize};
 
 /// Largest router response body we read (the biggest, `/v1/models`, is a few KiB).
@@ -311,11 +311,6 @@ pub fn parse_router_url(url: &str) -> Result<Url, String> {
         ));
     }
     Ok(parsed)
-}
-
-/// Whether a status means "the router is there but refused" rather than "try again later".
-pub fn is_client_error(status: u16) -> bool {
-    StatusCode::from_u16(status).is_ok_and(|s| s.is_client_error())
 }
 
 #[cfg(test)]

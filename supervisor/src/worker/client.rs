@@ -160,7 +160,7 @@ impl WorkerClient {
         params: SamplingParams,
     ) -> Result<GenerationStream, WorkerError> {
         let call = self.call(|id| Command::Generate { id, prompt, params })?;
-        Ok(GenerationStream { call })
+        Ok(GenerationStream { call, meter: None })
     }
 
     /// Embeds each input; returns one vector per input and the prompt tokens used.
@@ -377,9 +377,78 @@ impl Drop for Call {
 /// (or an error) cancels the generation in the worker.
 pub struct GenerationStream {
     call: Call,
+    meter: Option<Meter>,
+}
+
+/// Records one generation in the metrics: time to first text, tokens,
+/// duration and outcome (`ok`, `error`, or `cancelled` when dropped early).
+struct Meter {
+    metrics: crate::metrics::Metrics,
+    model: String,
+    endpoint: &'static str,
+    started: std::time::Instant,
+    first_text: bool,
+    outcome: Option<&'static str>,
+}
+
+impl Meter {
+    fn observe(&mut self, event: &Result<GenerationEvent, WorkerError>) {
+        match event {
+            Ok(GenerationEvent::Piece { .. }) if !self.first_text => {
+                self.first_text = true;
+                self.metrics
+                    .time_to_first_token
+                    .with_label_values(&[&self.model])
+                    .observe(self.started.elapsed().as_secs_f64());
+            }
+            Ok(GenerationEvent::Finished { usage, .. }) => {
+                let m = &self.metrics;
+                m.tokens_generated
+                    .with_label_values(&[&self.model])
+                    .inc_by(u64::from(usage.completion_tokens));
+                m.prompt_tokens
+                    .with_label_values(&[&self.model])
+                    .inc_by(u64::from(usage.prompt_tokens));
+                self.outcome = Some("ok");
+            }
+            Err(_) => self.outcome = Some("error"),
+            Ok(_) => {}
+        }
+    }
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        let outcome = self.outcome.unwrap_or("cancelled");
+        self.metrics
+            .requests
+            .with_label_values(&[&self.model, self.endpoint, outcome])
+            .inc();
+        self.metrics
+            .request_duration
+            .with_label_values(&[&self.model, self.endpoint])
+            .observe(self.started.elapsed().as_secs_f64());
+    }
 }
 
 impl GenerationStream {
+    /// Records this generation in `metrics` under `model` and `endpoint`.
+    pub fn meter(
+        &mut self,
+        metrics: &crate::metrics::Metrics,
+        model: &str,
+        endpoint: &'static str,
+    ) {
+        self.meter = Some(Meter {
+            metrics: metrics.clone(),
+            model: model.to_string(),
+            endpoint,
+            started: std::time::Instant::now(),
+            first_text: false,
+            outcome: None,
+        });
+    }
+
     /// The request id in the worker.
     pub fn id(&self) -> RequestId {
         self.call.id
@@ -390,7 +459,15 @@ impl GenerationStream {
         if self.call.done {
             return None;
         }
-        Some(match self.call.next().await {
+        let event = self.next_event().await;
+        if let Some(meter) = &mut self.meter {
+            meter.observe(&event);
+        }
+        Some(event)
+    }
+
+    async fn next_event(&mut self) -> Result<GenerationEvent, WorkerError> {
+        match self.call.next().await {
             Ok(Event::Started { prompt_tokens, .. }) => {
                 Ok(GenerationEvent::Started { prompt_tokens })
             }
@@ -407,7 +484,7 @@ impl GenerationStream {
                 Err(unexpected(&other))
             }
             Err(e) => Err(e),
-        })
+        }
     }
 }
 
