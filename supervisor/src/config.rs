@@ -47,7 +47,7 @@ pub struct Args {
     pub models: Vec<ModelSpec>,
 
     /// Directory scanned for models: each `*.gguf` directly in it is served under
-    /// its lowercased file stem, each `<dir>/model.gguf` under `<dir>`. With neither
+    /// its lowercased file stem, each `<dir>/model.gguf` under `<dir>` (`name_tag` → `name:tag`, the router layout). With neither
     /// this nor `--model`, the bundled model from `~/.cache/llm-node/models` is
     /// served as `smollm2-135m-instruct`.
     #[arg(long, env = "LLM_NODE_MODELS_DIR", value_name = "DIR")]
@@ -294,7 +294,7 @@ pub fn bundled_model(models_dir: &Path) -> Option<ModelSpec> {
 }
 
 /// Finds the models in `dir`: `NAME.gguf` (any case) becomes `name`, and
-/// `NAME/model.gguf` becomes `NAME`. Other entries are ignored. Sorted by name.
+/// `NAME_TAG/model.gguf` becomes `NAME:TAG` (`NAME` without an underscore). Other entries are ignored. Sorted by name.
 ///
 /// # Errors
 /// [`ConfigError::ModelsDir`] when `dir` cannot be listed.
@@ -319,7 +319,8 @@ pub fn discover_models(dir: &Path) -> Result<Vec<ModelSpec>, ConfigError> {
         } else if path.is_dir() && path.join("model.gguf").is_file() {
             if let Some(name) = path.file_name().and_then(|s| s.to_str()) {
                 specs.push(ModelSpec {
-                    name: name.to_string(),
+                    // The router's layout: `gpt-oss_20b/model.gguf` is `gpt-oss:20b`.
+                    name: crate::router::layout::dir_to_model_name(name),
                     path: path.join("model.gguf"),
                 });
             }

@@ -133,6 +133,8 @@ pub struct ModelActor {
     /// GPUs the worker is pinned to (set by placement or an admin), if any.
     gpus: Vec<u32>,
     ping_pending: bool,
+    /// Set when the liveness check killed the worker, read by the exit handler.
+    hang_kill: bool,
     /// Bumped on every start, so late callbacks of an older worker are ignored.
     generation: u64,
 }
@@ -184,6 +186,7 @@ impl ModelActor {
             last_exit: None,
             gpus: Vec::new(),
             ping_pending: false,
+            hang_kill: false,
             generation: 0,
         }
     }
@@ -323,7 +326,7 @@ impl ModelActor {
                     if act.generation == generation && result.is_err() {
                         tracing::error!(model = %act.name, ?timeout,
                             "worker did not answer its liveness ping; killing it");
-                        act.last_exit = Some("killed: unresponsive".into());
+                        act.hang_kill = true;
                         if let Some(p) = &act.process {
                             p.signal(Signal::SIGKILL);
                         }
@@ -384,18 +387,19 @@ impl ModelActor {
         if generation != self.generation {
             return;
         }
-        let described = describe_exit(status);
-        if self.last_exit.as_deref() != Some("killed: unresponsive") || status.is_none() {
-            self.last_exit = Some(described.clone());
-        }
+        let unresponsive = std::mem::take(&mut self.hang_kill);
+        self.last_exit = Some(if unresponsive {
+            "killed: unresponsive".to_string()
+        } else {
+            describe_exit(status)
+        });
         self.client = None;
         match self.state {
             // The handshake sees the exit too and reports it with the stderr tail.
             ModelState::Starting => {}
             ModelState::Ready | ModelState::Draining => {
-                let unresponsive = self.last_exit.as_deref() == Some("killed: unresponsive");
                 let Some(process) = self.process.clone() else {
-                    return self.on_failure(ctx, format!("worker exited: {described}"));
+                    return self.on_failure(ctx, "worker exited".into());
                 };
                 ctx.spawn(
                     async move { process.exit_error(status).await }

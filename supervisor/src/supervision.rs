@@ -246,6 +246,24 @@ impl Supervision {
     }
 }
 
+/// Defaults for unit tests: no liveness pings, fast restarts.
+#[cfg(test)]
+pub fn test_supervision() -> Supervision {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        s: SupervisionArgs,
+    }
+    let mut s = T::try_parse_from(["t", "--liveness-interval-ms", "0"])
+        .expect("defaults parse")
+        .s
+        .resolve()
+        .expect("defaults resolve");
+    s.restart.base = Duration::from_millis(10);
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,22 +328,4 @@ mod tests {
             assert_eq!(err.flag, flag, "{args:?}");
         }
     }
-}
-
-/// Defaults for unit tests: no liveness pings, fast restarts.
-#[cfg(test)]
-pub fn test_supervision() -> Supervision {
-    use clap::Parser;
-    #[derive(Parser)]
-    struct T {
-        #[command(flatten)]
-        s: SupervisionArgs,
-    }
-    let mut s = T::try_parse_from(["t", "--liveness-interval-ms", "0"])
-        .expect("defaults parse")
-        .s
-        .resolve()
-        .expect("defaults resolve");
-    s.restart.base = Duration::from_millis(10);
-    s
 }

@@ -353,3 +353,42 @@ async fn simulated_gpus_place_and_pin_models() {
     assert_eq!(r.status().as_u16(), 400);
     t.node.stop().await;
 }
+
+#[actix_rt::test]
+async fn a_worker_that_never_gets_ready_is_a_start_failure() {
+    let t = TestNode::start(
+        &[("m", "never_ready")],
+        &["--ready-timeout-secs=1", "--crash-loop-max=1"],
+    )
+    .await;
+    let m = t.wait_state("m", "failed").await;
+    assert!(
+        m["detail"].as_str().unwrap().contains("not ready after"),
+        "{m}"
+    );
+    assert_eq!(m["pid"], Value::Null, "the stuck process was killed");
+    t.node.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_hanging_fake_worker_is_killed_by_liveness_and_restarted() {
+    let t = TestNode::start(
+        &[("m", "hang_after=2")],
+        &[
+            "--liveness-interval-ms=100",
+            "--liveness-timeout-ms=400",
+            "--crash-loop-max=100",
+        ],
+    )
+    .await;
+    t.wait_state("m", "ready").await;
+    let (s, v) = t.chat("m", 10).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (503, Some("worker_unavailable"))
+    );
+    let m = t.wait_state("m", "ready").await;
+    assert!(m["restarts"].as_u64().unwrap() >= 1);
+    assert_eq!(m["last_exit"], "killed: unresponsive");
+    t.node.stop().await;
+}
