@@ -104,7 +104,8 @@ def servers_in(meta: dict, results: dict) -> list[str]:
     return ordered + sorted(s for s in results if s not in ordered)
 
 
-def render_md(meta: dict, results: dict, rss: dict, bench: list[dict], plots: list[str]) -> str:
+def render_md(meta: dict, results: dict, rss: dict, bench: list[dict], plots: list[str],
+              args_raw: str = "") -> str:
     p = meta["params"]
     servers = servers_in(meta, results)
     both = REFERENCE in servers and CANDIDATE in servers
@@ -204,6 +205,24 @@ def render_md(meta: dict, results: dict, rss: dict, bench: list[dict], plots: li
                 add("One client's decode speed (1000 / ITL p50) against llama-bench's tg: "
                     + "; ".join(f"{s}, {L}-token prompt: {v:,.1f} tok/s = {v / tg:.0%}"
                                 for L, s, v in c1) + ".\n")
+
+    raw_decode = []
+    path = os.path.join(args_raw, "raw-decode.jsonl")
+    if os.path.exists(path):
+        raw_decode = [json.loads(l) for l in open(path) if l.strip()]
+    if raw_decode:
+        add("### Raw engine reference: llm-node's own llama.cpp build\n")
+        add("`worker/examples/raw_decode`: one sequence, greedy, same build and context settings as the "
+            "worker, no IPC and no HTTP (median of 5).\n")
+        add("| prompt tokens | prompt tokens/s | decode tokens/s | llm-node 1 client (1000 / ITL p50) | ratio |")
+        add("|---:|---:|---:|---:|---:|")
+        for r in raw_decode:
+            L = r["prompt_tokens"]
+            one = results.get("llm-node", {}).get((L, 1), {}).get("itl_p50_ms")
+            v = 1000.0 / one if one else None
+            ratio = f"{v / r['tg_tps']:.0%}" if v else "–"
+            add(f"| {L} | {fmt(r['pp_tps'])} | {fmt(r['tg_tps'])} | {fmt(v)} | {ratio} |")
+        add("")
 
     if plots:
         add("### Plots\n")
@@ -315,7 +334,7 @@ def main() -> None:
         }, f, indent=2)
         f.write("\n")
     with open(os.path.join(args.out, "benchmarks.md"), "w") as f:
-        f.write(render_md(meta, results, rss, bench, plots))
+        f.write(render_md(meta, results, rss, bench, plots, args.raw))
 
 
 if __name__ == "__main__":

@@ -91,8 +91,9 @@ LLAMA_BIN_DIR="$(dirname "${LLAMA_SERVER:-/nonexistent/x}")"
 # (c) llm-node, release
 LLM_NODE=""
 if [[ " $SERVERS " == *" llm-node "* ]]; then
-  log "building llm-node (cargo build --release --bins -j $JOBS)"
+  log "building llm-node (cargo build --release --bins -j $JOBS, and the raw_decode example)"
   cargo build --release --bins -j "$JOBS"
+  cargo build --release -p llm-node-worker --example raw_decode -j "$JOBS"
   target="${CARGO_TARGET_DIR:-target}"
   LLM_NODE="$(cd "$target/release" && pwd)/llm-node"
   [ -x "$LLM_NODE" ] || die "no llm-node binary at $LLM_NODE"
@@ -234,6 +235,17 @@ if [ "${SKIP_LLAMA_BENCH:-0}" != 1 ] && [ -x "$LLAMA_BIN_DIR/llama-bench" ]; the
   "$LLAMA_BIN_DIR/llama-bench" -m "$MODEL" -p 512 -n "$MAX_TOKENS" -t "$THREADS" -r "$reps" -o json \
     >"$RAW/llama-bench.json" 2>"$RAW/llama-bench.log" \
     || { log "llama-bench failed (see $RAW/llama-bench.log)"; rm -f "$RAW/llama-bench.json"; }
+fi
+
+# The raw engine of llm-node's own llama.cpp build: single-stream decode with
+# no IPC and no HTTP (worker/examples/raw_decode.rs).
+RAW_DECODE="${CARGO_TARGET_DIR:-target}/release/examples/raw_decode"
+if [ -x "$RAW_DECODE" ]; then
+  for L in $PROMPT_LENGTHS; do
+    log "raw_decode prompt $L, $MAX_TOKENS tokens, $THREADS threads"
+    "$RAW_DECODE" "$MODEL" "$L" "$MAX_TOKENS" "$THREADS" 5 >>"$RAW/raw-decode.jsonl" 2>"$RAW/raw-decode.log" \
+      || log "raw_decode failed (see $RAW/raw-decode.log)"
+  done
 fi
 
 # Context for the report (bench/meta.py reads these).
