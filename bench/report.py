@@ -220,8 +220,8 @@ def render_md(meta: dict, results: dict, rss: dict, bench: list[dict], plots: li
             L = r["prompt_tokens"]
             one = results.get("llm-node", {}).get((L, 1), {}).get("itl_p50_ms")
             v = 1000.0 / one if one else None
-            ratio = f"{v / r['tg_tps']:.0%}" if v else "–"
-            add(f"| {L} | {fmt(r['pp_tps'])} | {fmt(r['tg_tps'])} | {fmt(v)} | {ratio} |")
+            share = f"{v / r['tg_tps']:.0%}" if v else "–"
+            add(f"| {L} | {fmt(r['pp_tps'])} | {fmt(r['tg_tps'])} | {fmt(v)} | {share} |")
         add("")
 
     if plots:

@@ -24,13 +24,28 @@ fn fake_worker() -> WorkerClient {
             let Ok(Command::Generate { id, .. }) = decode::<Command>(&bytes) else {
                 continue;
             };
-            let _ = evt_tx.send(&encode(&Event::Started { id, prompt_tokens: 8 }));
+            let _ = evt_tx.send(&encode(&Event::Started {
+                id,
+                prompt_tokens: 8,
+            }));
             for _ in 0..TOKENS {
-                let piece = Event::Piece { id, text: " token".into(), tokens: 1 };
+                let piece = Event::Piece {
+                    id,
+                    text: " token".into(),
+                    tokens: 1,
+                };
                 let _ = evt_tx.send(&encode(&piece));
             }
-            let usage = Usage { prompt_tokens: 8, completion_tokens: TOKENS, cached_tokens: 0 };
-            let done = Event::Finished { id, reason: FinishReason::Length, usage };
+            let usage = Usage {
+                prompt_tokens: 8,
+                completion_tokens: TOKENS,
+                cached_tokens: 0,
+            };
+            let done = Event::Finished {
+                id,
+                reason: FinishReason::Length,
+                usage,
+            };
             let _ = evt_tx.send(&encode(&done));
         }
     });
@@ -38,7 +53,10 @@ fn fake_worker() -> WorkerClient {
 }
 
 fn roundtrip(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let client = fake_worker();
     let mut group = c.benchmark_group("ipc");
     group.throughput(Throughput::Elements(u64::from(TOKENS)));

@@ -17,7 +17,9 @@ use llama_cpp_2::sampling::LlamaSampler;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let path = args.get(1).expect("usage: raw_decode MODEL [PROMPT] [GEN] [THREADS] [RUNS]");
+    let path = args
+        .get(1)
+        .expect("usage: raw_decode MODEL [PROMPT] [GEN] [THREADS] [RUNS]");
     let arg = |i: usize, d: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
     let (n_prompt, n_gen, threads, runs) = (arg(2, 32), arg(3, 64), arg(4, 0), arg(5, 3));
     let threads = if threads == 0 {
