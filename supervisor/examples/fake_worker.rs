@@ -109,6 +109,8 @@ fn main() {
         std::process::exit(3);
     }
     if flags.fail_init {
+        // On stderr too: the supervisor may see the exit before the message.
+        eprintln!("ERROR fake worker: fail_init");
         send(&Event::InitFailed {
             message: "fake worker: fail_init".into(),
         });

@@ -115,6 +115,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::put().to(admin::pin),
     ))
     .configure(crate::router::configure)
+    .configure(crate::store::http::configure)
     .default_service(web::to(handlers::not_found));
 }
 

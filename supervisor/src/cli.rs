@@ -45,6 +45,27 @@ pub enum AdminCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Pull a model into the node's store and serve it (`name:tag`, `hf.co/owner/repo:quant`,
+    /// `hf/owner/repo/file.gguf`; see docs/models.md), with progress bars.
+    Pull {
+        model: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List the models in the node's store.
+    List {
+        #[command(flatten)]
+        target: Target,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop serving a model and remove it from the store (refused while it is in use).
+    Rm {
+        model: String,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Drain, stop and start a model again (waits until it is ready).
     Restart {
         model: String,
@@ -102,6 +123,9 @@ fn execute(cmd: &AdminCommand) -> Result<String, String> {
     };
     let post = reqwest::Method::POST;
     match cmd {
+        AdminCommand::Pull { model, target } => crate::store::cli::pull(target, model),
+        AdminCommand::List { target, json } => crate::store::cli::list(target, *json),
+        AdminCommand::Rm { model, target } => crate::store::cli::rm(target, model),
         AdminCommand::Ps { target, json } => {
             let body = call(target, reqwest::Method::GET, "/admin/models".into(), None)?;
             Ok(if *json {

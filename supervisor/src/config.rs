@@ -106,6 +106,10 @@ pub struct Args {
     #[command(flatten)]
     pub router: crate::router::RouterArgs,
 
+    /// Model store (`--store-dir`, `--ollama-models`, registry, Hugging Face; see docs/models.md).
+    #[command(flatten)]
+    pub store: crate::store::StoreArgs,
+
     /// Admin commands against a running node (without one, `llm-node` serves).
     #[command(subcommand)]
     pub command: Option<crate::cli::AdminCommand>,

@@ -10,6 +10,7 @@
 //! - [`registry`]: model id → actor.
 //! - [`api`]: OpenAI request/response types, handlers, SSE, errors.
 //! - [`app`]: the actix-web route table and shared state.
+//! - [`store`]: the model store (Ollama layout, registry and Hugging Face pulls).
 //! - [`Node`] (here): a whole node — models plus HTTP server — that can be
 //!   started on port 0 and stopped, for `main` and for tests.
 
@@ -24,6 +25,7 @@ pub mod model;
 pub mod policy;
 pub mod registry;
 pub mod router;
+pub mod store;
 pub mod supervision;
 #[cfg(test)]
 mod testing;
@@ -61,6 +63,8 @@ pub enum NodeError {
     Signals(std::io::Error),
     #[error(transparent)]
     Router(#[from] router::RouterError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
 }
 
 /// A running node: its models' workers and its HTTP server.
@@ -86,7 +90,10 @@ impl Node {
     /// [`NodeError::Config`] for an invalid configuration or a missing worker
     /// binary, [`NodeError::Bind`] when the address cannot be bound.
     pub async fn start(args: Args) -> Result<Node, NodeError> {
-        let specs = args.validate()?;
+        // As `args.validate()`, but a node whose models are all in the store may name none.
+        let specs = store::startup_specs(&args)?;
+        let store = actix_web::web::Data::new(store::Service::new(store::Store::new(&args.store)?));
+        let store_app = store.clone();
         let bin = args.worker_bin()?;
         let supervision =
             std::sync::Arc::new(args.supervision.resolve().map_err(ConfigError::from)?);
@@ -117,6 +124,7 @@ impl Node {
             App::new()
                 .app_data(state)
                 .app_data(member_app.data())
+                .app_data(store_app.clone())
                 .wrap(member_app.stats().middleware())
                 .configure(configure)
         })
@@ -143,6 +151,8 @@ impl Node {
         actix_rt::spawn(server);
         tracing::info!("listening on http://{addr}");
         member.start(std::sync::Arc::new(models.clone()), addr);
+        // Stored models are served by name:tag; pulls hot-add on this arbiter.
+        store.start(models.clone()).await;
         Ok(Node {
             addr,
             server: handle,

@@ -259,6 +259,15 @@ impl Models {
         }
     }
 
+    /// Stops serving `name`: removes it from the set and returns its entry (the
+    /// caller stops its actor). Used by `rm` once the model is idle.
+    pub fn remove(&self, name: &str) -> Option<ModelEntry> {
+        let key = name.to_lowercase();
+        let mut map = self.write();
+        let at = map.iter().position(|e| e.spec.key() == key)?;
+        Some(map.remove(at))
+    }
+
     pub fn get(&self, name: &str) -> Option<ModelEntry> {
         let key = name.to_lowercase();
         self.read().iter().find(|e| e.spec.key() == key).cloned()

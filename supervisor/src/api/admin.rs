@@ -21,8 +21,8 @@ use crate::app::AppState;
 use crate::model::{ModelState, ModelStatus, Restart, SetGpus, Unload, WaitReady};
 use crate::registry::ModelEntry;
 
-/// Checks the admin key in constant time.
-fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+/// Checks the admin key in constant time (`/admin`, and the store's pull and delete).
+pub fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
     let Some(key) = &state.models.supervision().admin_key else {
         return Ok(());
     };

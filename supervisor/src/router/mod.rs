@@ -130,6 +130,8 @@ struct Inner {
     downloads: reqwest::Client,
     stats: RequestStats,
     queue: PullQueue,
+    /// Resolves bare names (`gpt-oss:20b`) for `/pull` (see `pull::resolve_by_name`).
+    store: Option<crate::store::Store>,
     /// Taken by [`Member::start`]; jobs submitted before it wait in the channel.
     queue_rx: Mutex<Option<mpsc::UnboundedReceiver<PullJob>>>,
     running: Mutex<Option<Running>>,
@@ -176,6 +178,7 @@ impl Member {
                 downloads,
                 stats: RequestStats::default(),
                 queue,
+                store: crate::store::Store::new(&args.store).ok(),
                 queue_rx: Mutex::new(Some(queue_rx)),
                 running: Mutex::new(None),
             }),
@@ -241,6 +244,7 @@ impl Member {
             router: self.inner.router.as_ref().map(|r| r.client.clone()),
             http: self.inner.downloads.clone(),
             models_dir: self.inner.models_dir.clone(),
+            store: self.inner.store.clone(),
         };
         tasks.push(actix_rt::spawn(runner.run(rx)));
         let (shutdown, shutdown_rx) = watch::channel(false);

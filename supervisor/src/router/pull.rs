@@ -98,13 +98,31 @@ impl TryFrom<PullRequest> for PullJob {
     }
 }
 
-/// Where a pull with neither a readable `path` nor a `download_url` could come from.
-///
-/// Hook for the model-store issue (name resolution through model sources such as
-/// a registry or Hugging Face). Until then there is none, which is always the case
-/// for the router's 4 predefined models (contract §6).
-pub fn resolve_by_name(_model: &str) -> Option<Source> {
-    None
+/// Where a pull with neither a readable `path` nor a `download_url` comes from:
+/// the model store ([`crate::store`]), which has the name already or pulls it from
+/// its registry or Hugging Face (the router's predefined models, contract §6, are
+/// such names). `None` when the name is not a store name or there is no store.
+pub async fn resolve_by_name(
+    store: Option<&crate::store::Store>,
+    model: &str,
+    progress: &watch::Sender<Option<ProgressRequest>>,
+) -> Option<Result<PathBuf, TransferError>> {
+    let name = crate::store::ModelRef::parse(model).ok()?;
+    let on_progress = |p: crate::store::Progress| {
+        if let (Some(done), Some(total)) = (p.completed, p.total.filter(|t| *t > 0)) {
+            let fraction = (done as f64 / total as f64).clamp(0.0, 0.99) as f32;
+            progress.send_replace(Some(ProgressRequest {
+                progress: fraction,
+                speed: None,
+            }));
+        }
+    };
+    let result = store?.ensure(&name, &on_progress).await;
+    Some(
+        result
+            .map(|m| m.gguf)
+            .map_err(|e| TransferError::Source(format!("{model}: {e}"))),
+    )
 }
 
 /// The sending side of the pull queue; cheap to clone, usable from any thread.
@@ -135,6 +153,8 @@ pub struct PullRunner {
     /// Client for downloads (no overall timeout; connect and read timeouts).
     pub http: reqwest::Client,
     pub models_dir: PathBuf,
+    /// Resolves names that come without a source ([`resolve_by_name`]).
+    pub store: Option<crate::store::Store>,
 }
 
 /// Pulls under way: model key → extra task ids to complete with it.
@@ -241,7 +261,15 @@ impl PullRunner {
             tracing::info!(model = %job.model, path = %dest.display(), "model file already present");
             return Ok(dest);
         }
-        let sources = sources(job, self.router.as_ref().map(|r| r.base()))?;
+        let sources = match sources(job, self.router.as_ref().map(|r| r.base())) {
+            Ok(sources) => sources,
+            Err(e) => {
+                let store = self.store.as_ref();
+                return resolve_by_name(store, &job.model, &progress)
+                    .await
+                    .unwrap_or(Err(e));
+            }
+        };
         let mut last = TransferError::Source("no source".into());
         for source in sources {
             match transfer::fetch(&self.http, &source, &dest, job, &progress).await {
@@ -295,10 +323,9 @@ pub fn sources(job: &PullJob, router: Option<&reqwest::Url>) -> Result<Vec<Sourc
             None => tracing::warn!(model = %job.model, "ignoring unusable download_url {url:?}"),
         }
     }
-    out.extend(resolve_by_name(&job.model));
     if out.is_empty() {
         return Err(TransferError::Source(format!(
-            "no source for {}: path {} and download_url {}; resolving names is not supported yet",
+            "no source for {}: path {} and download_url {}, and the name is not in the model store",
             job.model,
             match &job.path {
                 Some(p) => format!("{} is not a readable file on this host", p.display()),

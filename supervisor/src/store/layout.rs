@@ -77,7 +77,10 @@ pub enum LayoutError {
     },
 }
 
-pub(crate) fn io_err(context: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> LayoutError {
+pub(crate) fn io_err(
+    context: &'static str,
+    path: &Path,
+) -> impl FnOnce(std::io::Error) -> LayoutError {
     let path = path.to_path_buf();
     move |source| LayoutError::Io {
         context,
@@ -134,7 +137,9 @@ impl Layout {
     /// # Errors
     /// [`LayoutError::BadDigest`].
     pub fn blob_path(&self, digest: &str) -> Result<PathBuf, LayoutError> {
-        Ok(self.blobs_dir().join(format!("sha256-{}", digest_hex(digest)?)))
+        Ok(self
+            .blobs_dir()
+            .join(format!("sha256-{}", digest_hex(digest)?)))
     }
 
     pub fn manifest_path(&self, name: &ModelRef) -> PathBuf {
@@ -211,10 +216,7 @@ impl Layout {
 
     /// `links/<first digest>/model-0000i-of-0000N.gguf` → the part blobs; returns the first.
     fn split_links(&self, parts: &[&Layer]) -> Result<PathBuf, LayoutError> {
-        let dir = self
-            .root
-            .join("links")
-            .join(digest_hex(&parts[0].digest)?);
+        let dir = self.root.join("links").join(digest_hex(&parts[0].digest)?);
         std::fs::create_dir_all(&dir).map_err(io_err("cannot create", &dir))?;
         let n = parts.len();
         for (i, layer) in parts.iter().enumerate() {
@@ -262,7 +264,11 @@ impl Layout {
         let path = self.manifest_path(name);
         let dir = path.parent().expect("manifest paths have a parent");
         std::fs::create_dir_all(dir).map_err(io_err("cannot create", dir))?;
-        let tmp = dir.join(format!(".{}.tmp-{}", name.manifest_parts()[3], std::process::id()));
+        let tmp = dir.join(format!(
+            ".{}.tmp-{}",
+            name.manifest_parts()[3],
+            std::process::id()
+        ));
         let body = serde_json::to_vec(manifest).expect("manifests serialise");
         let write = || -> std::io::Result<()> {
             let mut f = std::fs::File::create(&tmp)?;
@@ -387,7 +393,11 @@ mod tests {
         if let Some(t) = template {
             layers.push(layout.put_blob(MEDIA_TEMPLATE, t.as_bytes()).unwrap());
         }
-        layers.push(layout.put_blob(MEDIA_PARAMS, br#"{"stop":["<end>"]}"#).unwrap());
+        layers.push(
+            layout
+                .put_blob(MEDIA_PARAMS, br#"{"stop":["<end>"]}"#)
+                .unwrap(),
+        );
         let manifest = layout.manifest_for(layers).unwrap();
         layout
             .write_manifest(&ModelRef::parse(name).unwrap(), &manifest)
@@ -422,7 +432,10 @@ mod tests {
             .write_manifest(&ModelRef::parse("b:1").unwrap(), &shared)
             .unwrap();
         assert!(layout.remove(&ModelRef::parse("a:1").unwrap()).unwrap());
-        let b = layout.resolve(&ModelRef::parse("b:1").unwrap()).unwrap().unwrap();
+        let b = layout
+            .resolve(&ModelRef::parse("b:1").unwrap())
+            .unwrap()
+            .unwrap();
         assert!(b.gguf.is_file());
         assert!(layout.remove(&ModelRef::parse("b:1").unwrap()).unwrap());
         assert!(!b.gguf.exists());

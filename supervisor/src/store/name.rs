@@ -87,7 +87,9 @@ fn valid_host(s: &str) -> bool {
         Some((h, p)) => (h, Some(p)),
         None => (s, None),
     };
-    valid_part(host) && port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()))
+    valid_part(host)
+        && port
+            .is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 impl ModelRef {
@@ -139,11 +141,14 @@ impl ModelRef {
             None => (last, None),
         };
         if tag.is_some_and(|t| !valid_part(t)) {
-            return Err(malformed("the tag must be [A-Za-z0-9._-], at most 128 characters"));
+            return Err(malformed(
+                "the tag must be [A-Za-z0-9._-], at most 128 characters",
+            ));
         }
         let mut path: Vec<&str> = parts[..parts.len() - 1].to_vec();
         path.push(last);
-        let is_hf = path[0].eq_ignore_ascii_case(HF_HOST) || path[0].eq_ignore_ascii_case("huggingface.co");
+        let is_hf =
+            path[0].eq_ignore_ascii_case(HF_HOST) || path[0].eq_ignore_ascii_case("huggingface.co");
         if is_hf {
             let [_, owner, repo] = path[..] else {
                 return Err(malformed("expected hf.co/<owner>/<repo>[:quant]"));
@@ -183,9 +188,12 @@ impl ModelRef {
                 name,
                 tag,
             } => [host, namespace, name, tag],
-            ModelRef::HfQuant { owner, repo, quant } => {
-                [HF_HOST, owner, repo, quant.as_deref().unwrap_or(DEFAULT_TAG)]
-            }
+            ModelRef::HfQuant { owner, repo, quant } => [
+                HF_HOST,
+                owner,
+                repo,
+                quant.as_deref().unwrap_or(DEFAULT_TAG),
+            ],
             ModelRef::HfFile { owner, repo, file } => [HF_FILE_HOST, owner, repo, file],
         }
     }
@@ -250,8 +258,16 @@ mod tests {
     #[test]
     fn names_parse_to_their_manifest_paths_and_back() {
         let table = [
-            ("smollm2", "registry.ollama.ai/library/smollm2/latest", "smollm2:latest"),
-            ("smollm2:135m", "registry.ollama.ai/library/smollm2/135m", "smollm2:135m"),
+            (
+                "smollm2",
+                "registry.ollama.ai/library/smollm2/latest",
+                "smollm2:latest",
+            ),
+            (
+                "smollm2:135m",
+                "registry.ollama.ai/library/smollm2/135m",
+                "smollm2:135m",
+            ),
             ("me/tiny:q4", "registry.ollama.ai/me/tiny/q4", "me/tiny:q4"),
             (
                 "localhost:5000/me/tiny:v1.2",
@@ -321,7 +337,10 @@ mod tests {
     #[test]
     fn errors_say_what_is_wrong() {
         assert_eq!(ModelRef::parse(""), Err(NameError::Empty));
-        assert!(ModelRef::parse("../x").unwrap_err().to_string().contains("`..`"));
+        assert!(ModelRef::parse("../x")
+            .unwrap_err()
+            .to_string()
+            .contains("`..`"));
         assert!(ModelRef::parse("a b")
             .unwrap_err()
             .to_string()

@@ -1,0 +1,650 @@
+//! The model store: where models come from and where they live.
+//!
+//! One content-addressed store in Ollama's layout (`manifests/`, `blobs/`) at
+//! `--store-dir`, written so Ollama can read it too; an existing Ollama store
+//! (`--ollama-models`, default `~/.ollama/models`) is read as well, never
+//! written. Names ([`name`]) resolve to a GGUF on disk, or are pulled:
+//! from an Ollama-style registry ([`registry_client`]), from Hugging Face
+//! ([`hf`]: a GGUF by quant or file name, or a checkpoint converted by
+//! llama.cpp's converter, [`convert`]). Every file is fetched by
+//! [`download`]: parallel ranged parts, resumable, verified, installed
+//! atomically. `docs/models.md` is the user's guide.
+//!
+//! # Layout
+//! - [`Store`] (here): resolve, pull, list and remove models; no HTTP server, no actors.
+//! - [`service`]: the node's side: pulls run on the node's main arbiter and hot-add
+//!   the model; startup registration of stored models; `rm` of an idle model.
+//! - [`http`]: `POST /api/pull` (NDJSON progress), `GET /api/tags`, `DELETE /api/delete`.
+//! - [`cli`]: `llm-node pull|list|rm`, clients of those routes.
+
+pub mod cli;
+pub mod convert;
+pub mod download;
+pub mod hf;
+pub mod http;
+pub mod layout;
+pub mod name;
+pub mod registry_client;
+pub mod service;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use layout::{Layout, LocalModel};
+pub use name::{ModelRef, NameError};
+pub use service::Service;
+
+use download::{BlobRequest, DownloadError, Downloader};
+use hf::{Choice, HfError};
+use layout::{Layer, LayoutError, MEDIA_MODEL};
+use registry_client::RegistryError;
+
+/// Where models are stored and fetched from (flags and environment).
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreArgs {
+    /// Root of the model store, in Ollama's layout (`manifests/`, `blobs/`); pulled
+    /// models go here [default: ~/.cache/llm-node/store].
+    #[arg(long, env = "LLM_NODE_STORE_DIR", value_name = "DIR")]
+    pub store_dir: Option<PathBuf>,
+
+    /// An Ollama store whose models are served too (read-only)
+    /// [default: ~/.ollama/models when it exists].
+    #[arg(long, env = "OLLAMA_MODELS", value_name = "DIR")]
+    pub ollama_models: Option<PathBuf>,
+
+    /// Do not read an Ollama store.
+    #[arg(long, env = "LLM_NODE_NO_OLLAMA_MODELS")]
+    pub no_ollama_models: bool,
+
+    /// Base URL of the Ollama-style registry for names without a host.
+    #[arg(
+        long,
+        env = "LLM_NODE_REGISTRY_URL",
+        default_value = "https://registry.ollama.ai"
+    )]
+    pub registry_url: String,
+
+    /// Hugging Face Hub endpoint for `hf.co/...` and `hf/...` names.
+    #[arg(long, env = "HF_ENDPOINT", default_value = "https://huggingface.co")]
+    pub hf_endpoint: String,
+
+    /// Hugging Face token, sent as a bearer token (gated or private repos).
+    #[arg(long, env = "HF_TOKEN", hide_env_values = true)]
+    pub hf_token: Option<String>,
+
+    /// Ranged parts downloaded at once per file.
+    #[arg(long, env = "LLM_NODE_PULL_PARALLEL", default_value_t = 4)]
+    pub pull_parallel: usize,
+
+    /// Python interpreter that runs llama.cpp's `convert_hf_to_gguf.py`.
+    #[arg(long, env = "LLM_NODE_PYTHON", default_value = "python3")]
+    pub python: String,
+
+    /// Path of `convert_hf_to_gguf.py` [default: found in the llama-cpp-sys-2 crate sources].
+    #[arg(long, env = "LLM_NODE_CONVERT_SCRIPT", value_name = "PATH")]
+    pub convert_script: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// `--store-dir`, else `$LLM_NODE_CACHE/store` (default `~/.cache/llm-node/store`).
+    pub fn root(&self) -> PathBuf {
+        self.store_dir.clone().unwrap_or_else(|| {
+            crate::config::cache_dir()
+                .parent()
+                .map_or_else(|| PathBuf::from("store"), |p| p.join("store"))
+        })
+    }
+
+    /// The Ollama store to read, if any.
+    pub fn ollama_root(&self) -> Option<PathBuf> {
+        if self.no_ollama_models {
+            return None;
+        }
+        match &self.ollama_models {
+            Some(p) => Some(p.clone()),
+            None => {
+                let home = std::env::var_os("HOME")?;
+                let p = PathBuf::from(home).join(".ollama/models");
+                p.is_dir().then_some(p)
+            }
+        }
+    }
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error("model {0} not found")]
+    NotFound(String),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Hf(#[from] HfError),
+    #[error(transparent)]
+    Convert(#[from] convert::ConvertError),
+    #[error(transparent)]
+    Download(#[from] DownloadError),
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    #[error("not enough disk space in {dir}: {need} bytes needed, {free} free")]
+    NoSpace { dir: PathBuf, need: u64, free: u64 },
+    #[error("model {0} is in use (requests in flight or loading); try again when it is idle")]
+    InUse(String),
+    #[error("model {name} is in the Ollama store {root}, which llm-node does not modify (use `ollama rm`)")]
+    ReadOnly { name: String, root: PathBuf },
+    #[error("the store is not configured correctly: {0}")]
+    Config(String),
+}
+
+impl StoreError {
+    /// Whether the request itself was wrong (400) rather than the pull failing.
+    pub fn is_client_error(&self) -> bool {
+        use convert::ConvertError as C;
+        match self {
+            StoreError::Name(_) => true,
+            StoreError::Hf(e) => !matches!(e, HfError::Api(_)),
+            StoreError::Convert(e) => !matches!(e, C::Failed { .. } | C::Spawn { .. }),
+            _ => false,
+        }
+    }
+}
+
+/// One progress line of a pull, as Ollama's `/api/pull` streams it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Progress {
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completed: Option<u64>,
+}
+
+impl Progress {
+    pub fn status(status: impl Into<String>) -> Self {
+        Self {
+            status: status.into(),
+            digest: None,
+            total: None,
+            completed: None,
+        }
+    }
+}
+
+/// Where progress goes (it must not block).
+pub type OnProgress<'a> = &'a (dyn Fn(Progress) + Sync);
+
+/// Locks per store path, shared by every [`Store`] of the process, so two pulls
+/// of one model or one blob never write the same files at once.
+fn path_lock(path: &Path) -> Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
+    let mut map = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    map.entry(path.to_path_buf()).or_default().clone()
+}
+
+/// The store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    layout: Layout,
+    /// Read-only stores (Ollama's).
+    extra: Vec<Layout>,
+    downloader: Downloader,
+    registry: reqwest::Url,
+    hf_endpoint: String,
+    hf_token: Option<String>,
+    python: String,
+    convert_script: Option<PathBuf>,
+}
+
+impl Store {
+    /// A store as `args` configure it. Creates nothing on disk yet.
+    ///
+    /// # Errors
+    /// [`StoreError::Config`] for a bad registry URL.
+    pub fn new(args: &StoreArgs) -> Result<Store, StoreError> {
+        let registry = reqwest::Url::parse(&args.registry_url).map_err(|e| {
+            StoreError::Config(format!("--registry-url {}: {e}", args.registry_url))
+        })?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| StoreError::Config(e.to_string()))?;
+        let root = args.root();
+        let extra = args
+            .ollama_root()
+            .filter(|o| o != &root)
+            .map(Layout::new)
+            .into_iter()
+            .collect();
+        Ok(Store {
+            inner: Arc::new(Inner {
+                layout: Layout::new(root),
+                extra,
+                downloader: Downloader {
+                    http,
+                    parallel: args.pull_parallel.max(1),
+                },
+                registry,
+                hf_endpoint: args.hf_endpoint.clone(),
+                hf_token: args.hf_token.clone().filter(|t| !t.is_empty()),
+                python: args.python.clone(),
+                convert_script: args.convert_script.clone(),
+            }),
+        })
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.inner.layout
+    }
+
+    /// `name` on disk: this store first, then the Ollama store.
+    ///
+    /// # Errors
+    /// [`StoreError::Layout`] for a broken manifest.
+    pub fn find(&self, name: &ModelRef) -> Result<Option<LocalModel>, StoreError> {
+        for layout in std::iter::once(&self.inner.layout).chain(&self.inner.extra) {
+            if let Some(m) = layout.resolve(name)? {
+                return Ok(Some(m));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Every model on disk (this store's version wins over the Ollama store's).
+    pub fn list(&self) -> Vec<LocalModel> {
+        let mut out = self.inner.layout.list();
+        for layout in &self.inner.extra {
+            for m in layout.list() {
+                if !out.iter().any(|o| o.name == m.name) {
+                    out.push(m);
+                }
+            }
+        }
+        out.sort_by_key(|m| m.name.to_string());
+        out
+    }
+
+    /// Removes `name` from this store (blobs other models use stay).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`]; [`StoreError::ReadOnly`] for a model only in the Ollama store.
+    pub fn remove(&self, name: &ModelRef) -> Result<(), StoreError> {
+        let _lock = path_lock(&self.inner.layout.manifest_path(name));
+        if self.inner.layout.remove(name)? {
+            return Ok(());
+        }
+        for layout in &self.inner.extra {
+            if layout.read_manifest(name).ok().flatten().is_some() {
+                return Err(StoreError::ReadOnly {
+                    name: name.to_string(),
+                    root: layout.root.clone(),
+                });
+            }
+        }
+        Err(StoreError::NotFound(name.to_string()))
+    }
+
+    /// `name` on disk, pulling it first when it is not.
+    ///
+    /// # Errors
+    /// [`StoreError`]; an installed model is never damaged by a failed pull.
+    pub async fn ensure(
+        &self,
+        name: &ModelRef,
+        progress: OnProgress<'_>,
+    ) -> Result<LocalModel, StoreError> {
+        let lock = path_lock(&self.inner.layout.manifest_path(name));
+        let _guard = lock.lock().await;
+        if let Some(m) = self.find(name)? {
+            return Ok(m);
+        }
+        self.pull_locked(name, progress).await
+    }
+
+    /// Pulls `name` again even when present (`/api/pull` updates, as Ollama's does).
+    ///
+    /// # Errors
+    /// As [`Store::ensure`].
+    pub async fn pull(
+        &self,
+        name: &ModelRef,
+        progress: OnProgress<'_>,
+    ) -> Result<LocalModel, StoreError> {
+        let lock = path_lock(&self.inner.layout.manifest_path(name));
+        let _guard = lock.lock().await;
+        self.pull_locked(name, progress).await
+    }
+
+    async fn pull_locked(
+        &self,
+        name: &ModelRef,
+        progress: OnProgress<'_>,
+    ) -> Result<LocalModel, StoreError> {
+        progress(Progress::status("pulling manifest"));
+        let manifest = match name {
+            ModelRef::Registry { .. } => self.pull_registry(name, progress).await?,
+            ModelRef::HfQuant { owner, repo, quant } => {
+                self.pull_hf(name, owner, repo, quant.as_deref(), None, progress)
+                    .await?
+            }
+            ModelRef::HfFile { owner, repo, file } => {
+                self.pull_hf(name, owner, repo, None, Some(file), progress)
+                    .await?
+            }
+        };
+        progress(Progress::status("writing manifest"));
+        self.inner.layout.write_manifest(name, &manifest)?;
+        let model = self
+            .inner
+            .layout
+            .resolve(name)?
+            .ok_or_else(|| StoreError::NotFound(name.to_string()))?;
+        tracing::info!(model = %name, path = %model.gguf.display(), "model pulled into the store");
+        Ok(model)
+    }
+
+    async fn pull_registry(
+        &self,
+        name: &ModelRef,
+        progress: OnProgress<'_>,
+    ) -> Result<layout::Manifest, StoreError> {
+        let http = &self.inner.downloader.http;
+        let manifest = registry_client::fetch_manifest(http, name, &self.inner.registry).await?;
+        let missing: Vec<&Layer> = manifest
+            .blobs()
+            .filter(|l| {
+                self.inner
+                    .layout
+                    .blob_path(&l.digest)
+                    .is_ok_and(|p| !p.is_file())
+            })
+            .collect();
+        self.check_space(missing.iter().map(|l| l.size).sum())?;
+        for layer in manifest.blobs() {
+            let req = BlobRequest {
+                url: registry_client::blob_url(name, &self.inner.registry, &layer.digest)?,
+                digest: Some(layer.digest.clone()),
+                size: Some(layer.size),
+                bearer: None,
+            };
+            self.fetch_blob(&req, progress).await?;
+        }
+        Ok(manifest)
+    }
+
+    fn check_space(&self, need: u64) -> Result<(), StoreError> {
+        let dir = self.inner.layout.blobs_dir();
+        let free = download::free_bytes(&dir)
+            .map_err(|e| StoreError::Config(format!("statvfs {}: {e}", dir.display())))?;
+        if !download::fits(need, free) {
+            return Err(StoreError::NoSpace { dir, need, free });
+        }
+        Ok(())
+    }
+
+    /// Fetches one blob into `blobs/` unless it is there; returns its digest.
+    /// Without a known digest the bytes go to a stable download file first
+    /// (resumable) and are renamed to their digest once hashed.
+    async fn fetch_blob(
+        &self,
+        req: &BlobRequest,
+        progress: OnProgress<'_>,
+    ) -> Result<String, StoreError> {
+        let layout = &self.inner.layout;
+        let dest = match &req.digest {
+            Some(d) => layout.blob_path(d)?,
+            None => layout.blobs_dir().join(format!(
+                "download-{}",
+                &download::sha256_hex(req.url.as_str().as_bytes())[..32]
+            )),
+        };
+        let lock = path_lock(&dest);
+        let _guard = lock.lock().await;
+        let short = |d: &str| {
+            d.trim_start_matches("sha256:")
+                .chars()
+                .take(12)
+                .collect::<String>()
+        };
+        if dest.is_file() && req.digest.is_some() {
+            let d = req.digest.clone().unwrap_or_default();
+            progress(Progress {
+                status: format!("pulling {}", short(&d)),
+                digest: Some(d.clone()),
+                total: req.size,
+                completed: req.size,
+            });
+            return Ok(d);
+        }
+        let label = req
+            .digest
+            .clone()
+            .unwrap_or_else(|| req.url.path().rsplit('/').next().unwrap_or("").to_string());
+        let on_bytes = |done: u64, total: Option<u64>| {
+            progress(Progress {
+                status: format!("pulling {}", short(&label)),
+                digest: req.digest.clone(),
+                total,
+                completed: Some(done),
+            })
+        };
+        let digest = self.inner.downloader.fetch(req, &dest, &on_bytes).await?;
+        progress(Progress::status("verifying sha256 digest"));
+        if req.digest.is_none() {
+            let final_path = layout.blob_path(&digest)?;
+            tokio::fs::rename(&dest, &final_path).await.map_err(|e| {
+                StoreError::Config(format!("cannot rename {}: {e}", dest.display()))
+            })?;
+        }
+        Ok(digest)
+    }
+
+    async fn pull_hf(
+        &self,
+        name: &ModelRef,
+        owner: &str,
+        repo: &str,
+        quant: Option<&str>,
+        file: Option<&str>,
+        progress: OnProgress<'_>,
+    ) -> Result<layout::Manifest, StoreError> {
+        let i = &self.inner;
+        let files = hf::list_files(
+            &i.downloader.http,
+            &i.hf_endpoint,
+            i.hf_token.as_deref(),
+            owner,
+            repo,
+        )
+        .await?;
+        let full = format!("{owner}/{repo}");
+        match hf::choose(&full, &files, quant, file)? {
+            Choice::Gguf(files) => {
+                self.check_space(files.iter().filter_map(|f| f.size()).sum())?;
+                let mut layers = Vec::new();
+                for f in &files {
+                    let req = BlobRequest {
+                        url: hf::resolve_url(&i.hf_endpoint, owner, repo, &f.path)?,
+                        digest: f.digest(),
+                        size: f.size(),
+                        bearer: i.hf_token.clone(),
+                    };
+                    let digest = self.fetch_blob(&req, progress).await?;
+                    let size = match f.size() {
+                        Some(s) => s,
+                        None => tokio::fs::metadata(i.layout.blob_path(&digest)?)
+                            .await
+                            .map_or(0, |m| m.len()),
+                    };
+                    layers.push(Layer {
+                        media_type: MEDIA_MODEL.into(),
+                        digest,
+                        size,
+                    });
+                }
+                Ok(i.layout.manifest_for(layers)?)
+            }
+            Choice::Convert(files) => self.convert_hf(name, owner, repo, &files, progress).await,
+        }
+    }
+
+    /// Downloads a checkpoint into `hf-src/<owner>/<repo>/` (kept, so a retry
+    /// does not fetch it again) and converts it to one GGUF blob.
+    async fn convert_hf(
+        &self,
+        name: &ModelRef,
+        owner: &str,
+        repo: &str,
+        files: &[hf::RepoFile],
+        progress: OnProgress<'_>,
+    ) -> Result<layout::Manifest, StoreError> {
+        let i = &self.inner;
+        // Before fetching gigabytes: can it be converted here at all?
+        let script = convert::preflight(&i.python, i.convert_script.as_deref()).await?;
+        let total: u64 = files.iter().filter_map(|f| f.size()).sum();
+        self.check_space(total.saturating_mul(3))?;
+        let src = i.layout.root.join("hf-src").join(owner).join(repo);
+        for f in files {
+            let dest = src.join(&f.path);
+            if dest.is_file() {
+                continue;
+            }
+            let req = BlobRequest {
+                url: hf::resolve_url(&i.hf_endpoint, owner, repo, &f.path)?,
+                digest: f.digest(),
+                size: f.size(),
+                bearer: i.hf_token.clone(),
+            };
+            let on_bytes = |done: u64, total: Option<u64>| {
+                progress(Progress {
+                    status: format!("downloading {}", f.path),
+                    digest: None,
+                    total,
+                    completed: Some(done),
+                })
+            };
+            i.downloader.fetch(&req, &dest, &on_bytes).await?;
+        }
+        let out = src.join(format!(".converted-{}.gguf", uuid::Uuid::new_v4()));
+        progress(Progress::status(format!(
+            "converting {owner}/{repo} to GGUF"
+        )));
+        tracing::info!(model = %name, script = %script.display(), "converting with llama.cpp's converter");
+        let on_line = |line: &str| progress(Progress::status(format!("converting: {line}")));
+        let result = convert::run(&i.python, &script, &src, &out, &on_line).await;
+        if let Err(e) = result {
+            let _ = tokio::fs::remove_file(&out).await;
+            return Err(e.into());
+        }
+        let layer = self.adopt_file(&out).await?;
+        Ok(i.layout.manifest_for(vec![layer])?)
+    }
+
+    /// Moves a local file into `blobs/` under its digest.
+    async fn adopt_file(&self, file: &Path) -> Result<Layer, StoreError> {
+        let owned = file.to_path_buf();
+        let (digest, size) =
+            tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
+                use sha2::Digest;
+                use std::io::Read;
+                let mut f = std::fs::File::open(&owned)?;
+                let mut h = sha2::Sha256::new();
+                let mut buf = vec![0u8; 1 << 20];
+                let mut size = 0u64;
+                loop {
+                    let n = f.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    size += n as u64;
+                    h.update(&buf[..n]);
+                }
+                let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+                Ok((format!("sha256:{hex}"), size))
+            })
+            .await
+            .map_err(|e| StoreError::Config(e.to_string()))?
+            .map_err(|e| StoreError::Config(format!("cannot hash {}: {e}", file.display())))?;
+        let blob = self.inner.layout.blob_path(&digest)?;
+        tokio::fs::create_dir_all(self.inner.layout.blobs_dir())
+            .await
+            .map_err(|e| StoreError::Config(e.to_string()))?;
+        tokio::fs::rename(file, &blob).await.map_err(|e| {
+            StoreError::Config(format!(
+                "cannot move {} into the store: {e}",
+                file.display()
+            ))
+        })?;
+        Ok(Layer {
+            media_type: MEDIA_MODEL.into(),
+            digest,
+            size,
+        })
+    }
+}
+
+/// A template that llm-node can render (Jinja, as in GGUF files). Ollama's
+/// template layers are Go templates (`{{ .Prompt }}`); those are left to the
+/// GGUF's own template.
+pub fn jinja_template(template: Option<&str>) -> Option<String> {
+    let t = template?;
+    let go = t.contains("{{ .")
+        || t.contains("{{- .")
+        || t.contains(".Messages")
+        || t.contains(".Prompt");
+    (!go && (t.contains("{%") || t.contains("messages"))).then(|| t.to_string())
+}
+
+/// The models to serve at startup: [`crate::Args::validate`]'s, except that a
+/// configuration naming no model is fine when the store has some (they are
+/// added by [`Service::start`]).
+///
+/// # Errors
+/// As [`crate::Args::validate`].
+pub fn startup_specs(
+    args: &crate::Args,
+) -> Result<Vec<crate::config::ModelSpec>, crate::config::ConfigError> {
+    match args.validate() {
+        Err(crate::config::ConfigError::NoModels) => {
+            let stored = Store::new(&args.store).map(|s| s.list().len()).unwrap_or(0);
+            if stored > 0 {
+                Ok(Vec::new())
+            } else {
+                Err(crate::config::ConfigError::NoModels)
+            }
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_jinja_templates_are_used() {
+        assert_eq!(jinja_template(Some("{{ .Prompt }}")), None);
+        assert_eq!(
+            jinja_template(Some("{{- range .Messages }}{{ end }}")),
+            None
+        );
+        let jinja = "{% for m in messages %}{{ m.content }}{% endfor %}";
+        assert_eq!(jinja_template(Some(jinja)).as_deref(), Some(jinja));
+        assert_eq!(jinja_template(None), None);
+    }
+}
