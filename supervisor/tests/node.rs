@@ -1,28 +1,14 @@
 //! A whole node on port 0 with fake worker processes (`examples/fake_worker.rs`, fault flags in the model file):
 //! the real spawn, handshake, HTTP server and shutdown, without a model.
 
-use std::path::PathBuf;
+mod common;
+use common::fake_worker;
+
 use std::time::Duration;
 
 use clap::Parser;
 use llm_node::{Args, Node};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// `target/<profile>/examples/fake_worker`, built by `cargo test`.
-fn fake_worker() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/fake_worker");
-    assert!(
-        path.is_file(),
-        "{path:?} missing: run `cargo test -p llm-node` (which builds examples) or `cargo build --examples -p llm-node`"
-    );
-    path
-}
 
 /// `models` are `(name, fault flags)`; the flags become the fake model file.
 fn args(dir: &tempfile::TempDir, models: &[(&str, &str)]) -> Args {

@@ -4,9 +4,12 @@
 //! re-registration, outages, `/pull`, model sync, `/api/logs`, and a router
 //! that misbehaves. Heartbeats run every 200 ms here.
 
+mod common;
+use common::fake_worker;
+
 mod fake_router;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -15,22 +18,6 @@ use llm_node::{Args, Node};
 use serde_json::{json, Value};
 
 const HEARTBEAT: &str = "0.2";
-
-/// `target/<profile>/examples/fake_worker`, built by `cargo test`.
-fn fake_worker() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/fake_worker");
-    assert!(
-        path.is_file(),
-        "{path:?} missing: run `cargo build --examples -p llm-node`"
-    );
-    path
-}
 
 /// A node in router mode with one simulated GPU, its models dir in `dir`, serving
 /// `models` (name, fault flags), plus `extra` flags.

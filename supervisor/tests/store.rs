@@ -4,6 +4,9 @@
 //! worker processes (`examples/fake_worker.rs`; a GGUF's bytes are a healthy
 //! fake model).
 
+mod common;
+use common::fake_worker;
+
 mod fake_hub;
 
 use std::path::{Path, PathBuf};
@@ -14,21 +17,6 @@ use fake_hub::{sha256, FakeHub};
 use llm_node::store::{ModelRef, Store, StoreArgs};
 use llm_node::{Args, Node};
 use serde_json::{json, Value};
-
-fn fake_worker() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/fake_worker");
-    assert!(
-        path.is_file(),
-        "{path:?} missing: run `cargo build --examples -p llm-node`"
-    );
-    path
-}
 
 /// The bundled GGUF (98 MB of real bytes).
 fn bundled_gguf() -> Vec<u8> {

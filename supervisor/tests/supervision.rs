@@ -3,27 +3,15 @@
 //! crash loops, admin verbs, on-demand loading, eviction, queues, idle TTL,
 //! the admin key and GPU pinning. Fast, so every rule gets its own case.
 
+mod common;
+use common::fake_worker;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use llm_node::{Args, Node};
 use serde_json::{json, Value};
-
-fn fake_worker() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/fake_worker");
-    assert!(
-        path.is_file(),
-        "{path:?} missing: build with `cargo build --examples -p llm-node`"
-    );
-    path
-}
 
 struct TestNode {
     node: Node,
