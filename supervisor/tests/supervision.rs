@@ -361,7 +361,8 @@ async fn a_worker_that_never_gets_ready_is_a_start_failure() {
         m["detail"].as_str().unwrap().contains("not ready after"),
         "{m}"
     );
-    assert_eq!(m["pid"], Value::Null, "the stuck process was killed");
+    // The stuck process is SIGKILLed; its pid disappears once it is reaped.
+    t.wait_for("m", "reaped", |m| m["pid"].is_null()).await;
     t.node.stop().await;
 }
 
