@@ -97,29 +97,8 @@ fn execute(cmd: &AdminCommand) -> Result<String, String> {
         .build()
         .map_err(|e| e.to_string())?;
     let call = |target: &Target, method: reqwest::Method, path: String, body: Option<Value>| {
-        let mut req = http.request(
-            method,
-            format!("{}{path}", target.url.trim_end_matches('/')),
-        );
-        if let Some(key) = &target.key {
-            req = req.bearer_auth(key);
-        }
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req
-            .send()
-            .map_err(|e| format!("cannot reach {}: {e}", target.url))?;
-        let status = resp.status();
-        let body: Value = resp.json().unwrap_or(Value::Null);
-        if status.is_success() {
-            Ok(body)
-        } else {
-            let msg = body["error"]["message"]
-                .as_str()
-                .unwrap_or("request failed");
-            Err(format!("{status}: {msg}"))
-        }
+        let resp = crate::store::cli::request(&http, target, method, &path, body)?;
+        Ok::<Value, String>(resp.json().unwrap_or(Value::Null))
     };
     let post = reqwest::Method::POST;
     match cmd {

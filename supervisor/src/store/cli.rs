@@ -20,7 +20,8 @@ fn client() -> Result<reqwest::blocking::Client, String> {
         .map_err(|e| e.to_string())
 }
 
-fn request(
+/// Sends one admin-API request; non-2xx answers become the node's error message.
+pub(crate) fn request(
     http: &reqwest::blocking::Client,
     target: &Target,
     method: reqwest::Method,
