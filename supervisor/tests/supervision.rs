@@ -392,3 +392,41 @@ async fn a_hanging_fake_worker_is_killed_by_liveness_and_restarted() {
     assert_eq!(m["last_exit"], "killed: unresponsive");
     t.node.stop().await;
 }
+
+#[actix_rt::test]
+async fn shutdown_drains_in_flight_requests_and_refuses_new_ones() {
+    let t = TestNode::start(&[("m", "token_ms=20")], &[]).await;
+    t.wait_state("m", "ready").await;
+    let (http, chat_url, ready_url) = (
+        t.http.clone(),
+        t.url("/v1/chat/completions"),
+        t.url("/health/ready"),
+    );
+    let body =
+        json!({"model": "m", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]});
+    let long = {
+        let (http, url, body) = (http.clone(), chat_url.clone(), body.clone());
+        actix_rt::spawn(async move {
+            let r = http.post(url).json(&body).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        })
+    };
+    t.wait_for("m", "busy", |m| m["in_flight"] == 1).await;
+    let TestNode {
+        node, dir: _dir, ..
+    } = t;
+    let stopping = actix_rt::spawn(node.stop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let r = http.get(ready_url).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 503, "readiness while draining");
+    let r = http.post(chat_url).json(&body).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "shutting_down");
+
+    let (status, v) = long.await.unwrap();
+    assert_eq!(status, 200, "the in-flight request was cut: {v}");
+    assert_eq!(v["usage"]["completion_tokens"], 50);
+    stopping.await.unwrap();
+}
