@@ -26,7 +26,7 @@ use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender};
 use serde::{Deserialize, Serialize};
 
 /// Version of this contract. A worker and supervisor with different versions refuse to talk.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Identifies one request for its whole life in a worker. Unique per worker process.
 pub type RequestId = u64;
@@ -242,13 +242,17 @@ pub enum Event {
     TokenCount { id: RequestId, count: u32 },
     /// Answer to `Ping`.
     Pong { id: RequestId },
+    /// Several events in one message, in order: what one decode step produced
+    /// for all its sequences (one IPC message and one wake-up instead of many).
+    /// Never nested.
+    Batch(Vec<Event>),
 }
 
 impl Event {
     /// The request this event belongs to, if any.
     pub fn request_id(&self) -> Option<RequestId> {
         match self {
-            Event::Ready(_) | Event::InitFailed { .. } => None,
+            Event::Ready(_) | Event::InitFailed { .. } | Event::Batch(_) => None,
             Event::Started { id, .. }
             | Event::Piece { id, .. }
             | Event::Finished { id, .. }
@@ -402,6 +406,14 @@ mod tests {
             },
             Event::TokenCount { id: 4, count: 11 },
             Event::Pong { id: 5 },
+            Event::Batch(vec![
+                Event::Piece {
+                    id: 1,
+                    text: "a".into(),
+                    tokens: 1,
+                },
+                Event::Pong { id: 6 },
+            ]),
         ] {
             round_trip(ev);
         }

@@ -34,6 +34,11 @@ use crate::worker::{SpawnOptions, WorkerClient};
 /// with grouped-query attention and an f16 cache needs (conservative for smaller ones).
 const KV_BYTES_PER_TOKEN_ESTIMATE: u64 = 128 << 10;
 
+/// A model handed to a request this recently counts as busy for eviction:
+/// between `acquire` and the request's first command the worker shows
+/// nothing in flight, and evicting it then would fail that request.
+const HANDOFF_GRACE: Duration = Duration::from_millis(500);
+
 /// One model: its spec and the actor that owns it.
 #[derive(Clone)]
 pub struct ModelEntry {
@@ -415,7 +420,7 @@ impl Models {
                 .map(|(e, s)| Candidate {
                     name: e.spec.key(),
                     busy_state: s.state != ModelState::Ready,
-                    active_requests: s.in_flight,
+                    active_requests: s.in_flight + usize::from(s.idle_for < HANDOFF_GRACE),
                     pinned: e.preload,
                     last_used: now.checked_sub(s.idle_for).unwrap_or(now),
                 })
@@ -427,9 +432,10 @@ impl Models {
                 continue;
             }
             tracing::info!(model = %entry.spec.name, "waiting for a loaded model to become idle");
-            if tokio::time::timeout_at(deadline.into(), changed)
-                .await
-                .is_err()
+            // Also look again when a hand-off grace ends (no event marks that).
+            let wake = deadline.min(Instant::now() + HANDOFF_GRACE);
+            if tokio::time::timeout_at(wake.into(), changed).await.is_err()
+                && Instant::now() >= deadline
             {
                 return Err(capacity_error(&entry.spec.name));
             }

@@ -234,7 +234,8 @@ impl<'m> Engine<'m> {
     /// # Errors
     /// [`Disconnected`] when the supervisor is gone.
     pub fn send_ready(&self, info: ModelInfo) -> Result<(), Disconnected> {
-        self.sink.send(&Event::Ready(info))
+        self.sink.send(Event::Ready(info))?;
+        self.sink.flush()
     }
 
     /// Serves until `Shutdown` or until the supervisor goes away.
@@ -248,7 +249,7 @@ impl<'m> Engine<'m> {
                 match inbound.recv() {
                     Ok(msg) => {
                         if !self.handle(msg)? {
-                            return Ok(());
+                            return self.sink.flush();
                         }
                     }
                     Err(_) => return Ok(()),
@@ -256,12 +257,16 @@ impl<'m> Engine<'m> {
             }
             while let Ok(msg) = inbound.try_recv() {
                 if !self.handle(msg)? {
-                    return Ok(());
+                    return self.sink.flush();
                 }
             }
             self.admit()?;
+            // Answers to commands (pongs, embeddings, failures, starts) go out
+            // before the decode step, the step's tokens right after it.
+            self.sink.flush()?;
             if self.slots.iter().any(|s| s.active.is_some()) {
                 self.step()?;
+                self.sink.flush()?;
             }
         }
     }
@@ -279,14 +284,14 @@ impl<'m> Engine<'m> {
             Command::Generate { id, prompt, params } => self.enqueue(id, &prompt, params)?,
             Command::Embed { id, inputs } => self.embed(id, &inputs)?,
             Command::CountTokens { id, prompt } => match self.tokenize_prompt(&prompt) {
-                Ok(tokens) => self.sink.send(&Event::TokenCount {
+                Ok(tokens) => self.sink.send(Event::TokenCount {
                     id,
                     count: tokens.len() as u32,
                 })?,
                 Err(message) => self.fail(id, FailureKind::InvalidRequest, message)?,
             },
             Command::Cancel { id } => self.cancel(id)?,
-            Command::Ping { id } => self.sink.send(&Event::Pong { id })?,
+            Command::Ping { id } => self.sink.send(Event::Pong { id })?,
             Command::Shutdown => return Ok(false),
             Command::Init { .. } => {
                 tracing::warn!("ignoring a second Init");
@@ -296,7 +301,7 @@ impl<'m> Engine<'m> {
     }
 
     fn fail(&self, id: RequestId, kind: FailureKind, message: String) -> Result<(), Disconnected> {
-        self.sink.send(&Event::Failed { id, kind, message })
+        self.sink.send(Event::Failed { id, kind, message })
     }
 
     fn tokenize_prompt(&self, prompt: &Prompt) -> Result<Vec<LlamaToken>, String> {
@@ -373,7 +378,7 @@ impl<'m> Engine<'m> {
             }
             let cached = slot.cached.len() as u32;
             let sampler = build_sampler(&w.params, self.model.n_vocab());
-            self.sink.send(&Event::Started {
+            self.sink.send(Event::Started {
                 id: w.id,
                 prompt_tokens: w.tokens.len() as u32,
             })?;
@@ -515,7 +520,7 @@ impl<'m> Engine<'m> {
                 StopScan::Stopped(t) => (t, true),
             };
             if !emit.is_empty() {
-                self.sink.send(&Event::Piece {
+                self.sink.send(Event::Piece {
                     id: seq.id,
                     text: emit,
                     tokens: std::mem::take(&mut seq.unreported),
@@ -556,13 +561,13 @@ impl<'m> Engine<'m> {
             rest.push_str(&seq.stop.finish());
         }
         if !rest.is_empty() {
-            self.sink.send(&Event::Piece {
+            self.sink.send(Event::Piece {
                 id: seq.id,
                 text: rest,
                 tokens: std::mem::take(&mut seq.unreported),
             })?;
         }
-        self.sink.send(&Event::Finished {
+        self.sink.send(Event::Finished {
             id: seq.id,
             reason,
             usage: seq.usage,
@@ -590,7 +595,7 @@ impl<'m> Engine<'m> {
     fn cancel(&mut self, id: RequestId) -> Result<(), Disconnected> {
         if let Some(pos) = self.waiting.iter().position(|w| w.id == id) {
             self.waiting.remove(pos);
-            return self.sink.send(&Event::Finished {
+            return self.sink.send(Event::Finished {
                 id,
                 reason: FinishReason::Cancelled,
                 usage: Usage::default(),
@@ -609,7 +614,7 @@ impl<'m> Engine<'m> {
             .ctx
             .clear_kv_cache_seq(Some(slot.seq_id as u32), None, None);
         slot.cached.clear();
-        self.sink.send(&Event::Finished {
+        self.sink.send(Event::Finished {
             id,
             reason: FinishReason::Cancelled,
             usage: seq.usage,
@@ -670,7 +675,7 @@ impl<'m> Engine<'m> {
                 }
             }
         }
-        self.sink.send(&Event::Embeddings {
+        self.sink.send(Event::Embeddings {
             id,
             vectors,
             prompt_tokens,

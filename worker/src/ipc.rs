@@ -10,9 +10,13 @@ use std::sync::mpsc;
 use ipc_channel::ipc::{self, IpcBytesSender, IpcSender};
 use llm_node_protocol::{decode, encode, Bootstrap, Command, Event, PROTOCOL_VERSION};
 
-/// Sends events to the supervisor.
+/// Sends events to the supervisor. Events are queued and sent by
+/// [`EventSink::flush`], once per turn of the engine loop, as one message
+/// ([`Event::Batch`] when there are several): with many sequences a decode
+/// step costs one IPC message and one wake-up of the supervisor, not one per token.
 pub struct EventSink {
     tx: IpcBytesSender,
+    queue: std::cell::RefCell<Vec<Event>>,
 }
 
 /// The supervisor is gone; the worker has no one to serve and exits.
@@ -21,10 +25,27 @@ pub struct EventSink {
 pub struct Disconnected;
 
 impl EventSink {
+    /// Queues `event` for the next [`EventSink::flush`].
+    ///
+    /// # Errors
+    /// Never; the `Result` keeps call sites ready for a sink that sends at once.
+    pub fn send(&self, event: Event) -> Result<(), Disconnected> {
+        self.queue.borrow_mut().push(event);
+        Ok(())
+    }
+
+    /// Sends everything queued as one message.
+    ///
     /// # Errors
     /// [`Disconnected`] when the supervisor's end is closed.
-    pub fn send(&self, event: &Event) -> Result<(), Disconnected> {
-        self.tx.send(&encode(event)).map_err(|_| Disconnected)
+    pub fn flush(&self) -> Result<(), Disconnected> {
+        let mut queue = self.queue.borrow_mut();
+        let message = match queue.len() {
+            0 => return Ok(()),
+            1 => queue.pop().expect("one event"),
+            _ => Event::Batch(std::mem::take(&mut *queue)),
+        };
+        self.tx.send(&encode(&message)).map_err(|_| Disconnected)
     }
 }
 
@@ -65,5 +86,9 @@ pub fn connect(server_name: &str) -> anyhow::Result<(EventSink, mpsc::Receiver<I
                 return;
             }
         })?;
-    Ok((EventSink { tx: evt_tx }, in_rx))
+    let sink = EventSink {
+        tx: evt_tx,
+        queue: std::cell::RefCell::new(Vec::with_capacity(64)),
+    };
+    Ok((sink, in_rx))
 }

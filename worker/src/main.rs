@@ -74,9 +74,10 @@ fn serve(server: &str) -> anyhow::Result<()> {
     let model = match engine::load_model(&backend, &config) {
         Ok(model) => model,
         Err(message) => {
-            let _ = sink.send(&Event::InitFailed {
+            let _ = sink.send(Event::InitFailed {
                 message: message.clone(),
             });
+            let _ = sink.flush();
             anyhow::bail!(message);
         }
     };

@@ -30,6 +30,8 @@ struct Worker {
     rx: IpcBytesReceiver,
     info: ModelInfo,
     next_id: u64,
+    /// Events of a received `Batch` not yet handed out.
+    buffered: std::cell::RefCell<std::collections::VecDeque<Event>>,
 }
 
 impl Worker {
@@ -71,6 +73,7 @@ impl Worker {
             rx: boot.events,
             info,
             next_id: 1,
+            buffered: Default::default(),
         }
     }
 
@@ -85,8 +88,19 @@ impl Worker {
         id
     }
 
+    /// The next event, with `Batch` messages flattened.
     fn recv(&self) -> Event {
-        decode(&self.rx.recv().unwrap()).unwrap()
+        if let Some(ev) = self.buffered.borrow_mut().pop_front() {
+            return ev;
+        }
+        match decode(&self.rx.recv().unwrap()).unwrap() {
+            Event::Batch(events) => {
+                assert!(!events.is_empty(), "empty batch");
+                self.buffered.borrow_mut().extend(events);
+                self.recv()
+            }
+            ev => ev,
+        }
     }
 
     /// Collects text and the terminal event of every id in `ids`.

@@ -319,6 +319,7 @@ fn read_events(inner: &Inner, events: &IpcBytesReceiver) {
             Err(e) => break format!("worker disconnected ({e})"),
         };
         match decode::<Event>(&bytes) {
+            Ok(Event::Batch(events)) => events.into_iter().for_each(|e| inner.route(e)),
             Ok(event) => inner.route(event),
             Err(e) => break format!("undecodable event: {e}"),
         }
