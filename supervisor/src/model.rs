@@ -484,11 +484,9 @@ impl ModelActor {
                 })
                 .map(move |(), act, ctx| {
                     act.process = None;
-                    act.info = if after == AfterStop::Start {
-                        act.info.take()
-                    } else {
-                        None
-                    };
+                    if after == AfterStop::StayStopped {
+                        act.info = None;
+                    }
                     act.set_state(ModelState::Stopped);
                     if after == AfterStop::Start {
                         act.restarts += 1;
@@ -539,8 +537,15 @@ impl Actor for ModelActor {
 
 /// A client of the ready worker, for one request.
 #[derive(Message)]
-#[rtype(result = "Result<WorkerClient, ModelUnavailable>")]
+#[rtype(result = "Result<Acquired, ModelUnavailable>")]
 pub struct Acquire;
+
+/// What a request needs from a ready model: its client, and its slots for admission.
+#[derive(Debug, Clone)]
+pub struct Acquired {
+    pub client: WorkerClient,
+    pub slots: usize,
+}
 
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("model {model} is {}", state.label())]
@@ -550,13 +555,16 @@ pub struct ModelUnavailable {
 }
 
 impl Handler<Acquire> for ModelActor {
-    type Result = Result<WorkerClient, ModelUnavailable>;
+    type Result = Result<Acquired, ModelUnavailable>;
 
     fn handle(&mut self, _: Acquire, _: &mut Self::Context) -> Self::Result {
         match (&self.state, &self.client) {
             (ModelState::Ready, Some(client)) if client.is_alive() => {
                 self.last_used = Instant::now();
-                Ok(client.clone())
+                Ok(Acquired {
+                    client: client.clone(),
+                    slots: self.info.as_ref().map_or(1, |i| i.parallel as usize),
+                })
             }
             _ => Err(ModelUnavailable {
                 model: self.name.clone(),
@@ -677,16 +685,13 @@ impl Handler<Stop> for ModelActor {
         if matches!(self.state, ModelState::Stopping) {
             return Box::pin(actix::fut::ready(()));
         }
+        // A starting worker has nothing to drain or shut down politely.
+        let force = self.state == ModelState::Starting;
         Box::pin(
-            self.stop_then(true_if_starting(&self.state), AfterStop::StayStopped)
+            self.stop_then(force, AfterStop::StayStopped)
                 .map(|_, _, _| ()),
         )
     }
-}
-
-/// A starting worker has nothing to drain or shut down politely.
-fn true_if_starting(state: &ModelState) -> bool {
-    matches!(state, ModelState::Starting)
 }
 
 /// Resolves once the model is not starting (ready, backing off, failed, ...).
@@ -810,7 +815,7 @@ mod tests {
         let addr = ModelActor::attached("m", fake.client.clone(), info("m")).start();
         addr.send(Load { gpus: None }).await.unwrap().unwrap();
         assert_eq!(addr.send(WaitReady).await.unwrap(), ModelState::Ready);
-        let client = addr.send(Acquire).await.unwrap().unwrap();
+        let client = addr.send(Acquire).await.unwrap().unwrap().client;
         let mut stream = client
             .generate(Prompt::Text("hi".into()), SamplingParams::default())
             .unwrap();

@@ -22,7 +22,8 @@ use crate::gpu::GpuProbe;
 use crate::gpu::NoGpu;
 use crate::metrics::Metrics;
 use crate::model::{
-    Acquire, GetStatus, Load, ModelActor, ModelState, ModelStatus, Shared, Stop, Unload, WaitReady,
+    Acquire, Acquired, GetStatus, Load, ModelActor, ModelState, ModelStatus, Shared, Stop, Unload,
+    WaitReady,
 };
 use crate::policy::admission::{self, Admission};
 use crate::policy::eviction::{self, Candidate};
@@ -334,9 +335,9 @@ impl Models {
         let deadline = Instant::now() + self.inner.load_timeout;
         loop {
             let unavailable = match entry.addr.send(Acquire).await? {
-                Ok(client) => {
-                    self.admit(&entry, &client).await?;
-                    return Ok((entry.spec.name.clone(), client));
+                Ok(acquired) => {
+                    self.admit(&entry, &acquired)?;
+                    return Ok((entry.spec.name.clone(), acquired.client));
                 }
                 Err(u) => u,
             };
@@ -363,10 +364,9 @@ impl Models {
     }
 
     /// Bounded queue: refuse when the worker's slots and the queue are full.
-    async fn admit(&self, entry: &ModelEntry, client: &WorkerClient) -> Result<(), ApiError> {
-        let status = entry.addr.send(GetStatus).await?;
-        let slots = status.info.as_ref().map_or(1, |i| i.parallel as usize);
-        let in_flight = client.in_flight();
+    fn admit(&self, entry: &ModelEntry, acquired: &Acquired) -> Result<(), ApiError> {
+        let slots = acquired.slots;
+        let in_flight = acquired.client.in_flight();
         let load = admission::Load {
             in_flight,
             queued: in_flight.saturating_sub(slots),
