@@ -15,22 +15,24 @@ PORT=$((20000 + RANDOM % 20000))
 PID=$!
 trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null' EXIT
 for _ in $(seq 100); do curl -sf "localhost:$PORT/health/ready" >/dev/null && break; sleep 0.1; done
-ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
+ticks() { awk '{print $14 + $15, $14, $15}' "/proc/$PID/stat"; }
 HZ=$(getconf CLK_TCK)
 body="{\"model\":\"bench\",\"prompt\":\"Once upon a time\",\"max_tokens\":$TOKENS,\"ignore_eos\":true,\"stream\":true,\"temperature\":0}"
-before=$(ticks)
+read -r before ubefore sbefore <<<"$(ticks)"
 start=$(date +%s.%N)
 for _ in $(seq "$CLIENTS"); do
   curl -sN "localhost:$PORT/v1/completions" -H 'content-type: application/json' -d "$body" >/dev/null &
 done
 wait $(jobs -p | grep -v "^$PID$") 2>/dev/null || true
 end=$(date +%s.%N)
-after=$(ticks)
-python3 - "$before" "$after" "$HZ" "$TOKENS" "$CLIENTS" "$start" "$end" <<'PY'
+read -r after uafter safter <<<"$(ticks)"
+python3 - "$before" "$after" "$HZ" "$TOKENS" "$CLIENTS" "$start" "$end" "$ubefore" "$uafter" <<'PY'
 import sys
-b, a, hz, tokens, clients, s, e = map(float, sys.argv[1:])
+b, a, hz, tokens, clients, s, e, ub, ua = map(float, sys.argv[1:])
 cpu = (a - b) / hz
+user = (ua - ub) / hz
 n = tokens * clients
 print(f"supervisor CPU {cpu*1000:.0f} ms for {n:.0f} streamed tokens = {cpu/n*1e6:.1f} us/token "
-      f"(wall {e-s:.1f} s, {n/(e-s):.0f} tok/s)")
+      f"({user/n*1e6:.1f} user, {(cpu-user)/n*1e6:.1f} system; "
+      f"wall {e-s:.1f} s, {n/(e-s):.0f} tok/s)")
 PY

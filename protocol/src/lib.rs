@@ -3,21 +3,32 @@
 //! # Layout
 //! - [`PROTOCOL_VERSION`]: bumped on any incompatible change to the types below.
 //! - [`Bootstrap`]: the one message a worker sends on the supervisor's one-shot
-//!   server (ipc-channel's typed channel, postcard-encoded). It carries the two
-//!   byte channels that all further traffic rides on.
+//!   server (ipc-channel's typed channel, postcard-encoded). It carries the
+//!   byte channels that all further traffic rides on: one for commands and one
+//!   or more event *lanes* (see below).
 //! - [`Command`] (supervisor → worker) and [`Event`] (worker → supervisor):
 //!   request-level messages keyed by [`RequestId`], each encoded with bincode 1
 //!   ([`encode`] / [`decode`]) as one message on an ipc-channel byte channel.
 //!
 //! # Handshake
 //! 1. The supervisor opens an `IpcOneShotServer<Bootstrap>` and spawns the
-//!    worker with the server name as its only argument.
-//! 2. The worker connects, creates its command and event byte channels and
-//!    sends [`Bootstrap`] with its own protocol version.
+//!    worker with the server name and the number of event lanes as arguments
+//!    (`llm-node-worker <server> [lanes]`, lanes default 1).
+//! 2. The worker connects, creates its command channel and one event byte
+//!    channel per lane, and sends [`Bootstrap`] with its own protocol version.
 //! 3. The supervisor checks the version and sends [`Command::Init`] with the
 //!    typed [`WorkerConfig`] (the worker never reads the environment).
 //! 4. The worker loads the model and answers [`Event::Ready`] with
 //!    [`ModelInfo`], or [`Event::InitFailed`] and exits.
+//!
+//! # Event lanes
+//! Events travel back on one of several channels. Lane 0 carries the
+//! handshake events and everything of requests that name no other lane; the
+//! top 16 bits of a [`RequestId`] name the lane its events go back on
+//! ([`lane_of`], [`request_id`]). The supervisor gives each of its HTTP threads
+//! a lane and reads that lane on that thread, so a streamed token wakes exactly
+//! the thread that writes it to the client. Which lane carries an event never
+//! changes what it means: a supervisor may read every lane alike.
 //!
 //! Every type here is bincode-safe: no `skip_serializing_if`, `flatten`,
 //! `untagged` or internally tagged enums. HTTP types live in the supervisor.
@@ -26,10 +37,24 @@ use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender};
 use serde::{Deserialize, Serialize};
 
 /// Version of this contract. A worker and supervisor with different versions refuse to talk.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
-/// Identifies one request for its whole life in a worker. Unique per worker process.
+/// Identifies one request for its whole life in a worker. Unique per worker
+/// process. The top 16 bits are the event lane ([`lane_of`]).
 pub type RequestId = u64;
+
+/// Bits of a [`RequestId`] below the lane number.
+const LANE_SHIFT: u32 = 48;
+
+/// The request id for sequence number `seq` (taken modulo 2^48) on `lane`.
+pub fn request_id(lane: u16, seq: u64) -> RequestId {
+    (u64::from(lane) << LANE_SHIFT) | (seq & ((1 << LANE_SHIFT) - 1))
+}
+
+/// The event lane that request `id`'s events go back on.
+pub fn lane_of(id: RequestId) -> usize {
+    (id >> LANE_SHIFT) as usize
+}
 
 /// Sent once by the worker on the supervisor's one-shot server.
 #[derive(Debug, Serialize, Deserialize)]
@@ -38,8 +63,9 @@ pub struct Bootstrap {
     pub protocol_version: u32,
     /// Where the supervisor sends encoded [`Command`]s.
     pub commands: IpcBytesSender,
-    /// Where the supervisor reads encoded [`Event`]s.
-    pub events: IpcBytesReceiver,
+    /// Where the supervisor reads encoded [`Event`]s: one channel per lane,
+    /// lane 0 first.
+    pub events: Vec<IpcBytesReceiver>,
 }
 
 /// Everything a worker needs to load and serve one model.
@@ -423,6 +449,17 @@ mod tests {
     fn garbage_is_a_decode_error_not_a_panic() {
         assert!(decode::<Command>(&[0xff, 0xff, 0xff, 0xff, 0x01]).is_err());
         assert!(decode::<Event>(&[]).is_err());
+    }
+
+    #[test]
+    fn lanes_ride_in_the_top_bits_of_request_ids() {
+        assert_eq!(lane_of(request_id(0, 5)), 0);
+        assert_eq!(request_id(0, 5), 5);
+        let id = request_id(3, 77);
+        assert_eq!((lane_of(id), id & 0xffff_ffff_ffff), (3, 77));
+        // The sequence number wraps below the lane bits instead of spilling into them.
+        assert_eq!(lane_of(request_id(2, u64::MAX)), 2);
+        assert_eq!(lane_of(request_id(u16::MAX, 1)), usize::from(u16::MAX));
     }
 
     #[test]

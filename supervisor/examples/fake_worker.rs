@@ -72,10 +72,20 @@ struct Running {
 fn main() {
     let server = std::env::args().nth(1).expect("server name");
     let boot: IpcSender<Bootstrap> = IpcSender::connect(server).expect("connect");
+    let lanes: usize = std::env::args()
+        .nth(2)
+        .map_or(1, |n| n.parse().expect("lanes"));
     let (cmd_tx, cmd_rx) = ipc::bytes_channel().unwrap();
-    let (evt_tx, evt_rx) = ipc::bytes_channel().unwrap();
+    let (evt_tx, evt_rx): (Vec<_>, Vec<_>) =
+        (0..lanes).map(|_| ipc::bytes_channel().unwrap()).unzip();
+    // Each event on the lane its request id names, as the real worker does.
     let send = move |e: &Event| {
-        if evt_tx.send(&encode(e)).is_err() {
+        let lane = e
+            .request_id()
+            .map(lane_of)
+            .filter(|&l| l < lanes)
+            .unwrap_or(0);
+        if evt_tx[lane].send(&encode(e)).is_err() {
             std::process::exit(0);
         }
     };

@@ -451,6 +451,7 @@ mod tests {
             }),
             ready_timeout: Duration::from_secs(1),
             env: Vec::new(),
+            lanes: None,
         };
         let spec = ModelSpec {
             name: "broken".into(),

@@ -65,6 +65,11 @@ pub struct Args {
     #[arg(long, env = "LLM_NODE_THREADS", default_value_t = 0)]
     pub threads: u32,
 
+    /// HTTP threads of the supervisor; 0 uses one per core, at most 8. Each
+    /// reads its own event lane of every worker.
+    #[arg(long, env = "LLM_NODE_HTTP_THREADS", default_value_t = 0)]
+    pub http_threads: u16,
+
     /// Maximum tokens submitted to one decode call (logical batch).
     #[arg(long, env = "LLM_NODE_BATCH_SIZE", default_value_t = 512)]
     pub batch_size: u32,
@@ -185,6 +190,14 @@ fn parse_model_arg(s: &str) -> Result<ModelSpec, String> {
 }
 
 impl Args {
+    /// The HTTP threads to run: `--http-threads`, or one per core up to 8.
+    pub fn http_thread_count(&self) -> usize {
+        match self.http_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
+            n => usize::from(n),
+        }
+    }
+
     /// Checks the cross-field rules and returns the models to serve: the `--model`
     /// ones first, then those found in `--models-dir` (sorted by name).
     ///
@@ -392,6 +405,9 @@ mod tests {
         assert_eq!(args.ctx_size, 4096);
         assert_eq!(args.parallel, 4);
         assert_eq!(args.threads, 0);
+        assert_eq!(args.http_threads, 0);
+        assert!((1..=8).contains(&args.http_thread_count()));
+        assert_eq!(parse(&["--http-threads", "3"]).http_thread_count(), 3);
         assert_eq!(args.batch_size, 512);
         assert_eq!(args.n_gpu_layers, 999);
         assert_eq!(args.ready_timeout_secs, 300);

@@ -116,7 +116,11 @@ impl Node {
         let state_slot =
             std::sync::Arc::new(std::sync::OnceLock::<actix_web::web::Data<AppState>>::new());
         let slot = state_slot.clone();
+        let lanes = std::sync::Arc::new(worker::Lanes::new(args.http_thread_count()));
+        let lanes_app = lanes.clone();
         let server = HttpServer::new(move || {
+            // Runs once on each HTTP thread as it starts.
+            lanes_app.register_current_thread();
             let state = slot
                 .get()
                 .expect("state is set before the server runs")
@@ -128,6 +132,7 @@ impl Node {
                 .wrap(member_app.stats().middleware())
                 .configure(configure)
         })
+        .workers(args.http_thread_count())
         .disable_signals()
         .shutdown_timeout(args.shutdown_timeout_secs)
         .bind((args.host.as_str(), args.port))
@@ -143,6 +148,7 @@ impl Node {
             supervision,
             metrics::Metrics::new(),
             gpus,
+            Some(lanes),
         );
         let state = AppState::new(models.clone()).into_data();
         let _ = state_slot.set(state.clone());

@@ -804,6 +804,7 @@ mod tests {
             ),
             ready_timeout: Duration::from_secs(10),
             env: Vec::new(),
+            lanes: None,
         }
     }
 

@@ -29,7 +29,7 @@ use crate::policy::admission::{self, Admission};
 use crate::policy::eviction::{self, Candidate};
 use crate::policy::placement::{self, GpuState, ModelSize, Placement};
 use crate::supervision::Supervision;
-use crate::worker::{SpawnOptions, WorkerClient};
+use crate::worker::{Lanes, SpawnOptions, WorkerClient};
 
 /// KV-cache bytes per token assumed by placement: 128 KiB, what a 7–8B model
 /// with grouped-query attention and an f16 cache needs (conservative for smaller ones).
@@ -54,6 +54,7 @@ pub struct ModelEntry {
 struct Factory {
     args: Args,
     bin: PathBuf,
+    lanes: Option<Arc<Lanes>>,
 }
 
 impl Factory {
@@ -65,6 +66,7 @@ impl Factory {
             config,
             ready_timeout: self.args.ready_timeout(),
             env: Vec::new(),
+            lanes: self.lanes.clone(),
         };
         ModelActor::new(spawn, self.args.shutdown_timeout(), shared)
     }
@@ -109,6 +111,7 @@ impl Models {
         supervision: Arc<Supervision>,
         metrics: Metrics,
         gpus: Arc<dyn GpuProbe>,
+        lanes: Option<Arc<Lanes>>,
     ) -> Self {
         let shared = Shared {
             supervision,
@@ -118,6 +121,7 @@ impl Models {
         let factory = Factory {
             args: args.clone(),
             bin,
+            lanes,
         };
         let models = Self::with_parts(Some(factory), shared, gpus, args.ready_timeout());
         for spec in specs {

@@ -388,3 +388,50 @@ fn bad_input_gets_openai_errors_and_the_worker_keeps_serving() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["usage"]["completion_tokens"], 3);
 }
+
+/// The threads of process `pid` whose name starts with `prefix`.
+fn threads_named(pid: u32, prefix: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_string())
+        .filter(|name| name.starts_with(prefix))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn streamed_tokens_are_read_on_the_http_threads_not_by_reader_threads() {
+    let node = Node::start(&["--http-threads", "3"]);
+    // Several streams at once land on several HTTP threads (and lanes).
+    let streams: Vec<_> = (0..6)
+        .map(|i| {
+            let base = node.base.clone();
+            std::thread::spawn(move || {
+                let body = chat(
+                    &format!("Count to {i}."),
+                    json!({"max_tokens": 12, "stream": true, "temperature": 0}),
+                );
+                let text = reqwest::blocking::Client::new()
+                    .post(format!("{base}/v1/chat/completions"))
+                    .json(&body)
+                    .send()
+                    .unwrap()
+                    .text()
+                    .unwrap();
+                assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+                text.matches("chat.completion.chunk").count()
+            })
+        })
+        .collect();
+    for stream in streams {
+        assert!(stream.join().unwrap() >= 2);
+    }
+    // Lane 0 (pings, admin) has its reader thread; lanes 1..=3 are tasks on
+    // the HTTP threads, so no reader thread exists for them.
+    assert_eq!(
+        threads_named(node.pid(), "events"),
+        vec![format!("events0-{MODEL}")]
+    );
+}

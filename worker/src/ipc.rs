@@ -8,15 +8,17 @@
 use std::sync::mpsc;
 
 use ipc_channel::ipc::{self, IpcBytesSender, IpcSender};
-use llm_node_protocol::{decode, encode, Bootstrap, Command, Event, PROTOCOL_VERSION};
+use llm_node_protocol::{decode, encode, lane_of, Bootstrap, Command, Event, PROTOCOL_VERSION};
 
-/// Sends events to the supervisor. Events are queued and sent by
-/// [`EventSink::flush`], once per turn of the engine loop, as one message
-/// ([`Event::Batch`] when there are several): with many sequences a decode
-/// step costs one IPC message and one wake-up of the supervisor, not one per token.
+/// Sends events to the supervisor. Events are queued per lane and sent by
+/// [`EventSink::flush`], once per turn of the engine loop, as one message per
+/// lane ([`Event::Batch`] when there are several): with many sequences a
+/// decode step costs one IPC message and one wake-up per supervisor thread
+/// involved, not one per token.
 pub struct EventSink {
-    tx: IpcBytesSender,
-    queue: std::cell::RefCell<Vec<Event>>,
+    /// One sender per lane; `None` once the supervisor closed that lane.
+    lanes: std::cell::RefCell<Vec<Option<IpcBytesSender>>>,
+    queues: std::cell::RefCell<Vec<Vec<Event>>>,
 }
 
 /// The supervisor is gone; the worker has no one to serve and exits.
@@ -30,22 +32,44 @@ impl EventSink {
     /// # Errors
     /// Never; the `Result` keeps call sites ready for a sink that sends at once.
     pub fn send(&self, event: Event) -> Result<(), Disconnected> {
-        self.queue.borrow_mut().push(event);
+        let lanes = self.lanes.borrow();
+        // Handshake events, and ids naming a lane that is not (or no longer)
+        // open, use lane 0.
+        let lane = event
+            .request_id()
+            .map(lane_of)
+            .filter(|&lane| lanes.get(lane).is_some_and(Option::is_some))
+            .unwrap_or(0);
+        self.queues.borrow_mut()[lane].push(event);
         Ok(())
     }
 
-    /// Sends everything queued as one message.
+    /// Sends everything queued, one message per lane.
     ///
     /// # Errors
-    /// [`Disconnected`] when the supervisor's end is closed.
+    /// [`Disconnected`] when lane 0 is closed: the supervisor is gone. Another
+    /// closed lane only means the supervisor thread that read it stopped; its
+    /// events are dropped (their requests went with that thread) and later
+    /// ones for it go on lane 0.
     pub fn flush(&self) -> Result<(), Disconnected> {
-        let mut queue = self.queue.borrow_mut();
-        let message = match queue.len() {
-            0 => return Ok(()),
-            1 => queue.pop().expect("one event"),
-            _ => Event::Batch(std::mem::take(&mut *queue)),
-        };
-        self.tx.send(&encode(&message)).map_err(|_| Disconnected)
+        let mut queues = self.queues.borrow_mut();
+        let mut lanes = self.lanes.borrow_mut();
+        for (lane, (queue, tx)) in queues.iter_mut().zip(lanes.iter_mut()).enumerate() {
+            let message = match queue.len() {
+                0 => continue,
+                1 => queue.pop().expect("one event"),
+                _ => Event::Batch(std::mem::take(queue)),
+            };
+            let Some(sender) = tx else { continue };
+            if sender.send(&encode(&message)).is_err() {
+                if lane == 0 {
+                    return Err(Disconnected);
+                }
+                tracing::warn!(lane, "event lane closed by the supervisor; using lane 0");
+                *tx = None;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -56,18 +80,26 @@ pub enum Inbound {
     Closed(String),
 }
 
-/// Connects to the supervisor's one-shot server `server_name` and starts the reader thread.
+/// Connects to the supervisor's one-shot server `server_name` with `lanes`
+/// event channels (at least one) and starts the reader thread.
 ///
 /// # Errors
 /// When the server cannot be reached or the bootstrap message cannot be sent.
-pub fn connect(server_name: &str) -> anyhow::Result<(EventSink, mpsc::Receiver<Inbound>)> {
+pub fn connect(
+    server_name: &str,
+    lanes: usize,
+) -> anyhow::Result<(EventSink, mpsc::Receiver<Inbound>)> {
     let bootstrap_tx: IpcSender<Bootstrap> = IpcSender::connect(server_name.to_owned())?;
     let (cmd_tx, cmd_rx) = ipc::bytes_channel()?;
-    let (evt_tx, evt_rx) = ipc::bytes_channel()?;
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..lanes.max(1))
+        .map(|_| ipc::bytes_channel())
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .unzip();
     bootstrap_tx.send(Bootstrap {
         protocol_version: PROTOCOL_VERSION,
         commands: cmd_tx,
-        events: evt_rx,
+        events: receivers,
     })?;
 
     let (in_tx, in_rx) = mpsc::channel();
@@ -87,8 +119,8 @@ pub fn connect(server_name: &str) -> anyhow::Result<(EventSink, mpsc::Receiver<I
             }
         })?;
     let sink = EventSink {
-        tx: evt_tx,
-        queue: std::cell::RefCell::new(Vec::with_capacity(64)),
+        queues: std::cell::RefCell::new(senders.iter().map(|_| Vec::with_capacity(64)).collect()),
+        lanes: std::cell::RefCell::new(senders.into_iter().map(Some).collect()),
     };
     Ok((sink, in_rx))
 }

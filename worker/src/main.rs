@@ -1,7 +1,7 @@
 //! `llm-node-worker`: one model, one process.
 //!
-//! Started by the supervisor with the name of its one-shot IPC server as the
-//! only argument. It connects, completes the handshake described in
+//! Started by the supervisor as `llm-node-worker <ipc-server-name> [lanes]`:
+//! the name of its one-shot IPC server and the number of event lanes. It connects, completes the handshake described in
 //! `llm_node_protocol`, loads the model and serves requests until told to shut
 //! down or until the supervisor disappears (it also dies with its parent via
 //! `PR_SET_PDEATHSIG`, set by the supervisor). A crash here, inside llama.cpp
@@ -28,10 +28,20 @@ use crate::ipc::Inbound;
 fn main() -> ExitCode {
     init_logging();
     let Some(server) = std::env::args().nth(1) else {
-        eprintln!("usage: llm-node-worker <ipc-server-name> (started by llm-node, not by hand)");
+        eprintln!(
+            "usage: llm-node-worker <ipc-server-name> [lanes] (started by llm-node, not by hand)"
+        );
         return ExitCode::from(2);
     };
-    match serve(&server) {
+    let lanes = match std::env::args().nth(2).map(|s| s.parse::<u16>()) {
+        None => 1,
+        Some(Ok(n)) if n >= 1 => usize::from(n),
+        Some(_) => {
+            eprintln!("llm-node-worker: lanes must be a number from 1 to 65535");
+            return ExitCode::from(2);
+        }
+    };
+    match serve(&server, lanes) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -54,8 +64,8 @@ fn init_logging() {
     llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
 }
 
-fn serve(server: &str) -> anyhow::Result<()> {
-    let (sink, inbound) = ipc::connect(server)?;
+fn serve(server: &str, lanes: usize) -> anyhow::Result<()> {
+    let (sink, inbound) = ipc::connect(server, lanes)?;
     let config = match inbound.recv()? {
         Inbound::Command(Command::Init {
             protocol_version,

@@ -28,6 +28,8 @@ struct Worker {
     child: Child,
     tx: IpcBytesSender,
     rx: IpcBytesReceiver,
+    /// Event lanes 1.. (lane 0 is `rx`).
+    lanes: Vec<IpcBytesReceiver>,
     info: ModelInfo,
     next_id: u64,
     /// Events of a received `Batch` not yet handed out.
@@ -36,9 +38,14 @@ struct Worker {
 
 impl Worker {
     fn start(parallel: u32, ctx_per_slot: u32) -> Worker {
+        Self::start_with_lanes(parallel, ctx_per_slot, 1)
+    }
+
+    fn start_with_lanes(parallel: u32, ctx_per_slot: u32, lanes: usize) -> Worker {
         let (server, name) = IpcOneShotServer::<Bootstrap>::new().unwrap();
         let child = Process::new(env!("CARGO_BIN_EXE_llm-node-worker"))
             .arg(name)
+            .arg(lanes.to_string())
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
@@ -63,14 +70,18 @@ impl Worker {
                 config,
             }))
             .unwrap();
-        let ready: Event = decode(&boot.events.recv().unwrap()).unwrap();
+        assert_eq!(boot.events.len(), lanes);
+        let mut events = boot.events.into_iter();
+        let rx = events.next().unwrap();
+        let ready: Event = decode(&rx.recv().unwrap()).unwrap();
         let Event::Ready(info) = ready else {
             panic!("expected Ready, got {ready:?}")
         };
         Worker {
             child,
             tx: boot.commands,
-            rx: boot.events,
+            rx,
+            lanes: events.collect(),
             info,
             next_id: 1,
             buffered: Default::default(),
@@ -240,6 +251,54 @@ fn concurrent_sequences_do_not_cross_talk() {
     for (i, id) in ids.iter().enumerate() {
         assert_eq!(together[id].0, alone[i], "prompt {i}");
     }
+}
+
+#[test]
+fn events_go_back_on_the_lane_their_request_id_names() {
+    let mut w = Worker::start_with_lanes(2, 512, 3);
+    // Two requests at once on lanes 2 and 1; a ping on lane 0.
+    let on2 = request_id(2, 1);
+    let on1 = request_id(1, 2);
+    w.send(&Command::Generate {
+        id: on2,
+        prompt: chat("Name a color."),
+        params: greedy(8),
+    });
+    w.send(&Command::Generate {
+        id: on1,
+        prompt: chat("Name a fruit."),
+        params: greedy(8),
+    });
+    w.send(&Command::Ping { id: 9 });
+    assert_eq!(w.recv(), Event::Pong { id: 9 });
+    for (lane, id) in [(1, on1), (2, on2)] {
+        let rx = &w.lanes[lane - 1];
+        let (mut pieces, mut finished) = (0, false);
+        while !finished {
+            let message: Event = decode(&rx.recv().unwrap()).unwrap();
+            let events = match message {
+                Event::Batch(events) => events,
+                event => vec![event],
+            };
+            for event in events {
+                assert_eq!(event.request_id(), Some(id), "lane {lane} got {event:?}");
+                match event {
+                    Event::Started { .. } => {}
+                    Event::Piece { tokens, .. } => pieces += tokens,
+                    Event::Finished { usage, .. } => {
+                        assert_eq!((pieces, usage.completion_tokens), (8, 8));
+                        finished = true;
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+    }
+    // Nothing of theirs leaked onto lane 0.
+    assert!(matches!(
+        w.rx.try_recv(),
+        Err(ipc_channel::TryRecvError::Empty)
+    ));
 }
 
 #[test]

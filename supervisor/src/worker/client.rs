@@ -1,11 +1,13 @@
 //! The request side of one worker connection.
 //!
-//! [`WorkerClient`] multiplexes many requests over the worker's two byte
-//! channels: it assigns each request a [`RequestId`], sends the encoded
-//! [`Command`], and a dedicated reader thread routes every incoming [`Event`]
-//! to the request that owns it. When the event channel breaks (the worker died)
-//! or carries garbage, every request still in flight receives
-//! [`WorkerError::Gone`] at once, so no caller waits on a dead worker.
+//! [`WorkerClient`] multiplexes many requests over the worker's byte
+//! channels: it assigns each request a [`RequestId`] on the calling thread's
+//! event lane (see [`super::lanes`]), sends the encoded [`Command`], and the
+//! lane readers route every incoming [`Event`] to the request that owns it:
+//! lane 0 on a dedicated thread, the HTTP threads' lanes as tasks on those
+//! threads. When an event channel breaks (the worker died) or carries garbage,
+//! every request still in flight receives [`WorkerError::Gone`] at once, so no
+//! caller waits on a dead worker.
 //!
 //! A [`GenerationStream`] cancels its request in the worker when dropped before
 //! the end: that is how a client disconnect frees the slot.
@@ -16,10 +18,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender};
 use llm_node_protocol::{
-    decode, encode, Command, Event, FailureKind, FinishReason, Prompt, RequestId, SamplingParams,
-    Usage,
+    decode, encode, request_id, Command, Event, FailureKind, FinishReason, Prompt, RequestId,
+    SamplingParams, Usage,
 };
 use tokio::sync::{mpsc, watch};
+
+use super::lanes::{current_lane, LaneFd, LaneRead, Lanes};
 
 /// Why a request got no (further) answer.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -79,6 +83,8 @@ impl Pending {
 
 struct Inner {
     model: String,
+    /// Event channels the worker opened; requests on other lanes use lane 0.
+    lanes: usize,
     /// The command channel. `IpcBytesSender` is not `Sync`; the lock also keeps
     /// each message whole.
     commands: Mutex<IpcBytesSender>,
@@ -101,23 +107,63 @@ impl std::fmt::Debug for WorkerClient {
 }
 
 impl WorkerClient {
-    /// Wraps a connected worker's channels and starts the reader thread.
+    /// Wraps a connected worker's channels, with one event lane read by a thread.
     ///
     /// # Panics
     /// If the OS refuses to start a thread.
     pub fn new(commands: IpcBytesSender, events: IpcBytesReceiver, model: &str) -> Self {
+        Self::with_lanes(commands, vec![events], model, None)
+    }
+
+    /// Wraps a connected worker's channels and starts a reader for each event
+    /// lane: a task on the lane's HTTP thread when `lanes` knows it, a thread
+    /// otherwise (always for lane 0).
+    ///
+    /// # Panics
+    /// If the OS refuses to start a thread, or `events` is empty.
+    pub fn with_lanes(
+        commands: IpcBytesSender,
+        events: Vec<IpcBytesReceiver>,
+        model: &str,
+        lanes: Option<&Lanes>,
+    ) -> Self {
+        assert!(!events.is_empty(), "a worker has at least lane 0");
         let inner = Arc::new(Inner {
             model: model.to_string(),
+            lanes: events.len(),
             commands: Mutex::new(commands),
             pending: Mutex::new(Pending::default()),
             next_id: AtomicU64::new(1),
             in_flight: watch::channel(0).0,
         });
-        let reader = Arc::clone(&inner);
-        std::thread::Builder::new()
-            .name(format!("events-{model}"))
-            .spawn(move || read_events(&reader, &events))
-            .expect("spawn event reader thread");
+        for (lane, rx) in events.into_iter().enumerate() {
+            let rx = match lanes.and_then(|l| l.arbiter(lane)) {
+                Some(arbiter) => match LaneFd::new(rx) {
+                    Ok(fd) => {
+                        let reader = Arc::clone(&inner);
+                        if !arbiter.spawn(read_lane(reader, fd)) {
+                            // Its HTTP thread is gone, and with it every request on it.
+                            tracing::debug!(model, lane, "lane's thread has stopped");
+                        }
+                        continue;
+                    }
+                    Err(rx) => {
+                        tracing::warn!(
+                            model,
+                            lane,
+                            "cannot poll the event channel; reading it on a thread"
+                        );
+                        rx
+                    }
+                },
+                None => rx,
+            };
+            let reader = Arc::clone(&inner);
+            std::thread::Builder::new()
+                .name(format!("events{lane}-{model}"))
+                .spawn(move || read_events(&reader, &rx))
+                .expect("spawn event reader thread");
+        }
         Self { inner }
     }
 
@@ -222,7 +268,9 @@ impl WorkerClient {
         command: impl FnOnce(RequestId) -> Command,
         ping: bool,
     ) -> Result<Call, WorkerError> {
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let lane = Some(current_lane()).filter(|&l| usize::from(l) < self.inner.lanes);
+        let seq = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = request_id(lane.unwrap_or(0), seq);
         let (tx, rx) = mpsc::unbounded_channel();
         {
             let mut pending = self.inner.pending();
@@ -299,7 +347,8 @@ impl Inner {
     fn die(&self, why: String) {
         let senders = {
             let mut pending = self.pending();
-            pending.dead = Some(why.clone());
+            // Every lane reader reports the same death; the first reason stays.
+            pending.dead.get_or_insert_with(|| why.clone());
             pending.pings.clear();
             let senders = std::mem::take(&mut pending.senders);
             self.publish(&pending);
@@ -311,21 +360,78 @@ impl Inner {
     }
 }
 
-/// The reader thread: routes events until the channel breaks.
+impl Inner {
+    /// Routes the events of one message; an undecodable one is the reason to give up.
+    fn deliver(&self, bytes: &[u8]) -> Result<(), String> {
+        match decode::<Event>(bytes) {
+            Ok(Event::Batch(events)) => events.into_iter().for_each(|e| self.route(e)),
+            Ok(event) => self.route(event),
+            Err(e) => return Err(format!("undecodable event: {e}")),
+        }
+        Ok(())
+    }
+
+    fn stop_reading(&self, why: String) {
+        tracing::debug!(model = %self.model, "event reader stopping: {why}");
+        self.die(why);
+    }
+}
+
+/// A reader thread: routes events until the channel breaks.
 fn read_events(inner: &Inner, events: &IpcBytesReceiver) {
     let why = loop {
         let bytes = match events.recv() {
             Ok(bytes) => bytes,
             Err(e) => break format!("worker disconnected ({e})"),
         };
-        match decode::<Event>(&bytes) {
-            Ok(Event::Batch(events)) => events.into_iter().for_each(|e| inner.route(e)),
-            Ok(event) => inner.route(event),
-            Err(e) => break format!("undecodable event: {e}"),
+        if let Err(why) = inner.deliver(&bytes) {
+            break why;
         }
     };
-    tracing::debug!(model = %inner.model, "event reader stopping: {why}");
-    inner.die(why);
+    inner.stop_reading(why);
+}
+
+/// A lane reader on an HTTP thread: waits for the channel to become readable
+/// in the thread's event loop, then routes every message waiting.
+async fn read_lane(inner: Arc<Inner>, lane: LaneFd) {
+    use tokio::io::{unix::AsyncFd, Interest};
+
+    // SAFETY: the descriptor belongs to `lane`'s receiver, which the `AsyncFd`
+    // owns: it stays open and the same until the `AsyncFd` is dropped.
+    let mut lane = match unsafe { AsyncFd::register_with_interest(lane, Interest::READABLE) } {
+        Ok(lane) => lane,
+        Err(e) => {
+            let (lane, cause) = e.into_parts();
+            tracing::warn!(model = %inner.model, "cannot poll an event lane ({cause}); reading it on a thread");
+            let rx = lane.into_receiver();
+            std::thread::Builder::new()
+                .name(format!("events-{}", inner.model))
+                .spawn(move || read_events(&inner, &rx))
+                .expect("spawn event reader thread");
+            return;
+        }
+    };
+    loop {
+        // `_mut`: the receiver is `Send` but not `Sync`.
+        let mut ready = match lane.readable_mut().await {
+            Ok(ready) => ready,
+            Err(e) => return inner.stop_reading(format!("event channel: {e}")),
+        };
+        loop {
+            match ready.get_inner().try_recv() {
+                LaneRead::Message(bytes) => {
+                    if let Err(why) = inner.deliver(&bytes) {
+                        return inner.stop_reading(why);
+                    }
+                }
+                LaneRead::Empty => {
+                    ready.clear_ready();
+                    break;
+                }
+                LaneRead::Closed(why) => return inner.stop_reading(why),
+            }
+        }
+    }
 }
 
 fn unexpected(event: &Event) -> WorkerError {

@@ -30,6 +30,7 @@ use tokio::sync::{oneshot, watch};
 use tracing::Level;
 
 use super::client::WorkerClient;
+use super::lanes::Lanes;
 
 /// Stderr lines kept for start-failure reports.
 const STDERR_TAIL_LINES: usize = 20;
@@ -62,6 +63,8 @@ pub struct SpawnOptions {
     pub ready_timeout: Duration,
     /// Set on top of the whitelisted environment (GPU pinning).
     pub env: Vec<(String, String)>,
+    /// The node's HTTP threads' event lanes; `None`: lane 0 only.
+    pub lanes: Option<Arc<Lanes>>,
 }
 
 /// Why a worker did not become ready.
@@ -96,6 +99,7 @@ pub struct WorkerProcess {
 /// The pending second half of a start; see [`Handshake::wait`].
 pub struct Handshake {
     process: WorkerProcess,
+    lanes: Option<Arc<Lanes>>,
     server_name: String,
     timeout: Duration,
     result: oneshot::Receiver<Result<Connected, StartError>>,
@@ -104,7 +108,7 @@ pub struct Handshake {
 /// A worker that completed the handshake.
 struct Connected {
     commands: IpcBytesSender,
-    events: IpcBytesReceiver,
+    events: Vec<IpcBytesReceiver>,
     info: ModelInfo,
 }
 
@@ -155,8 +159,9 @@ pub fn spawn(opts: &SpawnOptions) -> Result<(WorkerProcess, Handshake), StartErr
 
     let (result_tx, result) = oneshot::channel();
     let config = opts.config.clone();
+    let lanes = lane_count(opts);
     thread(&format!("handshake-{pid}"), move || {
-        let _ = result_tx.send(handshake(server, config));
+        let _ = result_tx.send(handshake(server, config, lanes));
     });
     let process = WorkerProcess {
         model,
@@ -167,6 +172,7 @@ pub fn spawn(opts: &SpawnOptions) -> Result<(WorkerProcess, Handshake), StartErr
     };
     let handshake = Handshake {
         process: process.clone(),
+        lanes: opts.lanes.clone(),
         server_name,
         timeout: opts.ready_timeout,
         result,
@@ -178,6 +184,7 @@ pub fn spawn(opts: &SpawnOptions) -> Result<(WorkerProcess, Handshake), StartErr
 fn command(opts: &SpawnOptions, server_name: &str) -> std::process::Command {
     let mut cmd = std::process::Command::new(&opts.bin);
     cmd.arg(server_name)
+        .arg(lane_count(opts).to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -199,6 +206,11 @@ fn command(opts: &SpawnOptions, server_name: &str) -> std::process::Command {
         });
     }
     cmd
+}
+
+/// Event channels the worker is asked to open.
+fn lane_count(opts: &SpawnOptions) -> usize {
+    opts.lanes.as_deref().map_or(1, Lanes::count)
 }
 
 /// The whitelisted subset of `vars` a worker inherits.
@@ -234,11 +246,18 @@ fn reap(mut child: Child, exited: &watch::Sender<Option<ExitStatus>>) {
 fn handshake(
     server: IpcOneShotServer<Bootstrap>,
     config: WorkerConfig,
+    lanes: usize,
 ) -> Result<Connected, StartError> {
     let ipc_err = |what: &str, e: &dyn std::fmt::Display| StartError::Ipc(format!("{what}: {e}"));
     let (_, boot) = server.accept().map_err(|e| ipc_err("accept", &e))?;
     if boot.protocol_version != PROTOCOL_VERSION {
         return Err(StartError::ProtocolMismatch(boot.protocol_version));
+    }
+    if boot.events.len() != lanes {
+        return Err(StartError::Ipc(format!(
+            "asked for {lanes} event lanes, the worker opened {}",
+            boot.events.len()
+        )));
     }
     let init = Command::Init {
         protocol_version: PROTOCOL_VERSION,
@@ -247,8 +266,7 @@ fn handshake(
     boot.commands
         .send(&encode(&init))
         .map_err(|e| ipc_err("send Init", &e))?;
-    let bytes = boot
-        .events
+    let bytes = boot.events[0]
         .recv()
         .map_err(|e| ipc_err("wait for Ready", &e))?;
     match decode::<Event>(&bytes).map_err(|e| ipc_err("decode", &e))? {
@@ -273,7 +291,7 @@ fn unblock_accept(server_name: &str) {
         let _ = sender.send(Bootstrap {
             protocol_version: 0,
             commands,
-            events,
+            events: vec![events],
         });
     }
 }
@@ -296,6 +314,7 @@ impl Handshake {
     pub async fn wait(self) -> Result<(WorkerClient, ModelInfo), StartError> {
         let Handshake {
             process,
+            lanes,
             server_name,
             timeout,
             mut result,
@@ -315,10 +334,19 @@ impl Handshake {
             }
         };
         match outcome {
-            Ok(c) => Ok((
-                WorkerClient::new(c.commands, c.events, &process.model),
-                c.info,
-            )),
+            Ok(c) => {
+                if let Some(lanes) = &lanes {
+                    // Only at node start can a worker be faster than the HTTP threads.
+                    lanes.ready(Duration::from_secs(5)).await;
+                }
+                let client = WorkerClient::with_lanes(
+                    c.commands,
+                    c.events,
+                    &process.model,
+                    lanes.as_deref(),
+                );
+                Ok((client, c.info))
+            }
             // A broken channel usually means the worker died: report its exit.
             Err(StartError::Ipc(e)) => {
                 let status = tokio::time::timeout(Duration::from_secs(1), process.exited()).await;
@@ -562,6 +590,7 @@ mod tests {
             },
             ready_timeout,
             env: Vec::new(),
+            lanes: None,
         }
     }
 
