@@ -165,9 +165,42 @@ impl ChunkWriter {
     }
 }
 
+/// The frame of one generated piece, rendered once per stream around a
+/// placeholder: each token then costs one buffer and the JSON escaping of its
+/// text, with exactly the bytes of [`ChunkWriter::content`].
+struct ContentTemplate {
+    prefix: Vec<u8>,
+    suffix: Vec<u8>,
+}
+
+impl ContentTemplate {
+    fn new(writer: &ChunkWriter) -> Self {
+        // The text is the last string of the frame: search from the end.
+        const QUOTED_MARK: &[u8] = b"\"\\u0000\"";
+        let frame = writer.content("\u{0}");
+        let at = frame
+            .windows(QUOTED_MARK.len())
+            .rposition(|w| w == QUOTED_MARK)
+            .expect("the placeholder is in the frame");
+        Self {
+            prefix: frame[..at].to_vec(),
+            suffix: frame[at + QUOTED_MARK.len()..].to_vec(),
+        }
+    }
+
+    fn render(&self, text: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.prefix.len() + text.len() + 8 + self.suffix.len());
+        out.extend_from_slice(&self.prefix);
+        serde_json::to_writer(&mut out, text).expect("strings serialize");
+        out.extend_from_slice(&self.suffix);
+        out
+    }
+}
+
 /// State of a streaming body.
 struct BodyState {
     writer: ChunkWriter,
+    template: ContentTemplate,
     stream: GenerationStream,
     /// The event already read to decide between an error and a stream.
     first: Option<GenerationEvent>,
@@ -194,8 +227,18 @@ impl BodyState {
                     None => Err(ApiError::Internal),
                 },
             };
-            let (frames, done) = self.writer.event(event);
-            out.extend(frames);
+            let (frames, done) = match event {
+                // The hot path: one frame per token, no intermediate values.
+                Ok(GenerationEvent::Piece { text, .. }) if !text.is_empty() => {
+                    (self.template.render(&text), false)
+                }
+                event => self.writer.event(event),
+            };
+            if out.is_empty() {
+                out = frames;
+            } else {
+                out.extend(frames);
+            }
             self.done = done;
             if done || !out.is_empty() {
                 return Some(Bytes::from(out));
@@ -211,6 +254,7 @@ pub fn body(
     stream: GenerationStream,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
     let state = BodyState {
+        template: ContentTemplate::new(&writer),
         writer,
         stream,
         first: Some(first),
@@ -281,6 +325,33 @@ mod tests {
             text(w.usage(&usage)),
             format!("data: {{{head},\"choices\":[],\"usage\":{{\"prompt_tokens\":2,\"completion_tokens\":1,\"total_tokens\":3,\"prompt_tokens_details\":{{\"cached_tokens\":0}}}}}}\n\n")
         );
+    }
+
+    #[test]
+    fn the_token_template_renders_exactly_what_content_does() {
+        for kind in [ChunkKind::Chat, ChunkKind::Text] {
+            // A model name containing the placeholder must not confuse it.
+            let w = ChunkWriter {
+                model: "m\u{0}\"x".into(),
+                ..writer(kind, false)
+            };
+            let template = ContentTemplate::new(&w);
+            for piece in [
+                "Hi",
+                " ",
+                "\"quoted\"",
+                "a\nb\\c",
+                "\u{0}",
+                "日本語 🦀",
+                "</script>",
+            ] {
+                assert_eq!(
+                    template.render(piece),
+                    w.content(piece),
+                    "{kind:?} {piece:?}"
+                );
+            }
+        }
     }
 
     #[test]
