@@ -155,8 +155,8 @@ wait_ready() { # url log
   die "server not ready after ${READY_TIMEOUT}s"
 }
 
-run_server() { # name
-  local name="$1" port url logf cmd
+run_server() { # name run
+  local name="$1" r="$2" port url logf cmd
   port="$(free_port)"
   url="http://127.0.0.1:$port"
   logf="$RAW/$name.log"
@@ -176,9 +176,9 @@ run_server() { # name
   esac
   printf '%q ' "${cmd[@]}" >"$RAW/$name.cmd"
   log "starting $name: ${cmd[*]}"
-  setsid "${cmd[@]}" >"$logf" 2>&1 &
+  setsid "${cmd[@]}" >>"$logf" 2>&1 &
   SERVER_PID=$!
-  "$PY" bench/rss.py --pid "$SERVER_PID" --out "$RAW/$name.rss.json" &
+  "$PY" bench/rss.py --pid "$SERVER_PID" --out "$RAW/$name.r$r.rss.json" &
   RSS_PID=$!
   wait_ready "$url" "$logf"
   log "$name ready on $url (pid $SERVER_PID)"
@@ -191,10 +191,10 @@ run_server() { # name
     --prompt-tokens "$max_l" --max-tokens "$MAX_TOKENS" --seed 0 --out "$RAW/$name.warmup.json" \
     || { tail -n 30 "$logf" >&2; die "$name: warm-up failed"; }
 
-  # Whole passes over the matrix, so slow drift spreads over every point.
-  # Every invocation gets its own seed, hence prompts no earlier one sent.
-  local seed=0
-  for r in $(seq 1 "$RUNS"); do
+  # One whole pass over the matrix. Every invocation gets its own seed, hence
+  # prompts no earlier one sent; both servers get the same seeds.
+  local seed=$(((r - 1) * 100))
+  {
     for L in $PROMPT_LENGTHS; do
       for C in $CONCURRENCY; do
         local n=$((C * REQUESTS_PER_CLIENT))
@@ -217,14 +217,30 @@ print(f"bench: {sys.argv[2]:12} prompt {c['prompt_tokens_calibrated']:>4} c {c['
 PY
       done
     done
-  done
+  }
   stop_server
   log "$name: peak RSS $("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["peak_rss_mib"])' \
-    "$RAW/$name.rss.json") MiB"
+    "$RAW/$name.r$r.rss.json") MiB"
 }
 
+# Runs alternate between the servers, and so does who goes first (A B, B A,
+# A B, ...), so slow drift of the machine spreads over both alike. Each run
+# starts its server afresh and warms it up.
+for r in $(seq 1 "$RUNS"); do
+  order="$SERVERS"
+  if [ $((r % 2)) = 0 ]; then order="$(echo "$SERVERS" | tr ' ' '\n' | tac | tr '\n' ' ')"; fi
+  for s in $order; do
+    run_server "$s" "$r"
+  done
+done
+# The peak over all runs, for the report.
 for s in $SERVERS; do
-  run_server "$s"
+  "$PY" - "$RAW" "$s" <<'PY'
+import glob, json, sys
+raw, name = sys.argv[1:]
+runs = [json.load(open(f)) for f in sorted(glob.glob(f"{raw}/{name}.r*.rss.json"))]
+json.dump(max(runs, key=lambda d: d["peak_rss_kib"]), open(f"{raw}/{name}.rss.json", "w"))
+PY
 done
 
 # (f) llama-bench as the raw-engine reference, with no server running.

@@ -104,9 +104,14 @@ enum Outcome {
 }
 
 pub struct Engine<'m> {
+    backend: &'m LlamaBackend,
     model: &'m LlamaModel,
     ctx: LlamaContext<'m>,
+    /// Made on the first embeddings request (its micro-batch holds a whole
+    /// input, so its buffers are large): a model only used for chat never
+    /// pays for it.
     embed_ctx: Option<LlamaContext<'m>>,
+    embed_params: Option<LlamaContextParams>,
     template: ChatTemplate,
     has_template: bool,
     ctx_per_slot: usize,
@@ -119,12 +124,13 @@ pub struct Engine<'m> {
 }
 
 impl<'m> Engine<'m> {
-    /// Creates the generation context (and the embeddings context when enabled).
+    /// Creates the generation context; the embeddings context, when enabled,
+    /// comes with the first embeddings request.
     ///
     /// # Errors
     /// A message when llama.cpp cannot allocate a context or the template does not parse.
     pub fn new(
-        backend: &LlamaBackend,
+        backend: &'m LlamaBackend,
         model: &'m LlamaModel,
         config: &WorkerConfig,
         sink: EventSink,
@@ -147,9 +153,9 @@ impl<'m> Engine<'m> {
         let ctx = model
             .new_context(backend, params)
             .map_err(|e| format!("could not create context: {e}"))?;
-        let embed_ctx = if config.embeddings {
-            // Pooled embeddings need a whole input in one micro-batch.
-            let params = LlamaContextParams::default()
+        // Pooled embeddings need a whole input in one micro-batch.
+        let embed_params = config.embeddings.then(|| {
+            LlamaContextParams::default()
                 .with_n_ctx(NonZeroU32::new(ctx_per_slot))
                 .with_n_batch(ctx_per_slot)
                 .with_n_ubatch(ctx_per_slot)
@@ -157,15 +163,8 @@ impl<'m> Engine<'m> {
                 .with_embeddings(true)
                 .with_pooling_type(LlamaPoolingType::Mean)
                 .with_n_threads(n_threads)
-                .with_n_threads_batch(n_threads);
-            Some(
-                model
-                    .new_context(backend, params)
-                    .map_err(|e| format!("could not create embeddings context: {e}"))?,
-            )
-        } else {
-            None
-        };
+                .with_n_threads_batch(n_threads)
+        });
 
         let vocab = model.vocab();
         let special_text = |t: LlamaToken| {
@@ -195,9 +194,11 @@ impl<'m> Engine<'m> {
             })
             .collect();
         Ok(Self {
+            backend,
             model,
             ctx,
-            embed_ctx,
+            embed_ctx: None,
+            embed_params,
             template,
             has_template,
             ctx_per_slot: ctx_per_slot as usize,
@@ -217,7 +218,7 @@ impl<'m> Engine<'m> {
             ctx_per_slot: self.ctx_per_slot as u32,
             n_ctx_train: self.model.n_ctx_train(),
             parallel: self.slots.len() as u32,
-            embedding_size: if self.embed_ctx.is_some() {
+            embedding_size: if self.embed_params.is_some() {
                 self.model.n_embd() as u32
             } else {
                 0
@@ -623,13 +624,26 @@ impl<'m> Engine<'m> {
 
     /// Embeds each input with mean pooling and L2 normalisation.
     fn embed(&mut self, id: RequestId, inputs: &[String]) -> Result<(), Disconnected> {
-        let Some(ctx) = self.embed_ctx.as_mut() else {
+        let Some(params) = self.embed_params.clone() else {
             return self.fail(
                 id,
                 FailureKind::InvalidRequest,
                 "embeddings are disabled for this model".into(),
             );
         };
+        if self.embed_ctx.is_none() {
+            match self.model.new_context(self.backend, params) {
+                Ok(ctx) => self.embed_ctx = Some(ctx),
+                Err(e) => {
+                    return self.fail(
+                        id,
+                        FailureKind::Internal,
+                        format!("could not create the embeddings context: {e}"),
+                    )
+                }
+            }
+        }
+        let ctx = self.embed_ctx.as_mut().expect("made above");
         let vocab = self.model.vocab();
         let mut vectors = Vec::with_capacity(inputs.len());
         let mut prompt_tokens = 0u32;
