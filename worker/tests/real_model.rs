@@ -255,7 +255,7 @@ fn concurrent_sequences_do_not_cross_talk() {
 
 #[test]
 fn events_go_back_on_the_lane_their_request_id_names() {
-    let mut w = Worker::start_with_lanes(2, 512, 3);
+    let w = Worker::start_with_lanes(2, 512, 3);
     // Two requests at once on lanes 2 and 1; a ping on lane 0.
     let on2 = request_id(2, 1);
     let on1 = request_id(1, 2);
