@@ -118,9 +118,75 @@ pub fn connect(
                 return;
             }
         })?;
-    let sink = EventSink {
-        queues: std::cell::RefCell::new(senders.iter().map(|_| Vec::with_capacity(64)).collect()),
-        lanes: std::cell::RefCell::new(senders.into_iter().map(Some).collect()),
-    };
-    Ok((sink, in_rx))
+    Ok((EventSink::new(senders), in_rx))
+}
+
+impl EventSink {
+    fn new(senders: Vec<IpcBytesSender>) -> Self {
+        Self {
+            queues: std::cell::RefCell::new(
+                senders.iter().map(|_| Vec::with_capacity(64)).collect(),
+            ),
+            lanes: std::cell::RefCell::new(senders.into_iter().map(Some).collect()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use llm_node_protocol::request_id;
+
+    use super::*;
+
+    fn piece(id: u64) -> Event {
+        Event::Piece {
+            id,
+            text: "x".into(),
+            tokens: 1,
+        }
+    }
+
+    fn events(rx: &ipc::IpcBytesReceiver) -> Vec<Event> {
+        match decode(&rx.recv().unwrap()).unwrap() {
+            Event::Batch(events) => events,
+            event => vec![event],
+        }
+    }
+
+    #[test]
+    fn each_lane_gets_one_message_per_flush_with_its_own_events() {
+        let (tx0, rx0) = ipc::bytes_channel().unwrap();
+        let (tx1, rx1) = ipc::bytes_channel().unwrap();
+        let sink = EventSink::new(vec![tx0, tx1]);
+        let (a, b) = (request_id(1, 1), request_id(1, 2));
+        for event in [piece(a), piece(7), piece(b), piece(request_id(9, 3))] {
+            sink.send(event).unwrap();
+        }
+        sink.flush().unwrap();
+        assert_eq!(events(&rx1), vec![piece(a), piece(b)]);
+        // Lane 0: its own ids, and ids naming a lane that does not exist.
+        assert_eq!(events(&rx0), vec![piece(7), piece(request_id(9, 3))]);
+        assert!(matches!(
+            rx0.try_recv(),
+            Err(ipc_channel::TryRecvError::Empty)
+        ));
+    }
+
+    #[test]
+    fn a_lane_closed_by_the_supervisor_falls_back_to_lane_0_but_lane_0_closed_is_fatal() {
+        let (tx0, rx0) = ipc::bytes_channel().unwrap();
+        let (tx1, rx1) = ipc::bytes_channel().unwrap();
+        let sink = EventSink::new(vec![tx0, tx1]);
+        drop(rx1);
+        let id = request_id(1, 1);
+        sink.send(piece(id)).unwrap();
+        sink.flush()
+            .expect("a closed lane 1 is not the supervisor gone");
+        sink.send(piece(id)).unwrap();
+        sink.flush().unwrap();
+        assert_eq!(events(&rx0), vec![piece(id)]);
+        drop(rx0);
+        sink.send(piece(5)).unwrap();
+        assert!(sink.flush().is_err());
+    }
 }
