@@ -37,7 +37,7 @@ use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender};
 use serde::{Deserialize, Serialize};
 
 /// Version of this contract. A worker and supervisor with different versions refuse to talk.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Identifies one request for its whole life in a worker. Unique per worker
 /// process. The top 16 bits are the event lane ([`lane_of`]).
@@ -87,6 +87,11 @@ pub struct WorkerConfig {
     pub threads: u32,
     /// Maximum tokens submitted to one `llama_decode` call (logical batch).
     pub batch_size: u32,
+    /// Most prompt tokens one decode step takes while other sequences are
+    /// generating, so a long prompt cannot stall them for its whole prefill;
+    /// 0 = up to `batch_size` (llama-server's behaviour). Without running
+    /// sequences a prompt always gets the whole batch.
+    pub prefill_chunk: u32,
     /// Create an embeddings context so [`Command::Embed`] works.
     pub embeddings: bool,
     /// A Jinja chat template that replaces the one in the GGUF.
@@ -337,6 +342,7 @@ mod tests {
             main_gpu: 0,
             threads: 0,
             batch_size: 512,
+            prefill_chunk: 128,
             embeddings: true,
             chat_template: Some("{{ x }}".into()),
         }

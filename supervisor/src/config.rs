@@ -74,6 +74,12 @@ pub struct Args {
     #[arg(long, env = "LLM_NODE_BATCH_SIZE", default_value_t = 512)]
     pub batch_size: u32,
 
+    /// Most prompt tokens per decode step while other sequences of the model
+    /// are generating (bounds how long a new long prompt stalls their
+    /// streams); 0 = up to the batch size, as llama-server does.
+    #[arg(long, env = "LLM_NODE_PREFILL_CHUNK", default_value_t = 128)]
+    pub prefill_chunk: u32,
+
     /// Layers offloaded to the GPU; the worker clamps to the model's layer count.
     #[arg(long, env = "LLM_NODE_N_GPU_LAYERS", default_value_t = 999)]
     pub n_gpu_layers: u32,
@@ -274,6 +280,7 @@ impl Args {
             main_gpu: self.main_gpu,
             threads: self.threads,
             batch_size: self.batch_size,
+            prefill_chunk: self.prefill_chunk,
             embeddings: !self.no_embeddings,
             chat_template: None,
         }
@@ -409,6 +416,7 @@ mod tests {
         assert!((1..=8).contains(&args.http_thread_count()));
         assert_eq!(parse(&["--http-threads", "3"]).http_thread_count(), 3);
         assert_eq!(args.batch_size, 512);
+        assert_eq!(args.prefill_chunk, 128);
         assert_eq!(args.n_gpu_layers, 999);
         assert_eq!(args.ready_timeout_secs, 300);
         assert!(!args.no_embeddings);

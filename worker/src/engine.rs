@@ -116,6 +116,8 @@ pub struct Engine<'m> {
     has_template: bool,
     ctx_per_slot: usize,
     n_batch: usize,
+    /// Prompt tokens per step while others decode (`WorkerConfig::prefill_chunk`).
+    prefill_chunk: usize,
     batch: LlamaBatch<'static>,
     slots: Vec<Slot>,
     waiting: VecDeque<Waiting>,
@@ -203,6 +205,10 @@ impl<'m> Engine<'m> {
             has_template,
             ctx_per_slot: ctx_per_slot as usize,
             n_batch: n_batch as usize,
+            prefill_chunk: match config.prefill_chunk {
+                0 => n_batch as usize,
+                n => n as usize,
+            },
             batch: LlamaBatch::new(n_batch as usize, 1),
             slots,
             waiting: VecDeque::new(),
@@ -434,7 +440,10 @@ impl<'m> Engine<'m> {
         Ok(())
     }
 
-    /// Decoding tokens first, then prompt chunks within the batch budget.
+    /// Decoding tokens first, then prompt chunks within the batch budget: the
+    /// whole batch when nothing is decoding, at most `prefill_chunk` prompt
+    /// tokens when something is (those streams advance every step instead of
+    /// waiting out a long prefill).
     fn fill_batch(&mut self) {
         self.batch.clear();
         let mut used = 0usize;
@@ -453,6 +462,10 @@ impl<'m> Engine<'m> {
                 }
             }
         }
+        let budget = match used {
+            0 => self.n_batch,
+            decoding => self.n_batch.min(decoding + self.prefill_chunk),
+        };
         for slot in &mut self.slots {
             let Some(seq) = slot.active.as_mut() else {
                 continue;
@@ -461,7 +474,10 @@ impl<'m> Engine<'m> {
             if seq.next.is_some() || done >= seq.prompt.len() {
                 continue;
             }
-            let take = (seq.prompt.len() - done).min(self.n_batch - used);
+            if used >= budget {
+                break;
+            }
+            let take = (seq.prompt.len() - done).min(budget - used);
             for j in 0..take {
                 let pos = done + j;
                 let last = pos == seq.prompt.len() - 1;
@@ -478,7 +494,7 @@ impl<'m> Engine<'m> {
                 }
                 used += 1;
             }
-            if used >= self.n_batch {
+            if used >= budget {
                 break;
             }
         }

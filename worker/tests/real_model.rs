@@ -61,6 +61,7 @@ impl Worker {
             // Tests run in parallel on small machines: one thread per worker.
             threads: 1,
             batch_size: 256,
+            prefill_chunk: 64,
             embeddings: true,
             chat_template: None,
         };
@@ -299,6 +300,42 @@ fn events_go_back_on_the_lane_their_request_id_names() {
         w.rx.try_recv(),
         Err(ipc_channel::TryRecvError::Empty)
     ));
+}
+
+#[test]
+fn a_long_prompt_is_prefilled_in_chunks_while_another_stream_keeps_going() {
+    // batch 256, prefill_chunk 64: a ~600-token prompt takes about ten steps,
+    // and the running stream gets a token in each of them.
+    let mut w = Worker::start(2, 1024);
+    let running = w.generate(chat("Write a very long story."), greedy(400));
+    loop {
+        if let Event::Piece { .. } = w.recv() {
+            break;
+        }
+    }
+    let long = "The quick brown fox jumps over the lazy dog. ".repeat(60);
+    let newcomer = w.generate(Prompt::Text(long), greedy(4));
+    let (mut started, mut during) = (false, 0);
+    loop {
+        match w.recv() {
+            Event::Started { id, prompt_tokens } if id == newcomer => {
+                assert!(prompt_tokens > 500, "{prompt_tokens}");
+                started = true;
+            }
+            Event::Piece { id, .. } if id == newcomer => break,
+            Event::Piece { id, tokens, .. } if id == running && started => during += tokens,
+            Event::Started { .. } | Event::Piece { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // In one 256-token step per chunk of 64 that is ~9; without chunking at most 3.
+    assert!(
+        during >= 6,
+        "the running stream got {during} tokens during the prefill"
+    );
+    w.send(&Command::Cancel { id: running });
+    let done = w.collect(&[running, newcomer]);
+    assert_eq!(usage(&done[&newcomer].1).1.completion_tokens, 4);
 }
 
 #[test]

@@ -585,6 +585,7 @@ mod tests {
                 main_gpu: 0,
                 threads: 1,
                 batch_size: 8,
+                prefill_chunk: 0,
                 embeddings: false,
                 chat_template: None,
             },
