@@ -76,8 +76,8 @@ pub struct Args {
 
     /// Most prompt tokens per decode step while other sequences of the model
     /// are generating (bounds how long a new long prompt stalls their
-    /// streams); 0 = up to the batch size, as llama-server does.
-    #[arg(long, env = "LLM_NODE_PREFILL_CHUNK", default_value_t = 128)]
+    /// streams); 0 (the default) = up to the batch size, as llama-server does.
+    #[arg(long, env = "LLM_NODE_PREFILL_CHUNK", default_value_t = 0)]
     pub prefill_chunk: u32,
 
     /// Layers offloaded to the GPU; the worker clamps to the model's layer count.
@@ -416,7 +416,7 @@ mod tests {
         assert!((1..=8).contains(&args.http_thread_count()));
         assert_eq!(parse(&["--http-threads", "3"]).http_thread_count(), 3);
         assert_eq!(args.batch_size, 512);
-        assert_eq!(args.prefill_chunk, 128);
+        assert_eq!(args.prefill_chunk, 0);
         assert_eq!(args.n_gpu_layers, 999);
         assert_eq!(args.ready_timeout_secs, 300);
         assert!(!args.no_embeddings);
