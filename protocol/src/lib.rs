@@ -314,6 +314,14 @@ pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
     bincode::serialize(msg).expect("protocol types always serialize")
 }
 
+/// Encodes a message into `buf` (appended), for senders that reuse one buffer.
+///
+/// # Panics
+/// As [`encode`].
+pub fn encode_into<T: Serialize>(buf: &mut Vec<u8>, msg: &T) {
+    bincode::serialize_into(buf, msg).expect("protocol types always serialize");
+}
+
 /// Decodes a message read from a byte channel.
 ///
 /// # Errors
@@ -330,6 +338,13 @@ mod tests {
         let bytes = encode(&msg);
         let back: T = decode(&bytes).expect("decodes");
         assert_eq!(back, msg);
+        let mut buf = vec![7];
+        encode_into(&mut buf, &msg);
+        assert_eq!(
+            (buf[0], &buf[1..]),
+            (7, &bytes[..]),
+            "encode_into appends what encode returns"
+        );
     }
 
     fn config() -> WorkerConfig {

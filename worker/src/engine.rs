@@ -494,9 +494,6 @@ impl<'m> Engine<'m> {
                 }
                 used += 1;
             }
-            if used >= budget {
-                break;
-            }
         }
     }
 
@@ -640,14 +637,14 @@ impl<'m> Engine<'m> {
 
     /// Embeds each input with mean pooling and L2 normalisation.
     fn embed(&mut self, id: RequestId, inputs: &[String]) -> Result<(), Disconnected> {
-        let Some(params) = self.embed_params.clone() else {
-            return self.fail(
-                id,
-                FailureKind::InvalidRequest,
-                "embeddings are disabled for this model".into(),
-            );
-        };
         if self.embed_ctx.is_none() {
+            let Some(params) = self.embed_params.clone() else {
+                return self.fail(
+                    id,
+                    FailureKind::InvalidRequest,
+                    "embeddings are disabled for this model".into(),
+                );
+            };
             match self.model.new_context(self.backend, params) {
                 Ok(ctx) => self.embed_ctx = Some(ctx),
                 Err(e) => {

@@ -8,7 +8,9 @@
 use std::sync::mpsc;
 
 use ipc_channel::ipc::{self, IpcBytesSender, IpcSender};
-use llm_node_protocol::{decode, encode, lane_of, Bootstrap, Command, Event, PROTOCOL_VERSION};
+use llm_node_protocol::{
+    decode, encode_into, lane_of, Bootstrap, Command, Event, PROTOCOL_VERSION,
+};
 
 /// Sends events to the supervisor. Events are queued per lane and sent by
 /// [`EventSink::flush`], once per turn of the engine loop, as one message per
@@ -16,9 +18,16 @@ use llm_node_protocol::{decode, encode, lane_of, Bootstrap, Command, Event, PROT
 /// decode step costs one IPC message and one wake-up per supervisor thread
 /// involved, not one per token.
 pub struct EventSink {
-    /// One sender per lane; `None` once the supervisor closed that lane.
-    lanes: std::cell::RefCell<Vec<Option<IpcBytesSender>>>,
-    queues: std::cell::RefCell<Vec<Vec<Event>>>,
+    lanes: std::cell::RefCell<Vec<Lane>>,
+    /// The encoding buffer, reused for every message.
+    buf: std::cell::RefCell<Vec<u8>>,
+}
+
+/// One event lane: its channel (`None` once the supervisor closed it) and the
+/// events queued for the next flush.
+struct Lane {
+    tx: Option<IpcBytesSender>,
+    queue: Vec<Event>,
 }
 
 /// The supervisor is gone; the worker has no one to serve and exits.
@@ -27,24 +36,39 @@ pub struct EventSink {
 pub struct Disconnected;
 
 impl EventSink {
+    fn new(senders: Vec<IpcBytesSender>) -> Self {
+        let lanes = senders
+            .into_iter()
+            .map(|tx| Lane {
+                tx: Some(tx),
+                queue: Vec::with_capacity(64),
+            })
+            .collect();
+        Self {
+            lanes: std::cell::RefCell::new(lanes),
+            buf: std::cell::RefCell::new(Vec::with_capacity(4096)),
+        }
+    }
+
     /// Queues `event` for the next [`EventSink::flush`].
     ///
     /// # Errors
     /// Never; the `Result` keeps call sites ready for a sink that sends at once.
     pub fn send(&self, event: Event) -> Result<(), Disconnected> {
-        let lanes = self.lanes.borrow();
+        let mut lanes = self.lanes.borrow_mut();
         // Handshake events, and ids naming a lane that is not (or no longer)
         // open, use lane 0.
         let lane = event
             .request_id()
             .map(lane_of)
-            .filter(|&lane| lanes.get(lane).is_some_and(Option::is_some))
+            .filter(|&lane| lanes.get(lane).is_some_and(|l| l.tx.is_some()))
             .unwrap_or(0);
-        self.queues.borrow_mut()[lane].push(event);
+        lanes[lane].queue.push(event);
         Ok(())
     }
 
-    /// Sends everything queued, one message per lane.
+    /// Sends everything queued, one message per lane. The queues keep their
+    /// allocations: a turn of the engine loop allocates nothing here.
     ///
     /// # Errors
     /// [`Disconnected`] when lane 0 is closed: the supervisor is gone. Another
@@ -52,21 +76,31 @@ impl EventSink {
     /// events are dropped (their requests went with that thread) and later
     /// ones for it go on lane 0.
     pub fn flush(&self) -> Result<(), Disconnected> {
-        let mut queues = self.queues.borrow_mut();
-        let mut lanes = self.lanes.borrow_mut();
-        for (lane, (queue, tx)) in queues.iter_mut().zip(lanes.iter_mut()).enumerate() {
-            let message = match queue.len() {
-                0 => continue,
-                1 => queue.pop().expect("one event"),
-                _ => Event::Batch(std::mem::take(queue)),
+        let mut buf = self.buf.borrow_mut();
+        for (i, lane) in self.lanes.borrow_mut().iter_mut().enumerate() {
+            if lane.queue.is_empty() {
+                continue;
+            }
+            let message = match lane.queue.len() {
+                1 => lane.queue.pop().expect("one event"),
+                _ => Event::Batch(std::mem::take(&mut lane.queue)),
             };
-            let Some(sender) = tx else { continue };
-            if sender.send(&encode(&message)).is_err() {
-                if lane == 0 {
+            buf.clear();
+            encode_into(&mut buf, &message);
+            if let Event::Batch(mut events) = message {
+                events.clear();
+                lane.queue = events;
+            }
+            let Some(tx) = &lane.tx else { continue };
+            if tx.send(&buf).is_err() {
+                if i == 0 {
                     return Err(Disconnected);
                 }
-                tracing::warn!(lane, "event lane closed by the supervisor; using lane 0");
-                *tx = None;
+                tracing::warn!(
+                    lane = i,
+                    "event lane closed by the supervisor; using lane 0"
+                );
+                lane.tx = None;
             }
         }
         Ok(())
@@ -119,17 +153,6 @@ pub fn connect(
             }
         })?;
     Ok((EventSink::new(senders), in_rx))
-}
-
-impl EventSink {
-    fn new(senders: Vec<IpcBytesSender>) -> Self {
-        Self {
-            queues: std::cell::RefCell::new(
-                senders.iter().map(|_| Vec::with_capacity(64)).collect(),
-            ),
-            lanes: std::cell::RefCell::new(senders.into_iter().map(Some).collect()),
-        }
-    }
 }
 
 #[cfg(test)]

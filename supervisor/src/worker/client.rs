@@ -137,32 +137,21 @@ impl WorkerClient {
             in_flight: watch::channel(0).0,
         });
         for (lane, rx) in events.into_iter().enumerate() {
-            let rx = match lanes.and_then(|l| l.arbiter(lane)) {
+            match lanes.and_then(|l| l.arbiter(lane)) {
                 Some(arbiter) => match LaneFd::new(rx) {
                     Ok(fd) => {
-                        let reader = Arc::clone(&inner);
-                        if !arbiter.spawn(read_lane(reader, fd)) {
+                        if !arbiter.spawn(read_lane(Arc::clone(&inner), lane, fd)) {
                             // Its HTTP thread is gone, and with it every request on it.
                             tracing::debug!(model, lane, "lane's thread has stopped");
                         }
-                        continue;
                     }
                     Err(rx) => {
-                        tracing::warn!(
-                            model,
-                            lane,
-                            "cannot poll the event channel; reading it on a thread"
-                        );
-                        rx
+                        tracing::warn!(model, lane, "cannot poll the event channel");
+                        spawn_reader_thread(Arc::clone(&inner), lane, rx);
                     }
                 },
-                None => rx,
-            };
-            let reader = Arc::clone(&inner);
-            std::thread::Builder::new()
-                .name(format!("events{lane}-{model}"))
-                .spawn(move || read_events(&reader, &rx))
-                .expect("spawn event reader thread");
+                None => spawn_reader_thread(Arc::clone(&inner), lane, rx),
+            }
         }
         Self { inner }
     }
@@ -268,9 +257,12 @@ impl WorkerClient {
         command: impl FnOnce(RequestId) -> Command,
         ping: bool,
     ) -> Result<Call, WorkerError> {
-        let lane = Some(current_lane()).filter(|&l| usize::from(l) < self.inner.lanes);
+        let lane = match current_lane() {
+            lane if usize::from(lane) < self.inner.lanes => lane,
+            _ => 0,
+        };
         let seq = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let id = request_id(lane.unwrap_or(0), seq);
+        let id = request_id(lane, seq);
         let (tx, rx) = mpsc::unbounded_channel();
         {
             let mut pending = self.inner.pending();
@@ -358,9 +350,7 @@ impl Inner {
             let _ = sender.send(Reply::Gone(why.clone()));
         }
     }
-}
 
-impl Inner {
     /// Routes the events of one message; an undecodable one is the reason to give up.
     fn deliver(&self, bytes: &[u8]) -> Result<(), String> {
         match decode::<Event>(bytes) {
@@ -375,6 +365,15 @@ impl Inner {
         tracing::debug!(model = %self.model, "event reader stopping: {why}");
         self.die(why);
     }
+}
+
+/// Reads `lane` on a thread of its own (lane 0, or a lane whose HTTP thread
+/// cannot poll it).
+fn spawn_reader_thread(inner: Arc<Inner>, lane: usize, rx: IpcBytesReceiver) {
+    std::thread::Builder::new()
+        .name(format!("events{lane}-{}", inner.model))
+        .spawn(move || read_events(&inner, &rx))
+        .expect("spawn event reader thread");
 }
 
 /// A reader thread: routes events until the channel breaks.
@@ -393,27 +392,22 @@ fn read_events(inner: &Inner, events: &IpcBytesReceiver) {
 
 /// A lane reader on an HTTP thread: waits for the channel to become readable
 /// in the thread's event loop, then routes every message waiting.
-async fn read_lane(inner: Arc<Inner>, lane: LaneFd) {
+async fn read_lane(inner: Arc<Inner>, lane: usize, fd: LaneFd) {
     use tokio::io::{unix::AsyncFd, Interest};
 
-    // SAFETY: the descriptor belongs to `lane`'s receiver, which the `AsyncFd`
+    // SAFETY: the descriptor belongs to `fd`'s receiver, which the `AsyncFd`
     // owns: it stays open and the same until the `AsyncFd` is dropped.
-    let mut lane = match unsafe { AsyncFd::register_with_interest(lane, Interest::READABLE) } {
-        Ok(lane) => lane,
+    let mut channel = match unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) } {
+        Ok(channel) => channel,
         Err(e) => {
-            let (lane, cause) = e.into_parts();
-            tracing::warn!(model = %inner.model, "cannot poll an event lane ({cause}); reading it on a thread");
-            let rx = lane.into_receiver();
-            std::thread::Builder::new()
-                .name(format!("events-{}", inner.model))
-                .spawn(move || read_events(&inner, &rx))
-                .expect("spawn event reader thread");
-            return;
+            let (fd, cause) = e.into_parts();
+            tracing::warn!(model = %inner.model, lane, "cannot poll the event channel ({cause})");
+            return spawn_reader_thread(inner, lane, fd.into_receiver());
         }
     };
     loop {
         // `_mut`: the receiver is `Send` but not `Sync`.
-        let mut ready = match lane.readable_mut().await {
+        let mut ready = match channel.readable_mut().await {
             Ok(ready) => ready,
             Err(e) => return inner.stop_reading(format!("event channel: {e}")),
         };
