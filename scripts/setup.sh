@@ -16,6 +16,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 missing=()
 command -v cmake >/dev/null || missing+=(cmake)
+command -v curl >/dev/null || missing+=(curl)
 command -v clang >/dev/null || missing+=(clang)
 ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ldconfig -p 2>/dev/null | grep -q 'libclang[-.0-9]*\.so' || missing+=(libclang-dev)
 command -v python3 >/dev/null || missing+=(python3)
@@ -46,5 +47,38 @@ PY
   echo "$MODEL_SHA256  $tmp/$MODEL_FILE" | sha256sum -c --status \
     || { echo "setup: checksum mismatch for $MODEL_FILE" >&2; exit 1; }
   mv "$tmp/$MODEL_FILE" "$MODEL_DIR/$MODEL_FILE"   # same-filesystem rename is atomic enough; cross-fs mv copies then renames
+fi
+# llama.cpp's chat-template corpus (models/templates/*.jinja) and its chat
+# tests, from the llama.cpp source that PyPI's llama-cpp-python sdist carries,
+# unpacked into $CACHE/llama-cpp-src (read by the chat crate's corpus tests).
+# The tarball is shared with bench/build-llama-server.sh.
+SDIST_VERSION="0.3.36"
+SDIST_SHA256="832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
+SDIST="$CACHE/llama-server/sdist/llama_cpp_python-$SDIST_VERSION.tar.gz"
+CORPUS="$CACHE/llama-cpp-src"
+if [ ! -f "$CORPUS/.complete-$SDIST_VERSION" ]; then
+  if ! echo "$SDIST_SHA256  $SDIST" | sha256sum -c --status 2>/dev/null; then
+    echo "setup: fetching llama-cpp-python==$SDIST_VERSION sdist from PyPI (llama.cpp source)" >&2
+    mkdir -p "$(dirname "$SDIST")"
+    url="$(python3 - "$SDIST_VERSION" <<'PY'
+import re, sys, urllib.request
+index = "https://pypi.org/simple/llama-cpp-python/"
+html = urllib.request.urlopen(index, timeout=60).read().decode()
+name = f"llama_cpp_python-{sys.argv[1]}.tar.gz"
+print(next(u for u in re.findall(r'href="([^"#]+)', html) if u.endswith(name)))
+PY
+)"
+    curl -fsSL --retry 3 -o "$SDIST.part" "$url"
+    echo "$SDIST_SHA256  $SDIST.part" | sha256sum -c --status \
+      || { echo "setup: checksum mismatch for the llama-cpp-python sdist" >&2; exit 1; }
+    mv "$SDIST.part" "$SDIST"
+  fi
+  rm -rf "$CORPUS.tmp" && mkdir -p "$CORPUS.tmp"
+  tar -xzf "$SDIST" -C "$CORPUS.tmp" --strip-components=3 --wildcards \
+    "llama_cpp_python-$SDIST_VERSION/vendor/llama.cpp/models/templates/*" \
+    "llama_cpp_python-$SDIST_VERSION/vendor/llama.cpp/tests/test-chat*.cpp" \
+    "llama_cpp_python-$SDIST_VERSION/vendor/llama.cpp/common/chat*"
+  touch "$CORPUS.tmp/.complete-$SDIST_VERSION"
+  rm -rf "$CORPUS" && mv "$CORPUS.tmp" "$CORPUS"
 fi
 echo "$MODEL_DIR/$MODEL_FILE"

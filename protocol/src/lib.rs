@@ -37,7 +37,7 @@ use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender};
 use serde::{Deserialize, Serialize};
 
 /// Version of this contract. A worker and supervisor with different versions refuse to talk.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Identifies one request for its whole life in a worker. Unique per worker
 /// process. The top 16 bits are the event lane ([`lane_of`]).
@@ -112,6 +112,9 @@ pub struct ModelInfo {
     pub embedding_size: u32,
     /// Whether a chat template is available (from the GGUF or the config).
     pub has_chat_template: bool,
+    /// The chat template the worker renders with (from the config, the GGUF,
+    /// or the ChatML fallback): the supervisor picks its output parser from it.
+    pub chat_template: String,
     pub vocab_size: u32,
     /// Size of the weights in bytes.
     pub model_size_bytes: u64,
@@ -119,10 +122,57 @@ pub struct ModelInfo {
 }
 
 /// One chat message, content already flattened to text by the supervisor.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Fields a role does not use are `None` / empty.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChatMessage {
     pub role: String,
-    pub content: String,
+    /// `None` when the message has no content (an assistant turn that only
+    /// calls tools): templates test `content is none`, not `== ""`.
+    pub content: Option<String>,
+    /// An assistant turn's reasoning, for templates that render it.
+    pub reasoning_content: Option<String>,
+    /// An assistant turn's tool calls.
+    pub tool_calls: Vec<ToolCall>,
+    /// A `tool` message: the call it answers.
+    pub tool_call_id: Option<String>,
+    /// A `tool` message: the function's name (some templates print it).
+    pub name: Option<String>,
+}
+
+impl ChatMessage {
+    /// A message with only a role and text content.
+    pub fn text(role: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            role: role.into(),
+            content: Some(content.into()),
+            ..Self::default()
+        }
+    }
+}
+
+/// One function call made by the assistant.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    /// The arguments as JSON text (OpenAI's wire shape; templates get an object).
+    pub arguments: String,
+}
+
+/// A chat to render with the model's template. JSON travels as text because
+/// bincode cannot carry `serde_json::Value`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChatPrompt {
+    pub messages: Vec<ChatMessage>,
+    /// OpenAI `tools` (a JSON array of `{"type":"function","function":{..}}`).
+    pub tools_json: Option<String>,
+    /// Extra template variables (`chat_template_kwargs`, a JSON object), e.g.
+    /// `{"enable_thinking": false}`.
+    pub template_kwargs_json: Option<String>,
+    /// gpt-oss `reasoning_effort` (`low` / `medium` / `high`).
+    pub reasoning_effort: Option<String>,
+    /// Append the assistant's generation prompt (normally true).
+    pub add_generation_prompt: bool,
 }
 
 /// What to generate from.
@@ -130,8 +180,27 @@ pub struct ChatMessage {
 pub enum Prompt {
     /// Raw text, tokenized as is (BOS added when the model wants one).
     Text(String),
-    /// Messages rendered with the model's chat template, generation prompt appended.
-    Chat(Vec<ChatMessage>),
+    /// Messages rendered with the model's chat template. Generated text is
+    /// rendered *with* special tokens, so the supervisor's output parser sees
+    /// the model's markers (harmony channels, `<think>`, tool-call tags).
+    Chat(ChatPrompt),
+}
+
+/// A constraint on what may be generated, enforced by a grammar sampler.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Constraint {
+    /// The whole output is one JSON value valid under this JSON schema (text).
+    JsonSchema(String),
+    /// The whole output follows this GBNF grammar (root rule `root`).
+    Grammar(String),
+    /// Free text until `trigger` is generated; from the trigger on, the output
+    /// is `trigger`, a JSON value valid under `schema`, then `suffix` (one or
+    /// more times, separated by whitespace). Tool calls under `tool_choice: auto`.
+    LazyJsonSchema {
+        trigger: String,
+        schema: String,
+        suffix: String,
+    },
 }
 
 /// Sampling and stopping parameters of one generation. Validated by the supervisor.
@@ -157,6 +226,13 @@ pub struct SamplingParams {
     pub stop: Vec<String>,
     /// Keep generating past end-of-generation tokens (benchmarks).
     pub ignore_eos: bool,
+    /// Grammar the output must follow.
+    pub constraint: Option<Constraint>,
+    /// Added to the logits of these tokens before sampling (-100 bans a token).
+    pub logit_bias: Vec<(i32, f32)>,
+    /// Report each generated token's log-probability with this many most
+    /// likely alternatives (0–20); `None` reports nothing.
+    pub logprobs: Option<u8>,
 }
 
 impl Default for SamplingParams {
@@ -174,6 +250,9 @@ impl Default for SamplingParams {
             max_tokens: None,
             stop: Vec::new(),
             ignore_eos: false,
+            constraint: None,
+            logit_bias: Vec::new(),
+            logprobs: None,
         }
     }
 }
@@ -216,6 +295,16 @@ pub enum FinishReason {
     Cancelled,
 }
 
+/// The log-probability of one generated token and its most likely alternatives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    /// The token's bytes (a token may hold part of a UTF-8 character).
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+    /// Most likely tokens at this position, most likely first.
+    pub top: Vec<(Vec<u8>, f32)>,
+}
+
 /// Token accounting of one request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
@@ -241,15 +330,25 @@ pub enum FailureKind {
 pub enum Event {
     /// The model is loaded; requests may be sent.
     Ready(ModelInfo),
-    /// Loading failed; the worker exits after sending this.
-    InitFailed { message: String },
-    /// The request got a slot and its prompt is tokenized.
-    Started { id: RequestId, prompt_tokens: u32 },
-    /// Generated text (valid UTF-8, stop strings held back) covering `tokens` tokens.
+    /// Loading failed; the worker exits after sending this. `permanent` when
+    /// trying again cannot help (missing or invalid file, a chat template that
+    /// does not compile): the supervisor parks the model instead of retrying.
+    InitFailed { message: String, permanent: bool },
+    /// The request got a slot and its prompt is tokenized. `reasoning_open`
+    /// when the rendered chat prompt ends inside a reasoning block (a
+    /// template that opens `<think>` itself): the output starts as reasoning.
+    Started {
+        id: RequestId,
+        prompt_tokens: u32,
+        reasoning_open: bool,
+    },
+    /// Generated text (valid UTF-8, stop strings held back) covering `tokens`
+    /// tokens; `logprobs` has one entry per token when the request asked for them.
     Piece {
         id: RequestId,
         text: String,
         tokens: u32,
+        logprobs: Vec<TokenLogprob>,
     },
     /// The generation ended.
     Finished {
@@ -369,6 +468,13 @@ mod tests {
             seed: Some(7),
             max_tokens: Some(3),
             stop: vec!["\n\n".into(), "ü".into()],
+            constraint: Some(Constraint::LazyJsonSchema {
+                trigger: "<tool_call>".into(),
+                schema: "{}".into(),
+                suffix: "</tool_call>".into(),
+            }),
+            logit_bias: vec![(7, -100.0)],
+            logprobs: Some(3),
             ..SamplingParams::default()
         };
         for cmd in [
@@ -383,11 +489,37 @@ mod tests {
             },
             Command::Generate {
                 id: u64::MAX,
-                prompt: Prompt::Chat(vec![ChatMessage {
-                    role: "user".into(),
-                    content: "héllo".into(),
-                }]),
-                params,
+                prompt: Prompt::Chat(ChatPrompt {
+                    messages: vec![
+                        ChatMessage::text("user", "héllo"),
+                        ChatMessage {
+                            role: "assistant".into(),
+                            content: None,
+                            reasoning_content: Some("hmm".into()),
+                            tool_calls: vec![ToolCall {
+                                id: "call_1".into(),
+                                name: "f".into(),
+                                arguments: "{\"x\":1}".into(),
+                            }],
+                            ..ChatMessage::default()
+                        },
+                        ChatMessage {
+                            role: "tool".into(),
+                            content: Some("2".into()),
+                            tool_call_id: Some("call_1".into()),
+                            name: Some("f".into()),
+                            ..ChatMessage::default()
+                        },
+                    ],
+                    tools_json: Some("[]".into()),
+                    template_kwargs_json: Some("{}".into()),
+                    reasoning_effort: Some("low".into()),
+                    add_generation_prompt: true,
+                }),
+                params: SamplingParams {
+                    constraint: Some(Constraint::JsonSchema("{}".into())),
+                    ..params
+                },
             },
             Command::Embed {
                 id: 2,
@@ -414,6 +546,7 @@ mod tests {
             parallel: 3,
             embedding_size: 4,
             has_chat_template: true,
+            chat_template: "{{ x }}".into(),
             vocab_size: 5,
             model_size_bytes: 6,
             n_params: 7,
@@ -422,15 +555,22 @@ mod tests {
             Event::Ready(info),
             Event::InitFailed {
                 message: "no file".into(),
+                permanent: true,
             },
             Event::Started {
                 id: 1,
                 prompt_tokens: 9,
+                reasoning_open: true,
             },
             Event::Piece {
                 id: 1,
                 text: "日本".into(),
                 tokens: 2,
+                logprobs: vec![TokenLogprob {
+                    bytes: vec![0xe6, 0x97],
+                    logprob: -0.5,
+                    top: vec![(vec![b'a'], -1.0)],
+                }],
             },
             Event::Finished {
                 id: 1,
@@ -458,6 +598,7 @@ mod tests {
                     id: 1,
                     text: "a".into(),
                     tokens: 1,
+                    logprobs: Vec::new(),
                 },
                 Event::Pong { id: 6 },
             ]),
@@ -488,7 +629,8 @@ mod tests {
         assert!(!Event::Piece {
             id: 1,
             text: String::new(),
-            tokens: 1
+            tokens: 1,
+            logprobs: Vec::new(),
         }
         .is_terminal());
         assert!(Event::TokenCount { id: 1, count: 1 }.is_terminal());

@@ -10,12 +10,11 @@
 //! # Layout
 //! - `ipc`: the connection and the command reader thread.
 //! - `engine`: the llama.cpp thread and its continuous-batching loop.
-//! - `template`: chat templates rendered with minijinja.
+//! - chat templates are rendered by the `llm-node-chat` crate.
 //! - `text`: UTF-8 reassembly and stop strings.
 
 mod engine;
 mod ipc;
-mod template;
 mod text;
 
 use std::process::ExitCode;

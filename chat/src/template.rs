@@ -3,7 +3,7 @@
 //! (`trim_blocks`, `lstrip_blocks`, Python string methods, `raise_exception`).
 //! llama.cpp's own matcher only recognises known templates; this runs any.
 
-use llm_node_protocol::ChatMessage;
+use llm_node_protocol::ChatPrompt;
 use minijinja::{context, Environment, Error, ErrorKind};
 
 /// Used when neither the GGUF nor the config has a template (llama-server does the same).
@@ -49,8 +49,9 @@ impl ChatTemplate {
     /// # Errors
     /// [`TemplateError`] when the template fails for these messages (for
     /// example a template that rejects a system message).
-    pub fn render(&self, messages: &[ChatMessage]) -> Result<String, TemplateError> {
-        let messages: Vec<_> = messages
+    pub fn render(&self, prompt: &ChatPrompt) -> Result<String, TemplateError> {
+        let messages: Vec<_> = prompt
+            .messages
             .iter()
             .map(|m| context! { role => m.role, content => m.content })
             .collect();
@@ -60,7 +61,7 @@ impl ChatTemplate {
             .map_err(|e| TemplateError(e.to_string()))?;
         tmpl.render(context! {
             messages => messages,
-            add_generation_prompt => true,
+            add_generation_prompt => prompt.add_generation_prompt,
             bos_token => self.bos_token,
             eos_token => self.eos_token,
         })
@@ -73,9 +74,14 @@ mod tests {
     use super::*;
 
     fn msg(role: &str, content: &str) -> ChatMessage {
-        ChatMessage {
-            role: role.into(),
-            content: content.into(),
+        ChatMessage::text(role, content)
+    }
+
+    fn chat(messages: &[ChatMessage]) -> ChatPrompt {
+        ChatPrompt {
+            messages: messages.to_vec(),
+            add_generation_prompt: true,
+            ..ChatPrompt::default()
         }
     }
 
@@ -83,7 +89,7 @@ mod tests {
     fn chatml_renders_roles_and_generation_prompt() {
         let t = ChatTemplate::new(CHATML, "", "<|im_end|>").unwrap();
         let out = t
-            .render(&[msg("system", "be brief"), msg("user", "hi")])
+            .render(&chat(&[msg("system", "be brief"), msg("user", "hi")]))
             .unwrap();
         assert_eq!(
             out,
@@ -95,14 +101,14 @@ mod tests {
     fn python_string_methods_and_block_trimming_work() {
         let src = "{{ bos_token }}{% for m in messages %}\n    {% if m.role %}{{ m.role.upper() }}:{{ m.content.strip() }};{% endif %}\n{% endfor %}";
         let t = ChatTemplate::new(src, "<s>", "</s>").unwrap();
-        assert_eq!(t.render(&[msg("user", "  x ")]).unwrap(), "<s>USER:x;");
+        assert_eq!(t.render(&chat(&[msg("user", "  x ")])).unwrap(), "<s>USER:x;");
     }
 
     #[test]
     fn raise_exception_becomes_an_error() {
         let src = "{% if messages[0].role == 'system' %}{{ raise_exception('no system role') }}{% endif %}";
         let t = ChatTemplate::new(src, "", "").unwrap();
-        let err = t.render(&[msg("system", "x")]).unwrap_err();
+        let err = t.render(&chat(&[msg("system", "x")])).unwrap_err();
         assert!(err.to_string().contains("no system role"), "{err}");
     }
 

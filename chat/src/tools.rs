@@ -1,0 +1,1 @@
+//! JSON schemas that constrain tool calls.
