@@ -27,12 +27,14 @@ fn fake_worker() -> WorkerClient {
             let _ = evt_tx.send(&encode(&Event::Started {
                 id,
                 prompt_tokens: 8,
+                reasoning_open: false,
             }));
             for _ in 0..TOKENS {
                 let piece = Event::Piece {
                     id,
                     text: " token".into(),
                     tokens: 1,
+                    logprobs: Vec::new(),
                 };
                 let _ = evt_tx.send(&encode(&piece));
             }

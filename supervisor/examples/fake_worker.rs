@@ -123,6 +123,7 @@ fn main() {
         eprintln!("ERROR fake worker: fail_init");
         send(&Event::InitFailed {
             message: "fake worker: fail_init".into(),
+            permanent: false,
         });
         std::process::exit(1);
     }
@@ -139,6 +140,7 @@ fn main() {
         parallel: config.parallel,
         embedding_size: 8,
         has_chat_template: true,
+        chat_template: String::new(),
         vocab_size: 1000,
         model_size_bytes: 1 << 20,
         n_params: 1 << 20,
@@ -159,9 +161,13 @@ fn main() {
                 Command::Generate { id, prompt, params } => {
                     let prompt_tokens = match &prompt {
                         Prompt::Text(t) => t.split_whitespace().count() as u32,
-                        Prompt::Chat(m) => m
+                        Prompt::Chat(c) => c
+                            .messages
                             .iter()
-                            .map(|m| m.content.split_whitespace().count() as u32 + 3)
+                            .map(|m| {
+                                let text = m.content.as_deref().unwrap_or_default();
+                                text.split_whitespace().count() as u32 + 3
+                            })
                             .sum(),
                     };
                     if prompt_tokens >= config.ctx_per_slot {
@@ -172,7 +178,11 @@ fn main() {
                         });
                         continue;
                     }
-                    send(&Event::Started { id, prompt_tokens });
+                    send(&Event::Started {
+                        id,
+                        prompt_tokens,
+                        reasoning_open: false,
+                    });
                     running.insert(
                         id,
                         Running {
@@ -216,7 +226,7 @@ fn main() {
                 Command::CountTokens { id, prompt } => {
                     let count = match prompt {
                         Prompt::Text(t) => t.split_whitespace().count() as u32,
-                        Prompt::Chat(m) => m.len() as u32 * 4,
+                        Prompt::Chat(c) => c.messages.len() as u32 * 4,
                     };
                     send(&Event::TokenCount { id, count });
                 }
@@ -245,6 +255,7 @@ fn main() {
                 id,
                 text: format!("tok{} ", r.emitted),
                 tokens: 1,
+                logprobs: Vec::new(),
             });
             r.emitted += 1;
             r.remaining -= 1;

@@ -16,6 +16,7 @@ pub fn model_info(name: &str) -> ModelInfo {
         parallel: 4,
         embedding_size: 3,
         has_chat_template: true,
+        chat_template: String::new(),
         vocab_size: 49152,
         model_size_bytes: 1000,
         n_params: 135_000_000,

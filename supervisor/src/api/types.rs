@@ -14,7 +14,7 @@
 //! looking at the last 64 tokens). `top_k` and `min_p` keep temperature 1.0
 //! from sampling the long tail, which small models need.
 
-use llm_node_protocol::{ChatMessage, Prompt, SamplingParams};
+use llm_node_protocol::{ChatMessage, ChatPrompt, Prompt, SamplingParams};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -258,6 +258,9 @@ impl TryFrom<&SamplingRequest> for SamplingParams {
             penalty_last_n: DEFAULT_PENALTY_LAST_N,
             max_tokens,
             stop: stop.into_iter().filter(|s| !s.is_empty()).collect(),
+            constraint: None,
+            logit_bias: Vec::new(),
+            logprobs: None,
             ignore_eos: r.ignore_eos.unwrap_or(false),
         })
     }
@@ -368,7 +371,8 @@ impl TryFrom<ChatCompletionRequest> for GenerationJob {
             .map(|(i, m)| {
                 Ok(ChatMessage {
                     role: role(i, &m.role)?,
-                    content: content(i, &m.content)?,
+                    content: Some(content(i, &m.content)?),
+                    ..ChatMessage::default()
                 })
             })
             .collect::<Result<Vec<_>, ApiError>>()?;
@@ -376,7 +380,11 @@ impl TryFrom<ChatCompletionRequest> for GenerationJob {
         let (stream, include_usage) = r.sampling.stream();
         Ok(GenerationJob {
             model: r.model,
-            prompt: Prompt::Chat(messages),
+            prompt: Prompt::Chat(ChatPrompt {
+                messages,
+                add_generation_prompt: true,
+                ..ChatPrompt::default()
+            }),
             params,
             stream,
             include_usage,
@@ -526,12 +534,13 @@ mod tests {
             "stream_options": {"include_usage": true}, "user": "ignored", "n": 1,
         }))
         .unwrap();
-        let Prompt::Chat(messages) = &job.prompt else {
+        let Prompt::Chat(chat) = &job.prompt else {
             panic!()
         };
-        let pairs: Vec<_> = messages
+        let pairs: Vec<_> = chat
+            .messages
             .iter()
-            .map(|m| (m.role.as_str(), m.content.as_str()))
+            .map(|m| (m.role.as_str(), m.content.as_deref().unwrap_or_default()))
             .collect();
         assert_eq!(
             pairs,

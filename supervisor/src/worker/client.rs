@@ -594,7 +594,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use ipc_channel::ipc;
-    use llm_node_protocol::ChatMessage;
+    use llm_node_protocol::{ChatMessage, ChatPrompt};
 
     use super::*;
 
@@ -643,10 +643,11 @@ mod tests {
             .unwrap();
         let mut b = client
             .generate(
-                Prompt::Chat(vec![ChatMessage {
-                    role: "user".into(),
-                    content: "b".into(),
-                }]),
+                Prompt::Chat(ChatPrompt {
+                    messages: vec![ChatMessage::text("user", "b")],
+                    add_generation_prompt: true,
+                    ..ChatPrompt::default()
+                }),
                 SamplingParams::default(),
             )
             .unwrap();
@@ -656,11 +657,13 @@ mod tests {
             id: idb,
             text: "to b".into(),
             tokens: 1,
+            logprobs: Vec::new(),
         });
         worker.send(Event::Piece {
             id: ida,
             text: "to a".into(),
             tokens: 1,
+            logprobs: Vec::new(),
         });
         let usage = Usage::default();
         for id in [ida, idb] {
@@ -746,6 +749,7 @@ mod tests {
         worker.send(Event::Started {
             id,
             prompt_tokens: 3,
+            reasoning_open: false,
         });
         let t0 = Instant::now();
         drop(worker);

@@ -49,7 +49,11 @@ impl FakeWorker {
 fn prompt_text(prompt: &Prompt) -> String {
     match prompt {
         Prompt::Text(t) => t.clone(),
-        Prompt::Chat(messages) => messages.iter().map(|m| m.content.as_str()).collect(),
+        Prompt::Chat(chat) => chat
+            .messages
+            .iter()
+            .filter_map(|m| m.content.as_deref())
+            .collect(),
     }
 }
 
@@ -66,6 +70,7 @@ fn serve(commands: &IpcBytesReceiver, events: IpcBytesSender, cancelled: &Mutex<
                     send(Event::Started {
                         id,
                         prompt_tokens: PROMPT_TOKENS,
+                        reasoning_open: false,
                     });
                     send(piece(id, PIECES[0]));
                     return;
@@ -74,6 +79,7 @@ fn serve(commands: &IpcBytesReceiver, events: IpcBytesSender, cancelled: &Mutex<
                     send(Event::Started {
                         id,
                         prompt_tokens: PROMPT_TOKENS,
+                        reasoning_open: false,
                     });
                     hanging.push(id);
                     continue;
@@ -113,6 +119,7 @@ fn piece(id: RequestId, text: &str) -> Event {
         id,
         text: text.into(),
         tokens: 1,
+        logprobs: Vec::new(),
     }
 }
 
@@ -140,6 +147,7 @@ fn generation(id: RequestId, text: &str, params: &SamplingParams) -> Vec<Event> 
     let mut events = vec![Event::Started {
         id,
         prompt_tokens: PROMPT_TOKENS,
+        reasoning_open: false,
     }];
     events.extend(PIECES[..n].iter().map(|p| piece(id, p)));
     events.push(Event::Finished {

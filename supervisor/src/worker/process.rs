@@ -275,7 +275,7 @@ fn handshake(
             events: boot.events,
             info,
         }),
-        Event::InitFailed { message } => Err(StartError::InitFailed(message)),
+        Event::InitFailed { message, .. } => Err(StartError::InitFailed(message)),
         other => Err(StartError::Ipc(format!("expected Ready, got {other:?}"))),
     }
 }
