@@ -101,7 +101,10 @@ mod tests {
     fn python_string_methods_and_block_trimming_work() {
         let src = "{{ bos_token }}{% for m in messages %}\n    {% if m.role %}{{ m.role.upper() }}:{{ m.content.strip() }};{% endif %}\n{% endfor %}";
         let t = ChatTemplate::new(src, "<s>", "</s>").unwrap();
-        assert_eq!(t.render(&chat(&[msg("user", "  x ")])).unwrap(), "<s>USER:x;");
+        assert_eq!(
+            t.render(&chat(&[msg("user", "  x ")])).unwrap(),
+            "<s>USER:x;"
+        );
     }
 
     #[test]

@@ -266,13 +266,20 @@ pub enum Command {
         config: WorkerConfig,
     },
     /// Generate text; answered by `Started`, `Piece`s, then `Finished` or `Failed`.
+    /// `trace` is the HTTP request's id: the worker's log lines about this
+    /// request carry it, so one request is one trace across both processes.
     Generate {
         id: RequestId,
+        trace: String,
         prompt: Prompt,
         params: SamplingParams,
     },
     /// Embed each input; answered by `Embeddings` or `Failed`.
-    Embed { id: RequestId, inputs: Vec<String> },
+    Embed {
+        id: RequestId,
+        trace: String,
+        inputs: Vec<String>,
+    },
     /// Count the tokens of a prompt as `Generate` would see it; answered by `TokenCount` or `Failed`.
     CountTokens { id: RequestId, prompt: Prompt },
     /// Stop a request; answered by `Finished` with [`FinishReason::Cancelled`] if it was running.
@@ -484,11 +491,13 @@ mod tests {
             },
             Command::Generate {
                 id: 1,
+                trace: "req-1".into(),
                 prompt: Prompt::Text("hi".into()),
                 params: params.clone(),
             },
             Command::Generate {
                 id: u64::MAX,
+                trace: String::new(),
                 prompt: Prompt::Chat(ChatPrompt {
                     messages: vec![
                         ChatMessage::text("user", "héllo"),
@@ -523,6 +532,7 @@ mod tests {
             },
             Command::Embed {
                 id: 2,
+                trace: "req-2".into(),
                 inputs: vec!["a".into(), String::new()],
             },
             Command::CountTokens {

@@ -158,7 +158,9 @@ fn main() {
         };
         if let Some(cmd) = cmd {
             match cmd {
-                Command::Generate { id, prompt, params } => {
+                Command::Generate {
+                    id, prompt, params, ..
+                } => {
                     let prompt_tokens = match &prompt {
                         Prompt::Text(t) => t.split_whitespace().count() as u32,
                         Prompt::Chat(c) => c
@@ -205,7 +207,7 @@ fn main() {
                         });
                     }
                 }
-                Command::Embed { id, inputs } => {
+                Command::Embed { id, inputs, .. } => {
                     let vectors = inputs
                         .iter()
                         .map(|s| {

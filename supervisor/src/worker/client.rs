@@ -194,7 +194,12 @@ impl WorkerClient {
         prompt: Prompt,
         params: SamplingParams,
     ) -> Result<GenerationStream, WorkerError> {
-        let call = self.call(|id| Command::Generate { id, prompt, params })?;
+        let call = self.call(|id| Command::Generate {
+            id,
+            trace: String::new(),
+            prompt,
+            params,
+        })?;
         Ok(GenerationStream { call, meter: None })
     }
 
@@ -204,7 +209,11 @@ impl WorkerClient {
     /// [`WorkerError::Gone`] when the worker is unreachable, [`WorkerError::Failed`]
     /// when it refuses (embeddings disabled, input too long).
     pub async fn embed(&self, inputs: Vec<String>) -> Result<(Vec<Vec<f32>>, u32), WorkerError> {
-        let mut call = self.call(|id| Command::Embed { id, inputs })?;
+        let mut call = self.call(|id| Command::Embed {
+            id,
+            trace: String::new(),
+            inputs,
+        })?;
         match call.next().await? {
             Event::Embeddings {
                 vectors,
@@ -793,7 +802,7 @@ mod tests {
         let worker = std::thread::spawn(move || {
             for _ in 0..2 {
                 match worker.recv() {
-                    Command::Embed { id, inputs } => worker.send(Event::Embeddings {
+                    Command::Embed { id, inputs, .. } => worker.send(Event::Embeddings {
                         id,
                         vectors: inputs.iter().map(|_| vec![1.0, 0.0]).collect(),
                         prompt_tokens: 7,

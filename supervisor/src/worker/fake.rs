@@ -64,7 +64,9 @@ fn serve(commands: &IpcBytesReceiver, events: IpcBytesSender, cancelled: &Mutex<
     let mut hanging = Vec::new();
     while let Ok(bytes) = commands.recv() {
         match decode::<Command>(&bytes).expect("fake worker decodes") {
-            Command::Generate { id, prompt, params } => {
+            Command::Generate {
+                id, prompt, params, ..
+            } => {
                 let text = prompt_text(&prompt);
                 if text.contains("crash") {
                     send(Event::Started {
@@ -88,7 +90,7 @@ fn serve(commands: &IpcBytesReceiver, events: IpcBytesSender, cancelled: &Mutex<
                     send(event);
                 }
             }
-            Command::Embed { id, inputs } => send(match inputs.iter().any(|i| i == "boom") {
+            Command::Embed { id, inputs, .. } => send(match inputs.iter().any(|i| i == "boom") {
                 true => failed(id, FailureKind::InvalidRequest),
                 false => Event::Embeddings {
                     id,
