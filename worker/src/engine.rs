@@ -29,28 +29,45 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
+use llm_node_chat::template::{ChatTemplate, CHATML};
 use llm_node_protocol::{
-    Command, Event, FailureKind, FinishReason, ModelInfo, Prompt, RequestId, SamplingParams, Usage,
-    WorkerConfig,
+    Command, Event, FailureKind, FinishReason, ModelInfo, Prompt, RequestId, SamplingParams,
+    TokenLogprob, Usage, WorkerConfig,
 };
 
 use crate::ipc::{Disconnected, EventSink, Inbound};
-use crate::template::{ChatTemplate, CHATML};
+use crate::sampling::{build_sampler, logprobs};
 use crate::text::{StopMatcher, StopScan, Utf8Assembler};
+
+/// The model or its context could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct LoadError {
+    pub message: String,
+    /// Trying again cannot help (a missing file, a template that does not compile).
+    pub permanent: bool,
+}
 
 /// Loads the model described by `config`.
 ///
 /// # Errors
-/// A human-readable message when the file is missing or llama.cpp refuses it.
-pub fn load_model(backend: &LlamaBackend, config: &WorkerConfig) -> Result<LlamaModel, String> {
+/// [`LoadError`] when the file is missing (permanent) or llama.cpp refuses
+/// it (permanent too: the same file fails the same way; running out of
+/// memory shows up at context creation instead).
+pub fn load_model(backend: &LlamaBackend, config: &WorkerConfig) -> Result<LlamaModel, LoadError> {
     if !std::path::Path::new(&config.model_path).is_file() {
-        return Err(format!("model file not found: {}", config.model_path));
+        return Err(LoadError {
+            message: format!("model file not found: {}", config.model_path),
+            permanent: true,
+        });
     }
     let params = LlamaModelParams::default()
         .with_n_gpu_layers(config.n_gpu_layers)
         .with_main_gpu(config.main_gpu);
-    LlamaModel::load_from_file(backend, &config.model_path, &params)
-        .map_err(|e| format!("llama.cpp could not load {}: {e}", config.model_path))
+    LlamaModel::load_from_file(backend, &config.model_path, &params).map_err(|e| LoadError {
+        message: format!("llama.cpp could not load {}: {e}", config.model_path),
+        permanent: true,
+    })
 }
 
 fn threads(config: &WorkerConfig) -> i32 {
@@ -65,13 +82,23 @@ fn threads(config: &WorkerConfig) -> i32 {
 /// A request waiting for a slot, already tokenized.
 struct Waiting {
     id: RequestId,
+    trace: String,
     tokens: Vec<LlamaToken>,
     params: SamplingParams,
+    sampler: LlamaSampler,
+    /// A chat: generated text keeps its special tokens for the output parser.
+    chat: bool,
+    reasoning_open: bool,
 }
 
 /// One running generation.
 struct Sequence {
     id: RequestId,
+    trace: String,
+    /// Render special tokens into the text (chat requests).
+    special: bool,
+    /// Log-probabilities of tokens whose text has not been sent yet.
+    logprobs: Vec<TokenLogprob>,
     prompt: Vec<LlamaToken>,
     params: SamplingParams,
     sampler: LlamaSampler,
@@ -103,6 +130,17 @@ enum Outcome {
     Finish(FinishReason),
 }
 
+/// What [`Engine::prepare`] sets up before the engine exists.
+struct Parts<'m> {
+    ctx: LlamaContext<'m>,
+    embed_params: Option<LlamaContextParams>,
+    template: ChatTemplate,
+    template_source: String,
+    has_template: bool,
+    ctx_per_slot: u32,
+    n_batch: u32,
+}
+
 pub struct Engine<'m> {
     backend: &'m LlamaBackend,
     model: &'m LlamaModel,
@@ -113,6 +151,7 @@ pub struct Engine<'m> {
     embed_ctx: Option<LlamaContext<'m>>,
     embed_params: Option<LlamaContextParams>,
     template: ChatTemplate,
+    template_source: String,
     has_template: bool,
     ctx_per_slot: usize,
     n_batch: usize,
@@ -130,13 +169,26 @@ impl<'m> Engine<'m> {
     /// comes with the first embeddings request.
     ///
     /// # Errors
-    /// A message when llama.cpp cannot allocate a context or the template does not parse.
+    /// [`LoadError`] when llama.cpp cannot allocate a context, or (permanent)
+    /// when the chat template does not compile.
     pub fn new(
         backend: &'m LlamaBackend,
         model: &'m LlamaModel,
         config: &WorkerConfig,
         sink: EventSink,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, (LoadError, EventSink)> {
+        match Self::prepare(backend, model, config) {
+            Ok(parts) => Ok(Self::assemble(backend, model, config, sink, parts)),
+            Err(e) => Err((e, sink)),
+        }
+    }
+
+    /// The fallible part of [`Engine::new`]: the context and the template.
+    fn prepare(
+        backend: &'m LlamaBackend,
+        model: &'m LlamaModel,
+        config: &WorkerConfig,
+    ) -> Result<Parts<'m>, LoadError> {
         let parallel = config.parallel.max(1);
         let ctx_per_slot = config.ctx_per_slot.max(16);
         let n_batch = config.batch_size.max(16);
@@ -152,9 +204,10 @@ impl<'m> Engine<'m> {
             .with_kv_unified(false)
             .with_n_threads(n_threads)
             .with_n_threads_batch(n_threads);
-        let ctx = model
-            .new_context(backend, params)
-            .map_err(|e| format!("could not create context: {e}"))?;
+        let ctx = model.new_context(backend, params).map_err(|e| LoadError {
+            message: format!("could not create context: {e}"),
+            permanent: false,
+        })?;
         // Pooled embeddings need a whole input in one micro-batch.
         let embed_params = config.embeddings.then(|| {
             LlamaContextParams::default()
@@ -185,36 +238,58 @@ impl<'m> Engine<'m> {
         if !has_template {
             tracing::warn!("model has no chat template; falling back to ChatML");
         }
-        let template = ChatTemplate::new(source.as_deref().unwrap_or(CHATML), &bos, &eos)
-            .map_err(|e| e.to_string())?;
+        let template_source = source.unwrap_or_else(|| CHATML.to_owned());
+        let template = ChatTemplate::new(&template_source, &bos, &eos).map_err(|e| LoadError {
+            message: format!("the chat template does not compile: {e}"),
+            permanent: true,
+        })?;
 
-        let slots = (0..parallel as i32)
+        Ok(Parts {
+            ctx,
+            embed_params,
+            template,
+            template_source,
+            has_template,
+            ctx_per_slot,
+            n_batch,
+        })
+    }
+
+    fn assemble(
+        backend: &'m LlamaBackend,
+        model: &'m LlamaModel,
+        config: &WorkerConfig,
+        sink: EventSink,
+        p: Parts<'m>,
+    ) -> Self {
+        let slots = (0..config.parallel.max(1) as i32)
             .map(|seq_id| Slot {
                 seq_id,
                 cached: Vec::new(),
                 active: None,
             })
             .collect();
-        Ok(Self {
+        Self {
             backend,
             model,
-            ctx,
+            ctx: p.ctx,
             embed_ctx: None,
-            embed_params,
-            template,
-            has_template,
-            ctx_per_slot: ctx_per_slot as usize,
-            n_batch: n_batch as usize,
+            embed_params: p.embed_params,
+            template: p.template,
+            template_source: p.template_source,
+            has_template: p.has_template,
+            ctx_per_slot: p.ctx_per_slot as usize,
+            n_batch: p.n_batch as usize,
             prefill_chunk: match config.prefill_chunk {
-                0 => n_batch as usize,
+                0 => p.n_batch as usize,
                 n => n as usize,
             },
-            batch: LlamaBatch::new(n_batch as usize, 1),
+            batch: LlamaBatch::new(p.n_batch as usize, 1),
             slots,
             waiting: VecDeque::new(),
             sink,
             piece_buf: Vec::with_capacity(32),
-        })
+        }
     }
 
     /// Facts for the `Ready` handshake message.
@@ -230,6 +305,7 @@ impl<'m> Engine<'m> {
                 0
             },
             has_chat_template: self.has_template,
+            chat_template: self.template_source.clone(),
             vocab_size: self.model.n_vocab() as u32,
             model_size_bytes: self.model.size(),
             n_params: self.model.n_params(),
@@ -288,10 +364,18 @@ impl<'m> Engine<'m> {
             }
         };
         match cmd {
-            Command::Generate { id, prompt, params } => self.enqueue(id, &prompt, params)?,
-            Command::Embed { id, inputs } => self.embed(id, &inputs)?,
+            Command::Generate {
+                id,
+                trace,
+                prompt,
+                params,
+            } => self.enqueue(id, trace, &prompt, params)?,
+            Command::Embed { id, trace, inputs } => {
+                tracing::debug!(trace, inputs = inputs.len(), "embed");
+                self.embed(id, &inputs)?
+            }
             Command::CountTokens { id, prompt } => match self.tokenize_prompt(&prompt) {
-                Ok(tokens) => self.sink.send(Event::TokenCount {
+                Ok((tokens, _)) => self.sink.send(Event::TokenCount {
                     id,
                     count: tokens.len() as u32,
                 })?,
@@ -311,27 +395,37 @@ impl<'m> Engine<'m> {
         self.sink.send(Event::Failed { id, kind, message })
     }
 
-    fn tokenize_prompt(&self, prompt: &Prompt) -> Result<Vec<LlamaToken>, String> {
+    /// The prompt's tokens, and whether a rendered chat prompt ends inside
+    /// a reasoning block.
+    fn tokenize_prompt(&self, prompt: &Prompt) -> Result<(Vec<LlamaToken>, bool), String> {
         let vocab = self.model.vocab();
         let text = match prompt {
-            Prompt::Text(text) => return Ok(vocab.tokenize(text.as_bytes(), true, true)),
-            Prompt::Chat(messages) => self.template.render(messages).map_err(|e| e.to_string())?,
+            Prompt::Text(text) => return Ok((vocab.tokenize(text.as_bytes(), true, true), false)),
+            Prompt::Chat(chat) => self.template.render(chat).map_err(|e| e.to_string())?,
         };
         // Templates that write the BOS text themselves must not get a second one.
         let bos = vocab.text(vocab.bos()).map(|c| c.to_bytes().to_vec());
         let has_bos = bos.is_some_and(|b| !b.is_empty() && text.as_bytes().starts_with(&b));
-        Ok(vocab.tokenize(text.as_bytes(), !has_bos, true))
+        let reasoning_open = ends_in_open_reasoning(&text);
+        Ok((
+            vocab.tokenize(text.as_bytes(), !has_bos, true),
+            reasoning_open,
+        ))
     }
 
     fn enqueue(
         &mut self,
         id: RequestId,
+        trace: String,
         prompt: &Prompt,
         params: SamplingParams,
     ) -> Result<(), Disconnected> {
-        let tokens = match self.tokenize_prompt(prompt) {
-            Ok(tokens) => tokens,
-            Err(message) => return self.fail(id, FailureKind::InvalidRequest, message),
+        let (tokens, reasoning_open) = match self.tokenize_prompt(prompt) {
+            Ok(t) => t,
+            Err(message) => {
+                tracing::debug!(trace, %message, "prompt refused");
+                return self.fail(id, FailureKind::InvalidRequest, message);
+            }
         };
         if tokens.is_empty() {
             return self.fail(
@@ -348,7 +442,20 @@ impl<'m> Engine<'m> {
             );
             return self.fail(id, FailureKind::PromptTooLong, message);
         }
-        self.waiting.push_back(Waiting { id, tokens, params });
+        let sampler = match build_sampler(self.model, &params) {
+            Ok(s) => s,
+            Err(e) => return self.fail(id, FailureKind::InvalidRequest, e.to_string()),
+        };
+        tracing::debug!(trace, prompt_tokens = tokens.len(), "queued");
+        self.waiting.push_back(Waiting {
+            id,
+            trace,
+            tokens,
+            params,
+            sampler,
+            chat: matches!(prompt, Prompt::Chat(_)),
+            reasoning_open,
+        });
         Ok(())
     }
 
@@ -384,13 +491,17 @@ impl<'m> Engine<'m> {
                 }
             }
             let cached = slot.cached.len() as u32;
-            let sampler = build_sampler(&w.params, self.model.n_vocab());
             self.sink.send(Event::Started {
                 id: w.id,
                 prompt_tokens: w.tokens.len() as u32,
+                reasoning_open: w.reasoning_open,
             })?;
+            tracing::debug!(trace = w.trace, slot = slot.seq_id, cached, "started");
             slot.active = Some(Sequence {
                 id: w.id,
+                trace: w.trace,
+                special: w.chat,
+                logprobs: Vec::new(),
                 usage: Usage {
                     prompt_tokens: w.tokens.len() as u32,
                     completion_tokens: 0,
@@ -399,7 +510,7 @@ impl<'m> Engine<'m> {
                 prompt: w.tokens,
                 stop: StopMatcher::new(w.params.stop.clone()),
                 params: w.params,
-                sampler,
+                sampler: w.sampler,
                 utf8: Utf8Assembler::default(),
                 next: None,
                 in_batch: 0,
@@ -526,7 +637,30 @@ impl<'m> Engine<'m> {
             Outcome::Finish(FinishReason::Stop)
         } else {
             self.piece_buf.clear();
-            vocab.token_to_piece_into(token, &mut self.piece_buf, false, None);
+            vocab.token_to_piece_into(token, &mut self.piece_buf, seq.special, None);
+            if let Some(top) = seq.params.logprobs {
+                let (logprob, best) =
+                    logprobs(self.ctx.get_logits_ith(idx), token.0 as usize, top.into());
+                let mut bytes = Vec::new();
+                let top = best
+                    .into_iter()
+                    .map(|(t, lp)| {
+                        bytes.clear();
+                        vocab.token_to_piece_into(
+                            LlamaToken(t as i32),
+                            &mut bytes,
+                            seq.special,
+                            None,
+                        );
+                        (bytes.clone(), lp)
+                    })
+                    .collect();
+                seq.logprobs.push(TokenLogprob {
+                    bytes: self.piece_buf.clone(),
+                    logprob,
+                    top,
+                });
+            }
             seq.text.clear();
             seq.utf8.push(&self.piece_buf, &mut seq.text);
             let (emit, stopped) = match seq.stop.push(&seq.text) {
@@ -538,6 +672,7 @@ impl<'m> Engine<'m> {
                     id: seq.id,
                     text: emit,
                     tokens: std::mem::take(&mut seq.unreported),
+                    logprobs: std::mem::take(&mut seq.logprobs),
                 })?;
             }
             let max = seq.params.max_tokens.unwrap_or(u32::MAX);
@@ -579,8 +714,15 @@ impl<'m> Engine<'m> {
                 id: seq.id,
                 text: rest,
                 tokens: std::mem::take(&mut seq.unreported),
+                logprobs: std::mem::take(&mut seq.logprobs),
             })?;
         }
+        tracing::debug!(
+            trace = seq.trace,
+            ?reason,
+            tokens = seq.usage.completion_tokens,
+            "finished"
+        );
         self.sink.send(Event::Finished {
             id: seq.id,
             reason,
@@ -733,34 +875,12 @@ fn normalize(v: &[f32]) -> Vec<f32> {
     }
 }
 
-/// The sampler chain for one sequence, in llama-server's order.
-fn build_sampler(p: &SamplingParams, n_vocab: i32) -> LlamaSampler {
-    let mut chain = Vec::with_capacity(6);
-    if p.repeat_penalty != 1.0 || p.frequency_penalty != 0.0 || p.presence_penalty != 0.0 {
-        chain.push(LlamaSampler::penalties(
-            n_vocab,
-            p.penalty_last_n,
-            p.repeat_penalty,
-            p.frequency_penalty,
-            p.presence_penalty,
-        ));
-    }
-    if p.temperature <= 0.0 {
-        chain.push(LlamaSampler::greedy());
-    } else {
-        if p.top_k > 0 {
-            chain.push(LlamaSampler::top_k(p.top_k));
-        }
-        if p.top_p < 1.0 {
-            chain.push(LlamaSampler::top_p(p.top_p, 1));
-        }
-        if p.min_p > 0.0 {
-            chain.push(LlamaSampler::min_p(p.min_p, 1));
-        }
-        chain.push(LlamaSampler::temp(p.temperature));
-        chain.push(LlamaSampler::dist(p.seed.unwrap_or_else(rand::random)));
-    }
-    LlamaSampler::chain_simple(chain)
+/// Whether a rendered chat prompt ends inside a reasoning block that the
+/// template opened itself (DeepSeek R1, QwQ, some Qwen3 variants): the
+/// model's first tokens are then reasoning, and no `<think>` will be generated.
+fn ends_in_open_reasoning(prompt: &str) -> bool {
+    let tail = prompt.trim_end();
+    tail.ends_with("<think>") || tail.ends_with("<|channel|>analysis<|message|>")
 }
 
 #[cfg(test)]
@@ -790,6 +910,13 @@ mod tests {
     fn common_prefix_counts_matching_leading_tokens() {
         assert_eq!(common_prefix(&toks(&[1, 2, 3]), &toks(&[1, 2, 4])), 2);
         assert_eq!(common_prefix(&toks(&[]), &toks(&[1])), 0);
+    }
+
+    #[test]
+    fn a_prompt_that_opens_think_starts_in_reasoning() {
+        assert!(ends_in_open_reasoning("<|Assistant|><think>\n"));
+        assert!(!ends_in_open_reasoning("<think>\n\n</think>\n\n"));
+        assert!(!ends_in_open_reasoning("<|im_start|>assistant\n"));
     }
 
     #[test]

@@ -166,6 +166,7 @@ mod tests {
             id,
             text: "x".into(),
             tokens: 1,
+            logprobs: Vec::new(),
         }
     }
 

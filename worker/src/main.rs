@@ -15,6 +15,7 @@
 
 mod engine;
 mod ipc;
+mod sampling;
 mod text;
 
 use std::process::ExitCode;
@@ -82,17 +83,11 @@ fn serve(server: &str, lanes: usize) -> anyhow::Result<()> {
     let backend = LlamaBackend::init()?;
     let model = match engine::load_model(&backend, &config) {
         Ok(model) => model,
-        Err(message) => {
-            let _ = sink.send(Event::InitFailed {
-                message: message.clone(),
-            });
-            let _ = sink.flush();
-            anyhow::bail!(message);
-        }
+        Err(e) => return Err(init_failed(&sink, e)),
     };
     let mut engine = match engine::Engine::new(&backend, &model, &config, sink) {
         Ok(engine) => engine,
-        Err(message) => anyhow::bail!(message),
+        Err((e, sink)) => return Err(init_failed(&sink, e)),
     };
     let info = engine.info(&config);
     tracing::info!(
@@ -105,4 +100,15 @@ fn serve(server: &str, lanes: usize) -> anyhow::Result<()> {
     engine.run(&inbound)?;
     tracing::info!("shutting down");
     Ok(())
+}
+
+/// Tells the supervisor why loading failed (and whether retrying can help),
+/// then returns the error that ends the process.
+fn init_failed(sink: &ipc::EventSink, e: engine::LoadError) -> anyhow::Error {
+    let _ = sink.send(Event::InitFailed {
+        message: e.message.clone(),
+        permanent: e.permanent,
+    });
+    let _ = sink.flush();
+    anyhow::anyhow!(e.message)
 }

@@ -42,6 +42,19 @@ impl Worker {
     }
 
     fn start_with_lanes(parallel: u32, ctx_per_slot: u32, lanes: usize) -> Worker {
+        match Self::try_start(parallel, ctx_per_slot, lanes, None) {
+            Ok(w) => w,
+            Err(ev) => panic!("expected Ready, got {ev:?}"),
+        }
+    }
+
+    /// Starts a worker; the first event when it is not `Ready`.
+    fn try_start(
+        parallel: u32,
+        ctx_per_slot: u32,
+        lanes: usize,
+        chat_template: Option<String>,
+    ) -> Result<Worker, Event> {
         let (server, name) = IpcOneShotServer::<Bootstrap>::new().unwrap();
         let child = Process::new(env!("CARGO_BIN_EXE_llm-node-worker"))
             .arg(name)
@@ -63,7 +76,7 @@ impl Worker {
             batch_size: 256,
             prefill_chunk: 64,
             embeddings: true,
-            chat_template: None,
+            chat_template,
         };
         boot.commands
             .send(&encode(&Command::Init {
@@ -76,9 +89,11 @@ impl Worker {
         let rx = events.next().unwrap();
         let ready: Event = decode(&rx.recv().unwrap()).unwrap();
         let Event::Ready(info) = ready else {
-            panic!("expected Ready, got {ready:?}")
+            let mut child = child;
+            let _ = child.wait();
+            return Err(ready);
         };
-        Worker {
+        Ok(Worker {
             child,
             tx: boot.commands,
             rx,
@@ -86,7 +101,7 @@ impl Worker {
             info,
             next_id: 1,
             buffered: Default::default(),
-        }
+        })
     }
 
     fn send(&self, cmd: &Command) {
@@ -96,7 +111,12 @@ impl Worker {
     fn generate(&mut self, prompt: Prompt, params: SamplingParams) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        self.send(&Command::Generate { id, prompt, params });
+        self.send(&Command::Generate {
+            id,
+            trace: format!("test-{id}"),
+            prompt,
+            params,
+        });
         id
     }
 
@@ -149,10 +169,11 @@ impl Drop for Worker {
 }
 
 fn chat(text: &str) -> Prompt {
-    Prompt::Chat(vec![ChatMessage {
-        role: "user".into(),
-        content: text.into(),
-    }])
+    Prompt::Chat(ChatPrompt {
+        messages: vec![ChatMessage::text("user", text)],
+        add_generation_prompt: true,
+        ..ChatPrompt::default()
+    })
 }
 
 fn greedy(max: u32) -> SamplingParams {
@@ -262,11 +283,13 @@ fn events_go_back_on_the_lane_their_request_id_names() {
     let on1 = request_id(1, 2);
     w.send(&Command::Generate {
         id: on2,
+        trace: String::new(),
         prompt: chat("Name a color."),
         params: greedy(8),
     });
     w.send(&Command::Generate {
         id: on1,
+        trace: String::new(),
         prompt: chat("Name a fruit."),
         params: greedy(8),
     });
@@ -318,7 +341,9 @@ fn a_long_prompt_is_prefilled_in_chunks_while_another_stream_keeps_going() {
     let (mut started, mut during) = (false, 0);
     loop {
         match w.recv() {
-            Event::Started { id, prompt_tokens } if id == newcomer => {
+            Event::Started {
+                id, prompt_tokens, ..
+            } if id == newcomer => {
                 assert!(prompt_tokens > 500, "{prompt_tokens}");
                 started = true;
             }
@@ -390,6 +415,7 @@ fn embeddings_are_unit_length_and_meaningful() {
     let w = Worker::start(1, 512);
     w.send(&Command::Embed {
         id: 1,
+        trace: String::new(),
         inputs: vec![
             "The cat sat on the mat.".into(),
             "A cat was sitting on a mat.".into(),
@@ -407,4 +433,153 @@ fn embeddings_are_unit_length_and_meaningful() {
     }
     let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
     assert!(dot(&vectors[0], &vectors[1]) > dot(&vectors[0], &vectors[2]));
+}
+
+/// Runs one request and returns its pieces (with their logprobs) and the final event.
+fn run_pieces(w: &mut Worker, prompt: Prompt, params: SamplingParams) -> (Vec<Event>, Event) {
+    let id = w.generate(prompt, params);
+    let mut pieces = Vec::new();
+    loop {
+        let ev = w.recv();
+        if ev.request_id() != Some(id) {
+            continue;
+        }
+        match ev {
+            Event::Started { .. } => {}
+            Event::Piece { .. } => pieces.push(ev),
+            other => return (pieces, other),
+        }
+    }
+}
+
+#[test]
+fn a_json_schema_constraint_yields_json_that_matches_it() {
+    let mut w = Worker::start(1, 1024);
+    let schema = r#"{"type":"object","properties":{"color":{"type":"string","enum":["red","green","blue"]},"count":{"type":"integer","minimum":1,"maximum":9}},"required":["color","count"],"additionalProperties":false}"#;
+    let params = SamplingParams {
+        constraint: Some(Constraint::JsonSchema(schema.into())),
+        ..greedy(64)
+    };
+    let (text, ev) = w.run_one(chat("Pick a color and a count."), params);
+    assert_eq!(usage(&ev).0, FinishReason::Stop, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).expect(&text);
+    assert!(
+        ["red", "green", "blue"].contains(&v["color"].as_str().unwrap()),
+        "{v}"
+    );
+    let n = v["count"].as_i64().unwrap();
+    assert!((1..=9).contains(&n), "{v}");
+    assert_eq!(v.as_object().unwrap().len(), 2, "{v}");
+}
+
+#[test]
+fn an_unusable_schema_or_grammar_fails_the_request_not_the_worker() {
+    let mut w = Worker::start(1, 512);
+    for constraint in [
+        Constraint::JsonSchema("{\"type\": 12}".into()),
+        Constraint::Grammar("root ::= (".into()),
+    ] {
+        let params = SamplingParams {
+            constraint: Some(constraint),
+            ..greedy(4)
+        };
+        let (_, ev) = w.run_one(chat("hi"), params);
+        assert!(
+            matches!(
+                ev,
+                Event::Failed {
+                    kind: FailureKind::InvalidRequest,
+                    ..
+                }
+            ),
+            "{ev:?}"
+        );
+    }
+    let (text, _) = w.run_one(chat("Say hi."), greedy(4));
+    assert!(!text.is_empty(), "the worker still serves");
+}
+
+#[test]
+fn a_gbnf_grammar_is_followed() {
+    let mut w = Worker::start(1, 512);
+    let params = SamplingParams {
+        constraint: Some(Constraint::Grammar(
+            r#"root ::= ("yes" | "no") "." "#.into(),
+        )),
+        ..greedy(8)
+    };
+    let (text, ev) = w.run_one(chat("Is the sky blue?"), params);
+    assert!(text == "yes." || text == "no.", "{text:?}");
+    assert_eq!(usage(&ev).0, FinishReason::Stop);
+}
+
+#[test]
+fn logprobs_come_with_every_token_and_greedy_picks_the_most_likely() {
+    let mut w = Worker::start(1, 1024);
+    let params = SamplingParams {
+        logprobs: Some(3),
+        ..greedy(12)
+    };
+    let (pieces, ev) = run_pieces(&mut w, chat("Name a fruit."), params);
+    let mut n = 0;
+    for p in &pieces {
+        let Event::Piece {
+            tokens, logprobs, ..
+        } = p
+        else {
+            unreachable!()
+        };
+        assert_eq!(logprobs.len(), *tokens as usize, "{p:?}");
+        for lp in logprobs {
+            n += 1;
+            assert!(lp.logprob <= 0.0);
+            assert_eq!(lp.top.len(), 3);
+            assert!(lp.top.windows(2).all(|t| t[0].1 >= t[1].1));
+            assert_eq!(lp.top[0].0, lp.bytes, "greedy takes the most likely token");
+            assert!((lp.top[0].1 - lp.logprob).abs() < 1e-4);
+        }
+    }
+    assert_eq!(n, usage(&ev).1.completion_tokens as usize);
+}
+
+#[test]
+fn a_large_logit_bias_forces_a_token() {
+    let mut w = Worker::start(1, 512);
+    let params = SamplingParams {
+        logit_bias: vec![(2000, 100.0)],
+        logprobs: Some(1),
+        ..greedy(5)
+    };
+    let (pieces, _) = run_pieces(&mut w, chat("Say anything."), params);
+    let all: Vec<Vec<u8>> = pieces
+        .iter()
+        .flat_map(|p| match p {
+            Event::Piece { logprobs, .. } => logprobs.iter().map(|l| l.bytes.clone()).collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    assert_eq!(all.len(), 5);
+    assert!(all.windows(2).all(|t| t[0] == t[1]), "{all:?}");
+}
+
+#[test]
+fn a_chat_template_that_does_not_compile_is_a_permanent_load_failure() {
+    match Worker::try_start(1, 256, 1, Some("{% for x in %}".into())) {
+        Err(Event::InitFailed { message, permanent }) => {
+            assert!(permanent);
+            assert!(message.contains("chat template"), "{message}");
+        }
+        Err(other) => panic!("{other:?}"),
+        Ok(_) => panic!("a broken template must not load"),
+    }
+}
+
+#[test]
+fn ready_reports_the_template_it_renders_with() {
+    let w = Worker::start(1, 256);
+    assert!(
+        w.info.chat_template.contains("<|im_start|>"),
+        "{}",
+        w.info.chat_template
+    );
 }
