@@ -49,8 +49,17 @@ enum Reply {
 /// One step of a generation as seen by the API layer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum GenerationEvent {
-    Started { prompt_tokens: u32 },
-    Piece { text: String, tokens: u32 },
+    Started {
+        prompt_tokens: u32,
+        /// The prompt ended inside a reasoning block.
+        reasoning_open: bool,
+    },
+    Piece {
+        text: String,
+        tokens: u32,
+        /// One entry per token when the request asked for logprobs.
+        logprobs: Vec<llm_node_protocol::TokenLogprob>,
+    },
     Finished { reason: FinishReason, usage: Usage },
 }
 
@@ -93,6 +102,8 @@ struct Inner {
     /// Requests in flight, republished on every change (drains and the
     /// model pool wait on it instead of polling).
     in_flight: watch::Sender<usize>,
+    /// The model's output syntax, from its chat template (set once at Ready).
+    chat_format: std::sync::OnceLock<llm_node_chat::format::ChatFormat>,
 }
 
 impl std::fmt::Debug for WorkerClient {
@@ -135,6 +146,7 @@ impl WorkerClient {
             pending: Mutex::new(Pending::default()),
             next_id: AtomicU64::new(1),
             in_flight: watch::channel(0).0,
+            chat_format: std::sync::OnceLock::new(),
         });
         for (lane, rx) in events.into_iter().enumerate() {
             match lanes.and_then(|l| l.arbiter(lane)) {
@@ -154,6 +166,20 @@ impl WorkerClient {
             }
         }
         Self { inner }
+    }
+
+    /// Records the model's output syntax (detected from its chat template).
+    pub fn set_chat_format(&self, format: llm_node_chat::format::ChatFormat) {
+        let _ = self.inner.chat_format.set(format);
+    }
+
+    /// The model's output syntax; plain text until [`Self::set_chat_format`].
+    pub fn chat_format(&self) -> llm_node_chat::format::ChatFormat {
+        self.inner
+            .chat_format
+            .get()
+            .copied()
+            .unwrap_or(llm_node_chat::format::ChatFormat::GENERIC)
     }
 
     /// Whether the connection is still usable.
@@ -578,10 +604,24 @@ impl GenerationStream {
 
     async fn next_event(&mut self) -> Result<GenerationEvent, WorkerError> {
         match self.call.next().await {
-            Ok(Event::Started { prompt_tokens, .. }) => {
-                Ok(GenerationEvent::Started { prompt_tokens })
-            }
-            Ok(Event::Piece { text, tokens, .. }) => Ok(GenerationEvent::Piece { text, tokens }),
+            Ok(Event::Started {
+                prompt_tokens,
+                reasoning_open,
+                ..
+            }) => Ok(GenerationEvent::Started {
+                prompt_tokens,
+                reasoning_open,
+            }),
+            Ok(Event::Piece {
+                text,
+                tokens,
+                logprobs,
+                ..
+            }) => Ok(GenerationEvent::Piece {
+                text,
+                tokens,
+                logprobs,
+            }),
             Ok(Event::Finished { reason, usage, .. }) => {
                 Ok(GenerationEvent::Finished { reason, usage })
             }
@@ -686,6 +726,7 @@ mod tests {
             Some(Ok(GenerationEvent::Piece {
                 text: s.into(),
                 tokens: 1,
+                logprobs: Vec::new(),
             }))
         };
         assert_eq!(a.next().await, piece("to a"));
@@ -764,7 +805,10 @@ mod tests {
         drop(worker);
         assert_eq!(
             a.next().await,
-            Some(Ok(GenerationEvent::Started { prompt_tokens: 3 }))
+            Some(Ok(GenerationEvent::Started {
+                prompt_tokens: 3,
+                reasoning_open: false
+            }))
         );
         assert!(matches!(a.next().await, Some(Err(WorkerError::Gone(_)))));
         assert_eq!(a.next().await, None);

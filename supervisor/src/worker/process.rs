@@ -345,6 +345,9 @@ impl Handshake {
                     &process.model,
                     lanes.as_deref(),
                 );
+                client.set_chat_format(llm_node_chat::format::ChatFormat::detect(
+                    &c.info.chat_template,
+                ));
                 Ok((client, c.info))
             }
             // A broken channel usually means the worker died: report its exit.
