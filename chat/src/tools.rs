@@ -62,10 +62,16 @@ mod tests {
         assert_eq!(s["minItems"], 1);
         let variants = s["items"]["anyOf"].as_array().unwrap();
         assert_eq!(variants[0]["properties"]["name"]["const"], "a");
-        assert_eq!(variants[0]["properties"]["arguments"]["properties"]["x"]["type"], "integer");
+        assert_eq!(
+            variants[0]["properties"]["arguments"]["properties"]["x"]["type"],
+            "integer"
+        );
         assert_eq!(variants[1]["properties"]["arguments"]["type"], "object");
         let one = one_call_schema(&fs[..1]);
-        assert_eq!(one["properties"]["name"]["const"], "a", "one function: no anyOf");
+        assert_eq!(
+            one["properties"]["name"]["const"], "a",
+            "one function: no anyOf"
+        );
     }
 
     #[test]

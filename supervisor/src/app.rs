@@ -218,7 +218,7 @@ mod tests {
                 "max_tokens",
                 None,
             ),
-            (chat(json!({"n": 2})), StatusCode::BAD_REQUEST, "n", None),
+            (chat(json!({"n": 17})), StatusCode::BAD_REQUEST, "n", None),
             (
                 chat(json!({"messages": [{"role": "robot", "content": "x"}]})),
                 StatusCode::BAD_REQUEST,

@@ -74,7 +74,8 @@ impl ChatOptions {
             Some(choice) => parse_tool_choice(choice, &functions)?,
         };
         let output = output_constraint(response_format, json_schema, grammar)?;
-        if output.is_some() && matches!(tool_choice, ToolChoice::Required | ToolChoice::Function(_)) {
+        if output.is_some() && matches!(tool_choice, ToolChoice::Required | ToolChoice::Function(_))
+        {
             return Err(ApiError::invalid(
                 "response_format",
                 "response_format cannot be combined with a forced tool_choice",
@@ -122,7 +123,9 @@ impl ChatOptions {
             ToolChoice::Function(name) => {
                 parse.forced = Some(Forced::Function(name.clone()));
                 let f = self.functions.iter().find(|f| f["name"] == name.as_str());
-                let schema = f.map(parameters).unwrap_or_else(|| json!({"type": "object"}));
+                let schema = f
+                    .map(parameters)
+                    .unwrap_or_else(|| json!({"type": "object"}));
                 (Some(Constraint::JsonSchema(schema.to_string())), "tools")
             }
             _ if self.output.is_some() => {
@@ -260,7 +263,10 @@ fn output_constraint(
     }
     if let Some(schema) = json_schema.filter(|s| !s.is_null()) {
         check_schema("json_schema", schema)?;
-        return Ok(Some((Constraint::JsonSchema(schema.to_string()), "json_schema")));
+        return Ok(Some((
+            Constraint::JsonSchema(schema.to_string()),
+            "json_schema",
+        )));
     }
     let Some(format) = response_format.filter(|f| !f.is_null()) else {
         return Ok(None);
@@ -276,7 +282,10 @@ fn output_constraint(
                     s.clone()
                 }
             };
-            Ok(Some((Constraint::JsonSchema(schema.to_string()), "response_format")))
+            Ok(Some((
+                Constraint::JsonSchema(schema.to_string()),
+                "response_format",
+            )))
         }
         Some("json_schema") => {
             let schema = &format["json_schema"]["schema"];
@@ -287,7 +296,10 @@ fn output_constraint(
                 ));
             }
             check_schema("response_format.json_schema.schema", schema)?;
-            Ok(Some((Constraint::JsonSchema(schema.to_string()), "response_format")))
+            Ok(Some((
+                Constraint::JsonSchema(schema.to_string()),
+                "response_format",
+            )))
         }
         _ => Err(ApiError::invalid(
             "response_format.type",
@@ -405,14 +417,23 @@ mod tests {
 
     #[test]
     fn required_and_named_choices_force_a_json_call() {
-        let plan = options(json!("required")).unwrap().plan(ChatFormat::GENERIC, false);
+        let plan = options(json!("required"))
+            .unwrap()
+            .plan(ChatFormat::GENERIC, false);
         assert_eq!(plan.parse.forced, Some(Forced::Calls));
-        let Some(Constraint::JsonSchema(schema)) = plan.constraint else { panic!() };
+        let Some(Constraint::JsonSchema(schema)) = plan.constraint else {
+            panic!()
+        };
         assert!(schema.contains("get_weather"), "{schema}");
         let named = json!({"type": "function", "function": {"name": "get_weather"}});
         let plan = options(named).unwrap().plan(ChatFormat::GENERIC, false);
-        assert_eq!(plan.parse.forced, Some(Forced::Function("get_weather".into())));
-        let Some(Constraint::JsonSchema(schema)) = plan.constraint else { panic!() };
+        assert_eq!(
+            plan.parse.forced,
+            Some(Forced::Function("get_weather".into()))
+        );
+        let Some(Constraint::JsonSchema(schema)) = plan.constraint else {
+            panic!()
+        };
         assert!(schema.contains("\"city\""), "{schema}");
     }
 
@@ -423,7 +444,13 @@ mod tests {
         assert_eq!(param_of(options(unknown)), "tool_choice");
         let bad = json!([{"type": "function", "function": {"name": "a b"}}]);
         assert_eq!(
-            param_of(ChatOptions::from_request(Some(&bad), None, None, None, None)),
+            param_of(ChatOptions::from_request(
+                Some(&bad),
+                None,
+                None,
+                None,
+                None
+            )),
             "tools[0].function.name"
         );
         let rf = json!({"type": "json_schema", "json_schema": {"name": "x", "schema": 3}});
@@ -439,7 +466,10 @@ mod tests {
         let o = ChatOptions::from_request(None, None, Some(&rf), None, None).unwrap();
         assert_eq!(
             o.output,
-            Some((Constraint::JsonSchema("{\"type\":\"object\"}".into()), "response_format"))
+            Some((
+                Constraint::JsonSchema("{\"type\":\"object\"}".into()),
+                "response_format"
+            ))
         );
         let rf = json!({"type": "text"});
         let o = ChatOptions::from_request(None, None, Some(&rf), None, None).unwrap();

@@ -2,14 +2,14 @@
 //! model's client through its actor, and renders the worker's answer.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use llm_node_protocol::Usage;
+use llm_node_protocol::{TokenLogprob, Usage};
 use serde_json::json;
 
 use super::error::ApiError;
+use super::output::{self, Assembler};
 use super::response::{
-    finish_reason, response_id, unix_now, AssistantMessage, ChatChoice, ChatCompletion,
-    EmbeddingData, EmbeddingList, EmbeddingUsage, EmbeddingValue, Header, TextChoice,
-    TextCompletion, UsageBody,
+    finish_reason, response_id, unix_now, ChatChoice, ChatCompletion, EmbeddingData, EmbeddingList,
+    EmbeddingUsage, EmbeddingValue, Header, TextChoice, TextCompletion, UsageBody,
 };
 use super::sse::{self, ChunkKind, ChunkWriter};
 use super::types::{
@@ -40,23 +40,45 @@ pub async fn completions(
 /// Runs a generation and answers it whole or as a stream.
 ///
 /// The first event is awaited before answering, so that a prompt that does not
-/// fit is a plain 400 even for streaming requests.
+/// fit (or a grammar the model refuses) is a plain 400 even for streaming
+/// requests. `n` choices are `n` generations of the same prompt on the
+/// model's slots (seeds `seed`, `seed + 1`, … when a seed is given).
 async fn generate(
     state: &AppState,
-    job: GenerationJob,
+    mut job: GenerationJob,
     kind: ChunkKind,
 ) -> Result<HttpResponse, ApiError> {
+    if job.stream && job.n > 1 {
+        return Err(ApiError::invalid(
+            "n",
+            "n > 1 is supported for non-streaming requests only",
+        ));
+    }
     let (model, client) = state.client(&job.model).await?;
-    let mut stream = client.generate(job.prompt, job.params)?;
+    let plan = job
+        .chat
+        .as_ref()
+        .map(|c| c.plan(client.chat_format(), false));
+    if let Some(plan) = &plan {
+        job.params.constraint = plan.constraint.clone();
+    }
+    let blame = plan.as_ref().and_then(|p| p.constraint_param);
+    let assembler = || match &plan {
+        Some(plan) => Assembler::chat(client.chat_format(), plan.parse.clone()),
+        None => Assembler::text(),
+    };
     let endpoint = match kind {
         ChunkKind::Chat => "chat",
         ChunkKind::Text => "completions",
     };
-    stream.meter(state.models.metrics(), &model, endpoint);
-    let first = match stream.next().await {
-        Some(event) => event?,
-        None => return Err(ApiError::Internal),
-    };
+    let mut streams = Vec::with_capacity(job.n as usize);
+    for i in 0..job.n {
+        let mut params = job.params.clone();
+        params.seed = params.seed.map(|s| s.wrapping_add(i));
+        let mut stream = client.generate(job.prompt.clone(), params)?;
+        stream.meter(state.models.metrics(), &model, endpoint);
+        streams.push(stream);
+    }
     let writer = ChunkWriter {
         kind,
         id: response_id(match kind {
@@ -67,10 +89,27 @@ async fn generate(
         model,
         include_usage: job.include_usage,
     };
+    let want_logprobs = job.params.logprobs.is_some();
     if job.stream {
-        return Ok(sse::response(writer, first, stream));
+        let mut stream = streams.pop().ok_or(ApiError::Internal)?;
+        let first = first_event(&mut stream, blame).await?;
+        return Ok(sse::response(
+            writer,
+            first,
+            stream,
+            assembler(),
+            want_logprobs,
+        ));
     }
-    let (text, reason, usage) = collect(first, stream).await?;
+    let mut choices = Vec::with_capacity(streams.len());
+    let mut usage = Usage::default();
+    for stream in streams {
+        let choice = collect(stream, assembler(), blame).await?;
+        usage.prompt_tokens = choice.usage.prompt_tokens;
+        usage.cached_tokens = usage.cached_tokens.max(choice.usage.cached_tokens);
+        usage.completion_tokens += choice.usage.completion_tokens;
+        choices.push(choice);
+    }
     let header = Header {
         id: writer.id,
         object: match kind {
@@ -81,49 +120,104 @@ async fn generate(
         model: writer.model,
     };
     let usage = UsageBody::from(&usage);
+    let indexed = choices.into_iter().enumerate().map(|(i, c)| (i as u32, c));
     Ok(match kind {
         ChunkKind::Chat => HttpResponse::Ok().json(ChatCompletion {
             header,
-            choices: [ChatChoice {
-                index: 0,
-                message: AssistantMessage {
-                    role: "assistant",
-                    content: text,
-                },
-                logprobs: None,
-                finish_reason: reason,
-            }],
+            choices: indexed
+                .map(|(index, c)| ChatChoice {
+                    index,
+                    message: c.message.to_json(),
+                    logprobs: want_logprobs.then(|| output::chat_logprobs(&c.logprobs)),
+                    finish_reason: c.reason,
+                })
+                .collect(),
             usage,
         }),
         ChunkKind::Text => HttpResponse::Ok().json(TextCompletion {
             header,
-            choices: vec![TextChoice {
-                index: 0,
-                text,
-                logprobs: None,
-                finish_reason: Some(reason),
-            }],
+            choices: indexed
+                .map(|(index, c)| TextChoice {
+                    index,
+                    logprobs: want_logprobs.then(|| output::text_logprobs(&c.logprobs, 0)),
+                    text: c.message.content,
+                    finish_reason: Some(c.reason),
+                })
+                .collect(),
             usage: Some(usage),
         }),
     })
 }
 
-/// Reads a generation to its end: text, finish reason, usage.
+/// The first event of a generation; a refused constraint is blamed on the
+/// request parameter it came from.
+async fn first_event(
+    stream: &mut GenerationStream,
+    blame: Option<&'static str>,
+) -> Result<GenerationEvent, ApiError> {
+    match stream.next().await {
+        Some(Ok(event)) => Ok(event),
+        Some(Err(e)) => Err(match (ApiError::from(e), blame) {
+            (
+                ApiError::InvalidRequest {
+                    message,
+                    param: None,
+                },
+                Some(param),
+            ) => ApiError::InvalidRequest {
+                message,
+                param: Some(param.to_owned()),
+            },
+            (e, _) => e,
+        }),
+        None => Err(ApiError::Internal),
+    }
+}
+
+/// One finished choice.
+struct Choice {
+    message: output::Message,
+    reason: &'static str,
+    usage: Usage,
+    logprobs: Vec<TokenLogprob>,
+}
+
+/// Reads a generation to its end.
 async fn collect(
-    first: GenerationEvent,
     mut stream: GenerationStream,
-) -> Result<(String, &'static str, Usage), ApiError> {
-    let mut text = String::new();
-    let mut event = first;
+    mut assembler: Assembler,
+    blame: Option<&'static str>,
+) -> Result<Choice, ApiError> {
+    let mut message = output::Message::default();
+    let mut logprobs = Vec::new();
+    let mut parts = Vec::new();
+    let mut event = first_event(&mut stream, blame).await?;
     loop {
         match event {
-            GenerationEvent::Started { .. } => {}
-            GenerationEvent::Piece { text: piece, .. } => text.push_str(&piece),
+            GenerationEvent::Started { reasoning_open, .. } => assembler.started(reasoning_open),
+            GenerationEvent::Piece {
+                text, logprobs: lp, ..
+            } => {
+                logprobs.extend(lp);
+                assembler.push(&text, &mut parts);
+            }
             GenerationEvent::Finished { reason, usage } => {
                 // Cancelled without our asking: the worker is going away.
                 let reason = finish_reason(reason).ok_or(ApiError::WorkerGone)?;
-                return Ok((text, reason, usage));
+                assembler.finish(&mut parts);
+                for part in parts.drain(..) {
+                    message.apply(part);
+                }
+                return Ok(Choice {
+                    message,
+                    reason: output::finish_reason(reason, assembler.called_tools()),
+                    usage,
+                    logprobs,
+                });
             }
+        }
+        for part in parts.drain(..) {
+            message.apply(part);
         }
         event = stream.next().await.ok_or(ApiError::Internal)??;
     }

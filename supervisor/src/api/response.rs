@@ -66,22 +66,18 @@ pub struct Header {
 pub struct ChatCompletion {
     #[serde(flatten)]
     pub header: Header,
-    pub choices: [ChatChoice; 1],
+    pub choices: Vec<ChatChoice>,
     pub usage: UsageBody,
 }
 
 #[derive(Debug, Serialize)]
 pub struct ChatChoice {
     pub index: u32,
-    pub message: AssistantMessage,
-    pub logprobs: Option<()>,
+    /// `role`, `content`, and `reasoning_content` / `tool_calls` when present
+    /// (see [`super::output::Message::to_json`]).
+    pub message: serde_json::Value,
+    pub logprobs: Option<serde_json::Value>,
     pub finish_reason: &'static str,
-}
-
-#[derive(Debug, Serialize)]
-pub struct AssistantMessage {
-    pub role: &'static str,
-    pub content: String,
 }
 
 /// `text_completion` (whole or as a streaming chunk).
@@ -98,7 +94,7 @@ pub struct TextCompletion {
 pub struct TextChoice {
     pub index: u32,
     pub text: String,
-    pub logprobs: Option<()>,
+    pub logprobs: Option<serde_json::Value>,
     pub finish_reason: Option<&'static str>,
 }
 
@@ -116,7 +112,7 @@ pub struct ChatChunk {
 pub struct ChunkChoice {
     pub index: u32,
     pub delta: Delta,
-    pub logprobs: Option<()>,
+    pub logprobs: Option<serde_json::Value>,
     pub finish_reason: Option<&'static str>,
 }
 
@@ -126,6 +122,10 @@ pub struct Delta {
     pub role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<serde_json::Value>,
 }
 
 /// `POST /v1/embeddings` answer.

@@ -18,10 +18,12 @@ use llm_node_protocol::Usage;
 use serde::Serialize;
 
 use super::error::ApiError;
+use super::output::{self, Assembler, Part};
 use super::response::{
     finish_reason, ChatChunk, ChunkChoice, Delta, Header, TextChoice, TextCompletion, UsageBody,
 };
 use crate::worker::{GenerationEvent, GenerationStream};
+use llm_node_protocol::TokenLogprob;
 
 /// The last frame of every stream.
 pub const DONE: &[u8] = b"data: [DONE]\n\n";
@@ -65,13 +67,23 @@ impl ChunkWriter {
     }
 
     fn chunk(&self, delta: Delta, text: String, finish: Option<&'static str>) -> Vec<u8> {
+        self.chunk_with(delta, text, finish, None)
+    }
+
+    fn chunk_with(
+        &self,
+        delta: Delta,
+        text: String,
+        finish: Option<&'static str>,
+        logprobs: Option<serde_json::Value>,
+    ) -> Vec<u8> {
         match self.kind {
             ChunkKind::Chat => frame(&ChatChunk {
                 header: self.header(),
                 choices: vec![ChunkChoice {
                     index: 0,
                     delta,
-                    logprobs: None,
+                    logprobs,
                     finish_reason: finish,
                 }],
                 usage: None,
@@ -81,12 +93,30 @@ impl ChunkWriter {
                 choices: vec![TextChoice {
                     index: 0,
                     text,
-                    logprobs: None,
+                    logprobs,
                     finish_reason: finish,
                 }],
                 usage: None,
             }),
         }
+    }
+
+    /// A frame carrying one parsed part, with the logprobs of the tokens
+    /// that produced it (already in the endpoint's shape).
+    pub fn part(&self, part: &Part, logprobs: Option<serde_json::Value>) -> Vec<u8> {
+        let mut delta = Delta::default();
+        let mut text = String::new();
+        match part {
+            Part::Content(t) => {
+                delta.content = Some(t.clone());
+                text = t.clone();
+            }
+            Part::Reasoning(t) => delta.reasoning_content = Some(t.clone()),
+            Part::ToolCall { .. } => {
+                delta.tool_calls = Some(output::delta_json(part)["tool_calls"].take());
+            }
+        }
+        self.chunk_with(delta, text, None, logprobs)
     }
 
     /// The opening frame: the assistant role for chat, nothing for text.
@@ -96,6 +126,7 @@ impl ChunkWriter {
                 Delta {
                     role: Some("assistant"),
                     content: Some(String::new()),
+                    ..Delta::default()
                 },
                 String::new(),
                 None,
@@ -107,8 +138,8 @@ impl ChunkWriter {
     /// A frame carrying generated text.
     pub fn content(&self, text: &str) -> Vec<u8> {
         let delta = Delta {
-            role: None,
             content: Some(text.to_string()),
+            ..Delta::default()
         };
         self.chunk(delta, text.to_string(), None)
     }
@@ -147,12 +178,22 @@ impl ChunkWriter {
 
     /// The frames for one generation event, and whether the stream is over.
     pub fn event(&self, event: Result<GenerationEvent, ApiError>) -> (Vec<u8>, bool) {
+        self.event_with(event, false)
+    }
+
+    /// As [`Self::event`]; `called_tools` turns a `stop` into `tool_calls`.
+    pub fn event_with(
+        &self,
+        event: Result<GenerationEvent, ApiError>,
+        called_tools: bool,
+    ) -> (Vec<u8>, bool) {
         match event {
             Ok(GenerationEvent::Started { .. }) => (Vec::new(), false),
             Ok(GenerationEvent::Piece { text, .. }) if text.is_empty() => (Vec::new(), false),
             Ok(GenerationEvent::Piece { text, .. }) => (self.content(&text), false),
             Ok(GenerationEvent::Finished { reason, usage }) => match finish_reason(reason) {
                 Some(reason) => {
+                    let reason = output::finish_reason(reason, called_tools);
                     let mut out = self.finish(reason);
                     out.extend(self.usage(&usage));
                     out.extend_from_slice(DONE);
@@ -204,6 +245,13 @@ struct BodyState {
     stream: GenerationStream,
     /// The event already read to decide between an error and a stream.
     first: Option<GenerationEvent>,
+    assembler: Assembler,
+    /// Logprobs of tokens whose text has not been written yet.
+    logprobs: Vec<TokenLogprob>,
+    want_logprobs: bool,
+    /// Bytes of text written so far (legacy `text_offset`).
+    text_len: usize,
+    parts: Vec<Part>,
     opened: bool,
     done: bool,
 }
@@ -227,13 +275,7 @@ impl BodyState {
                     None => Err(ApiError::Internal),
                 },
             };
-            let (frames, done) = match event {
-                // The hot path: one frame per token, no intermediate values.
-                Ok(GenerationEvent::Piece { text, .. }) if !text.is_empty() => {
-                    (self.template.render(&text), false)
-                }
-                event => self.writer.event(event),
-            };
+            let (frames, done) = self.frames(event);
             if out.is_empty() {
                 out = frames;
             } else {
@@ -245,6 +287,68 @@ impl BodyState {
             }
         }
     }
+
+    /// The frames of one generation event, and whether the stream is over.
+    fn frames(&mut self, event: Result<GenerationEvent, ApiError>) -> (Vec<u8>, bool) {
+        match event {
+            Ok(GenerationEvent::Started { reasoning_open, .. }) => {
+                self.assembler.started(reasoning_open);
+                (Vec::new(), false)
+            }
+            Ok(GenerationEvent::Piece { text, logprobs, .. }) => {
+                self.logprobs.extend(logprobs);
+                self.assembler.push(&text, &mut self.parts);
+                (self.write_parts(), false)
+            }
+            Ok(GenerationEvent::Finished { reason, usage }) => {
+                self.assembler.finish(&mut self.parts);
+                let mut out = self.write_parts();
+                let called = self.assembler.called_tools();
+                let event = Ok(GenerationEvent::Finished { reason, usage });
+                let (end, done) = self.writer.event_with(event, called);
+                out.extend(end);
+                (out, done)
+            }
+            Err(e) => self.writer.event(Err(e)),
+        }
+    }
+
+    /// Frames for the parts produced so far; the pending logprobs ride on
+    /// the first of them.
+    fn write_parts(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let parts = std::mem::take(&mut self.parts);
+        for part in &parts {
+            let logprobs = self.take_logprobs();
+            match (part, &logprobs) {
+                // The hot path: one frame per token, no intermediate values.
+                (Part::Content(t), None) => {
+                    self.text_len += t.len();
+                    out.extend(self.template.render(t));
+                }
+                _ => {
+                    if let Part::Content(t) = part {
+                        self.text_len += t.len();
+                    }
+                    out.extend(self.writer.part(part, logprobs));
+                }
+            }
+        }
+        self.parts = parts;
+        self.parts.clear();
+        out
+    }
+
+    fn take_logprobs(&mut self) -> Option<serde_json::Value> {
+        if !self.want_logprobs || self.logprobs.is_empty() {
+            return None;
+        }
+        let tokens = std::mem::take(&mut self.logprobs);
+        Some(match self.writer.kind {
+            ChunkKind::Chat => output::chat_logprobs(&tokens),
+            ChunkKind::Text => output::text_logprobs(&tokens, self.text_len),
+        })
+    }
 }
 
 /// The body of a streamed completion, starting with `first` (already read).
@@ -252,12 +356,19 @@ pub fn body(
     writer: ChunkWriter,
     first: GenerationEvent,
     stream: GenerationStream,
+    assembler: Assembler,
+    want_logprobs: bool,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
     let state = BodyState {
         template: ContentTemplate::new(&writer),
         writer,
         stream,
         first: Some(first),
+        assembler,
+        logprobs: Vec::new(),
+        want_logprobs,
+        text_len: 0,
+        parts: Vec::new(),
         opened: false,
         done: false,
     };
@@ -272,12 +383,14 @@ pub fn response(
     writer: ChunkWriter,
     first: GenerationEvent,
     stream: GenerationStream,
+    assembler: Assembler,
+    want_logprobs: bool,
 ) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("Cache-Control", "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(body(writer, first, stream))
+        .streaming(body(writer, first, stream, assembler, want_logprobs))
 }
 
 #[cfg(test)]
@@ -404,12 +517,16 @@ mod tests {
     fn started_and_empty_pieces_write_nothing() {
         let w = writer(ChunkKind::Chat, false);
         assert_eq!(
-            w.event(Ok(GenerationEvent::Started { prompt_tokens: 1 })),
+            w.event(Ok(GenerationEvent::Started {
+                prompt_tokens: 1,
+                reasoning_open: false
+            })),
             (vec![], false)
         );
         let empty = GenerationEvent::Piece {
             text: String::new(),
             tokens: 1,
+            logprobs: Vec::new(),
         };
         assert_eq!(w.event(Ok(empty)), (vec![], false));
     }

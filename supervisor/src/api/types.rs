@@ -4,8 +4,9 @@
 //! `input`) are read as raw JSON and checked by hand, so that every bad value
 //! gets a 400 naming its `param` rather than serde's generic "did not match
 //! any variant". Unknown fields are ignored, as OpenAI does; known features we
-//! cannot honour (`n > 1`, tools, logprobs, JSON mode) are refused, never
-//! silently dropped.
+//! cannot honour (`echo`, `suffix`, `best_of`, streamed `n > 1`) are refused,
+//! never silently dropped. The chat-only fields (tools, `tool_choice`,
+//! `response_format`, …) are read by [`super::chat`].
 //!
 //! # Sampling defaults
 //! Unset fields take OpenAI's defaults where OpenAI has the knob
@@ -18,7 +19,15 @@ use llm_node_protocol::{ChatMessage, ChatPrompt, Prompt, SamplingParams};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::chat::{self, ChatOptions};
 use super::error::ApiError;
+
+/// Most choices one request may ask for (`n`); a model's slot count lowers it.
+pub const MAX_N: u32 = 16;
+/// Most alternatives per token (`top_logprobs`), as OpenAI.
+pub const MAX_TOP_LOGPROBS: u8 = 20;
+/// Most `logit_bias` entries.
+pub const MAX_LOGIT_BIAS: usize = 1024;
 
 /// Most stop strings accepted (OpenAI allows 4).
 pub const MAX_STOP: usize = 16;
@@ -49,7 +58,9 @@ pub struct SamplingRequest {
     pub presence_penalty: Option<f64>,
     pub repeat_penalty: Option<f64>,
     pub ignore_eos: Option<bool>,
-    /// Count of choices; only 1 is supported.
+    /// Token id (as a string) → bias in [-100, 100].
+    pub logit_bias: Option<Value>,
+    /// Count of choices.
     pub n: Option<i64>,
     pub stream: Option<bool>,
     pub stream_options: Option<StreamOptions>,
@@ -67,8 +78,19 @@ pub struct ChatCompletionRequest {
     pub model: String,
     pub messages: Vec<RequestMessage>,
     pub tools: Option<Value>,
+    pub tool_choice: Option<Value>,
+    /// Accepted; several calls per turn are always allowed.
+    pub parallel_tool_calls: Option<bool>,
     pub response_format: Option<Value>,
+    /// llama-server's extensions: a JSON schema or a GBNF grammar for the output.
+    pub json_schema: Option<Value>,
+    pub grammar: Option<Value>,
     pub logprobs: Option<bool>,
+    pub top_logprobs: Option<i64>,
+    /// gpt-oss: `low`, `medium` or `high`.
+    pub reasoning_effort: Option<String>,
+    /// Extra template variables, e.g. `{"enable_thinking": false}`.
+    pub chat_template_kwargs: Option<Value>,
     #[serde(flatten)]
     pub sampling: SamplingRequest,
 }
@@ -79,6 +101,14 @@ pub struct RequestMessage {
     /// A string, an array of content parts, or null.
     #[serde(default)]
     pub content: Value,
+    /// An assistant turn's calls.
+    #[serde(default)]
+    pub tool_calls: Value,
+    /// A `tool` message: the call it answers.
+    pub tool_call_id: Option<String>,
+    pub name: Option<String>,
+    /// An assistant turn's reasoning (sent back by agents in multi-turn chats).
+    pub reasoning_content: Option<String>,
 }
 
 /// `POST /v1/completions`.
@@ -121,6 +151,11 @@ pub struct GenerationJob {
     pub params: SamplingParams,
     pub stream: bool,
     pub include_usage: bool,
+    /// Choices to generate (1 to [`MAX_N`]).
+    pub n: u32,
+    /// Chat requests: tools and output constraints, applied once the
+    /// model's format is known.
+    pub chat: Option<ChatOptions>,
 }
 
 /// A validated embeddings request.
@@ -171,12 +206,6 @@ impl TryFrom<&SamplingRequest> for SamplingParams {
     type Error = ApiError;
 
     fn try_from(r: &SamplingRequest) -> Result<Self, ApiError> {
-        if let Some(n) = r.n.filter(|n| *n != 1) {
-            return Err(ApiError::invalid(
-                "n",
-                format!("only n=1 is supported, got {n}"),
-            ));
-        }
         let temperature = ranged(
             "temperature",
             r.temperature,
@@ -259,14 +288,63 @@ impl TryFrom<&SamplingRequest> for SamplingParams {
             max_tokens,
             stop: stop.into_iter().filter(|s| !s.is_empty()).collect(),
             constraint: None,
-            logit_bias: Vec::new(),
+            logit_bias: logit_bias(r.logit_bias.as_ref())?,
             logprobs: None,
             ignore_eos: r.ignore_eos.unwrap_or(false),
         })
     }
 }
 
+/// `logit_bias`: `{"token id": bias}` with biases in [-100, 100].
+fn logit_bias(value: Option<&Value>) -> Result<Vec<(i32, f32)>, ApiError> {
+    let map = match value {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Object(map)) => map,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "logit_bias",
+                "logit_bias must be an object of token id → bias",
+            ))
+        }
+    };
+    if map.len() > MAX_LOGIT_BIAS {
+        return Err(ApiError::invalid(
+            "logit_bias",
+            format!("at most {MAX_LOGIT_BIAS} logit_bias entries"),
+        ));
+    }
+    map.iter()
+        .map(|(token, bias)| {
+            let id = token.parse::<i32>().ok().filter(|t| *t >= 0);
+            let bias = bias.as_f64().filter(|b| (-100.0..=100.0).contains(b));
+            match (id, bias) {
+                (Some(id), Some(bias)) => Ok((id, bias as f32)),
+                (None, _) => Err(ApiError::invalid(
+                    "logit_bias",
+                    format!("logit_bias keys must be token ids, got {token:?}"),
+                )),
+                (_, None) => Err(ApiError::invalid(
+                    "logit_bias",
+                    format!("logit_bias values must be numbers in [-100, 100] (token {token})"),
+                )),
+            }
+        })
+        .collect()
+}
+
 impl SamplingRequest {
+    /// The number of choices.
+    fn n(&self) -> Result<u32, ApiError> {
+        match self.n {
+            None => Ok(1),
+            Some(n) if (1..=i64::from(MAX_N)).contains(&n) => Ok(n as u32),
+            Some(n) => Err(ApiError::invalid(
+                "n",
+                format!("n must be in [1, {MAX_N}], got {n}"),
+            )),
+        }
+    }
+
     fn stream(&self) -> (bool, bool) {
         let stream = self.stream.unwrap_or(false);
         let usage = self
@@ -344,51 +422,106 @@ impl TryFrom<ChatCompletionRequest> for GenerationJob {
             "messages",
             "messages must contain at least one message",
         )?;
-        let has_tools = match &r.tools {
-            None | Some(Value::Null) => false,
-            Some(Value::Array(tools)) => !tools.is_empty(),
-            Some(_) => true,
-        };
-        refuse_if(has_tools, "tools", "tools are not supported")?;
-        let json_mode = r
-            .response_format
-            .as_ref()
-            .is_some_and(|f| !f.is_null() && f["type"] != "text");
-        refuse_if(
-            json_mode,
-            "response_format",
-            "only response_format {\"type\":\"text\"} is supported",
+        let options = ChatOptions::from_request(
+            r.tools.as_ref(),
+            r.tool_choice.as_ref(),
+            r.response_format.as_ref(),
+            r.json_schema.as_ref(),
+            r.grammar.as_ref(),
         )?;
-        refuse_if(
-            r.logprobs == Some(true),
-            "logprobs",
-            "logprobs are not supported",
-        )?;
-        let messages = r
+        let mut messages = r
             .messages
             .iter()
             .enumerate()
-            .map(|(i, m)| {
-                Ok(ChatMessage {
-                    role: role(i, &m.role)?,
-                    content: Some(content(i, &m.content)?),
-                    ..ChatMessage::default()
-                })
-            })
+            .map(|(i, m)| message(i, m))
             .collect::<Result<Vec<_>, ApiError>>()?;
-        let params = SamplingParams::try_from(&r.sampling)?;
+        chat::name_tool_results(&mut messages);
+        let mut params = SamplingParams::try_from(&r.sampling)?;
+        params.logprobs = chat_logprobs(r.logprobs, r.top_logprobs)?;
+        let reasoning_effort = match r.reasoning_effort.as_deref() {
+            None => None,
+            Some(e @ ("low" | "medium" | "high")) => Some(e.to_owned()),
+            Some(other) => {
+                return Err(ApiError::invalid(
+                    "reasoning_effort",
+                    format!("reasoning_effort must be low, medium or high, got {other:?}"),
+                ))
+            }
+        };
+        let template_kwargs_json = match &r.chat_template_kwargs {
+            None | Some(Value::Null) => None,
+            Some(v @ Value::Object(_)) => Some(v.to_string()),
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    "chat_template_kwargs",
+                    "chat_template_kwargs must be an object",
+                ))
+            }
+        };
         let (stream, include_usage) = r.sampling.stream();
         Ok(GenerationJob {
             model: r.model,
             prompt: Prompt::Chat(ChatPrompt {
                 messages,
+                tools_json: options.tools_json(),
+                template_kwargs_json,
+                reasoning_effort,
                 add_generation_prompt: true,
-                ..ChatPrompt::default()
             }),
             params,
             stream,
             include_usage,
+            n: r.sampling.n()?,
+            chat: Some(options),
         })
+    }
+}
+
+/// One request message as the template sees it.
+fn message(i: usize, m: &RequestMessage) -> Result<ChatMessage, ApiError> {
+    let role = role(i, &m.role)?;
+    let tool_calls = match role.as_str() {
+        "assistant" => chat::tool_calls(i, &m.tool_calls)?,
+        _ => Vec::new(),
+    };
+    // An assistant turn that only calls tools has no content (templates test
+    // `content is none`); elsewhere a missing content is empty text.
+    let content = match (&m.content, tool_calls.is_empty()) {
+        (Value::Null, false) => None,
+        (c, _) => Some(content(i, c)?),
+    };
+    if role == "tool" && m.tool_call_id.is_none() {
+        tracing::debug!(message = i, "tool message without tool_call_id");
+    }
+    Ok(ChatMessage {
+        role,
+        content,
+        reasoning_content: m.reasoning_content.clone().filter(|r| !r.is_empty()),
+        tool_calls,
+        tool_call_id: m.tool_call_id.clone(),
+        name: m.name.clone(),
+    })
+}
+
+/// Chat `logprobs` / `top_logprobs` → alternatives per token.
+fn chat_logprobs(logprobs: Option<bool>, top: Option<i64>) -> Result<Option<u8>, ApiError> {
+    let top = match top {
+        None => 0,
+        Some(k) if (0..=i64::from(MAX_TOP_LOGPROBS)).contains(&k) => k as u8,
+        Some(k) => {
+            return Err(ApiError::invalid(
+                "top_logprobs",
+                format!("top_logprobs must be in [0, {MAX_TOP_LOGPROBS}], got {k}"),
+            ))
+        }
+    };
+    match logprobs {
+        Some(true) => Ok(Some(top)),
+        _ if top > 0 => Err(ApiError::invalid(
+            "top_logprobs",
+            "top_logprobs needs logprobs: true",
+        )),
+        _ => Ok(None),
     }
 }
 
@@ -411,12 +544,26 @@ impl TryFrom<CompletionRequest> for GenerationJob {
             "best_of",
             "only best_of=1 is supported",
         )?;
-        let logprobs = r
-            .logprobs
-            .as_ref()
-            .is_some_and(|l| !(l.is_null() || *l == 0 || *l == false));
-        refuse_if(logprobs, "logprobs", "logprobs are not supported")?;
-        let params = SamplingParams::try_from(&r.sampling)?;
+        let mut params = SamplingParams::try_from(&r.sampling)?;
+        // Legacy completions: `logprobs` is the number of alternatives (0–5).
+        params.logprobs = match &r.logprobs {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => None,
+            Some(Value::Number(k)) => match k.as_u64().filter(|k| *k <= 5) {
+                Some(k) => Some(k as u8),
+                None => {
+                    return Err(ApiError::invalid(
+                        "logprobs",
+                        "logprobs must be an integer in [0, 5]",
+                    ))
+                }
+            },
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    "logprobs",
+                    "logprobs must be an integer in [0, 5]",
+                ))
+            }
+        };
         let (stream, include_usage) = r.sampling.stream();
         Ok(GenerationJob {
             model: r.model,
@@ -424,6 +571,8 @@ impl TryFrom<CompletionRequest> for GenerationJob {
             params,
             stream,
             include_usage,
+            n: r.sampling.n()?,
+            chat: None,
         })
     }
 }
@@ -573,16 +722,31 @@ mod tests {
             (json!({"presence_penalty": -3}), "presence_penalty"),
             (json!({"repeat_penalty": 0}), "repeat_penalty"),
             (json!({"seed": -2}), "seed"),
-            (json!({"n": 2}), "n"),
+            (json!({"n": 17}), "n"),
             (json!({"stop": 5}), "stop"),
             (json!({"stop": ["a", 1]}), "stop"),
             (json!({"stop": vec!["s"; 17]}), "stop"),
-            (json!({"tools": [{"type": "function"}]}), "tools"),
             (
-                json!({"response_format": {"type": "json_object"}}),
-                "response_format",
+                json!({"tools": [{"type": "function"}]}),
+                "tools[0].function.name",
             ),
-            (json!({"logprobs": true}), "logprobs"),
+            (json!({"tools": {}}), "tools"),
+            (json!({"tool_choice": "required"}), "tool_choice"),
+            (
+                json!({"response_format": {"type": "xml"}}),
+                "response_format.type",
+            ),
+            (json!({"top_logprobs": 3}), "top_logprobs"),
+            (json!({"logprobs": true, "top_logprobs": 21}), "top_logprobs"),
+            (json!({"logit_bias": {"x": 1}}), "logit_bias"),
+            (json!({"logit_bias": {"5": 101}}), "logit_bias"),
+            (json!({"reasoning_effort": "max"}), "reasoning_effort"),
+            (json!({"chat_template_kwargs": []}), "chat_template_kwargs"),
+            (
+                json!({"messages": [{"role": "assistant", "content": null,
+                    "tool_calls": [{"function": {"name": "f", "arguments": "{"}}]}]}),
+                "messages[0].tool_calls[0].function.arguments",
+            ),
             (
                 json!({"messages": [{"role": "wizard", "content": "x"}]}),
                 "messages[0].role",
@@ -628,7 +792,7 @@ mod tests {
                 "best_of",
             ),
             (
-                json!({"model": "m", "prompt": "a", "logprobs": 3}),
+                json!({"model": "m", "prompt": "a", "logprobs": 6}),
                 "logprobs",
             ),
             (json!({"model": "m", "prompt": "a", "top_p": 0}), "top_p"),

@@ -60,7 +60,10 @@ pub enum GenerationEvent {
         /// One entry per token when the request asked for logprobs.
         logprobs: Vec<llm_node_protocol::TokenLogprob>,
     },
-    Finished { reason: FinishReason, usage: Usage },
+    Finished {
+        reason: FinishReason,
+        usage: Usage,
+    },
 }
 
 /// A cheap, cloneable handle to one worker connection.
