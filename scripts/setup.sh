@@ -21,6 +21,7 @@ command -v clang >/dev/null || missing+=(clang)
 ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ldconfig -p 2>/dev/null | grep -q 'libclang[-.0-9]*\.so' || missing+=(libclang-dev)
 command -v python3 >/dev/null || missing+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}" >&2
   as_root apt-get update -qq
@@ -80,5 +81,17 @@ PY
     "llama_cpp_python-$SDIST_VERSION/vendor/llama.cpp/common/chat*"
   touch "$CORPUS.tmp/.complete-$SDIST_VERSION"
   rm -rf "$CORPUS" && mv "$CORPUS.tmp" "$CORPUS"
+fi
+# The client libraries the test suite drives the node with (the `openai` SDK,
+# `jsonschema` to validate structured output, `pydantic` for parse()), in a
+# virtual environment of their own.
+VENV="$CACHE/venv"
+if [ ! -f "$VENV/.complete-1" ]; then
+  echo "setup: installing the Python test clients into $VENV" >&2
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check \
+    'openai>=1.40,<3' 'jsonschema>=4.20,<5' 'pydantic>=2,<3'
+  touch "$VENV/.complete-1"
 fi
 echo "$MODEL_DIR/$MODEL_FILE"

@@ -3,6 +3,7 @@
 //! broken one's requests end with a clear error, and it comes back by itself.
 
 use std::io::{BufRead, BufReader};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use llm_node_tests::{chat, model_path, stream_text, Node, MODEL};
@@ -12,8 +13,15 @@ use serde_json::{json, Value};
 
 const OTHER: &str = "other";
 
-/// Streams a long generation on `model`; returns every data payload and when the stream ended.
-fn long_stream(node: &Node, model: &str, tokens: u32) -> (Vec<String>, Instant) {
+/// Streams a long generation on `model`; returns every data payload and when
+/// the stream ended. `started` counts streams whose first event has arrived
+/// (the response head is only sent after it).
+fn long_stream(
+    node: &Node,
+    model: &str,
+    tokens: u32,
+    started: &AtomicUsize,
+) -> (Vec<String>, Instant) {
     let mut body = chat(
         "Write a very long essay about the history of ships.",
         json!({"max_tokens": tokens, "ignore_eos": true, "stream": true, "temperature": 0}),
@@ -26,6 +34,7 @@ fn long_stream(node: &Node, model: &str, tokens: u32) -> (Vec<String>, Instant) 
         .send()
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
+    started.fetch_add(1, Ordering::SeqCst);
     let events: Vec<String> = BufReader::new(r)
         .lines()
         .map_while(Result::ok)
@@ -54,23 +63,31 @@ fn pid_of(node: &Node, model: &str) -> i32 {
         .unwrap() as i32
 }
 
-/// Waits until the model's first stream has produced text, so the fault hits mid-stream.
-fn wait_streaming(node: &Node, model: &str) {
+/// Waits until both of the model's streams have started generating, so the
+/// fault hits mid-stream (on a loaded machine a fixed sleep was not enough:
+/// a stream killed before its first token is a plain 503, not a cut stream).
+fn wait_streaming(node: &Node, model: &str, started: &AtomicUsize) {
     node.wait_admin(model, "busy", |m| m["in_flight"].as_u64() >= Some(2));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while started.load(Ordering::SeqCst) < 2 {
+        assert!(Instant::now() < deadline, "streams never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     std::thread::sleep(Duration::from_millis(300));
 }
 
 fn fault_round(node: &Node, fault: impl FnOnce(i32)) {
     let victim_pid = pid_of(node, MODEL);
     let restarts_before = node.admin_model(MODEL)["restarts"].as_u64().unwrap();
+    let (started, others_started) = (AtomicUsize::new(0), AtomicUsize::new(0));
     std::thread::scope(|s| {
         let victims: Vec<_> = (0..2)
-            .map(|_| s.spawn(|| long_stream(node, MODEL, 400)))
+            .map(|_| s.spawn(|| long_stream(node, MODEL, 400, &started)))
             .collect();
         let others: Vec<_> = (0..2)
-            .map(|_| s.spawn(|| long_stream(node, OTHER, 48)))
+            .map(|_| s.spawn(|| long_stream(node, OTHER, 48, &others_started)))
             .collect();
-        wait_streaming(node, MODEL);
+        wait_streaming(node, MODEL, &started);
         let faulted_at = Instant::now();
         fault(victim_pid);
         for v in victims {
@@ -201,9 +218,10 @@ fn a_hung_worker_is_detected_by_liveness_killed_and_restarted() {
 fn admin_restart_under_load_drains_first() {
     let node = Node::start_with(4, &["--no-embeddings"]);
     let pid = pid_of(&node, MODEL);
+    let started = AtomicUsize::new(0);
     std::thread::scope(|s| {
         let streams: Vec<_> = (0..3)
-            .map(|_| s.spawn(|| long_stream(&node, MODEL, 64)))
+            .map(|_| s.spawn(|| long_stream(&node, MODEL, 64, &started)))
             .collect();
         node.wait_admin(MODEL, "busy", |m| m["in_flight"].as_u64() >= Some(3));
         let (status, v) = node.post(&format!("/admin/models/{MODEL}/restart"), &json!({}));

@@ -352,7 +352,17 @@ fn bad_input_gets_openai_errors_and_the_worker_keeps_serving() {
         (chat("hi", json!({"top_p": 1.5})), 400, "top_p"),
         (chat("hi", json!({"max_tokens": 0})), 400, "max_tokens"),
         (chat("hi", json!({"max_tokens": -3})), 400, "max_tokens"),
-        (chat("hi", json!({"n": 2})), 400, "n"),
+        (chat("hi", json!({"n": 17})), 400, "n"),
+        (chat("hi", json!({"n": 2, "stream": true})), 400, "n"),
+        (
+            chat(
+                "hi",
+                json!({"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "object", "properties": {"a": {"type": "no-such-type"}}}}}}),
+            ),
+            400,
+            "response_format",
+        ),
+        (chat("hi", json!({"grammar": "root ::= ("})), 400, "grammar"),
         (
             json!({"model": MODEL, "messages": [{"role": "wizard", "content": "hi"}]}),
             400,

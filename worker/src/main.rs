@@ -16,6 +16,7 @@
 mod engine;
 mod ipc;
 mod sampling;
+mod schema;
 mod text;
 
 use std::process::ExitCode;

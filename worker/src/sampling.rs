@@ -89,14 +89,21 @@ fn grammar_sampler(model: &LlamaModel, c: &Constraint) -> Result<LlamaSampler, G
 }
 
 fn schema_to_gbnf(schema: &str) -> Result<String, GrammarError> {
-    llama_cpp_2::json_schema_to_grammar(schema).map_err(|e| {
-        // llama.cpp's converter only reports an error code; say what was wrong in words.
-        let detail = match e.to_string() {
+    let convert = |s: &str| {
+        llama_cpp_2::json_schema_to_grammar(s).map_err(|e| match e.to_string() {
+            // llama.cpp's converter only reports an error code; say it in words.
             s if s.contains("ffi error") => "unsupported or invalid schema".to_owned(),
             s => s,
-        };
-        GrammarError::Schema(detail)
-    })
+        })
+    };
+    let mut gbnf = crate::schema::to_gbnf(schema, convert).map_err(GrammarError::Schema)?;
+    if gbnf.contains("bounded-number-")
+        && !gbnf.contains("\nspace ::=")
+        && !gbnf.starts_with("space ::=")
+    {
+        gbnf.push_str("space ::= | \" \" | \"\\n\"{1,2} [ \\t]{0,20}\n");
+    }
+    Ok(gbnf)
 }
 
 /// Turns the grammar of one JSON value (root rule `root`) into the grammar

@@ -583,3 +583,25 @@ fn ready_reports_the_template_it_renders_with() {
         w.info.chat_template
     );
 }
+
+#[test]
+fn bounded_numbers_stay_within_their_bounds() {
+    let mut w = Worker::start(1, 1024);
+    let schema = r#"{"type":"object","properties":{"score":{"type":"number","minimum":0,"maximum":1},"lat":{"type":"number","minimum":-90,"maximum":90},"price":{"type":"number","exclusiveMinimum":0,"maximum":1000}},"required":["score","lat","price"]}"#;
+    for seed in 0..4 {
+        let params = SamplingParams {
+            constraint: Some(Constraint::JsonSchema(schema.into())),
+            temperature: 1.0,
+            seed: Some(seed),
+            max_tokens: Some(120),
+            ..SamplingParams::default()
+        };
+        let (text, ev) = w.run_one(chat("Give an example."), params);
+        assert_eq!(usage(&ev).0, FinishReason::Stop, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).expect(&text);
+        let n = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} in {v}"));
+        assert!((0.0..=1.0).contains(&n("score")), "{v}");
+        assert!((-90.0..=90.0).contains(&n("lat")), "{v}");
+        assert!(n("price") > 0.0 && n("price") <= 1000.0, "{v}");
+    }
+}

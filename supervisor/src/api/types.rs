@@ -737,7 +737,10 @@ mod tests {
                 "response_format.type",
             ),
             (json!({"top_logprobs": 3}), "top_logprobs"),
-            (json!({"logprobs": true, "top_logprobs": 21}), "top_logprobs"),
+            (
+                json!({"logprobs": true, "top_logprobs": 21}),
+                "top_logprobs",
+            ),
             (json!({"logit_bias": {"x": 1}}), "logit_bias"),
             (json!({"logit_bias": {"5": 101}}), "logit_bias"),
             (json!({"reasoning_effort": "max"}), "reasoning_effort"),
