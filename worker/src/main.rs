@@ -9,13 +9,23 @@
 //!
 //! # Layout
 //! - `ipc`: the connection and the command reader thread.
-//! - `engine`: the llama.cpp thread and its continuous-batching loop.
-//! - chat templates are rendered by the `llm-node-chat` crate.
+//! - `engine`: the llama.cpp thread and its continuous-batching loop; it
+//!   applies the decisions of the pure modules below.
+//! - `plan`: the batch plan (which slot gets which tokens each step), slot
+//!   choice by longest cached prefix, prefix reuse. Pure, table-tested.
+//! - `sequence`: one generation, from a sampled token to streamed text and
+//!   its finish (stop strings, length, logprobs, token counts).
+//! - `embed`: the embeddings context, one input at a time.
+//! - `sampling`: the sampler chain and logprobs.
 //! - `text`: UTF-8 reassembly and stop strings.
+//! - chat templates are rendered by the `llm-node-chat` crate.
 
+mod embed;
 mod engine;
 mod ipc;
+mod plan;
 mod sampling;
+mod sequence;
 mod text;
 
 use std::process::ExitCode;
