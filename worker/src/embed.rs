@@ -1,6 +1,14 @@
 //! Embeddings: a second llama.cpp context, made on the first `Embed` request,
 //! that turns one input at a time into a mean-pooled, L2-normalised vector.
 //!
+//! A request is an [`EmbedJob`] that the engine advances by one input per
+//! turn of its loop, between decode steps: a batch of long inputs used to
+//! run in one go and stall every stream (and `Ping`) for its whole length.
+//! The job collects the vectors in input order and yields one `Embeddings`
+//! event at the end, or a `Failed` for the first input that cannot be
+//! embedded. An input is refused untokenized when its bytes alone show that
+//! it cannot fit (see `prep::max_prompt_bytes`).
+//!
 //! The context is separate from the generation context because pooled
 //! embeddings need a whole input in one micro-batch (`n_ubatch` =
 //! `ctx_per_slot`), which would make every generation step's buffers large;
@@ -12,7 +20,9 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
-use llm_node_protocol::FailureKind;
+use llm_node_protocol::{Event, FailureKind, RequestId};
+
+use crate::prep::max_prompt_bytes;
 
 /// An embeddings request (or one of its inputs) cannot be served.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +60,36 @@ pub struct Embedder<'m> {
     params: Option<LlamaContextParams>,
     /// The context and a batch as large as its micro-batch, once made.
     ctx: Option<(LlamaContext<'m>, LlamaBatch<'static>)>,
+    /// See `prep::bytes_per_token`.
+    bytes_per_token: Option<usize>,
+}
+
+/// An embeddings request in progress.
+pub struct EmbedJob {
+    pub id: RequestId,
+    inputs: Vec<String>,
+    vectors: Vec<Vec<f32>>,
+    prompt_tokens: u32,
+}
+
+impl EmbedJob {
+    pub fn new(id: RequestId, inputs: Vec<String>) -> Self {
+        Self {
+            id,
+            vectors: Vec::with_capacity(inputs.len()),
+            inputs,
+            prompt_tokens: 0,
+        }
+    }
+
+    /// The `Embeddings` event once every input is embedded.
+    pub fn result(&mut self) -> Option<Event> {
+        (self.vectors.len() == self.inputs.len()).then(|| Event::Embeddings {
+            id: self.id,
+            vectors: std::mem::take(&mut self.vectors),
+            prompt_tokens: self.prompt_tokens,
+        })
+    }
 }
 
 impl<'m> Embedder<'m> {
@@ -57,12 +97,14 @@ impl<'m> Embedder<'m> {
         backend: &'m LlamaBackend,
         model: &'m LlamaModel,
         params: Option<LlamaContextParams>,
+        bytes_per_token: Option<usize>,
     ) -> Self {
         Self {
             backend,
             model,
             params,
             ctx: None,
+            bytes_per_token,
         }
     }
 
@@ -103,6 +145,21 @@ impl<'m> Embedder<'m> {
             .map_or(0, |(ctx, _)| ctx.n_batch() as usize)
     }
 
+    /// Embeds the next input of `job` (none left: nothing to do).
+    ///
+    /// # Errors
+    /// As [`Embedder::embed`]; the job is then over.
+    pub fn advance(&mut self, job: &mut EmbedJob) -> Result<(), EmbedError> {
+        let n = job.vectors.len();
+        let Some(input) = job.inputs.get(n) else {
+            return Ok(());
+        };
+        let (vector, tokens) = self.embed(n, input)?;
+        job.vectors.push(vector);
+        job.prompt_tokens += tokens;
+        Ok(())
+    }
+
     /// Embeds `input`, number `n` of its request (for messages), and returns
     /// the unit vector and the input's token count.
     ///
@@ -110,8 +167,15 @@ impl<'m> Embedder<'m> {
     /// [`EmbedError`]: `InvalidRequest` for an empty input, `PromptTooLong`
     /// for one longer than the context, `Internal` when llama.cpp fails (or
     /// [`Embedder::ready`] was not called).
-    pub fn embed(&mut self, n: usize, input: &str) -> Result<(Vec<f32>, u32), EmbedError> {
+    fn embed(&mut self, n: usize, input: &str) -> Result<(Vec<f32>, u32), EmbedError> {
         let limit = self.max_tokens();
+        if input.len() > max_prompt_bytes(limit, self.bytes_per_token) {
+            let message = format!(
+                "input[{n}] has {} bytes, more than the {limit} tokens of the embedding context can cover",
+                input.len()
+            );
+            return Err(EmbedError::new(FailureKind::PromptTooLong, message));
+        }
         let tokens = self.model.vocab().tokenize(input.as_bytes(), true, false);
         if tokens.is_empty() {
             let message = format!("input[{n}] is empty");

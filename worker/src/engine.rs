@@ -3,84 +3,68 @@
 //!
 //! # The loop
 //! Each turn of [`Engine::run`]:
-//! 1. takes every pending command (blocking only when nothing is running);
+//! 1. takes every pending input (blocking only when nothing is running):
+//!    commands, and requests coming back from the prep thread (`prep`),
+//!    which renders and tokenizes prompts so that no request's preparation
+//!    ever blocks this loop;
 //! 2. admits waiting requests into free slots: each slot is one KV sequence
 //!    (`seq_id` = slot index) with its own sampler chain; the slot whose cached
 //!    tokens share the longest prefix with the new prompt is chosen and only
 //!    the rest of the prompt is evaluated (prompt caching);
 //! 3. asks [`plan::plan_step`] what goes into this step's batch (decode
 //!    tokens first, then prompt chunks within the budget) and fills it;
-//! 4. decodes it, samples for every slot whose plan wants logits, and hands
-//!    each token to its [`Sequence`], which says what to stream.
+//! 4. embeds one input of the oldest embeddings request, if any (a batch of
+//!    long inputs is spread over many turns instead of stalling them);
+//! 5. decodes the batch, samples for every slot whose plan wants logits, and
+//!    hands each token to its [`Sequence`], which says what to stream.
 //!
 //! The rules of steps 2 and 3 live in `plan`, the way from a token to events
-//! in `sequence`, embeddings in `embed`; this file applies them to llama.cpp.
+//! in `sequence`, embeddings in `embed`, prompt preparation in `prep`; this
+//! file applies them to llama.cpp.
 //!
 //! A finished sequence returns its slot at once; its KV stays as a prefix
 //! cache for the next request, while a cancelled or failed one is cleared.
 
-use std::collections::VecDeque;
-use std::num::NonZeroU32;
+use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc;
 
-use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
-use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::vocab::LlamaVocab;
-use llm_node_chat::template::{ChatTemplate, CHATML};
 use llm_node_protocol::{
-    Command, Event, FailureKind, FinishReason, ModelInfo, Prompt, RequestId, SamplingParams,
-    TokenLogprob, Usage, WorkerConfig,
+    Command, Event, FailureKind, FinishReason, ModelInfo, RequestId, TokenLogprob, Usage,
+    WorkerConfig,
 };
 
-use crate::embed::{self, Embedder};
+use crate::embed::{self, EmbedJob, Embedder};
 use crate::ipc::{Disconnected, EventSink, Inbound};
-use crate::plan::{self, Budget, Input, SlotState, Work};
-use crate::sampling::{build_sampler, logprobs};
+use crate::load::{load_template, new_context, threads, LoadError};
+use crate::plan::{self, Budget, Feed, SlotState, Work};
+use crate::prep::{self, Job, Prepared, Preparer};
+use crate::sampling::logprobs;
 use crate::sequence::{Sampled, Sequence, Step, Waiting};
 
-/// The model or its context could not be set up.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct LoadError {
-    pub message: String,
-    /// Trying again cannot help (a missing file, a template that does not compile).
-    pub permanent: bool,
+/// What the engine thread receives: commands from the reader thread and
+/// prepared requests from the prep thread, on one channel so that an idle
+/// engine can block on both.
+pub enum Input {
+    Inbound(Inbound),
+    Prepared(Prepared),
 }
 
-/// Loads the model described by `config`.
-///
-/// # Errors
-/// [`LoadError`] when the file is missing (permanent) or llama.cpp refuses
-/// it (permanent too: the same file fails the same way; running out of
-/// memory shows up at context creation instead).
-pub fn load_model(backend: &LlamaBackend, config: &WorkerConfig) -> Result<LlamaModel, LoadError> {
-    if !std::path::Path::new(&config.model_path).is_file() {
-        return Err(LoadError {
-            message: format!("model file not found: {}", config.model_path),
-            permanent: true,
-        });
+impl From<Inbound> for Input {
+    fn from(msg: Inbound) -> Self {
+        Self::Inbound(msg)
     }
-    let params = LlamaModelParams::default()
-        .with_n_gpu_layers(config.n_gpu_layers)
-        .with_main_gpu(config.main_gpu);
-    LlamaModel::load_from_file(backend, &config.model_path, &params).map_err(|e| LoadError {
-        message: format!("llama.cpp could not load {}: {e}", config.model_path),
-        permanent: true,
-    })
 }
 
-fn threads(config: &WorkerConfig) -> i32 {
-    let n = if config.threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
-    } else {
-        config.threads
-    };
-    n as i32
+impl From<Prepared> for Input {
+    fn from(p: Prepared) -> Self {
+        Self::Prepared(p)
+    }
 }
 
 /// One KV sequence of the context.
@@ -102,11 +86,9 @@ impl Slot {
     }
 }
 
-/// The loaded chat template and what `Ready` says about it.
-struct Template {
-    template: ChatTemplate,
+/// What `Ready` says about the chat template.
+struct TemplateInfo {
     source: String,
-    /// The GGUF or the config had one (else ChatML).
     found: bool,
 }
 
@@ -114,7 +96,14 @@ pub struct Engine<'m> {
     model: &'m LlamaModel,
     ctx: LlamaContext<'m>,
     embedder: Embedder<'m>,
-    template: Template,
+    /// Embeddings requests, oldest first; the front one advances one input per turn.
+    embeds: VecDeque<EmbedJob>,
+    template: TemplateInfo,
+    /// The prep thread's job queue.
+    prep: mpsc::Sender<Job>,
+    /// Requests sent to the prep thread and not back yet; `true` once
+    /// cancelled (answered already; dropped when it comes back).
+    in_prep: HashMap<RequestId, bool>,
     ctx_per_slot: usize,
     budget: Budget,
     batch: LlamaBatch<'static>,
@@ -126,7 +115,8 @@ pub struct Engine<'m> {
 
 impl<'m> Engine<'m> {
     /// Creates the generation context; the embeddings context, when enabled,
-    /// comes with the first embeddings request.
+    /// comes with the first embeddings request. Returns the [`Preparer`] that
+    /// the prep thread must run, serving `prep`.
     ///
     /// # Errors
     /// [`LoadError`] when llama.cpp cannot allocate a context, or (permanent)
@@ -136,7 +126,8 @@ impl<'m> Engine<'m> {
         model: &'m LlamaModel,
         config: &WorkerConfig,
         sink: EventSink,
-    ) -> Result<Self, (LoadError, EventSink)> {
+        prep: mpsc::Sender<Job>,
+    ) -> Result<(Self, Preparer<'m>), (LoadError, EventSink)> {
         let parts = new_context(backend, model, config)
             .and_then(|ctx| Ok((ctx, load_template(model, config)?)));
         let (ctx, template) = match parts {
@@ -148,6 +139,13 @@ impl<'m> Engine<'m> {
         let embed_params = config
             .embeddings
             .then(|| embed::context_params(ctx_per_slot, threads(config)));
+        let bytes_per_token = prep::bytes_per_token(&model.vocab());
+        let preparer = Preparer::new(
+            model,
+            template.template,
+            ctx_per_slot as usize,
+            bytes_per_token,
+        );
         let slots = (0..config.parallel.max(1) as i32)
             .map(|seq_id| Slot {
                 seq_id,
@@ -155,11 +153,17 @@ impl<'m> Engine<'m> {
                 active: None,
             })
             .collect();
-        Ok(Self {
+        let engine = Self {
             model,
             ctx,
-            embedder: Embedder::new(backend, model, embed_params),
-            template,
+            embedder: Embedder::new(backend, model, embed_params, bytes_per_token),
+            embeds: VecDeque::new(),
+            template: TemplateInfo {
+                source: template.source,
+                found: template.found,
+            },
+            prep,
+            in_prep: HashMap::new(),
             ctx_per_slot: ctx_per_slot as usize,
             budget: Budget {
                 batch: n_batch,
@@ -173,7 +177,8 @@ impl<'m> Engine<'m> {
             waiting: VecDeque::new(),
             sink,
             piece_buf: Vec::with_capacity(32),
-        })
+        };
+        Ok((engine, preparer))
     }
 
     /// Facts for the `Ready` handshake message.
@@ -209,9 +214,11 @@ impl<'m> Engine<'m> {
     ///
     /// # Errors
     /// [`Disconnected`] when the supervisor's event channel is closed.
-    pub fn run(&mut self, inbound: &mpsc::Receiver<Inbound>) -> Result<(), Disconnected> {
+    pub fn run(&mut self, inbound: &mpsc::Receiver<Input>) -> Result<(), Disconnected> {
         loop {
-            let idle = self.waiting.is_empty() && self.slots.iter().all(|s| s.active.is_none());
+            let idle = self.waiting.is_empty()
+                && self.embeds.is_empty()
+                && self.slots.iter().all(|s| s.active.is_none());
             if idle {
                 match inbound.recv() {
                     Ok(msg) => {
@@ -228,6 +235,7 @@ impl<'m> Engine<'m> {
                 }
             }
             self.admit()?;
+            self.embed_step()?;
             // Answers to commands (pongs, embeddings, failures, starts) go out
             // before the decode step, the step's tokens right after it.
             self.sink.flush()?;
@@ -238,13 +246,17 @@ impl<'m> Engine<'m> {
         }
     }
 
-    /// Applies one inbound message; `false` means stop serving.
-    fn handle(&mut self, msg: Inbound) -> Result<bool, Disconnected> {
+    /// Applies one input; `false` means stop serving.
+    fn handle(&mut self, msg: Input) -> Result<bool, Disconnected> {
         let cmd = match msg {
-            Inbound::Command(cmd) => cmd,
-            Inbound::Closed(why) => {
+            Input::Inbound(Inbound::Command(cmd)) => cmd,
+            Input::Inbound(Inbound::Closed(why)) => {
                 tracing::info!(%why, "command channel closed; exiting");
                 return Ok(false);
+            }
+            Input::Prepared(prepared) => {
+                self.prepared(prepared)?;
+                return Ok(true);
             }
         };
         match cmd {
@@ -253,18 +265,21 @@ impl<'m> Engine<'m> {
                 trace,
                 prompt,
                 params,
-            } => self.enqueue(id, trace, &prompt, params)?,
+            } => {
+                let job = Job::Generate {
+                    id,
+                    trace,
+                    prompt,
+                    params,
+                };
+                self.in_prep.insert(id, false);
+                self.to_prep(id, job)?
+            }
             Command::Embed { id, trace, inputs } => {
                 tracing::debug!(trace, inputs = inputs.len(), "embed");
-                self.embed(id, &inputs)?
+                self.embed(id, inputs)?
             }
-            Command::CountTokens { id, prompt } => match self.tokenize_prompt(&prompt) {
-                Ok((tokens, _)) => self.sink.send(Event::TokenCount {
-                    id,
-                    count: tokens.len() as u32,
-                })?,
-                Err(message) => self.fail(id, FailureKind::InvalidRequest, message)?,
-            },
+            Command::CountTokens { id, prompt } => self.to_prep(id, Job::Count { id, prompt })?,
             Command::Cancel { id } => self.cancel(id)?,
             Command::Ping { id } => self.sink.send(Event::Pong { id })?,
             Command::Shutdown => return Ok(false),
@@ -279,72 +294,37 @@ impl<'m> Engine<'m> {
         self.sink.send(Event::Failed { id, kind, message })
     }
 
-    /// The prompt's tokens, and whether a rendered chat prompt ends inside
-    /// a reasoning block.
-    fn tokenize_prompt(&self, prompt: &Prompt) -> Result<(Vec<LlamaToken>, bool), String> {
-        let vocab = self.model.vocab();
-        let text = match prompt {
-            Prompt::Text(text) => return Ok((vocab.tokenize(text.as_bytes(), true, true), false)),
-            Prompt::Chat(chat) => self
-                .template
-                .template
-                .render(chat)
-                .map_err(|e| e.to_string())?,
-        };
-        // Templates that write the BOS text themselves must not get a second one.
-        let bos = vocab.text(vocab.bos()).map(|c| c.to_bytes().to_vec());
-        let has_bos = bos.is_some_and(|b| !b.is_empty() && text.as_bytes().starts_with(&b));
-        let reasoning_open = ends_in_open_reasoning(&text);
-        Ok((
-            vocab.tokenize(text.as_bytes(), !has_bos, true),
-            reasoning_open,
-        ))
+    /// Hands a job to the prep thread.
+    fn to_prep(&mut self, id: RequestId, job: Job) -> Result<(), Disconnected> {
+        if self.prep.send(job).is_ok() {
+            return Ok(());
+        }
+        self.in_prep.remove(&id);
+        let message = "the prompt preparation thread is gone".into();
+        self.fail(id, FailureKind::Internal, message)
     }
 
-    fn enqueue(
-        &mut self,
-        id: RequestId,
-        trace: String,
-        prompt: &Prompt,
-        params: SamplingParams,
-    ) -> Result<(), Disconnected> {
-        let (tokens, reasoning_open) = match self.tokenize_prompt(prompt) {
-            Ok(t) => t,
-            Err(message) => {
-                tracing::debug!(trace, %message, "prompt refused");
-                return self.fail(id, FailureKind::InvalidRequest, message);
+    /// Takes a request back from the prep thread.
+    fn prepared(&mut self, prepared: Prepared) -> Result<(), Disconnected> {
+        let (id, result) = match prepared {
+            Prepared::Count { id, result } => {
+                return match result {
+                    Ok(count) => self.sink.send(Event::TokenCount { id, count }),
+                    Err(e) => self.fail(id, e.kind, e.message),
+                };
             }
+            Prepared::Generate { id, result } => (id, result),
         };
-        if tokens.is_empty() {
-            return self.fail(
-                id,
-                FailureKind::InvalidRequest,
-                "the prompt is empty".into(),
-            );
+        if self.in_prep.remove(&id) != Some(false) {
+            return Ok(()); // cancelled while in prep, and answered then
         }
-        if tokens.len() >= self.ctx_per_slot {
-            let message = format!(
-                "the prompt has {} tokens but the context of this model holds {} (prompt plus at least one generated token)",
-                tokens.len(),
-                self.ctx_per_slot
-            );
-            return self.fail(id, FailureKind::PromptTooLong, message);
+        match result {
+            Ok(waiting) => {
+                self.waiting.push_back(waiting);
+                Ok(())
+            }
+            Err(e) => self.fail(id, e.kind, e.message),
         }
-        let sampler = match build_sampler(self.model, &params) {
-            Ok(s) => s,
-            Err(e) => return self.fail(id, FailureKind::InvalidRequest, e.to_string()),
-        };
-        tracing::debug!(trace, prompt_tokens = tokens.len(), "queued");
-        self.waiting.push_back(Waiting {
-            id,
-            trace,
-            tokens,
-            params,
-            sampler,
-            chat: matches!(prompt, Prompt::Chat(_)),
-            reasoning_open,
-        });
-        Ok(())
     }
 
     /// Moves waiting requests into free slots, oldest first.
@@ -425,14 +405,14 @@ impl<'m> Engine<'m> {
             let slot = &self.slots[work.slot];
             let seq = slot.active.as_ref().expect("planned slots are active");
             let ids = [slot.seq_id];
-            let added = match &work.input {
-                Input::Decode => {
+            let added = match &work.feed {
+                Feed::Decode => {
                     let token = seq.next.expect("a decoding slot has a next token");
                     let logits = work.logits_at.is_some();
                     self.batch
                         .add(token, slot.cached.len() as i32, &ids, logits)
                 }
-                Input::Prompt(range) => range.clone().try_for_each(|pos| {
+                Feed::Prompt(range) => range.clone().try_for_each(|pos| {
                     let logits = pos + 1 == seq.prompt.len();
                     self.batch.add(seq.prompt[pos], pos as i32, &ids, logits)
                 }),
@@ -448,9 +428,9 @@ impl<'m> Engine<'m> {
         let Some(seq) = slot.active.as_mut() else {
             return Ok(());
         };
-        match &work.input {
-            Input::Decode => slot.cached.extend(seq.next.take()),
-            Input::Prompt(range) => slot.cached.extend_from_slice(&seq.prompt[range.clone()]),
+        match &work.feed {
+            Feed::Decode => slot.cached.extend(seq.next.take()),
+            Feed::Prompt(range) => slot.cached.extend_from_slice(&seq.prompt[range.clone()]),
         }
         let Some(idx) = work.logits_at else {
             return Ok(()); // prompt not fully evaluated yet
@@ -528,6 +508,14 @@ impl<'m> Engine<'m> {
     }
 
     fn cancel(&mut self, id: RequestId) -> Result<(), Disconnected> {
+        if let Some(cancelled @ false) = self.in_prep.get_mut(&id) {
+            *cancelled = true;
+            return self.sink.send(Event::Finished {
+                id,
+                reason: FinishReason::Cancelled,
+                usage: Usage::default(),
+            });
+        }
         if let Some(pos) = self.waiting.iter().position(|w| w.id == id) {
             self.waiting.remove(pos);
             return self.sink.send(Event::Finished {
@@ -547,28 +535,35 @@ impl<'m> Engine<'m> {
         }
     }
 
-    /// Embeds each input; one `Embeddings` event with the vectors in input
-    /// order, or one `Failed` for the first input that cannot be embedded.
-    fn embed(&mut self, id: RequestId, inputs: &[String]) -> Result<(), Disconnected> {
+    /// Queues an embeddings request (refused at once when embeddings are off
+    /// or their context cannot be made).
+    fn embed(&mut self, id: RequestId, inputs: Vec<String>) -> Result<(), Disconnected> {
         if let Err(e) = self.embedder.ready() {
             return self.fail(id, e.kind, e.message);
         }
-        let mut vectors = Vec::with_capacity(inputs.len());
-        let mut prompt_tokens = 0u32;
-        for (n, input) in inputs.iter().enumerate() {
-            match self.embedder.embed(n, input) {
-                Ok((vector, tokens)) => {
-                    vectors.push(vector);
-                    prompt_tokens += tokens;
-                }
-                Err(e) => return self.fail(id, e.kind, e.message),
+        self.embeds.push_back(EmbedJob::new(id, inputs));
+        Ok(())
+    }
+
+    /// Embeds one input of the oldest embeddings request; answers it when
+    /// that was its last input (or the input cannot be embedded).
+    fn embed_step(&mut self) -> Result<(), Disconnected> {
+        let Some(job) = self.embeds.front_mut() else {
+            return Ok(());
+        };
+        let outcome = self.embedder.advance(job).map(|()| job.result());
+        let id = job.id;
+        match outcome {
+            Ok(None) => Ok(()),
+            Ok(Some(event)) => {
+                self.embeds.pop_front();
+                self.sink.send(event)
+            }
+            Err(e) => {
+                self.embeds.pop_front();
+                self.fail(id, e.kind, e.message)
             }
         }
-        self.sink.send(Event::Embeddings {
-            id,
-            vectors,
-            prompt_tokens,
-        })
     }
 }
 
@@ -599,83 +594,5 @@ fn token_logprob(vocab: &LlamaVocab, token: LlamaToken, piece: &[u8], b: Best) -
         bytes: piece.to_vec(),
         logprob,
         top,
-    }
-}
-
-/// The generation context: `parallel` sequences of `ctx_per_slot` tokens.
-fn new_context<'m>(
-    backend: &LlamaBackend,
-    model: &'m LlamaModel,
-    config: &WorkerConfig,
-) -> Result<LlamaContext<'m>, LoadError> {
-    let parallel = config.parallel.max(1);
-    let ctx_per_slot = config.ctx_per_slot.max(16);
-    let n_batch = config.batch_size.max(16);
-    let n_threads = threads(config);
-    // Per-sequence KV (kv_unified = false): each slot owns exactly
-    // ctx_per_slot cells, so one long conversation can never starve another
-    // and a retained prefix cache costs nothing extra.
-    let params = LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new(ctx_per_slot * parallel))
-        .with_n_batch(n_batch)
-        .with_n_ubatch(n_batch.min(512))
-        .with_n_seq_max(parallel)
-        .with_kv_unified(false)
-        .with_n_threads(n_threads)
-        .with_n_threads_batch(n_threads);
-    model.new_context(backend, params).map_err(|e| LoadError {
-        message: format!("could not create context: {e}"),
-        permanent: false,
-    })
-}
-
-/// The config's template, else the GGUF's, else ChatML; compiled.
-fn load_template(model: &LlamaModel, config: &WorkerConfig) -> Result<Template, LoadError> {
-    let vocab = model.vocab();
-    let special_text = |t: LlamaToken| {
-        vocab
-            .text(t)
-            .map(|c| c.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    };
-    let (bos, eos) = (special_text(vocab.bos()), special_text(vocab.eos()));
-    let gguf_template = model
-        .chat_template(None)
-        .ok()
-        .and_then(|t| t.to_string().ok());
-    let source = config.chat_template.clone().or(gguf_template);
-    let found = source.is_some();
-    if !found {
-        tracing::warn!("model has no chat template; falling back to ChatML");
-    }
-    let source = source.unwrap_or_else(|| CHATML.to_owned());
-    let template = ChatTemplate::new(&source, &bos, &eos).map_err(|e| LoadError {
-        message: format!("the chat template does not compile: {e}"),
-        permanent: true,
-    })?;
-    Ok(Template {
-        template,
-        source,
-        found,
-    })
-}
-
-/// Whether a rendered chat prompt ends inside a reasoning block that the
-/// template opened itself (DeepSeek R1, QwQ, some Qwen3 variants): the
-/// model's first tokens are then reasoning, and no `<think>` will be generated.
-fn ends_in_open_reasoning(prompt: &str) -> bool {
-    let tail = prompt.trim_end();
-    tail.ends_with("<think>") || tail.ends_with("<|channel|>analysis<|message|>")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_prompt_that_opens_think_starts_in_reasoning() {
-        assert!(ends_in_open_reasoning("<|Assistant|><think>\n"));
-        assert!(!ends_in_open_reasoning("<think>\n\n</think>\n\n"));
-        assert!(!ends_in_open_reasoning("<|im_start|>assistant\n"));
     }
 }

@@ -48,7 +48,7 @@ pub struct Budget {
 
 /// What a slot adds to the batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Input {
+pub enum Feed {
     /// Its one sampled token, at position `cached`.
     Decode,
     /// These prompt tokens, at their own positions.
@@ -59,7 +59,7 @@ pub enum Input {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Work {
     pub slot: usize,
-    pub input: Input,
+    pub feed: Feed,
     /// Batch index of the logits to sample from, when this step ends the
     /// slot's prompt or decodes its token.
     pub logits_at: Option<usize>,
@@ -74,7 +74,7 @@ pub fn plan_step(slots: &[SlotState], budget: Budget) -> Vec<Work> {
         if s.active && s.decoding && used < budget.batch {
             plan.push(Work {
                 slot,
-                input: Input::Decode,
+                feed: Feed::Decode,
                 logits_at: Some(used),
             });
             used += 1;
@@ -95,7 +95,7 @@ pub fn plan_step(slots: &[SlotState], budget: Budget) -> Vec<Work> {
         let end = s.cached + take;
         plan.push(Work {
             slot,
-            input: Input::Prompt(s.cached..end),
+            feed: Feed::Prompt(s.cached..end),
             logits_at: (end == s.prompt).then_some(used + take - 1),
         });
         used += take;
@@ -156,7 +156,7 @@ mod tests {
     fn decode(slot: usize, at: usize) -> Work {
         Work {
             slot,
-            input: Input::Decode,
+            feed: Feed::Decode,
             logits_at: Some(at),
         }
     }
@@ -164,16 +164,16 @@ mod tests {
     fn prompt(slot: usize, range: Range<usize>, logits_at: Option<usize>) -> Work {
         Work {
             slot,
-            input: Input::Prompt(range),
+            feed: Feed::Prompt(range),
             logits_at,
         }
     }
 
     /// Tokens a work puts into the batch.
     fn len(w: &Work) -> usize {
-        match &w.input {
-            Input::Decode => 1,
-            Input::Prompt(range) => range.len(),
+        match &w.feed {
+            Feed::Decode => 1,
+            Feed::Prompt(range) => range.len(),
         }
     }
 
