@@ -3,7 +3,9 @@
 //!
 //! The engine thread owns llama.cpp and must never block on the socket while
 //! sequences are running, so commands arrive through a std channel that it
-//! polls between decode steps (and blocks on only when idle).
+//! polls between decode steps (and blocks on only when idle). The channel is
+//! the engine's: the prep thread sends into it too, so the reader delivers
+//! any type made `From<Inbound>`.
 
 use std::sync::mpsc;
 
@@ -115,14 +117,16 @@ pub enum Inbound {
 }
 
 /// Connects to the supervisor's one-shot server `server_name` with `lanes`
-/// event channels (at least one) and starts the reader thread.
+/// event channels (at least one) and starts the reader thread, which sends
+/// every command to `deliver` until the command channel closes.
 ///
 /// # Errors
 /// When the server cannot be reached or the bootstrap message cannot be sent.
-pub fn connect(
+pub fn connect<T: From<Inbound> + Send + 'static>(
     server_name: &str,
     lanes: usize,
-) -> anyhow::Result<(EventSink, mpsc::Receiver<Inbound>)> {
+    deliver: mpsc::Sender<T>,
+) -> anyhow::Result<EventSink> {
     let bootstrap_tx: IpcSender<Bootstrap> = IpcSender::connect(server_name.to_owned())?;
     let (cmd_tx, cmd_rx) = ipc::bytes_channel()?;
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..lanes.max(1))
@@ -136,7 +140,6 @@ pub fn connect(
         events: receivers,
     })?;
 
-    let (in_tx, in_rx) = mpsc::channel();
     std::thread::Builder::new()
         .name("ipc-reader".into())
         .spawn(move || loop {
@@ -148,11 +151,11 @@ pub fn connect(
                 Err(e) => Inbound::Closed(format!("{e:?}")),
             };
             let closed = matches!(msg, Inbound::Closed(_));
-            if in_tx.send(msg).is_err() || closed {
+            if deliver.send(msg.into()).is_err() || closed {
                 return;
             }
         })?;
-    Ok((EventSink::new(senders), in_rx))
+    Ok(EventSink::new(senders))
 }
 
 #[cfg(test)]

@@ -9,21 +9,39 @@
 //!
 //! # Layout
 //! - `ipc`: the connection and the command reader thread.
-//! - `engine`: the llama.cpp thread and its continuous-batching loop.
-//! - chat templates are rendered by the `llm-node-chat` crate.
+//! - `engine`: the llama.cpp thread and its continuous-batching loop; it
+//!   applies the decisions of the pure modules below.
+//! - `load`: the model, the generation context and the chat template.
+//! - `plan`: the batch plan (which slot gets which tokens each step), slot
+//!   choice by longest cached prefix, prefix reuse. Pure, table-tested.
+//! - `sequence`: one generation, from a sampled token to streamed text and
+//!   its finish (stop strings, length, logprobs, token counts).
+//! - `prep`: the prep thread: chat template rendering, tokenizing, sampler
+//!   chains and the prompt byte cap, off the engine thread.
+//! - `embed`: the embeddings context, one input per engine turn.
+//! - `sampling`: the sampler chain and logprobs.
+//! - `schema`: JSON schema → GBNF (llama.cpp's converter plus bounded numbers).
 //! - `text`: UTF-8 reassembly and stop strings.
+//! - chat templates are rendered by the `llm-node-chat` crate.
 
+mod embed;
 mod engine;
 mod ipc;
+mod load;
+mod plan;
+mod prep;
 mod sampling;
 mod schema;
+mod sequence;
 mod text;
 
 use std::process::ExitCode;
+use std::sync::mpsc;
 
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llm_node_protocol::{Command, Event, PROTOCOL_VERSION};
 
+use crate::engine::Input;
 use crate::ipc::Inbound;
 
 fn main() -> ExitCode {
@@ -66,46 +84,61 @@ fn init_logging() {
 }
 
 fn serve(server: &str, lanes: usize) -> anyhow::Result<()> {
-    let (sink, inbound) = ipc::connect(server, lanes)?;
-    let config = match inbound.recv()? {
-        Inbound::Command(Command::Init {
+    // One channel into the engine: the reader thread's commands and the
+    // prep thread's prepared requests.
+    let (input_tx, inputs) = mpsc::channel::<Input>();
+    let sink = ipc::connect(server, lanes, input_tx.clone())?;
+    let config = match inputs.recv()? {
+        Input::Inbound(Inbound::Command(Command::Init {
             protocol_version,
             config,
-        }) => {
+        })) => {
             anyhow::ensure!(
                 protocol_version == PROTOCOL_VERSION,
                 "supervisor speaks protocol {protocol_version}, this worker {PROTOCOL_VERSION}"
             );
             config
         }
-        Inbound::Command(other) => anyhow::bail!("expected Init, got {other:?}"),
-        Inbound::Closed(why) => anyhow::bail!("supervisor went away before Init: {why}"),
+        Input::Inbound(Inbound::Command(other)) => anyhow::bail!("expected Init, got {other:?}"),
+        Input::Inbound(Inbound::Closed(why)) => {
+            anyhow::bail!("supervisor went away before Init: {why}")
+        }
+        Input::Prepared(_) => anyhow::bail!("a prepared request before Init"),
     };
     let backend = LlamaBackend::init()?;
-    let model = match engine::load_model(&backend, &config) {
+    let model = match load::load_model(&backend, &config) {
         Ok(model) => model,
         Err(e) => return Err(init_failed(&sink, e)),
     };
-    let mut engine = match engine::Engine::new(&backend, &model, &config, sink) {
-        Ok(engine) => engine,
-        Err((e, sink)) => return Err(init_failed(&sink, e)),
-    };
-    let info = engine.info(&config);
-    tracing::info!(
-        model = %info.model_name,
-        ctx_per_slot = info.ctx_per_slot,
-        parallel = info.parallel,
-        "model loaded"
-    );
-    engine.send_ready(info)?;
-    engine.run(&inbound)?;
-    tracing::info!("shutting down");
-    Ok(())
+    // The prep thread borrows the model, so it lives in a scope that ends
+    // after the engine (and with it the prep thread's job queue) is dropped.
+    std::thread::scope(|scope| {
+        let (jobs_tx, jobs) = mpsc::channel();
+        let (mut engine, preparer) =
+            match engine::Engine::new(&backend, &model, &config, sink, jobs_tx) {
+                Ok(parts) => parts,
+                Err((e, sink)) => return Err(init_failed(&sink, e)),
+            };
+        std::thread::Builder::new()
+            .name("prep".into())
+            .spawn_scoped(scope, move || preparer.run(jobs, input_tx))?;
+        let info = engine.info(&config);
+        tracing::info!(
+            model = %info.model_name,
+            ctx_per_slot = info.ctx_per_slot,
+            parallel = info.parallel,
+            "model loaded"
+        );
+        engine.send_ready(info)?;
+        engine.run(&inputs)?;
+        tracing::info!("shutting down");
+        Ok(())
+    })
 }
 
 /// Tells the supervisor why loading failed (and whether retrying can help),
 /// then returns the error that ends the process.
-fn init_failed(sink: &ipc::EventSink, e: engine::LoadError) -> anyhow::Error {
+fn init_failed(sink: &ipc::EventSink, e: load::LoadError) -> anyhow::Error {
     let _ = sink.send(Event::InitFailed {
         message: e.message.clone(),
         permanent: e.permanent,

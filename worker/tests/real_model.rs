@@ -605,3 +605,187 @@ fn bounded_numbers_stay_within_their_bounds() {
         assert!(n("price") > 0.0 && n("price") <= 1000.0, "{v}");
     }
 }
+/// Waits for the first piece of `id`.
+fn first_piece(w: &Worker, id: u64) {
+    loop {
+        if let Event::Piece { id: got, .. } = w.recv() {
+            if got == id {
+                return;
+            }
+        }
+    }
+}
+
+/// About `bytes` bytes of plain English.
+fn long_text(bytes: usize) -> String {
+    let line = "All work and no play makes Jack a dull boy. ";
+    line.repeat(bytes / line.len() + 1)
+}
+
+#[test]
+fn a_huge_prompt_is_refused_before_tokenizing_and_the_stream_keeps_going() {
+    let mut w = Worker::start(2, 1024);
+    let running = w.generate(chat("Write a very long story."), greedy(400));
+    first_piece(&w, running);
+    let huge = long_text(5 << 20);
+    let as_text = w.generate(Prompt::Text(huge.clone()), greedy(4));
+    let as_chat = w.generate(chat(&huge), greedy(4));
+    let (mut refused, mut after) = (0, 0);
+    while refused < 2 || after < 2 {
+        match w.recv() {
+            Event::Failed { id, kind, message } => {
+                assert!([as_text, as_chat].contains(&id), "{message}");
+                assert_eq!(kind, FailureKind::PromptTooLong, "{message}");
+                assert!(message.contains("bytes"), "{message}");
+                refused += 1;
+            }
+            Event::Piece { id, tokens, .. } if id == running && refused == 2 => after += tokens,
+            Event::Piece { id, .. } | Event::Started { id, .. } => assert_eq!(id, running),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    w.send(&Command::Cancel { id: running });
+    assert_eq!(
+        usage(&w.collect(&[running])[&running].1).0,
+        FinishReason::Cancelled
+    );
+}
+
+#[test]
+fn ping_and_streams_are_served_while_a_big_prompt_is_tokenized() {
+    let mut w = Worker::start(2, 1024);
+    let running = w.generate(chat("Write a very long story."), greedy(900));
+    first_piece(&w, running);
+    // CountTokens has no byte cap: 4 MB really is tokenized, which takes
+    // seconds on the prep thread.
+    let count = w.next_id;
+    w.next_id += 1;
+    let sent = Instant::now();
+    w.send(&Command::CountTokens {
+        id: count,
+        prompt: Prompt::Text(long_text(4 << 20)),
+    });
+    w.send(&Command::Ping { id: 7777 });
+    let (mut pong, mut during) = (false, 0);
+    loop {
+        match w.recv() {
+            Event::Pong { id: 7777 } => pong = true,
+            Event::TokenCount { count: n, .. } => {
+                assert!(n > 1_000_000, "{n}");
+                break;
+            }
+            Event::Piece { id, tokens, .. } if id == running => during += tokens,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    eprintln!(
+        "4 MB counted in {:?}; {during} tokens streamed meanwhile",
+        sent.elapsed()
+    );
+    assert!(pong, "the ping waited for the tokenizer");
+    assert!(
+        during >= 3,
+        "the stream got {during} tokens while the prompt was tokenized"
+    );
+    w.send(&Command::Cancel { id: running });
+    w.collect(&[running]);
+}
+
+#[test]
+fn a_request_cancelled_while_in_prep_is_answered_once_and_never_starts() {
+    let mut w = Worker::start(1, 1024);
+    // A slow job ahead of it keeps the request in the prep queue.
+    w.send(&Command::CountTokens {
+        id: 500,
+        prompt: Prompt::Text(long_text(4 << 20)),
+    });
+    let doomed = w.generate(chat("Hi"), greedy(4));
+    w.send(&Command::Cancel { id: doomed });
+    match w.recv() {
+        Event::Finished { id, reason, usage } => {
+            assert_eq!((id, reason), (doomed, FinishReason::Cancelled));
+            assert_eq!(usage.completion_tokens, 0);
+        }
+        other => panic!("expected the cancel's answer before the count, got {other:?}"),
+    }
+    assert!(matches!(w.recv(), Event::TokenCount { id: 500, .. }));
+    // Prep is first in, first out: once a later request is done, the
+    // cancelled one has come back from prep and been dropped.
+    let later = w.generate(chat("Hi"), greedy(3));
+    loop {
+        let ev = w.recv();
+        assert_eq!(ev.request_id(), Some(later), "{ev:?}");
+        if let Event::Finished { .. } = ev {
+            break;
+        }
+    }
+}
+
+fn embed(w: &Worker, id: u64, inputs: Vec<String>) -> Vec<Vec<f32>> {
+    w.send(&Command::Embed {
+        id,
+        trace: String::new(),
+        inputs,
+    });
+    match w.recv() {
+        Event::Embeddings { vectors, .. } => vectors,
+        other => panic!("expected embeddings, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_batch_of_long_embedding_inputs_is_interleaved_with_decode_steps() {
+    let mut w = Worker::start(2, 512);
+    let topics = [
+        "The cat sat on the warm mat by the fire. ",
+        "Quarterly revenue grew by ten percent this year. ",
+        "The rocket engine burned liquid oxygen and kerosene. ",
+        "Fresh bread is baked with flour, water, salt and yeast. ",
+        "The river flooded the valley after a week of rain. ",
+        "A sonnet has fourteen lines and a strict rhyme scheme. ",
+    ];
+    let inputs: Vec<String> = topics.iter().map(|t| t.repeat(6)).collect();
+    let (first, last) = (0, inputs.len() - 1);
+    let alone = [
+        embed(&w, 100, vec![inputs[first].clone()]).remove(0),
+        embed(&w, 101, vec![inputs[last].clone()]).remove(0),
+    ];
+    let running = w.generate(chat("Write a very long story."), greedy(400));
+    first_piece(&w, running);
+    w.send(&Command::Embed {
+        id: 200,
+        trace: String::new(),
+        inputs: inputs.clone(),
+    });
+    let mut during = 0;
+    let vectors = loop {
+        match w.recv() {
+            Event::Embeddings {
+                id: 200, vectors, ..
+            } => break vectors,
+            Event::Piece { id, tokens, .. } if id == running => during += tokens,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    // One input per turn of the loop, a decode step after each: 5 steps
+    // before the last input (a piece may hold back a split character).
+    // All at once, as before, the stream would get none.
+    assert!(
+        during >= 4,
+        "the stream got {during} tokens during the batch"
+    );
+    assert_eq!(vectors.len(), inputs.len());
+    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+    for (i, a) in [(first, &alone[0]), (last, &alone[1])] {
+        assert!(
+            dot(&vectors[i], a) > 0.999,
+            "input {i} is out of order or changed"
+        );
+    }
+    assert!(
+        dot(&vectors[first], &vectors[last]) < 0.99,
+        "the inputs must differ"
+    );
+    w.send(&Command::Cancel { id: running });
+    w.collect(&[running]);
+}

@@ -1,0 +1,233 @@
+//! Embeddings: a second llama.cpp context, made on the first `Embed` request,
+//! that turns one input at a time into a mean-pooled, L2-normalised vector.
+//!
+//! A request is an [`EmbedJob`] that the engine advances by one input per
+//! turn of its loop, between decode steps: a batch of long inputs used to
+//! run in one go and stall every stream (and `Ping`) for its whole length.
+//! The job collects the vectors in input order and yields one `Embeddings`
+//! event at the end, or a `Failed` for the first input that cannot be
+//! embedded. An input is refused untokenized when its bytes alone show that
+//! it cannot fit (see `prep::max_prompt_bytes`).
+//!
+//! The context is separate from the generation context because pooled
+//! embeddings need a whole input in one micro-batch (`n_ubatch` =
+//! `ctx_per_slot`), which would make every generation step's buffers large;
+//! a model only used for chat never pays for it. It lives on the engine
+//! thread (`LlamaContext` is `!Send`) and is only touched between decode steps.
+
+use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::LlamaModel;
+use llm_node_protocol::{Event, FailureKind, RequestId};
+
+use crate::prep::max_prompt_bytes;
+
+/// An embeddings request (or one of its inputs) cannot be served.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct EmbedError {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+impl EmbedError {
+    fn new(kind: FailureKind, message: String) -> Self {
+        Self { kind, message }
+    }
+}
+
+/// The embeddings context's parameters: one sequence of `ctx_per_slot`
+/// tokens, evaluated in one micro-batch.
+pub fn context_params(ctx_per_slot: u32, n_threads: i32) -> LlamaContextParams {
+    LlamaContextParams::default()
+        .with_n_ctx(std::num::NonZeroU32::new(ctx_per_slot))
+        .with_n_batch(ctx_per_slot)
+        .with_n_ubatch(ctx_per_slot)
+        .with_n_seq_max(1)
+        .with_embeddings(true)
+        .with_pooling_type(LlamaPoolingType::Mean)
+        .with_n_threads(n_threads)
+        .with_n_threads_batch(n_threads)
+}
+
+/// The embeddings side of the engine.
+pub struct Embedder<'m> {
+    backend: &'m LlamaBackend,
+    model: &'m LlamaModel,
+    /// `None` when embeddings are disabled for this model.
+    params: Option<LlamaContextParams>,
+    /// The context and a batch as large as its micro-batch, once made.
+    ctx: Option<(LlamaContext<'m>, LlamaBatch<'static>)>,
+    /// See `prep::bytes_per_token`.
+    bytes_per_token: Option<usize>,
+}
+
+/// An embeddings request in progress.
+pub struct EmbedJob {
+    pub id: RequestId,
+    inputs: Vec<String>,
+    vectors: Vec<Vec<f32>>,
+    prompt_tokens: u32,
+}
+
+impl EmbedJob {
+    pub fn new(id: RequestId, inputs: Vec<String>) -> Self {
+        Self {
+            id,
+            vectors: Vec::with_capacity(inputs.len()),
+            inputs,
+            prompt_tokens: 0,
+        }
+    }
+
+    /// The `Embeddings` event once every input is embedded.
+    pub fn result(&mut self) -> Option<Event> {
+        (self.vectors.len() == self.inputs.len()).then(|| Event::Embeddings {
+            id: self.id,
+            vectors: std::mem::take(&mut self.vectors),
+            prompt_tokens: self.prompt_tokens,
+        })
+    }
+}
+
+impl<'m> Embedder<'m> {
+    pub fn new(
+        backend: &'m LlamaBackend,
+        model: &'m LlamaModel,
+        params: Option<LlamaContextParams>,
+        bytes_per_token: Option<usize>,
+    ) -> Self {
+        Self {
+            backend,
+            model,
+            params,
+            ctx: None,
+            bytes_per_token,
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.params.is_some()
+    }
+
+    /// Makes the context if it does not exist yet.
+    ///
+    /// # Errors
+    /// [`EmbedError`]: `InvalidRequest` when embeddings are disabled,
+    /// `Internal` when llama.cpp cannot make the context.
+    pub fn ready(&mut self) -> Result<(), EmbedError> {
+        if self.ctx.is_some() {
+            return Ok(());
+        }
+        let Some(params) = self.params.clone() else {
+            return Err(EmbedError::new(
+                FailureKind::InvalidRequest,
+                "embeddings are disabled for this model".into(),
+            ));
+        };
+        let ctx = self.model.new_context(self.backend, params).map_err(|e| {
+            EmbedError::new(
+                FailureKind::Internal,
+                format!("could not create the embeddings context: {e}"),
+            )
+        })?;
+        let batch = LlamaBatch::new(ctx.n_batch() as usize, 1);
+        self.ctx = Some((ctx, batch));
+        Ok(())
+    }
+
+    /// The largest input in tokens (0 before [`Embedder::ready`]).
+    pub fn max_tokens(&self) -> usize {
+        self.ctx
+            .as_ref()
+            .map_or(0, |(ctx, _)| ctx.n_batch() as usize)
+    }
+
+    /// Embeds the next input of `job` (none left: nothing to do).
+    ///
+    /// # Errors
+    /// As [`Embedder::embed`]; the job is then over.
+    pub fn advance(&mut self, job: &mut EmbedJob) -> Result<(), EmbedError> {
+        let n = job.vectors.len();
+        let Some(input) = job.inputs.get(n) else {
+            return Ok(());
+        };
+        let (vector, tokens) = self.embed(n, input)?;
+        job.vectors.push(vector);
+        job.prompt_tokens += tokens;
+        Ok(())
+    }
+
+    /// Embeds `input`, number `n` of its request (for messages), and returns
+    /// the unit vector and the input's token count.
+    ///
+    /// # Errors
+    /// [`EmbedError`]: `InvalidRequest` for an empty input, `PromptTooLong`
+    /// for one longer than the context, `Internal` when llama.cpp fails (or
+    /// [`Embedder::ready`] was not called).
+    fn embed(&mut self, n: usize, input: &str) -> Result<(Vec<f32>, u32), EmbedError> {
+        let limit = self.max_tokens();
+        if input.len() > max_prompt_bytes(limit, self.bytes_per_token) {
+            let message = format!(
+                "input[{n}] has {} bytes, more than the {limit} tokens of the embedding context can cover",
+                input.len()
+            );
+            return Err(EmbedError::new(FailureKind::PromptTooLong, message));
+        }
+        let tokens = self.model.vocab().tokenize(input.as_bytes(), true, false);
+        if tokens.is_empty() {
+            let message = format!("input[{n}] is empty");
+            return Err(EmbedError::new(FailureKind::InvalidRequest, message));
+        }
+        if tokens.len() > limit {
+            let message = format!(
+                "input[{n}] has {} tokens but the embedding context holds {limit}",
+                tokens.len()
+            );
+            return Err(EmbedError::new(FailureKind::PromptTooLong, message));
+        }
+        let internal = |message: String| EmbedError::new(FailureKind::Internal, message);
+        let (ctx, batch) = self
+            .ctx
+            .as_mut()
+            .ok_or_else(|| internal("no context".into()))?;
+        ctx.clear_kv_cache();
+        batch.clear();
+        if batch.add_sequence(&tokens, 0, false).is_err() {
+            return Err(internal("batch overflow".into()));
+        }
+        let vector = ctx
+            .decode(batch)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                ctx.embeddings_seq_ith(0)
+                    .map(normalize)
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|e| internal(format!("embedding failed: {e}")))?;
+        Ok((vector, tokens.len() as u32))
+    }
+}
+
+fn normalize(v: &[f32]) -> Vec<f32> {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter().map(|x| x / norm).collect()
+    } else {
+        v.to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_gives_unit_length() {
+        let v = normalize(&[3.0, 4.0]);
+        assert!((v[0] - 0.6).abs() < 1e-6 && (v[1] - 0.8).abs() < 1e-6);
+        assert_eq!(normalize(&[0.0, 0.0]), vec![0.0, 0.0]);
+    }
+}

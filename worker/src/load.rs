@@ -1,0 +1,120 @@
+//! Loading: the model file, the generation context and the chat template,
+//! with the errors `Ready`'s alternative (`InitFailed`) reports.
+
+use std::num::NonZeroU32;
+
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+use llm_node_chat::template::{ChatTemplate, CHATML};
+use llm_node_protocol::WorkerConfig;
+
+/// The model or its context could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct LoadError {
+    pub message: String,
+    /// Trying again cannot help (a missing file, a template that does not compile).
+    pub permanent: bool,
+}
+
+/// Loads the model described by `config`.
+///
+/// # Errors
+/// [`LoadError`] when the file is missing (permanent) or llama.cpp refuses
+/// it (permanent too: the same file fails the same way; running out of
+/// memory shows up at context creation instead).
+pub fn load_model(backend: &LlamaBackend, config: &WorkerConfig) -> Result<LlamaModel, LoadError> {
+    if !std::path::Path::new(&config.model_path).is_file() {
+        return Err(LoadError {
+            message: format!("model file not found: {}", config.model_path),
+            permanent: true,
+        });
+    }
+    let params = LlamaModelParams::default()
+        .with_n_gpu_layers(config.n_gpu_layers)
+        .with_main_gpu(config.main_gpu);
+    LlamaModel::load_from_file(backend, &config.model_path, &params).map_err(|e| LoadError {
+        message: format!("llama.cpp could not load {}: {e}", config.model_path),
+        permanent: true,
+    })
+}
+
+pub fn threads(config: &WorkerConfig) -> i32 {
+    let n = if config.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+    } else {
+        config.threads
+    };
+    n as i32
+}
+
+/// The loaded chat template (it goes to the prep thread) and what `Ready`
+/// says about it.
+pub struct Template {
+    pub template: ChatTemplate,
+    pub source: String,
+    /// The GGUF or the config had one (else ChatML).
+    pub found: bool,
+}
+
+/// The generation context: `parallel` sequences of `ctx_per_slot` tokens.
+pub fn new_context<'m>(
+    backend: &LlamaBackend,
+    model: &'m LlamaModel,
+    config: &WorkerConfig,
+) -> Result<LlamaContext<'m>, LoadError> {
+    let parallel = config.parallel.max(1);
+    let ctx_per_slot = config.ctx_per_slot.max(16);
+    let n_batch = config.batch_size.max(16);
+    let n_threads = threads(config);
+    // Per-sequence KV (kv_unified = false): each slot owns exactly
+    // ctx_per_slot cells, so one long conversation can never starve another
+    // and a retained prefix cache costs nothing extra.
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(ctx_per_slot * parallel))
+        .with_n_batch(n_batch)
+        .with_n_ubatch(n_batch.min(512))
+        .with_n_seq_max(parallel)
+        .with_kv_unified(false)
+        .with_n_threads(n_threads)
+        .with_n_threads_batch(n_threads);
+    model.new_context(backend, params).map_err(|e| LoadError {
+        message: format!("could not create context: {e}"),
+        permanent: false,
+    })
+}
+
+/// The config's template, else the GGUF's, else ChatML; compiled.
+pub fn load_template(model: &LlamaModel, config: &WorkerConfig) -> Result<Template, LoadError> {
+    let vocab = model.vocab();
+    let special_text = |t: LlamaToken| {
+        vocab
+            .text(t)
+            .map(|c| c.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let (bos, eos) = (special_text(vocab.bos()), special_text(vocab.eos()));
+    let gguf_template = model
+        .chat_template(None)
+        .ok()
+        .and_then(|t| t.to_string().ok());
+    let source = config.chat_template.clone().or(gguf_template);
+    let found = source.is_some();
+    if !found {
+        tracing::warn!("model has no chat template; falling back to ChatML");
+    }
+    let source = source.unwrap_or_else(|| CHATML.to_owned());
+    let template = ChatTemplate::new(&source, &bos, &eos).map_err(|e| LoadError {
+        message: format!("the chat template does not compile: {e}"),
+        permanent: true,
+    })?;
+    Ok(Template {
+        template,
+        source,
+        found,
+    })
+}

@@ -1,0 +1,311 @@
+//! The batch plan: which slot puts which tokens into the next decode step,
+//! which slot a new request takes, and how much of its cached KV it reuses.
+//!
+//! Pure decisions over plain numbers, no llama.cpp: the engine describes its
+//! slots as [`SlotState`]s, asks [`plan_step`] for a [`Work`] list and then
+//! only carries it out (fills the batch, decodes, samples where
+//! [`Work::logits_at`] says). That keeps the scheduling rules, the part most
+//! likely to be tuned, readable and tested here by table.
+//!
+//! # The rules
+//! - Every decoding slot (one sampled token waiting to be evaluated) gets its
+//!   token first, in slot order, as long as the batch has room.
+//! - Then prefilling slots, in slot order, get prompt chunks within a budget:
+//!   the whole batch when nothing decodes, else at most `prefill_chunk`
+//!   prompt tokens on top of the decode tokens, so a long prompt never stalls
+//!   the running streams for more than one chunk.
+//! - Logits are wanted for a decode token, and for the last prompt token of a
+//!   prompt that the chunk completes.
+//! - A new request takes the free slot whose cached tokens share the longest
+//!   prefix with its prompt (ties: the lowest index), and reuses that prefix,
+//!   minus the last prompt token, which is always evaluated again so there
+//!   are fresh logits to sample from.
+
+use std::ops::Range;
+
+/// One slot as the planner sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SlotState {
+    /// A sequence runs in this slot.
+    pub active: bool,
+    /// Tokens whose KV is in the slot (prompt tokens evaluated so far, then
+    /// generated ones).
+    pub cached: usize,
+    /// Length of the running sequence's prompt.
+    pub prompt: usize,
+    /// A sampled token waits to be decoded: the prompt is done.
+    pub decoding: bool,
+}
+
+/// Token limits of one decode step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// The batch size (`n_batch`).
+    pub batch: usize,
+    /// Prompt tokens per step while other sequences decode.
+    pub prefill_chunk: usize,
+}
+
+/// What a slot adds to the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Feed {
+    /// Its one sampled token, at position `cached`.
+    Decode,
+    /// These prompt tokens, at their own positions.
+    Prompt(Range<usize>),
+}
+
+/// One slot's share of a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Work {
+    pub slot: usize,
+    pub feed: Feed,
+    /// Batch index of the logits to sample from, when this step ends the
+    /// slot's prompt or decodes its token.
+    pub logits_at: Option<usize>,
+}
+
+/// The work of the next decode step, in batch order (decode tokens first).
+/// Empty when no slot has anything to evaluate.
+pub fn plan_step(slots: &[SlotState], budget: Budget) -> Vec<Work> {
+    let mut plan = Vec::new();
+    let mut used = 0;
+    for (slot, s) in slots.iter().enumerate() {
+        if s.active && s.decoding && used < budget.batch {
+            plan.push(Work {
+                slot,
+                feed: Feed::Decode,
+                logits_at: Some(used),
+            });
+            used += 1;
+        }
+    }
+    let limit = match used {
+        0 => budget.batch,
+        decoding => budget.batch.min(decoding + budget.prefill_chunk),
+    };
+    for (slot, s) in slots.iter().enumerate() {
+        if !s.active || s.decoding || s.cached >= s.prompt {
+            continue;
+        }
+        if used >= limit {
+            break;
+        }
+        let take = (s.prompt - s.cached).min(limit - used);
+        let end = s.cached + take;
+        plan.push(Work {
+            slot,
+            feed: Feed::Prompt(s.cached..end),
+            logits_at: (end == s.prompt).then_some(used + take - 1),
+        });
+        used += take;
+    }
+    plan
+}
+
+/// The free slot (`Some(cached tokens)`; `None` is a busy slot) with the
+/// longest cached prefix of `prompt`; ties go to the lowest index.
+pub fn pick_slot<T: PartialEq>(slots: &[Option<&[T]>], prompt: &[T]) -> Option<usize> {
+    slots
+        .iter()
+        .enumerate()
+        .filter_map(|(i, cached)| cached.map(|c| (i, common_prefix(c, prompt))))
+        .max_by_key(|&(i, shared)| (shared, std::cmp::Reverse(i)))
+        .map(|(i, _)| i)
+}
+
+/// How many cached tokens a prompt keeps: the common prefix, but never the
+/// last prompt token (it must be evaluated to get logits).
+pub fn reuse_len<T: PartialEq>(cached: &[T], prompt: &[T]) -> usize {
+    common_prefix(cached, prompt).min(prompt.len().saturating_sub(1))
+}
+
+fn common_prefix<T: PartialEq>(a: &[T], b: &[T]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FREE: SlotState = SlotState {
+        active: false,
+        cached: 0,
+        prompt: 0,
+        decoding: false,
+    };
+
+    fn decoding(cached: usize) -> SlotState {
+        SlotState {
+            active: true,
+            cached,
+            prompt: 1,
+            decoding: true,
+        }
+    }
+
+    fn prefilling(cached: usize, prompt: usize) -> SlotState {
+        SlotState {
+            active: true,
+            cached,
+            prompt,
+            decoding: false,
+        }
+    }
+
+    fn decode(slot: usize, at: usize) -> Work {
+        Work {
+            slot,
+            feed: Feed::Decode,
+            logits_at: Some(at),
+        }
+    }
+
+    fn prompt(slot: usize, range: Range<usize>, logits_at: Option<usize>) -> Work {
+        Work {
+            slot,
+            feed: Feed::Prompt(range),
+            logits_at,
+        }
+    }
+
+    /// Tokens a work puts into the batch.
+    fn len(w: &Work) -> usize {
+        match &w.feed {
+            Feed::Decode => 1,
+            Feed::Prompt(range) => range.len(),
+        }
+    }
+
+    const BUDGET: Budget = Budget {
+        batch: 16,
+        prefill_chunk: 4,
+    };
+
+    #[test]
+    fn plans_follow_the_rules() {
+        let table: Vec<(&str, Vec<SlotState>, Budget, Vec<Work>)> = vec![
+            ("nothing to do", vec![FREE, FREE], BUDGET, vec![]),
+            (
+                "a short prompt alone: all of it, logits on its last token",
+                vec![prefilling(0, 5)],
+                BUDGET,
+                vec![prompt(0, 0..5, Some(4))],
+            ),
+            (
+                "a long prompt alone: the whole batch, no logits yet",
+                vec![prefilling(0, 40)],
+                BUDGET,
+                vec![prompt(0, 0..16, None)],
+            ),
+            (
+                "the rest of a chunked prompt",
+                vec![prefilling(32, 40)],
+                BUDGET,
+                vec![prompt(0, 32..40, Some(7))],
+            ),
+            (
+                "decode tokens first, in slot order",
+                vec![FREE, decoding(9), decoding(3)],
+                BUDGET,
+                vec![decode(1, 0), decode(2, 1)],
+            ),
+            (
+                "while others decode, at most prefill_chunk prompt tokens",
+                vec![prefilling(0, 40), decoding(9)],
+                BUDGET,
+                vec![decode(1, 0), prompt(0, 0..4, None)],
+            ),
+            (
+                "the chunk is shared by prefilling slots in slot order",
+                vec![decoding(9), prefilling(0, 3), prefilling(0, 3)],
+                BUDGET,
+                vec![
+                    decode(0, 0),
+                    prompt(1, 0..3, Some(3)),
+                    prompt(2, 0..1, None),
+                ],
+            ),
+            (
+                "a prompt that is fully cached is not planned",
+                vec![prefilling(5, 5), prefilling(0, 2)],
+                BUDGET,
+                vec![prompt(1, 0..2, Some(1))],
+            ),
+            (
+                "a chunk larger than the batch is capped by the batch",
+                vec![decoding(1), prefilling(0, 40)],
+                Budget {
+                    batch: 8,
+                    prefill_chunk: 64,
+                },
+                vec![decode(0, 0), prompt(1, 0..7, None)],
+            ),
+            (
+                "more decoding slots than batch room: the first ones decode",
+                vec![decoding(1), decoding(1), decoding(1), prefilling(0, 4)],
+                Budget {
+                    batch: 2,
+                    prefill_chunk: 4,
+                },
+                vec![decode(0, 0), decode(1, 1)],
+            ),
+        ];
+        for (why, slots, budget, want) in table {
+            assert_eq!(plan_step(&slots, budget), want, "{why}");
+        }
+    }
+
+    #[test]
+    fn a_plan_never_exceeds_the_batch() {
+        for batch in 1..12 {
+            for chunk in 1..12 {
+                let slots = [
+                    prefilling(0, 9),
+                    decoding(2),
+                    prefilling(3, 20),
+                    decoding(1),
+                ];
+                let budget = Budget {
+                    batch,
+                    prefill_chunk: chunk,
+                };
+                let plan = plan_step(&slots, budget);
+                let total: usize = plan.iter().map(len).sum();
+                assert!(total <= batch, "batch {batch} chunk {chunk}: {plan:?}");
+                assert!(plan.iter().all(|w| len(w) > 0));
+            }
+        }
+    }
+
+    #[test]
+    fn the_free_slot_with_the_longest_cached_prefix_is_chosen() {
+        let (a, b, c) = ([9, 9], [1, 2, 3], [1, 2]);
+        let slots: [Option<&[i32]>; 3] = [Some(&a), Some(&b), Some(&c)];
+        assert_eq!(pick_slot(&slots, &[1, 2, 3, 4]), Some(1));
+        assert_eq!(pick_slot(&slots, &[5]), Some(0), "ties: the lowest index");
+        let busy: [Option<&[i32]>; 3] = [Some(&a), None, Some(&c)];
+        assert_eq!(pick_slot(&busy, &[1, 2, 3, 4]), Some(2));
+        assert_eq!(pick_slot::<i32>(&[None, None], &[1]), None);
+    }
+
+    #[test]
+    fn common_prefix_counts_matching_leading_tokens() {
+        assert_eq!(common_prefix(&[1, 2, 3], &[1, 2, 4]), 2);
+        assert_eq!(common_prefix::<i32>(&[], &[1]), 0);
+    }
+
+    #[test]
+    fn reuse_keeps_the_common_prefix_but_never_the_last_prompt_token() {
+        let table: [(&[i32], &[i32], usize); 5] = [
+            (&[1, 2, 3], &[1, 2, 4], 2),
+            (&[], &[1], 0),
+            (&[1, 2, 3], &[1, 2, 3], 2),
+            (&[1, 2, 3, 4, 5], &[1, 2, 3], 2),
+            (&[7], &[1, 2], 0),
+        ];
+        for (cached, prompt, want) in table {
+            assert_eq!(reuse_len(cached, prompt), want, "{cached:?} / {prompt:?}");
+        }
+    }
+}
