@@ -10,8 +10,7 @@ use crate::api::response::unix_now;
 use crate::api::{admin, handlers};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::registry::Models;
-use crate::worker::WorkerClient;
+use crate::models::{Lease, Models};
 
 /// Largest JSON body accepted.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -47,16 +46,18 @@ impl AppState {
         web::Data::new(self)
     }
 
-    /// The configured id of `model` and a client of its worker.
+    /// The configured id of `model` and a lease on it: the request counts as
+    /// in flight until the lease and the streams it starts are dropped.
     ///
     /// # Errors
     /// [`ApiError::ModelNotFound`] for an unknown model,
     /// [`ApiError::ModelUnavailable`] when it is not ready.
-    pub async fn client(&self, model: &str) -> Result<(String, WorkerClient), ApiError> {
+    pub async fn client(&self, model: &str) -> Result<(String, Lease), ApiError> {
         if self.is_draining() {
             return Err(ApiError::ShuttingDown);
         }
-        self.models.acquire(model).await
+        let lease = self.models.acquire(model).await?;
+        Ok((lease.model().to_string(), lease))
     }
 }
 
@@ -131,8 +132,8 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
-    use crate::config::ModelSpec;
-    use crate::model::ModelActor;
+    use crate::models::actor::ModelActor;
+    use crate::models::ModelSpec;
     use crate::testing::fake_models;
     use crate::worker::fake::FakeWorker;
     use crate::worker::SpawnOptions;
@@ -457,7 +458,7 @@ mod tests {
             name: "broken".into(),
             path: "/b.gguf".into(),
         };
-        let shared = crate::model::test_shared(1);
+        let shared = crate::models::actor::test_shared(1);
         let models = Models::attached(vec![(
             spec,
             ModelActor::new(spawn, Duration::from_secs(1), shared).start(),

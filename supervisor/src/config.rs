@@ -12,6 +12,9 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use llm_node_protocol::WorkerConfig;
 
+pub use crate::models::ModelSpec;
+use crate::models::ModelSettings;
+
 /// Name of the worker binary looked up next to the supervisor's own executable.
 pub const WORKER_BIN_NAME: &str = "llm-node-worker";
 
@@ -111,7 +114,7 @@ pub struct Args {
 
     /// Model lifecycle: restarts, liveness, loading, eviction, queues, GPUs, admin key.
     #[command(flatten)]
-    pub supervision: crate::supervision::SupervisionArgs,
+    pub supervision: crate::models::supervision::SupervisionArgs,
 
     /// Router membership (`--router-url` and friends; see docs/router.md).
     #[command(flatten)]
@@ -135,28 +138,13 @@ pub enum LogFormat {
     Json,
 }
 
-/// One model to serve: its public id and its GGUF file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelSpec {
-    /// Public id clients put in `model`; matched case-insensitively.
-    pub name: String,
-    pub path: PathBuf,
-}
-
-impl ModelSpec {
-    /// The key the registry looks this model up by.
-    pub fn key(&self) -> String {
-        self.name.to_lowercase()
-    }
-}
-
 /// A configuration that cannot work; reported once at startup.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("no models configured: pass --model NAME=PATH or --models-dir DIR")]
     NoModels,
     #[error(transparent)]
-    Supervision(#[from] crate::supervision::SupervisionError),
+    Supervision(#[from] crate::models::supervision::SupervisionError),
     #[error("GPU configuration: {0}")]
     Gpu(String),
     #[error("model name {0:?} is used twice (names are case-insensitive)")]
@@ -267,6 +255,25 @@ impl Args {
             .find(|p| p.is_file())
             .cloned()
             .ok_or_else(|| ConfigError::WorkerBin(dir.join(WORKER_BIN_NAME)))
+    }
+
+    /// The models subsystem's settings: worker binary `bin`, the worker flags,
+    /// timeouts and the HTTP threads' `lanes`.
+    pub fn model_settings(
+        &self,
+        bin: PathBuf,
+        lanes: Option<std::sync::Arc<crate::worker::Lanes>>,
+    ) -> ModelSettings {
+        ModelSettings {
+            bin,
+            worker: self.worker_config(&ModelSpec {
+                name: String::new(),
+                path: PathBuf::new(),
+            }),
+            ready_timeout: self.ready_timeout(),
+            shutdown_timeout: self.shutdown_timeout(),
+            lanes,
+        }
     }
 
     /// The typed configuration sent to the worker serving `spec`.

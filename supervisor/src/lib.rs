@@ -21,12 +21,11 @@ pub mod config;
 pub mod gpu;
 pub mod logbuf;
 pub mod metrics;
-pub mod model;
+pub mod models;
 pub mod policy;
-pub mod registry;
+pub mod request_id;
 pub mod router;
 pub mod store;
-pub mod supervision;
 #[cfg(test)]
 mod testing;
 pub mod worker;
@@ -44,8 +43,7 @@ pub use config::{Args, LogFormat};
 
 use crate::app::{configure, AppState};
 use crate::config::ConfigError;
-use crate::model::ModelState;
-use crate::registry::Models;
+use crate::models::{ModelState, Models};
 
 /// Why a node could not start or become ready.
 #[derive(Debug, thiserror::Error)]
@@ -142,13 +140,11 @@ impl Node {
             .first()
             .ok_or_else(|| bind_error(std::io::Error::other("no address bound")))?;
         let models = Models::start(
-            &args,
+            args.model_settings(bin, Some(lanes)),
             specs,
-            bin,
             supervision,
             metrics::Metrics::new(),
             gpus,
-            Some(lanes),
         );
         let state = AppState::new(models.clone()).into_data();
         let _ = state_slot.set(state.clone());

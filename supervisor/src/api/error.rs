@@ -11,7 +11,7 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use llm_node_protocol::FailureKind;
 use serde::Serialize;
 
-use crate::model::{ModelState, ModelUnavailable};
+use crate::models::{ModelState, ModelsError};
 use crate::worker::WorkerError;
 
 /// Longest worker-provided message passed on to clients, in characters.
@@ -31,8 +31,11 @@ pub enum ApiError {
     #[error("{0}")]
     ContextLengthExceeded(String),
     /// The model exists but is not ready (starting, failed, stopping).
-    #[error("The model `{model}` is {state}; retry later")]
-    ModelUnavailable { model: String, state: &'static str },
+    #[error("The model `{model}` is {}; retry later", state.label())]
+    ModelUnavailable { model: String, state: ModelState },
+    /// The model could not be loaded in time (no capacity frees up).
+    #[error("The model `{0}` is loading; retry later")]
+    NoCapacity(String),
     /// The worker died or its connection broke while serving the request.
     #[error("The model worker is unavailable; retry later")]
     WorkerGone,
@@ -74,6 +77,7 @@ impl ApiError {
             ApiError::ModelNotFound(_) => "model_not_found",
             ApiError::ContextLengthExceeded(_) => "context_length_exceeded",
             ApiError::ModelUnavailable { .. } => "model_unavailable",
+            ApiError::NoCapacity(_) => "no_capacity",
             ApiError::WorkerGone => "worker_gone",
             ApiError::QueueFull(_) => "queue_full",
             ApiError::ShuttingDown => "shutting_down",
@@ -89,6 +93,7 @@ impl ApiError {
     fn error_type(&self) -> &'static str {
         match self {
             ApiError::ModelUnavailable { .. }
+            | ApiError::NoCapacity(_)
             | ApiError::WorkerGone
             | ApiError::Internal
             | ApiError::ShuttingDown => "server_error",
@@ -110,7 +115,9 @@ impl ApiError {
         match self {
             ApiError::ModelNotFound(_) => Some("model_not_found"),
             ApiError::ContextLengthExceeded(_) => Some("context_length_exceeded"),
-            ApiError::ModelUnavailable { .. } => Some("model_unavailable"),
+            ApiError::ModelUnavailable { .. } | ApiError::NoCapacity(_) => {
+                Some("model_unavailable")
+            }
             ApiError::WorkerGone => Some("worker_unavailable"),
             ApiError::QueueFull(_) => Some("queue_full"),
             ApiError::ShuttingDown => Some("shutting_down"),
@@ -157,9 +164,10 @@ impl ResponseError for ApiError {
             ApiError::ModelNotFound(_) | ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::ModelUnavailable { .. } | ApiError::WorkerGone | ApiError::ShuttingDown => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::ModelUnavailable { .. }
+            | ApiError::NoCapacity(_)
+            | ApiError::WorkerGone
+            | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -180,11 +188,8 @@ impl ApiError {
     /// Seconds a client should wait before retrying, for 503s.
     fn retry_after(&self) -> Option<u32> {
         match self {
-            ApiError::ModelUnavailable { state, .. }
-                if matches!(*state, "starting" | "loading" | "backoff" | "draining") =>
-            {
-                Some(5)
-            }
+            ApiError::ModelUnavailable { state, .. } if state.is_transient() => Some(5),
+            ApiError::NoCapacity(_) => Some(5),
             ApiError::ModelUnavailable { .. } => Some(30),
             ApiError::WorkerGone => Some(5),
             ApiError::QueueFull(_) => Some(1),
@@ -231,22 +236,25 @@ impl From<WorkerError> for ApiError {
     }
 }
 
-impl From<ModelUnavailable> for ApiError {
-    fn from(e: ModelUnavailable) -> Self {
-        if let ModelState::Failed { reason } = &e.state {
-            tracing::debug!(model = %e.model, "refused: model failed: {reason}");
+impl From<ModelsError> for ApiError {
+    fn from(e: ModelsError) -> Self {
+        match e {
+            ModelsError::NotFound(model) => ApiError::ModelNotFound(model),
+            ModelsError::Unavailable { model, state } => {
+                if let ModelState::Failed { reason } = &state {
+                    tracing::debug!(model = %model, "refused: model failed: {reason}");
+                }
+                ApiError::ModelUnavailable { model, state }
+            }
+            ModelsError::NoCapacity(model) => ApiError::NoCapacity(model),
+            ModelsError::QueueFull(model) => ApiError::QueueFull(model),
+            ModelsError::Conflict(message) => ApiError::Conflict(message),
+            ModelsError::InUse(model) => ApiError::Conflict(format!("model {model} is in use")),
+            ModelsError::ActorGone(why) => {
+                tracing::error!("model actor unreachable: {why}");
+                ApiError::Internal
+            }
         }
-        ApiError::ModelUnavailable {
-            model: e.model,
-            state: e.state.label(),
-        }
-    }
-}
-
-impl From<actix::MailboxError> for ApiError {
-    fn from(e: actix::MailboxError) -> Self {
-        tracing::error!("model actor unreachable: {e}");
-        ApiError::Internal
     }
 }
 

@@ -49,6 +49,7 @@ pub use config::RouterArgs;
 pub use stats::RequestStats;
 
 use crate::gpu::GpuProbe;
+use crate::models::ModelState;
 use client::RouterClient;
 use pull::{PullJob, PullQueue, PullRequest, PullRunner};
 use session::{Identity, Session};
@@ -73,8 +74,8 @@ pub trait NodeModels: Send + Sync + 'static {
 pub struct ModelSnapshot {
     /// The id as served (the router gets it lowercased).
     pub name: String,
-    /// The state label: `ready`, `starting`, `stopped`, `failed`, ...
-    pub state: String,
+    /// Its lifecycle state.
+    pub state: ModelState,
     /// Whether a request for it can be served now or by loading it on demand;
     /// these are the heartbeat's `loaded_models`.
     pub servable: bool,
@@ -86,13 +87,13 @@ pub struct ModelSnapshot {
 /// §3.6): `[ready, total]` (each at most 255) and "initializing" only while no
 /// model is ready and one is starting: `true` makes the whole node unroutable,
 /// so a node serving one model while loading another is not initializing.
-pub fn readiness<'a>(states: impl IntoIterator<Item = &'a str>) -> (bool, [u8; 2]) {
+pub fn readiness<'a>(states: impl IntoIterator<Item = &'a ModelState>) -> (bool, [u8; 2]) {
     let (mut ready, mut total, mut starting) = (0usize, 0usize, false);
     for state in states {
         total += 1;
         match state {
-            "ready" => ready += 1,
-            "starting" | "loading" => starting = true,
+            ModelState::Ready => ready += 1,
+            ModelState::Starting => starting = true,
             _ => {}
         }
     }
@@ -374,21 +375,19 @@ mod tests {
 
     #[test]
     fn readiness_is_initializing_only_while_nothing_is_ready() {
-        let table: [(&[&str], bool, [u8; 2]); 5] = [
-            (&[], false, [0, 0]),
-            (&["starting"], true, [0, 1]),
-            (&["ready", "starting"], false, [1, 2]),
-            (&["stopped", "failed"], false, [0, 2]),
-            (&["ready", "ready"], false, [2, 2]),
+        use ModelState::{Ready, Starting, Stopped};
+        let failed = ModelState::Failed { reason: "x".into() };
+        let table: [(Vec<ModelState>, bool, [u8; 2]); 5] = [
+            (vec![], false, [0, 0]),
+            (vec![Starting], true, [0, 1]),
+            (vec![Ready, Starting], false, [1, 2]),
+            (vec![Stopped, failed], false, [0, 2]),
+            (vec![Ready, Ready], false, [2, 2]),
         ];
         for (states, initializing, ready) in table {
-            assert_eq!(
-                readiness(states.iter().copied()),
-                (initializing, ready),
-                "{states:?}"
-            );
+            assert_eq!(readiness(&states), (initializing, ready), "{states:?}");
         }
-        let many = vec!["ready"; 300];
-        assert_eq!(readiness(many).1, [255, 255]);
+        let many = vec![Ready; 300];
+        assert_eq!(readiness(&many).1, [255, 255]);
     }
 }

@@ -109,7 +109,7 @@ mod tests {
         ];
         let local = [ModelSnapshot {
             name: "served".into(),
-            state: "ready".into(),
+            state: crate::models::ModelState::Ready,
             servable: true,
             in_flight: 0,
         }];
