@@ -15,7 +15,6 @@
 //!   started on port 0 and stopped, for `main` and for tests.
 
 pub mod api;
-pub mod app;
 pub mod cli;
 pub mod config;
 pub mod gpu;
@@ -41,7 +40,7 @@ use tracing_subscriber::EnvFilter;
 
 pub use config::{Args, LogFormat};
 
-use crate::app::{configure, AppState};
+use crate::api::{configure, AppState};
 use crate::config::ConfigError;
 use crate::models::{ModelState, Models};
 
@@ -125,9 +124,10 @@ impl Node {
                 .clone();
             App::new()
                 .app_data(state)
-                .app_data(member_app.data())
+                .app_data(actix_web::web::Data::new(member_app.clone()))
                 .app_data(store_app.clone())
                 .wrap(member_app.stats().middleware())
+                .wrap(actix_web::middleware::from_fn(api::request_id::middleware))
                 .configure(configure)
         })
         .workers(args.http_thread_count())

@@ -17,30 +17,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use crate::app::AppState;
+use super::state::{authorize, AppState};
 use crate::models::{ModelEntry, ModelState, ModelStatus};
-
-/// Checks the admin key in constant time (`/admin`, and the store's pull and delete).
-pub fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
-    let Some(key) = &state.models.supervision().admin_key else {
-        return Ok(());
-    };
-    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-    let given = header("x-admin-key")
-        .or_else(|| header("authorization").and_then(|v| v.strip_prefix("Bearer ")))
-        .unwrap_or("");
-    let same = given.len() == key.len()
-        && given
-            .bytes()
-            .zip(key.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if same {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized)
-    }
-}
 
 fn state_detail(state: &ModelState) -> Option<&str> {
     match state {

@@ -12,6 +12,8 @@ use llm_node_protocol::FailureKind;
 use serde::Serialize;
 
 use crate::models::{ModelState, ModelsError};
+use crate::router::PullRejected;
+use crate::store::{StoreError, StoreErrorKind};
 use crate::worker::WorkerError;
 
 /// Longest worker-provided message passed on to clients, in characters.
@@ -59,6 +61,17 @@ pub enum ApiError {
     MethodNotAllowed { method: String, path: String },
     #[error("Internal error")]
     Internal,
+    /// A model store failure (`/api/pull`, `/api/delete`): its message is about
+    /// the request (a name, a repo, disk space), so it is passed on.
+    #[error("{message}")]
+    Store {
+        kind: StoreErrorKind,
+        message: String,
+    },
+    /// A router `/pull` body that cannot work. llm-router's contract (§3.4)
+    /// wants `{"error": "..."}` here, not the OpenAI shape.
+    #[error("{0}")]
+    RouterPull(String),
 }
 
 impl ApiError {
@@ -87,6 +100,15 @@ impl ApiError {
             ApiError::NotFound { .. } => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Internal => "internal",
+            ApiError::Store { kind, .. } => match kind {
+                StoreErrorKind::NotFound => "store_not_found",
+                StoreErrorKind::InUse => "store_in_use",
+                StoreErrorKind::ReadOnly => "store_read_only",
+                StoreErrorKind::NoSpace => "store_no_space",
+                StoreErrorKind::Invalid => "store_invalid",
+                StoreErrorKind::Failed => "store_failed",
+            },
+            ApiError::RouterPull(_) => "router_pull_rejected",
         }
     }
 
@@ -99,6 +121,10 @@ impl ApiError {
             | ApiError::ShuttingDown => "server_error",
             ApiError::QueueFull(_) => "rate_limit_error",
             ApiError::Unauthorized => "authentication_error",
+            ApiError::Store {
+                kind: StoreErrorKind::NoSpace | StoreErrorKind::Failed,
+                ..
+            } => "server_error",
             _ => "invalid_request_error",
         }
     }
@@ -106,7 +132,7 @@ impl ApiError {
     fn param(&self) -> Option<&str> {
         match self {
             ApiError::InvalidRequest { param, .. } => param.as_deref(),
-            ApiError::ModelNotFound(_) => Some("model"),
+            ApiError::ModelNotFound(_) | ApiError::Store { .. } => Some("model"),
             _ => None,
         }
     }
@@ -123,6 +149,14 @@ impl ApiError {
             ApiError::ShuttingDown => Some("shutting_down"),
             ApiError::Unauthorized => Some("invalid_admin_key"),
             ApiError::Conflict(_) => Some("conflict"),
+            ApiError::Store { kind, .. } => Some(match kind {
+                StoreErrorKind::NotFound => "model_not_found",
+                StoreErrorKind::InUse => "model_in_use",
+                StoreErrorKind::ReadOnly => "read_only_store",
+                StoreErrorKind::NoSpace => "no_space",
+                StoreErrorKind::Invalid => "invalid_model",
+                StoreErrorKind::Failed => "pull_failed",
+            }),
             _ => None,
         }
     }
@@ -172,10 +206,21 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Store { kind, .. } => match kind {
+                StoreErrorKind::NotFound => StatusCode::NOT_FOUND,
+                StoreErrorKind::InUse | StoreErrorKind::ReadOnly => StatusCode::CONFLICT,
+                StoreErrorKind::NoSpace => StatusCode::INSUFFICIENT_STORAGE,
+                StoreErrorKind::Invalid => StatusCode::BAD_REQUEST,
+                StoreErrorKind::Failed => StatusCode::BAD_GATEWAY,
+            },
+            ApiError::RouterPull(_) => StatusCode::BAD_REQUEST,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
+        if let ApiError::RouterPull(message) = self {
+            return HttpResponse::BadRequest().json(serde_json::json!({ "error": message }));
+        }
         let mut response = HttpResponse::build(self.status_code());
         if let Some(seconds) = self.retry_after() {
             response.insert_header((header::RETRY_AFTER, seconds.to_string()));
@@ -255,6 +300,21 @@ impl From<ModelsError> for ApiError {
                 ApiError::Internal
             }
         }
+    }
+}
+
+impl From<&StoreError> for ApiError {
+    fn from(e: &StoreError) -> Self {
+        ApiError::Store {
+            kind: e.kind(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<PullRejected> for ApiError {
+    fn from(e: PullRejected) -> Self {
+        ApiError::RouterPull(e.to_string())
     }
 }
 

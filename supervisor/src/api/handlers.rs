@@ -16,7 +16,7 @@ use super::types::{
     ChatCompletionRequest, CompletionRequest, EmbeddingJob, EmbeddingRequest, EncodingFormat,
     GenerationJob,
 };
-use crate::app::AppState;
+use super::state::AppState;
 use crate::models::{ModelEntry, ModelStatus};
 use crate::worker::{GenerationEvent, GenerationStream};
 

@@ -2,7 +2,8 @@
 //!
 //! `docs/router.md` is the user's guide; `shared/router-contract.md` the
 //! facts this follows. The node is a router member when `--router-url` is
-//! set, standalone otherwise; `/pull` and `/api/logs` are served either way.
+//! set, standalone otherwise; `/pull` and `/api/logs` are served either way
+//! (by `api::router`, which calls [`Member::submit`]).
 //!
 //! # Layout
 //! - [`config`]: [`RouterArgs`] (flags and `LLM_*` variables) and the JSON config file.
@@ -40,18 +41,17 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix_web::{web, HttpResponse};
 use futures_util::future::BoxFuture;
-use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
 pub use config::RouterArgs;
+pub use pull::{PullJob, PullRejected, PullRequest};
 pub use stats::RequestStats;
 
 use crate::gpu::GpuProbe;
 use crate::models::ModelState;
 use client::RouterClient;
-use pull::{PullJob, PullQueue, PullRequest, PullRunner};
+use pull::{PullQueue, PullRunner};
 use session::{Identity, Session};
 
 /// What the router code needs from the node's models.
@@ -224,9 +224,9 @@ impl Member {
         &self.inner.stats
     }
 
-    /// This member as handler state.
-    pub fn data(&self) -> web::Data<Member> {
-        web::Data::new(self.clone())
+    /// Queues a router pull (`POST /pull`); it runs in the background.
+    pub fn submit(&self, job: PullJob) {
+        self.inner.queue.submit(job);
     }
 
     /// Where acquired models go: `--models-dir`, else `~/.cache/llm-node/models`.
@@ -328,45 +328,6 @@ impl Member {
         let identity = running.as_ref()?.identity.lock().ok()?.clone()?;
         Some(identity.node_id)
     }
-}
-
-/// Registers `POST /pull` and `GET /api/logs`. `/pull` needs `web::Data<Member>` in the app.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/pull").route(web::post().to(pull_handler)))
-        .service(web::resource("/api/logs").route(web::get().to(logs_handler)));
-}
-
-/// `POST /pull`: 200 `{"status":"accepted"}` at once, acquisition in the background
-/// (contract §3.4). Only a body without `model` (or not JSON) gets 400.
-async fn pull_handler(member: web::Data<Member>, body: web::Bytes) -> HttpResponse {
-    let request: PullRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return HttpResponse::BadRequest().json(json!({"error": format!("invalid body: {e}")}))
-        }
-    };
-    match PullJob::try_from(request) {
-        Ok(job) => {
-            member.inner.queue.submit(job);
-            HttpResponse::Ok().json(json!({"status": "accepted"}))
-        }
-        Err(e) => HttpResponse::BadRequest().json(json!({"error": e.to_string()})),
-    }
-}
-
-#[derive(serde::Deserialize)]
-struct LogsQuery {
-    tail: Option<String>,
-    limit: Option<String>,
-}
-
-/// `GET /api/logs?tail=N` → `{"entries": [LogEntry…]}` (contract §3.5), oldest first.
-async fn logs_handler(query: web::Query<LogsQuery>) -> HttpResponse {
-    let n = crate::logbuf::tail_count(query.tail.as_deref().or(query.limit.as_deref()));
-    let entries = crate::logbuf::global()
-        .map(|b| b.tail(n))
-        .unwrap_or_default();
-    HttpResponse::Ok().json(json!({ "entries": entries }))
 }
 
 #[cfg(test)]

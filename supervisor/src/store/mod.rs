@@ -21,7 +21,6 @@ pub mod cli;
 pub mod convert;
 pub mod download;
 pub mod hf;
-pub mod http;
 pub mod layout;
 pub mod name;
 pub mod registry_client;
@@ -36,7 +35,8 @@ use serde::Serialize;
 
 pub use layout::{Layout, LocalModel};
 pub use name::{ModelRef, NameError};
-pub use service::Service;
+pub use download::sha256_hex;
+pub use service::{PullEvent, Service};
 
 use download::{BlobRequest, DownloadError, Downloader};
 use hf::{Choice, HfError};
@@ -142,7 +142,38 @@ pub enum StoreError {
     Config(String),
 }
 
+/// What kind of failure a [`StoreError`] is, for whoever answers the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreErrorKind {
+    /// No such model (locally or in the registry).
+    NotFound,
+    /// The model is serving or changing state.
+    InUse,
+    /// The model lives in a store llm-node does not modify.
+    ReadOnly,
+    /// Not enough disk space.
+    NoSpace,
+    /// The request cannot work (bad name, a repo without a usable model, …).
+    Invalid,
+    /// The pull failed on the way (network, registry, conversion, disk).
+    Failed,
+}
+
 impl StoreError {
+    /// The kind of this failure.
+    pub fn kind(&self) -> StoreErrorKind {
+        match self {
+            StoreError::NotFound(_) | StoreError::Registry(RegistryError::NotFound(_)) => {
+                StoreErrorKind::NotFound
+            }
+            StoreError::InUse(_) => StoreErrorKind::InUse,
+            StoreError::ReadOnly { .. } => StoreErrorKind::ReadOnly,
+            StoreError::NoSpace { .. } => StoreErrorKind::NoSpace,
+            e if e.is_client_error() => StoreErrorKind::Invalid,
+            _ => StoreErrorKind::Failed,
+        }
+    }
+
     /// Whether the request itself was wrong (400) rather than the pull failing.
     pub fn is_client_error(&self) -> bool {
         use convert::ConvertError as C;
