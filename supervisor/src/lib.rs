@@ -21,6 +21,7 @@ pub mod gpu;
 pub mod logbuf;
 pub mod metrics;
 pub mod models;
+pub mod paths;
 pub mod policy;
 pub mod request_id;
 pub mod router;
@@ -88,8 +89,11 @@ impl Node {
     /// binary, [`NodeError::Bind`] when the address cannot be bound.
     pub async fn start(args: Args) -> Result<Node, NodeError> {
         // As `args.validate()`, but a node whose models are all in the store may name none.
-        let specs = store::startup_specs(&args)?;
-        let store = actix_web::web::Data::new(store::Service::new(store::Store::new(&args.store)?));
+        // One store for the whole node: startup, the Ollama routes and router pulls.
+        let stored = store::Store::new(&args.store);
+        let specs = args.startup_specs(stored.as_ref().ok())?;
+        let stored = stored?;
+        let store = actix_web::web::Data::new(store::Service::new(stored.clone()));
         let store_app = store.clone();
         let bin = args.worker_bin()?;
         let supervision =
@@ -102,7 +106,7 @@ impl Node {
             devices = gpus.devices().len(),
             "GPU detection"
         );
-        let member = router::Member::new(&args, gpus.clone())?;
+        let member = router::Member::new(args.member_settings(Some(stored)), gpus.clone())?;
         let member_app = member.clone();
         let bind = format!("{}:{}", args.host, args.port);
         let bind_error = |source| NodeError::Bind {

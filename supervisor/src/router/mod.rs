@@ -10,7 +10,7 @@
 //! - [`client`]: the router's HTTP API, one method per call, with timeouts.
 //! - [`register`], [`heartbeat`]: what registration and heartbeats send (pure functions).
 //! - [`session`]: the register → heartbeat → re-register loop.
-//! - [`pull`], [`transfer`], [`layout`]: `/pull` and model acquisition.
+//! - [`pull`], [`transfer`]: `/pull` and model acquisition (into `store::named_dirs`).
 //! - [`sync`]: periodic model sync with the router's `/v1/models`.
 //! - [`stats`]: request figures for heartbeats (an actix middleware).
 //! - [`models_impl`]: [`NodeModels`] for the node's model registry.
@@ -27,7 +27,6 @@
 pub mod client;
 pub mod config;
 pub mod heartbeat;
-pub mod layout;
 pub mod models_impl;
 pub mod pull;
 pub mod register;
@@ -117,6 +116,19 @@ pub enum RouterError {
     Http(String),
 }
 
+/// What router membership needs from the configuration (built by `config`).
+#[derive(Clone)]
+pub struct MemberSettings {
+    /// `--router-url` and the other router flags.
+    pub router: RouterArgs,
+    /// Where acquired models go: `--models-dir`, else `~/.cache/llm-node/models`.
+    pub models_dir: PathBuf,
+    /// Resolves bare names (`gpt-oss:20b`) for `/pull`.
+    pub store: Option<crate::store::Store>,
+    /// The address the HTTP server binds, when it is one IP (to choose the one to advertise).
+    pub bind_ip: Option<IpAddr>,
+}
+
 /// The router side of a node; cheap to clone, shared with the HTTP handlers as `web::Data`.
 #[derive(Clone)]
 pub struct Member {
@@ -158,39 +170,33 @@ impl Member {
     ///
     /// # Errors
     /// [`RouterError::NoGpu`] in router mode without a (simulated) GPU; a bad URL.
-    pub fn new(args: &crate::config::Args, gpus: Arc<dyn GpuProbe>) -> Result<Self, RouterError> {
+    pub fn new(settings: MemberSettings, gpus: Arc<dyn GpuProbe>) -> Result<Self, RouterError> {
         let downloads = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| RouterError::Http(e.to_string()))?;
-        let router = match args.router.enabled() {
-            true => Some(Self::setup(args, gpus)?),
+        let router = match settings.router.enabled() {
+            true => Some(Self::setup(&settings, gpus)?),
             false => None,
         };
         let (queue, queue_rx) = PullQueue::new();
         Ok(Self {
             inner: Arc::new(Inner {
                 router,
-                models_dir: args
-                    .models_dir
-                    .clone()
-                    .unwrap_or_else(crate::config::cache_dir),
+                models_dir: settings.models_dir,
                 downloads,
                 stats: RequestStats::default(),
                 queue,
-                store: crate::store::Store::new(&args.store).ok(),
+                store: settings.store,
                 queue_rx: Mutex::new(Some(queue_rx)),
                 running: Mutex::new(None),
             }),
         })
     }
 
-    fn setup(
-        args: &crate::config::Args,
-        gpu: Arc<dyn GpuProbe>,
-    ) -> Result<RouterSetup, RouterError> {
-        let r = &args.router;
+    fn setup(settings: &MemberSettings, gpu: Arc<dyn GpuProbe>) -> Result<RouterSetup, RouterError> {
+        let r = &settings.router;
         let url = client::parse_router_url(r.router_url.as_deref().unwrap_or_default())
             .map_err(RouterError::Url)?;
         let devices = gpu.devices();
@@ -215,7 +221,7 @@ impl Member {
             gpu,
             args: r.clone(),
             machine_name,
-            bind_ip: args.host.parse().ok(),
+            bind_ip: settings.bind_ip,
         })
     }
 

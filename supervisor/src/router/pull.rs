@@ -27,7 +27,7 @@ use serde::Deserialize;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::client::{ProgressRequest, RouterClient};
-use super::layout::{model_dir, model_file};
+use crate::store::named_dirs::{model_dir, model_file};
 use super::transfer::{self, Source, TransferError};
 use super::NodeModels;
 
@@ -75,7 +75,7 @@ pub enum PullRejected {
     #[error("model required")]
     NoModel,
     #[error(transparent)]
-    BadName(#[from] super::layout::BadName),
+    BadName(#[from] crate::store::named_dirs::BadName),
 }
 
 impl TryFrom<PullRequest> for PullJob {

@@ -17,12 +17,13 @@
 //! - [`http`]: `POST /api/pull` (NDJSON progress), `GET /api/tags`, `DELETE /api/delete`.
 //! - [`cli`]: `llm-node pull|list|rm`, clients of those routes.
 
-pub mod cli;
 pub mod convert;
+pub mod discover;
 pub mod download;
 pub mod hf;
 pub mod layout;
 pub mod name;
+pub mod named_dirs;
 pub mod registry_client;
 pub mod service;
 
@@ -93,7 +94,7 @@ impl StoreArgs {
     /// `--store-dir`, else `$LLM_NODE_CACHE/store` (default `~/.cache/llm-node/store`).
     pub fn root(&self) -> PathBuf {
         self.store_dir.clone().unwrap_or_else(|| {
-            crate::config::cache_dir()
+            crate::paths::cache_dir()
                 .parent()
                 .map_or_else(|| PathBuf::from("store"), |p| p.join("store"))
         })
@@ -639,28 +640,6 @@ pub fn jinja_template(template: Option<&str>) -> Option<String> {
         || t.contains(".Messages")
         || t.contains(".Prompt");
     (!go && (t.contains("{%") || t.contains("messages"))).then(|| t.to_string())
-}
-
-/// The models to serve at startup: [`crate::Args::validate`]'s, except that a
-/// configuration naming no model is fine when the store has some (they are
-/// added by [`Service::start`]).
-///
-/// # Errors
-/// As [`crate::Args::validate`].
-pub fn startup_specs(
-    args: &crate::Args,
-) -> Result<Vec<crate::config::ModelSpec>, crate::config::ConfigError> {
-    match args.validate() {
-        Err(crate::config::ConfigError::NoModels) => {
-            let stored = Store::new(&args.store).map(|s| s.list().len()).unwrap_or(0);
-            if stored > 0 {
-                Ok(Vec::new())
-            } else {
-                Err(crate::config::ConfigError::NoModels)
-            }
-        }
-        other => other,
-    }
 }
 
 #[cfg(test)]
