@@ -3,16 +3,38 @@
 //! native crash can only take down one worker.
 //!
 //! # Layout
-//! - [`config`]: flags/environment, startup validation, model discovery.
-//! - [`worker`]: spawning and stopping worker processes ([`worker::process`])
-//!   and multiplexing requests over their IPC channels ([`worker::client`]).
-//! - [`model`]: one actor per model, the single owner of its worker and state.
-//! - [`registry`]: model id → actor.
-//! - [`api`]: OpenAI request/response types, handlers, SSE, errors.
-//! - [`app`]: the actix-web route table and shared state.
-//! - [`store`]: the model store (Ollama layout, registry and Hugging Face pulls).
-//! - [`Node`] (here): a whole node — models plus HTTP server — that can be
-//!   started on port 0 and stopped, for `main` and for tests.
+//! Arrows point one way: a module uses only modules of its own layer or below,
+//! never a face, and no two modules use each other (`tests/layers.rs` checks it).
+//!
+//! Faces (top):
+//! - [`Node`], [`run`], [`init_logging`] (here): a whole node, models plus HTTP
+//!   server, started on port 0 and stopped, for `main` and for tests.
+//! - [`config`]: every flag and environment variable ([`Args`]), startup
+//!   validation, and the small settings struct each subsystem takes.
+//! - [`api`]: the whole route table and every handler (OpenAI, admin, the
+//!   Ollama store routes, the router's `/pull` and `/api/logs`), [`api::AppState`]
+//!   and authorisation, request ids, and the one error renderer.
+//! - [`cli`]: every CLI verb (`ps`, `load`, `pull`, `list`, `rm`, …) and its HTTP helper.
+//!
+//! Subsystems:
+//! - [`models`]: the only holder of model actors: [`models::Models`] (loading,
+//!   eviction, placement, admission, TTL), one actor per model, the
+//!   [`models::Lease`] a request holds, typed state, spec, supervision settings.
+//! - [`store`]: the only way models reach disk: the Ollama layout and the
+//!   router's named directories, registry and Hugging Face pulls, downloads,
+//!   conversion, `--models-dir` discovery.
+//! - [`router`]: llm-router membership: register, heartbeat, session, model sync,
+//!   request stats, router pulls.
+//! - [`worker`]: spawning and stopping worker processes ([`worker::process`]) and
+//!   multiplexing requests over their IPC channels ([`worker::client`]).
+//!
+//! Leaves (bottom):
+//! - [`policy`]: pure decisions (admission, backoff, eviction, placement).
+//! - [`gpu`]: GPU detection (NVML, AMD sysfs, Apple, simulated) and pinning env.
+//! - [`metrics`]: the Prometheus registry.
+//! - [`logbuf`]: the ring buffer of recent log lines behind `/api/logs`.
+//! - [`paths`]: default locations on disk (`cache_dir`).
+//! - [`request_id`]: the current HTTP request's id, read by `WorkerClient`.
 
 pub mod api;
 pub mod cli;

@@ -12,7 +12,7 @@
 //! - [`state`]: [`ModelState`], the typed lifecycle state.
 //! - [`spec`]: [`ModelSpec`], a model's id and file.
 //! - [`supervision`]: restart, TTL, preload and placement settings.
-//! - [`error`]: [`ModelsError`].
+//! - [`error`]: the [`ModelsError`] enum.
 
 pub mod actor;
 pub mod error;
