@@ -12,10 +12,10 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use llm_node_protocol::WorkerConfig;
 
+use crate::models::ModelSettings;
 pub use crate::models::ModelSpec;
 pub use crate::paths::cache_dir;
 use crate::store;
-use crate::models::ModelSettings;
 
 /// Name of the worker binary looked up next to the supervisor's own executable.
 pub const WORKER_BIN_NAME: &str = "llm-node-worker";
@@ -265,7 +265,10 @@ impl Args {
     ///
     /// # Errors
     /// As [`Args::validate`].
-    pub fn startup_specs(&self, store: Option<&store::Store>) -> Result<Vec<ModelSpec>, ConfigError> {
+    pub fn startup_specs(
+        &self,
+        store: Option<&store::Store>,
+    ) -> Result<Vec<ModelSpec>, ConfigError> {
         match self.validate() {
             Err(ConfigError::NoModels) if store.is_some_and(|s| !s.list().is_empty()) => {
                 Ok(Vec::new())

@@ -343,7 +343,10 @@ fn report(graph: &Graph) -> (usize, usize, usize) {
     let up = upward(graph);
     println!("modules ({}):", modules.len());
     for (m, deps) in &modules {
-        println!("  {m} -> {}", deps.iter().cloned().collect::<Vec<_>>().join(", "));
+        println!(
+            "  {m} -> {}",
+            deps.iter().cloned().collect::<Vec<_>>().join(", ")
+        );
     }
     println!("module cycles: {}", module_cycles.len());
     for c in &module_cycles {
@@ -364,7 +367,10 @@ fn report(graph: &Graph) -> (usize, usize, usize) {
 fn arrows_point_one_way() {
     let graph = Graph::read();
     let (module_cycles, _file_cycles, upward) = report(&graph);
-    assert_eq!(module_cycles, 0, "cycles between top-level modules (see output)");
+    assert_eq!(
+        module_cycles, 0,
+        "cycles between top-level modules (see output)"
+    );
     assert_eq!(upward, 0, "imports that point up a layer (see output)");
 }
 

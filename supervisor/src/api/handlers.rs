@@ -12,11 +12,11 @@ use super::response::{
     TextCompletion, UsageBody,
 };
 use super::sse::{self, ChunkKind, ChunkWriter};
+use super::state::AppState;
 use super::types::{
     ChatCompletionRequest, CompletionRequest, EmbeddingJob, EmbeddingRequest, EncodingFormat,
     GenerationJob,
 };
-use super::state::AppState;
 use crate::models::{ModelEntry, ModelStatus};
 use crate::worker::{GenerationEvent, GenerationStream};
 

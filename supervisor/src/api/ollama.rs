@@ -152,6 +152,9 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
     let (name, _) = NameBody::parse(&body)?;
-    service.remove(&name).await.map_err(|e| ApiError::from(&e))?;
+    service
+        .remove(&name)
+        .await
+        .map_err(|e| ApiError::from(&e))?;
     Ok(HttpResponse::Ok().finish())
 }

@@ -20,9 +20,8 @@ pub const HEADER: &str = "x-request-id";
 /// The client's id when it is usable as one.
 fn given(req: &ServiceRequest) -> Option<String> {
     let value = req.headers().get(HEADER)?.to_str().ok()?.trim();
-    let sane = !value.is_empty()
-        && value.len() <= 128
-        && value.bytes().all(|b| b.is_ascii_graphic());
+    let sane =
+        !value.is_empty() && value.len() <= 128 && value.bytes().all(|b| b.is_ascii_graphic());
     sane.then(|| value.to_string())
 }
 

@@ -15,10 +15,10 @@
 use actix_web::{web, Resource, Route};
 
 use super::error::json_error;
-use super::state::MAX_BODY_BYTES;
-use super::{admin, handlers, ollama, router};
 #[cfg(test)]
 use super::state::AppState;
+use super::state::MAX_BODY_BYTES;
+use super::{admin, handlers, ollama, router};
 #[cfg(test)]
 use crate::models::Models;
 
@@ -321,7 +321,12 @@ mod tests {
 
         let req = test::TestRequest::get().uri("/v1/models").to_request();
         let resp = test::call_service(&app, req).await;
-        let id = resp.headers().get("x-request-id").unwrap().to_str().unwrap();
+        let id = resp
+            .headers()
+            .get("x-request-id")
+            .unwrap()
+            .to_str()
+            .unwrap();
         assert_eq!(id.len(), 32, "a fresh id when the client sends none");
     }
 

@@ -195,7 +195,10 @@ impl Member {
         })
     }
 
-    fn setup(settings: &MemberSettings, gpu: Arc<dyn GpuProbe>) -> Result<RouterSetup, RouterError> {
+    fn setup(
+        settings: &MemberSettings,
+        gpu: Arc<dyn GpuProbe>,
+    ) -> Result<RouterSetup, RouterError> {
         let r = &settings.router;
         let url = client::parse_router_url(r.router_url.as_deref().unwrap_or_default())
             .map_err(RouterError::Url)?;

@@ -27,9 +27,9 @@ use serde::Deserialize;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::client::{ProgressRequest, RouterClient};
-use crate::store::named_dirs::{model_dir, model_file};
 use super::transfer::{self, Source, TransferError};
 use super::NodeModels;
+use crate::store::named_dirs::{model_dir, model_file};
 
 /// Shortest time between two progress reports of one task.
 pub const REPORT_INTERVAL: Duration = Duration::from_millis(250);

@@ -17,9 +17,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::client::ProgressRequest;
+use super::pull::PullJob;
 use crate::store::download::parse_content_range;
 use crate::store::named_dirs::partial_file;
-use super::pull::PullJob;
 
 /// Waits before download attempts 2, 3 and 4.
 const RETRY_DELAYS: [Duration; 3] = [

@@ -34,9 +34,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use download::sha256_hex;
 pub use layout::{Layout, LocalModel};
 pub use name::{ModelRef, NameError};
-pub use download::sha256_hex;
 pub use service::{PullEvent, Service};
 
 use download::{BlobRequest, DownloadError, Downloader};
