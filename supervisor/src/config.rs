@@ -12,6 +12,11 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use llm_node_protocol::WorkerConfig;
 
+use crate::models::ModelSettings;
+pub use crate::models::ModelSpec;
+pub use crate::paths::cache_dir;
+use crate::store;
+
 /// Name of the worker binary looked up next to the supervisor's own executable.
 pub const WORKER_BIN_NAME: &str = "llm-node-worker";
 
@@ -111,7 +116,7 @@ pub struct Args {
 
     /// Model lifecycle: restarts, liveness, loading, eviction, queues, GPUs, admin key.
     #[command(flatten)]
-    pub supervision: crate::supervision::SupervisionArgs,
+    pub supervision: crate::models::supervision::SupervisionArgs,
 
     /// Router membership (`--router-url` and friends; see docs/router.md).
     #[command(flatten)]
@@ -135,28 +140,13 @@ pub enum LogFormat {
     Json,
 }
 
-/// One model to serve: its public id and its GGUF file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelSpec {
-    /// Public id clients put in `model`; matched case-insensitively.
-    pub name: String,
-    pub path: PathBuf,
-}
-
-impl ModelSpec {
-    /// The key the registry looks this model up by.
-    pub fn key(&self) -> String {
-        self.name.to_lowercase()
-    }
-}
-
 /// A configuration that cannot work; reported once at startup.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("no models configured: pass --model NAME=PATH or --models-dir DIR")]
     NoModels,
     #[error(transparent)]
-    Supervision(#[from] crate::supervision::SupervisionError),
+    Supervision(#[from] crate::models::supervision::SupervisionError),
     #[error("GPU configuration: {0}")]
     Gpu(String),
     #[error("model name {0:?} is used twice (names are case-insensitive)")]
@@ -269,6 +259,53 @@ impl Args {
             .ok_or_else(|| ConfigError::WorkerBin(dir.join(WORKER_BIN_NAME)))
     }
 
+    /// The models to serve at startup: [`Args::validate`]'s, except that a
+    /// configuration naming no model is fine when `store` has some (they are
+    /// added by `store::Service::start`).
+    ///
+    /// # Errors
+    /// As [`Args::validate`].
+    pub fn startup_specs(
+        &self,
+        store: Option<&store::Store>,
+    ) -> Result<Vec<ModelSpec>, ConfigError> {
+        match self.validate() {
+            Err(ConfigError::NoModels) if store.is_some_and(|s| !s.list().is_empty()) => {
+                Ok(Vec::new())
+            }
+            other => other,
+        }
+    }
+
+    /// The router membership's settings; `store` resolves bare names for `/pull`.
+    pub fn member_settings(&self, store: Option<store::Store>) -> crate::router::MemberSettings {
+        crate::router::MemberSettings {
+            router: self.router.clone(),
+            models_dir: self.models_dir.clone().unwrap_or_else(cache_dir),
+            store,
+            bind_ip: self.host.parse().ok(),
+        }
+    }
+
+    /// The models subsystem's settings: worker binary `bin`, the worker flags,
+    /// timeouts and the HTTP threads' `lanes`.
+    pub fn model_settings(
+        &self,
+        bin: PathBuf,
+        lanes: Option<std::sync::Arc<crate::worker::Lanes>>,
+    ) -> ModelSettings {
+        ModelSettings {
+            bin,
+            worker: self.worker_config(&ModelSpec {
+                name: String::new(),
+                path: PathBuf::new(),
+            }),
+            ready_timeout: self.ready_timeout(),
+            shutdown_timeout: self.shutdown_timeout(),
+            lanes,
+        }
+    }
+
     /// The typed configuration sent to the worker serving `spec`.
     pub fn worker_config(&self, spec: &ModelSpec) -> WorkerConfig {
         WorkerConfig {
@@ -295,18 +332,6 @@ impl Args {
     }
 }
 
-/// Where `scripts/setup.sh` caches the bundled model: `$LLM_NODE_CACHE/models`,
-/// default `~/.cache/llm-node/models`.
-pub fn cache_dir() -> PathBuf {
-    let cache = std::env::var_os("LLM_NODE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-            PathBuf::from(home).join(".cache/llm-node")
-        });
-    cache.join("models")
-}
-
 /// The bundled model (fetched by `scripts/setup.sh`) in `models_dir`, served as
 /// [`BUNDLED_MODEL_NAME`] when no model is configured; `None` when absent.
 pub fn bundled_model(models_dir: &Path) -> Option<ModelSpec> {
@@ -317,41 +342,15 @@ pub fn bundled_model(models_dir: &Path) -> Option<ModelSpec> {
     })
 }
 
-/// Finds the models in `dir`: `NAME.gguf` (any case) becomes `name`, and
-/// `NAME_TAG/model.gguf` becomes `NAME:TAG` (`NAME` without an underscore). Other entries are ignored. Sorted by name.
+/// The models in `dir` ([`store::discover::models_in`]).
 ///
 /// # Errors
 /// [`ConfigError::ModelsDir`] when `dir` cannot be listed.
 pub fn discover_models(dir: &Path) -> Result<Vec<ModelSpec>, ConfigError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| ConfigError::ModelsDir {
+    store::discover::models_in(dir).map_err(|source| ConfigError::ModelsDir {
         path: dir.to_path_buf(),
         source,
-    })?;
-    let mut specs = Vec::new();
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let is_gguf = path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
-        if path.is_file() && is_gguf {
-            if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
-                specs.push(ModelSpec {
-                    name: stem.to_lowercase(),
-                    path,
-                });
-            }
-        } else if path.is_dir() && path.join("model.gguf").is_file() {
-            if let Some(name) = path.file_name().and_then(|s| s.to_str()) {
-                specs.push(ModelSpec {
-                    // The router's layout: `gpt-oss_20b/model.gguf` is `gpt-oss:20b`.
-                    name: crate::router::layout::dir_to_model_name(name),
-                    path: path.join("model.gguf"),
-                });
-            }
-        }
-    }
-    specs.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(specs)
+    })
 }
 
 /// At least one model, valid unique names, existing files.

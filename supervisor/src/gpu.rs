@@ -41,17 +41,24 @@ pub trait GpuProbe: Send + Sync {
     fn kind(&self) -> &'static str;
 }
 
-/// The environment that pins a worker to `indices` of `vendor`.
-pub fn visibility_env(vendor: Vendor, indices: &[u32]) -> Option<(&'static str, String)> {
+/// The environment that pins a worker to `indices` of `vendor`: the one
+/// variable that vendor's runtime reads (none on Apple, which has one device).
+/// With the vendor unknown (an admin pin on a node that detected no GPU) both
+/// CUDA's and HIP's variables are set, so either runtime obeys.
+pub fn visibility_env(vendor: Option<Vendor>, indices: &[u32]) -> Vec<(&'static str, String)> {
     let list = indices
         .iter()
         .map(u32::to_string)
         .collect::<Vec<_>>()
         .join(",");
     match vendor {
-        Vendor::Nvidia => Some(("CUDA_VISIBLE_DEVICES", list)),
-        Vendor::Amd => Some(("HIP_VISIBLE_DEVICES", list)),
-        Vendor::Apple => None,
+        Some(Vendor::Nvidia) => vec![("CUDA_VISIBLE_DEVICES", list)],
+        Some(Vendor::Amd) => vec![("HIP_VISIBLE_DEVICES", list)],
+        Some(Vendor::Apple) => Vec::new(),
+        None => vec![
+            ("CUDA_VISIBLE_DEVICES", list.clone()),
+            ("HIP_VISIBLE_DEVICES", list),
+        ],
     }
 }
 
@@ -317,14 +324,15 @@ mod tests {
     #[test]
     fn pinning_env_follows_the_vendor() {
         assert_eq!(
-            visibility_env(Vendor::Nvidia, &[1, 3]),
-            Some(("CUDA_VISIBLE_DEVICES", "1,3".into()))
+            visibility_env(Some(Vendor::Nvidia), &[1, 3]),
+            [("CUDA_VISIBLE_DEVICES", "1,3".to_string())]
         );
         assert_eq!(
-            visibility_env(Vendor::Amd, &[0]),
-            Some(("HIP_VISIBLE_DEVICES", "0".into()))
+            visibility_env(Some(Vendor::Amd), &[0]),
+            [("HIP_VISIBLE_DEVICES", "0".to_string())]
         );
-        assert_eq!(visibility_env(Vendor::Apple, &[0]), None);
+        assert_eq!(visibility_env(Some(Vendor::Apple), &[0]), []);
+        assert_eq!(visibility_env(None, &[2]).len(), 2);
     }
 
     #[test]

@@ -3,30 +3,51 @@
 //! native crash can only take down one worker.
 //!
 //! # Layout
-//! - [`config`]: flags/environment, startup validation, model discovery.
-//! - [`worker`]: spawning and stopping worker processes ([`worker::process`])
-//!   and multiplexing requests over their IPC channels ([`worker::client`]).
-//! - [`model`]: one actor per model, the single owner of its worker and state.
-//! - [`registry`]: model id → actor.
-//! - [`api`]: OpenAI request/response types, handlers, SSE, errors.
-//! - [`app`]: the actix-web route table and shared state.
-//! - [`store`]: the model store (Ollama layout, registry and Hugging Face pulls).
-//! - [`Node`] (here): a whole node — models plus HTTP server — that can be
-//!   started on port 0 and stopped, for `main` and for tests.
+//! Arrows point one way: a module uses only modules of its own layer or below,
+//! never a face, and no two modules use each other (`tests/layers.rs` checks it).
+//!
+//! Faces (top):
+//! - [`Node`], [`run`], [`init_logging`] (here): a whole node, models plus HTTP
+//!   server, started on port 0 and stopped, for `main` and for tests.
+//! - [`config`]: every flag and environment variable ([`Args`]), startup
+//!   validation, and the small settings struct each subsystem takes.
+//! - [`api`]: the whole route table and every handler (OpenAI, admin, the
+//!   Ollama store routes, the router's `/pull` and `/api/logs`), [`api::AppState`]
+//!   and authorisation, request ids, and the one error renderer.
+//! - [`cli`]: every CLI verb (`ps`, `load`, `pull`, `list`, `rm`, …) and its HTTP helper.
+//!
+//! Subsystems:
+//! - [`models`]: the only holder of model actors: [`models::Models`] (loading,
+//!   eviction, placement, admission, TTL), one actor per model, the
+//!   [`models::Lease`] a request holds, typed state, spec, supervision settings.
+//! - [`store`]: the only way models reach disk: the Ollama layout and the
+//!   router's named directories, registry and Hugging Face pulls, downloads,
+//!   conversion, `--models-dir` discovery.
+//! - [`router`]: llm-router membership: register, heartbeat, session, model sync,
+//!   request stats, router pulls.
+//! - [`worker`]: spawning and stopping worker processes ([`worker::process`]) and
+//!   multiplexing requests over their IPC channels ([`worker::client`]).
+//!
+//! Leaves (bottom):
+//! - [`policy`]: pure decisions (admission, backoff, eviction, placement).
+//! - [`gpu`]: GPU detection (NVML, AMD sysfs, Apple, simulated) and pinning env.
+//! - [`metrics`]: the Prometheus registry.
+//! - [`logbuf`]: the ring buffer of recent log lines behind `/api/logs`.
+//! - [`paths`]: default locations on disk (`cache_dir`).
+//! - [`request_id`]: the current HTTP request's id, read by `WorkerClient`.
 
 pub mod api;
-pub mod app;
 pub mod cli;
 pub mod config;
 pub mod gpu;
 pub mod logbuf;
 pub mod metrics;
-pub mod model;
+pub mod models;
+pub mod paths;
 pub mod policy;
-pub mod registry;
+pub mod request_id;
 pub mod router;
 pub mod store;
-pub mod supervision;
 #[cfg(test)]
 mod testing;
 pub mod worker;
@@ -42,10 +63,9 @@ use tracing_subscriber::EnvFilter;
 
 pub use config::{Args, LogFormat};
 
-use crate::app::{configure, AppState};
+use crate::api::{configure, AppState};
 use crate::config::ConfigError;
-use crate::model::ModelState;
-use crate::registry::Models;
+use crate::models::{ModelState, Models};
 
 /// Why a node could not start or become ready.
 #[derive(Debug, thiserror::Error)]
@@ -91,8 +111,11 @@ impl Node {
     /// binary, [`NodeError::Bind`] when the address cannot be bound.
     pub async fn start(args: Args) -> Result<Node, NodeError> {
         // As `args.validate()`, but a node whose models are all in the store may name none.
-        let specs = store::startup_specs(&args)?;
-        let store = actix_web::web::Data::new(store::Service::new(store::Store::new(&args.store)?));
+        // One store for the whole node: startup, the Ollama routes and router pulls.
+        let stored = store::Store::new(&args.store);
+        let specs = args.startup_specs(stored.as_ref().ok())?;
+        let stored = stored?;
+        let store = actix_web::web::Data::new(store::Service::new(stored.clone()));
         let store_app = store.clone();
         let bin = args.worker_bin()?;
         let supervision =
@@ -105,7 +128,7 @@ impl Node {
             devices = gpus.devices().len(),
             "GPU detection"
         );
-        let member = router::Member::new(&args, gpus.clone())?;
+        let member = router::Member::new(args.member_settings(Some(stored)), gpus.clone())?;
         let member_app = member.clone();
         let bind = format!("{}:{}", args.host, args.port);
         let bind_error = |source| NodeError::Bind {
@@ -127,9 +150,10 @@ impl Node {
                 .clone();
             App::new()
                 .app_data(state)
-                .app_data(member_app.data())
+                .app_data(actix_web::web::Data::new(member_app.clone()))
                 .app_data(store_app.clone())
                 .wrap(member_app.stats().middleware())
+                .wrap(actix_web::middleware::from_fn(api::request_id::middleware))
                 .configure(configure)
         })
         .workers(args.http_thread_count())
@@ -142,13 +166,11 @@ impl Node {
             .first()
             .ok_or_else(|| bind_error(std::io::Error::other("no address bound")))?;
         let models = Models::start(
-            &args,
+            args.model_settings(bin, Some(lanes)),
             specs,
-            bin,
             supervision,
             metrics::Metrics::new(),
             gpus,
-            Some(lanes),
         );
         let state = AppState::new(models.clone()).into_data();
         let _ = state_slot.set(state.clone());

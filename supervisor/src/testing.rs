@@ -3,9 +3,8 @@
 use actix::Actor;
 use llm_node_protocol::ModelInfo;
 
-use crate::config::ModelSpec;
-use crate::model::ModelActor;
-use crate::registry::Models;
+use crate::models::actor::ModelActor;
+use crate::models::{ModelSpec, Models};
 use crate::worker::fake::FakeWorker;
 
 pub fn model_info(name: &str) -> ModelInfo {

@@ -2,6 +2,13 @@
 //! (`examples/fake_worker.rs`; fault flags are the model file's content):
 //! crash loops, admin verbs, on-demand loading, eviction, queues, idle TTL,
 //! the admin key and GPU pinning. Fast, so every rule gets its own case.
+//!
+//! Time here is real, not paused: each case runs real worker processes (the
+//! fake worker binary) over IPC, and tokio's paused clock auto-advances
+//! whenever the runtime is idle, i.e. while it waits on a child process's
+//! handshake or reply, which would fire every timeout at once. The timing
+//! rules themselves (backoff, eviction, TTL expiry) are pure functions in
+//! `src/policy/` with table tests that need no clock.
 
 mod common;
 use common::fake_worker;

@@ -17,31 +17,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use crate::app::AppState;
-use crate::model::{ModelState, ModelStatus, Restart, SetGpus, Unload, WaitReady};
-use crate::registry::ModelEntry;
-
-/// Checks the admin key in constant time (`/admin`, and the store's pull and delete).
-pub fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
-    let Some(key) = &state.models.supervision().admin_key else {
-        return Ok(());
-    };
-    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-    let given = header("x-admin-key")
-        .or_else(|| header("authorization").and_then(|v| v.strip_prefix("Bearer ")))
-        .unwrap_or("");
-    let same = given.len() == key.len()
-        && given
-            .bytes()
-            .zip(key.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if same {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized)
-    }
-}
+use super::state::{authorize, AppState};
+use crate::models::{ModelEntry, ModelState, ModelStatus};
 
 fn state_detail(state: &ModelState) -> Option<&str> {
     match state {
@@ -91,26 +68,18 @@ pub async fn gpus(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
 }
 
 fn entry(state: &AppState, id: &str) -> Result<ModelEntry, ApiError> {
-    state
-        .models
-        .get(id)
-        .ok_or_else(|| ApiError::ModelNotFound(id.to_string()))
+    Ok(state.models.entry(id)?)
 }
 
-async fn current(entry: &ModelEntry) -> Result<HttpResponse, ApiError> {
-    let status = entry.addr.send(crate::model::GetStatus).await?;
+async fn current(state: &AppState, entry: &ModelEntry) -> Result<HttpResponse, ApiError> {
+    let status = state.models.status(entry).await?;
     Ok(HttpResponse::Ok().json(status_json(entry, &status)))
 }
 
 /// Waits for a start to settle; 503 with the reason when it did not become ready.
-async fn settled(entry: &ModelEntry) -> Result<HttpResponse, ApiError> {
-    match entry.addr.send(WaitReady).await? {
-        ModelState::Ready => current(entry).await,
-        other => Err(ApiError::ModelUnavailable {
-            model: entry.spec.name.clone(),
-            state: other.label(),
-        }),
-    }
+async fn settled(state: &AppState, entry: &ModelEntry) -> Result<HttpResponse, ApiError> {
+    state.models.wait_settled(entry).await?;
+    current(state, entry).await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -133,10 +102,10 @@ pub async fn load(
     authorize(&req, &state)?;
     let entry = entry(&state, &id)?;
     if let Some(gpus) = body.and_then(|b| b.into_inner().gpus) {
-        entry.addr.send(SetGpus(gpus)).await?;
+        state.models.set_gpus(&entry, gpus).await?;
     }
     state.models.load(&entry).await?;
-    settled(&entry).await
+    settled(&state, &entry).await
 }
 
 pub async fn unload(
@@ -147,12 +116,8 @@ pub async fn unload(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
     let entry = entry(&state, &id)?;
-    entry
-        .addr
-        .send(Unload { force: query.force })
-        .await?
-        .map_err(ApiError::Conflict)?;
-    current(&entry).await
+    state.models.unload(&entry, query.force).await?;
+    current(&state, &entry).await
 }
 
 pub async fn restart(
@@ -163,12 +128,8 @@ pub async fn restart(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
     let entry = entry(&state, &id)?;
-    entry
-        .addr
-        .send(Restart { force: query.force })
-        .await?
-        .map_err(ApiError::Conflict)?;
-    settled(&entry).await
+    state.models.restart(&entry, query.force).await?;
+    settled(&state, &entry).await
 }
 
 pub async fn pin(
@@ -193,8 +154,8 @@ pub async fn pin(
             format!("no GPU with index {bad}"),
         ));
     }
-    entry.addr.send(SetGpus(gpus)).await?;
-    current(&entry).await
+    state.models.set_gpus(&entry, gpus).await?;
+    current(&state, &entry).await
 }
 
 /// Prometheus text format; live gauges are refreshed from the actors first.

@@ -11,7 +11,9 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use llm_node_protocol::FailureKind;
 use serde::Serialize;
 
-use crate::model::{ModelState, ModelUnavailable};
+use crate::models::{ModelState, ModelsError};
+use crate::router::PullRejected;
+use crate::store::{StoreError, StoreErrorKind};
 use crate::worker::WorkerError;
 
 /// Longest worker-provided message passed on to clients, in characters.
@@ -31,8 +33,11 @@ pub enum ApiError {
     #[error("{0}")]
     ContextLengthExceeded(String),
     /// The model exists but is not ready (starting, failed, stopping).
-    #[error("The model `{model}` is {state}; retry later")]
-    ModelUnavailable { model: String, state: &'static str },
+    #[error("The model `{model}` is {}; retry later", state.label())]
+    ModelUnavailable { model: String, state: ModelState },
+    /// The model could not be loaded in time (no capacity frees up).
+    #[error("The model `{0}` is loading; retry later")]
+    NoCapacity(String),
     /// The worker died or its connection broke while serving the request.
     #[error("The model worker is unavailable; retry later")]
     WorkerGone,
@@ -56,6 +61,17 @@ pub enum ApiError {
     MethodNotAllowed { method: String, path: String },
     #[error("Internal error")]
     Internal,
+    /// A model store failure (`/api/pull`, `/api/delete`): its message is about
+    /// the request (a name, a repo, disk space), so it is passed on.
+    #[error("{message}")]
+    Store {
+        kind: StoreErrorKind,
+        message: String,
+    },
+    /// A router `/pull` body that cannot work. llm-router's contract (§3.4)
+    /// wants `{"error": "..."}` here, not the OpenAI shape.
+    #[error("{0}")]
+    RouterPull(String),
 }
 
 impl ApiError {
@@ -74,6 +90,7 @@ impl ApiError {
             ApiError::ModelNotFound(_) => "model_not_found",
             ApiError::ContextLengthExceeded(_) => "context_length_exceeded",
             ApiError::ModelUnavailable { .. } => "model_unavailable",
+            ApiError::NoCapacity(_) => "no_capacity",
             ApiError::WorkerGone => "worker_gone",
             ApiError::QueueFull(_) => "queue_full",
             ApiError::ShuttingDown => "shutting_down",
@@ -83,17 +100,31 @@ impl ApiError {
             ApiError::NotFound { .. } => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Internal => "internal",
+            ApiError::Store { kind, .. } => match kind {
+                StoreErrorKind::NotFound => "store_not_found",
+                StoreErrorKind::InUse => "store_in_use",
+                StoreErrorKind::ReadOnly => "store_read_only",
+                StoreErrorKind::NoSpace => "store_no_space",
+                StoreErrorKind::Invalid => "store_invalid",
+                StoreErrorKind::Failed => "store_failed",
+            },
+            ApiError::RouterPull(_) => "router_pull_rejected",
         }
     }
 
     fn error_type(&self) -> &'static str {
         match self {
             ApiError::ModelUnavailable { .. }
+            | ApiError::NoCapacity(_)
             | ApiError::WorkerGone
             | ApiError::Internal
             | ApiError::ShuttingDown => "server_error",
             ApiError::QueueFull(_) => "rate_limit_error",
             ApiError::Unauthorized => "authentication_error",
+            ApiError::Store {
+                kind: StoreErrorKind::NoSpace | StoreErrorKind::Failed,
+                ..
+            } => "server_error",
             _ => "invalid_request_error",
         }
     }
@@ -101,7 +132,7 @@ impl ApiError {
     fn param(&self) -> Option<&str> {
         match self {
             ApiError::InvalidRequest { param, .. } => param.as_deref(),
-            ApiError::ModelNotFound(_) => Some("model"),
+            ApiError::ModelNotFound(_) | ApiError::Store { .. } => Some("model"),
             _ => None,
         }
     }
@@ -110,12 +141,22 @@ impl ApiError {
         match self {
             ApiError::ModelNotFound(_) => Some("model_not_found"),
             ApiError::ContextLengthExceeded(_) => Some("context_length_exceeded"),
-            ApiError::ModelUnavailable { .. } => Some("model_unavailable"),
+            ApiError::ModelUnavailable { .. } | ApiError::NoCapacity(_) => {
+                Some("model_unavailable")
+            }
             ApiError::WorkerGone => Some("worker_unavailable"),
             ApiError::QueueFull(_) => Some("queue_full"),
             ApiError::ShuttingDown => Some("shutting_down"),
             ApiError::Unauthorized => Some("invalid_admin_key"),
             ApiError::Conflict(_) => Some("conflict"),
+            ApiError::Store { kind, .. } => Some(match kind {
+                StoreErrorKind::NotFound => "model_not_found",
+                StoreErrorKind::InUse => "model_in_use",
+                StoreErrorKind::ReadOnly => "read_only_store",
+                StoreErrorKind::NoSpace => "no_space",
+                StoreErrorKind::Invalid => "invalid_model",
+                StoreErrorKind::Failed => "pull_failed",
+            }),
             _ => None,
         }
     }
@@ -157,17 +198,29 @@ impl ResponseError for ApiError {
             ApiError::ModelNotFound(_) | ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::ModelUnavailable { .. } | ApiError::WorkerGone | ApiError::ShuttingDown => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::ModelUnavailable { .. }
+            | ApiError::NoCapacity(_)
+            | ApiError::WorkerGone
+            | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Store { kind, .. } => match kind {
+                StoreErrorKind::NotFound => StatusCode::NOT_FOUND,
+                StoreErrorKind::InUse | StoreErrorKind::ReadOnly => StatusCode::CONFLICT,
+                StoreErrorKind::NoSpace => StatusCode::INSUFFICIENT_STORAGE,
+                StoreErrorKind::Invalid => StatusCode::BAD_REQUEST,
+                StoreErrorKind::Failed => StatusCode::BAD_GATEWAY,
+            },
+            ApiError::RouterPull(_) => StatusCode::BAD_REQUEST,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
+        if let ApiError::RouterPull(message) = self {
+            return HttpResponse::BadRequest().json(serde_json::json!({ "error": message }));
+        }
         let mut response = HttpResponse::build(self.status_code());
         if let Some(seconds) = self.retry_after() {
             response.insert_header((header::RETRY_AFTER, seconds.to_string()));
@@ -180,11 +233,8 @@ impl ApiError {
     /// Seconds a client should wait before retrying, for 503s.
     fn retry_after(&self) -> Option<u32> {
         match self {
-            ApiError::ModelUnavailable { state, .. }
-                if matches!(*state, "starting" | "loading" | "backoff" | "draining") =>
-            {
-                Some(5)
-            }
+            ApiError::ModelUnavailable { state, .. } if state.is_transient() => Some(5),
+            ApiError::NoCapacity(_) => Some(5),
             ApiError::ModelUnavailable { .. } => Some(30),
             ApiError::WorkerGone => Some(5),
             ApiError::QueueFull(_) => Some(1),
@@ -231,22 +281,40 @@ impl From<WorkerError> for ApiError {
     }
 }
 
-impl From<ModelUnavailable> for ApiError {
-    fn from(e: ModelUnavailable) -> Self {
-        if let ModelState::Failed { reason } = &e.state {
-            tracing::debug!(model = %e.model, "refused: model failed: {reason}");
-        }
-        ApiError::ModelUnavailable {
-            model: e.model,
-            state: e.state.label(),
+impl From<ModelsError> for ApiError {
+    fn from(e: ModelsError) -> Self {
+        match e {
+            ModelsError::NotFound(model) => ApiError::ModelNotFound(model),
+            ModelsError::Unavailable { model, state } => {
+                if let ModelState::Failed { reason } = &state {
+                    tracing::debug!(model = %model, "refused: model failed: {reason}");
+                }
+                ApiError::ModelUnavailable { model, state }
+            }
+            ModelsError::NoCapacity(model) => ApiError::NoCapacity(model),
+            ModelsError::QueueFull(model) => ApiError::QueueFull(model),
+            ModelsError::Conflict(message) => ApiError::Conflict(message),
+            ModelsError::InUse(model) => ApiError::Conflict(format!("model {model} is in use")),
+            ModelsError::ActorGone(why) => {
+                tracing::error!("model actor unreachable: {why}");
+                ApiError::Internal
+            }
         }
     }
 }
 
-impl From<actix::MailboxError> for ApiError {
-    fn from(e: actix::MailboxError) -> Self {
-        tracing::error!("model actor unreachable: {e}");
-        ApiError::Internal
+impl From<&StoreError> for ApiError {
+    fn from(e: &StoreError) -> Self {
+        ApiError::Store {
+            kind: e.kind(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<PullRejected> for ApiError {
+    fn from(e: PullRejected) -> Self {
+        ApiError::RouterPull(e.to_string())
     }
 }
 

@@ -12,13 +12,12 @@ use super::response::{
     EmbeddingUsage, EmbeddingValue, Header, TextChoice, TextCompletion, UsageBody,
 };
 use super::sse::{self, ChunkKind, ChunkWriter};
+use super::state::AppState;
 use super::types::{
     ChatCompletionRequest, CompletionRequest, EmbeddingJob, EmbeddingRequest, EncodingFormat,
     GenerationJob,
 };
-use crate::app::AppState;
-use crate::model::{GetStatus, ModelStatus};
-use crate::registry::ModelEntry;
+use crate::models::{ModelEntry, ModelStatus};
 use crate::worker::{GenerationEvent, GenerationStream};
 
 pub async fn chat_completions(
@@ -267,15 +266,14 @@ pub async fn embeddings(
 }
 
 pub async fn list_models(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let mut data = Vec::new();
-    for entry in state.models.entries() {
-        data.push(model_object(&state, &entry).await?);
-    }
+    let statuses = state.models.statuses().await;
+    let data: Vec<_> = statuses
+        .iter()
+        .map(|(entry, status)| model_object(&state, entry, status))
+        .collect();
     // What the router reads from its registration probe (contract §3.6).
-    let (initializing, ready_models) = crate::router::readiness(
-        data.iter()
-            .map(|m| m["meta"]["state"].as_str().unwrap_or("")),
-    );
+    let (initializing, ready_models) =
+        crate::router::readiness(statuses.iter().map(|(_, s)| &s.state));
     Ok(
         HttpResponse::Ok().json(json!({"object": "list", "data": data,
         "initializing": initializing, "ready_models": ready_models})),
@@ -287,15 +285,15 @@ pub async fn get_model(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let entry = state.models.get(&id).ok_or(ApiError::ModelNotFound(id))?;
-    Ok(HttpResponse::Ok().json(model_object(&state, &entry).await?))
+    let entry = state.models.entry(&id)?;
+    let status = state.models.status(&entry).await?;
+    Ok(HttpResponse::Ok().json(model_object(&state, &entry, &status)))
 }
 
 /// One entry of `/v1/models`, with llm-node's facts under `meta`.
-async fn model_object(state: &AppState, entry: &ModelEntry) -> Result<serde_json::Value, ApiError> {
-    let status: ModelStatus = entry.addr.send(GetStatus).await?;
+fn model_object(state: &AppState, entry: &ModelEntry, status: &ModelStatus) -> serde_json::Value {
     let info = status.info.as_ref();
-    Ok(json!({
+    json!({
         "id": entry.spec.name,
         "object": "model",
         "created": state.created,
@@ -313,7 +311,7 @@ async fn model_object(state: &AppState, entry: &ModelEntry) -> Result<serde_json
             "in_flight": status.in_flight,
             "uptime_secs": status.uptime.map(|u| u.as_secs()),
         },
-    }))
+    })
 }
 
 pub async fn health() -> HttpResponse {

@@ -1,20 +1,35 @@
-//! The OpenAI-compatible HTTP API.
+//! Every HTTP face of the node: the route table, each handler, and the one
+//! place errors become HTTP bodies. Nothing below `api/` knows about HTTP
+//! answers; subsystems return their own errors and [`error`] renders them.
 //!
+//! - [`routes`]: the whole route table ([`configure`]).
+//! - [`handlers`]: the OpenAI endpoints (chat, completions, embeddings, models).
+//! - [`admin`]: `/admin`, `/metrics`, readiness.
+//! - [`ollama`]: the store's Ollama routes (`/api/pull`, `/api/tags`, `/api/delete`).
+//! - [`router`]: llm-router's `/pull` and `/api/logs`.
+//! - [`request_id`]: the request id middleware (header, span, scope).
 //! - [`types`]: request bodies and their validation into protocol types.
 //! - [`chat`]: tools, `tool_choice`, `response_format`: constraints and parser options.
 //! - [`output`]: generated text → OpenAI message, deltas, tool calls, logprobs.
 //! - [`response`]: response bodies.
 //! - [`sse`]: streaming responses.
-//! - [`handlers`]: the endpoints.
-//! - [`error`]: every error answer, rendered in one place.
+//! - [`state`]: [`AppState`] and [`authorize`](state::authorize).
+//! - [`error`]: every error answer, rendered in one place, with a stable label each.
 
 pub mod admin;
 pub mod chat;
 pub mod error;
 pub mod handlers;
+pub mod ollama;
 pub mod output;
+pub mod request_id;
 pub mod response;
+pub mod router;
+pub mod routes;
 pub mod sse;
+pub mod state;
 pub mod types;
 
 pub use error::ApiError;
+pub use routes::configure;
+pub use state::AppState;

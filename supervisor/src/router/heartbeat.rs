@@ -41,7 +41,7 @@ pub fn health_request(
         .iter()
         .map(|g| g.total_bytes.saturating_sub(g.free_bytes))
         .sum();
-    let (initializing, ready_models) = readiness(models.iter().map(|m| m.state.as_str()));
+    let (initializing, ready_models) = readiness(models.iter().map(|m| &m.state));
     let in_flight: usize = models.iter().map(|m| m.in_flight).sum();
     let mut loaded: Vec<String> = models
         .iter()
@@ -123,8 +123,12 @@ mod tests {
     fn model(name: &str, state: &str, in_flight: usize) -> ModelSnapshot {
         ModelSnapshot {
             name: name.into(),
-            state: state.into(),
             servable: state != "failed",
+            state: match state {
+                "ready" => crate::models::ModelState::Ready,
+                "failed" => crate::models::ModelState::Failed { reason: "x".into() },
+                other => panic!("no test state {other}"),
+            },
             in_flight,
         }
     }

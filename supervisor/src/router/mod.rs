@@ -2,14 +2,15 @@
 //!
 //! `docs/router.md` is the user's guide; `shared/router-contract.md` the
 //! facts this follows. The node is a router member when `--router-url` is
-//! set, standalone otherwise; `/pull` and `/api/logs` are served either way.
+//! set, standalone otherwise; `/pull` and `/api/logs` are served either way
+//! (by `api::router`, which calls [`Member::submit`]).
 //!
 //! # Layout
 //! - [`config`]: [`RouterArgs`] (flags and `LLM_*` variables) and the JSON config file.
 //! - [`client`]: the router's HTTP API, one method per call, with timeouts.
 //! - [`register`], [`heartbeat`]: what registration and heartbeats send (pure functions).
 //! - [`session`]: the register → heartbeat → re-register loop.
-//! - [`pull`], [`transfer`], [`layout`]: `/pull` and model acquisition.
+//! - [`pull`], [`transfer`]: `/pull` and model acquisition (into `store::named_dirs`).
 //! - [`sync`]: periodic model sync with the router's `/v1/models`.
 //! - [`stats`]: request figures for heartbeats (an actix middleware).
 //! - [`models_impl`]: [`NodeModels`] for the node's model registry.
@@ -26,7 +27,6 @@
 pub mod client;
 pub mod config;
 pub mod heartbeat;
-pub mod layout;
 pub mod models_impl;
 pub mod pull;
 pub mod register;
@@ -40,17 +40,17 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix_web::{web, HttpResponse};
 use futures_util::future::BoxFuture;
-use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
 pub use config::RouterArgs;
+pub use pull::{PullJob, PullRejected, PullRequest};
 pub use stats::RequestStats;
 
 use crate::gpu::GpuProbe;
+use crate::models::ModelState;
 use client::RouterClient;
-use pull::{PullJob, PullQueue, PullRequest, PullRunner};
+use pull::{PullQueue, PullRunner};
 use session::{Identity, Session};
 
 /// What the router code needs from the node's models.
@@ -73,8 +73,8 @@ pub trait NodeModels: Send + Sync + 'static {
 pub struct ModelSnapshot {
     /// The id as served (the router gets it lowercased).
     pub name: String,
-    /// The state label: `ready`, `starting`, `stopped`, `failed`, ...
-    pub state: String,
+    /// Its lifecycle state.
+    pub state: ModelState,
     /// Whether a request for it can be served now or by loading it on demand;
     /// these are the heartbeat's `loaded_models`.
     pub servable: bool,
@@ -86,13 +86,13 @@ pub struct ModelSnapshot {
 /// §3.6): `[ready, total]` (each at most 255) and "initializing" only while no
 /// model is ready and one is starting: `true` makes the whole node unroutable,
 /// so a node serving one model while loading another is not initializing.
-pub fn readiness<'a>(states: impl IntoIterator<Item = &'a str>) -> (bool, [u8; 2]) {
+pub fn readiness<'a>(states: impl IntoIterator<Item = &'a ModelState>) -> (bool, [u8; 2]) {
     let (mut ready, mut total, mut starting) = (0usize, 0usize, false);
     for state in states {
         total += 1;
         match state {
-            "ready" => ready += 1,
-            "starting" | "loading" => starting = true,
+            ModelState::Ready => ready += 1,
+            ModelState::Starting => starting = true,
             _ => {}
         }
     }
@@ -114,6 +114,19 @@ pub enum RouterError {
     Url(String),
     #[error("cannot create the HTTP client: {0}")]
     Http(String),
+}
+
+/// What router membership needs from the configuration (built by `config`).
+#[derive(Clone)]
+pub struct MemberSettings {
+    /// `--router-url` and the other router flags.
+    pub router: RouterArgs,
+    /// Where acquired models go: `--models-dir`, else `~/.cache/llm-node/models`.
+    pub models_dir: PathBuf,
+    /// Resolves bare names (`gpt-oss:20b`) for `/pull`.
+    pub store: Option<crate::store::Store>,
+    /// The address the HTTP server binds, when it is one IP (to choose the one to advertise).
+    pub bind_ip: Option<IpAddr>,
 }
 
 /// The router side of a node; cheap to clone, shared with the HTTP handlers as `web::Data`.
@@ -157,28 +170,25 @@ impl Member {
     ///
     /// # Errors
     /// [`RouterError::NoGpu`] in router mode without a (simulated) GPU; a bad URL.
-    pub fn new(args: &crate::config::Args, gpus: Arc<dyn GpuProbe>) -> Result<Self, RouterError> {
+    pub fn new(settings: MemberSettings, gpus: Arc<dyn GpuProbe>) -> Result<Self, RouterError> {
         let downloads = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| RouterError::Http(e.to_string()))?;
-        let router = match args.router.enabled() {
-            true => Some(Self::setup(args, gpus)?),
+        let router = match settings.router.enabled() {
+            true => Some(Self::setup(&settings, gpus)?),
             false => None,
         };
         let (queue, queue_rx) = PullQueue::new();
         Ok(Self {
             inner: Arc::new(Inner {
                 router,
-                models_dir: args
-                    .models_dir
-                    .clone()
-                    .unwrap_or_else(crate::config::cache_dir),
+                models_dir: settings.models_dir,
                 downloads,
                 stats: RequestStats::default(),
                 queue,
-                store: crate::store::Store::new(&args.store).ok(),
+                store: settings.store,
                 queue_rx: Mutex::new(Some(queue_rx)),
                 running: Mutex::new(None),
             }),
@@ -186,10 +196,10 @@ impl Member {
     }
 
     fn setup(
-        args: &crate::config::Args,
+        settings: &MemberSettings,
         gpu: Arc<dyn GpuProbe>,
     ) -> Result<RouterSetup, RouterError> {
-        let r = &args.router;
+        let r = &settings.router;
         let url = client::parse_router_url(r.router_url.as_deref().unwrap_or_default())
             .map_err(RouterError::Url)?;
         let devices = gpu.devices();
@@ -214,7 +224,7 @@ impl Member {
             gpu,
             args: r.clone(),
             machine_name,
-            bind_ip: args.host.parse().ok(),
+            bind_ip: settings.bind_ip,
         })
     }
 
@@ -223,9 +233,9 @@ impl Member {
         &self.inner.stats
     }
 
-    /// This member as handler state.
-    pub fn data(&self) -> web::Data<Member> {
-        web::Data::new(self.clone())
+    /// Queues a router pull (`POST /pull`); it runs in the background.
+    pub fn submit(&self, job: PullJob) {
+        self.inner.queue.submit(job);
     }
 
     /// Where acquired models go: `--models-dir`, else `~/.cache/llm-node/models`.
@@ -329,66 +339,25 @@ impl Member {
     }
 }
 
-/// Registers `POST /pull` and `GET /api/logs`. `/pull` needs `web::Data<Member>` in the app.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/pull").route(web::post().to(pull_handler)))
-        .service(web::resource("/api/logs").route(web::get().to(logs_handler)));
-}
-
-/// `POST /pull`: 200 `{"status":"accepted"}` at once, acquisition in the background
-/// (contract §3.4). Only a body without `model` (or not JSON) gets 400.
-async fn pull_handler(member: web::Data<Member>, body: web::Bytes) -> HttpResponse {
-    let request: PullRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return HttpResponse::BadRequest().json(json!({"error": format!("invalid body: {e}")}))
-        }
-    };
-    match PullJob::try_from(request) {
-        Ok(job) => {
-            member.inner.queue.submit(job);
-            HttpResponse::Ok().json(json!({"status": "accepted"}))
-        }
-        Err(e) => HttpResponse::BadRequest().json(json!({"error": e.to_string()})),
-    }
-}
-
-#[derive(serde::Deserialize)]
-struct LogsQuery {
-    tail: Option<String>,
-    limit: Option<String>,
-}
-
-/// `GET /api/logs?tail=N` → `{"entries": [LogEntry…]}` (contract §3.5), oldest first.
-async fn logs_handler(query: web::Query<LogsQuery>) -> HttpResponse {
-    let n = crate::logbuf::tail_count(query.tail.as_deref().or(query.limit.as_deref()));
-    let entries = crate::logbuf::global()
-        .map(|b| b.tail(n))
-        .unwrap_or_default();
-    HttpResponse::Ok().json(json!({ "entries": entries }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn readiness_is_initializing_only_while_nothing_is_ready() {
-        let table: [(&[&str], bool, [u8; 2]); 5] = [
-            (&[], false, [0, 0]),
-            (&["starting"], true, [0, 1]),
-            (&["ready", "starting"], false, [1, 2]),
-            (&["stopped", "failed"], false, [0, 2]),
-            (&["ready", "ready"], false, [2, 2]),
+        use ModelState::{Ready, Starting, Stopped};
+        let failed = ModelState::Failed { reason: "x".into() };
+        let table: [(Vec<ModelState>, bool, [u8; 2]); 5] = [
+            (vec![], false, [0, 0]),
+            (vec![Starting], true, [0, 1]),
+            (vec![Ready, Starting], false, [1, 2]),
+            (vec![Stopped, failed], false, [0, 2]),
+            (vec![Ready, Ready], false, [2, 2]),
         ];
         for (states, initializing, ready) in table {
-            assert_eq!(
-                readiness(states.iter().copied()),
-                (initializing, ready),
-                "{states:?}"
-            );
+            assert_eq!(readiness(&states), (initializing, ready), "{states:?}");
         }
-        let many = vec!["ready"; 300];
-        assert_eq!(readiness(many).1, [255, 255]);
+        let many = vec![Ready; 300];
+        assert_eq!(readiness(&many).1, [255, 255]);
     }
 }

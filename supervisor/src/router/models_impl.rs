@@ -1,13 +1,11 @@
-//! [`NodeModels`] for the node's model registry ([`crate::registry::Models`]).
+//! [`NodeModels`] for the node's model registry ([`crate::models::Models`]).
 
 use std::path::PathBuf;
 
 use futures_util::future::BoxFuture;
 
 use super::{ModelSnapshot, NodeModels};
-use crate::config::ModelSpec;
-use crate::model::ModelState;
-use crate::registry::{AddModelError, Models};
+use crate::models::{AddModelError, ModelSpec, ModelState, Models};
 
 impl NodeModels for Models {
     fn snapshot(&self) -> BoxFuture<'static, Vec<ModelSnapshot>> {
@@ -19,7 +17,7 @@ impl NodeModels for Models {
                 .into_iter()
                 .map(|(entry, status)| ModelSnapshot {
                     name: entry.spec.name,
-                    state: status.state.label().to_string(),
+                    state: status.state.clone(),
                     // Stopped models load on demand; only a parked (failed) one cannot serve.
                     servable: !matches!(status.state, ModelState::Failed { .. }),
                     in_flight: status.in_flight,

@@ -27,9 +27,9 @@ use serde::Deserialize;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::client::{ProgressRequest, RouterClient};
-use super::layout::{model_dir, model_file};
 use super::transfer::{self, Source, TransferError};
 use super::NodeModels;
+use crate::store::named_dirs::{model_dir, model_file};
 
 /// Shortest time between two progress reports of one task.
 pub const REPORT_INTERVAL: Duration = Duration::from_millis(250);
@@ -75,7 +75,7 @@ pub enum PullRejected {
     #[error("model required")]
     NoModel,
     #[error(transparent)]
-    BadName(#[from] super::layout::BadName),
+    BadName(#[from] crate::store::named_dirs::BadName),
 }
 
 impl TryFrom<PullRequest> for PullJob {

@@ -24,7 +24,7 @@ pub fn missing_models(router: &[RouterModel], local: &[ModelSnapshot]) -> Vec<Pu
         .iter()
         .filter(|m| !local.iter().any(|l| l.name.eq_ignore_ascii_case(&m.id)))
         .filter(|m| has_text(&m.path) || has_text(&m.download_url))
-        .filter(|m| super::layout::model_dir(&m.id).is_ok())
+        .filter(|m| crate::store::named_dirs::model_dir(&m.id).is_ok())
         .map(|m| PullJob {
             model: m.id.clone(),
             task_id: None,
@@ -109,7 +109,7 @@ mod tests {
         ];
         let local = [ModelSnapshot {
             name: "served".into(),
-            state: "ready".into(),
+            state: crate::models::ModelState::Ready,
             servable: true,
             in_flight: 0,
         }];

@@ -17,8 +17,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::client::ProgressRequest;
-use super::layout::partial_file;
 use super::pull::PullJob;
+use crate::store::download::parse_content_range;
+use crate::store::named_dirs::partial_file;
 
 /// Waits before download attempts 2, 3 and 4.
 const RETRY_DELAYS: [Duration; 3] = [
@@ -250,14 +251,6 @@ async fn download(
         }
     }
     Err(last.unwrap_or_else(|| TransferError::Http("no attempt made".into())))
-}
-
-/// `bytes START-END/TOTAL` → (START, TOTAL if known).
-pub fn parse_content_range(value: &str) -> Option<(u64, Option<u64>)> {
-    let rest = value.trim().strip_prefix("bytes ")?;
-    let (range, total) = rest.split_once('/')?;
-    let (start, _end) = range.split_once('-')?;
-    Some((start.trim().parse().ok()?, total.trim().parse().ok()))
 }
 
 async fn download_once(

@@ -326,7 +326,7 @@ impl Downloader {
                     .headers()
                     .get(CONTENT_RANGE)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(crate::router::transfer::parse_content_range)
+                    .and_then(parse_content_range)
                     .is_some_and(|(s, _)| s == from);
                 if !start_ok {
                     return PartEnd::RangeIgnored;
@@ -492,6 +492,14 @@ pub fn free_bytes(dir: &Path) -> std::io::Result<u64> {
 pub fn fits(need: u64, free: u64) -> bool {
     let margin = (free / 20).min(1 << 30);
     need <= free.saturating_sub(margin)
+}
+
+/// `bytes START-END/TOTAL` → (START, TOTAL if known).
+pub fn parse_content_range(value: &str) -> Option<(u64, Option<u64>)> {
+    let rest = value.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (start, _end) = range.split_once('-')?;
+    Some((start.trim().parse().ok()?, total.trim().parse().ok()))
 }
 
 #[cfg(test)]

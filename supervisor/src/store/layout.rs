@@ -24,7 +24,6 @@ pub const MEDIA_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 pub const MEDIA_MODEL: &str = "application/vnd.ollama.image.model";
 pub const MEDIA_TEMPLATE: &str = "application/vnd.ollama.image.template";
 pub const MEDIA_PARAMS: &str = "application/vnd.ollama.image.params";
-pub const MEDIA_LICENSE: &str = "application/vnd.ollama.image.license";
 
 /// One blob a manifest refers to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

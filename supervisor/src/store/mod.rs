@@ -17,13 +17,13 @@
 //! - [`http`]: `POST /api/pull` (NDJSON progress), `GET /api/tags`, `DELETE /api/delete`.
 //! - [`cli`]: `llm-node pull|list|rm`, clients of those routes.
 
-pub mod cli;
 pub mod convert;
+pub mod discover;
 pub mod download;
 pub mod hf;
-pub mod http;
 pub mod layout;
 pub mod name;
+pub mod named_dirs;
 pub mod registry_client;
 pub mod service;
 
@@ -34,9 +34,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use download::sha256_hex;
 pub use layout::{Layout, LocalModel};
 pub use name::{ModelRef, NameError};
-pub use service::Service;
+pub use service::{PullEvent, Service};
 
 use download::{BlobRequest, DownloadError, Downloader};
 use hf::{Choice, HfError};
@@ -93,7 +94,7 @@ impl StoreArgs {
     /// `--store-dir`, else `$LLM_NODE_CACHE/store` (default `~/.cache/llm-node/store`).
     pub fn root(&self) -> PathBuf {
         self.store_dir.clone().unwrap_or_else(|| {
-            crate::config::cache_dir()
+            crate::paths::cache_dir()
                 .parent()
                 .map_or_else(|| PathBuf::from("store"), |p| p.join("store"))
         })
@@ -142,7 +143,38 @@ pub enum StoreError {
     Config(String),
 }
 
+/// What kind of failure a [`StoreError`] is, for whoever answers the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreErrorKind {
+    /// No such model (locally or in the registry).
+    NotFound,
+    /// The model is serving or changing state.
+    InUse,
+    /// The model lives in a store llm-node does not modify.
+    ReadOnly,
+    /// Not enough disk space.
+    NoSpace,
+    /// The request cannot work (bad name, a repo without a usable model, …).
+    Invalid,
+    /// The pull failed on the way (network, registry, conversion, disk).
+    Failed,
+}
+
 impl StoreError {
+    /// The kind of this failure.
+    pub fn kind(&self) -> StoreErrorKind {
+        match self {
+            StoreError::NotFound(_) | StoreError::Registry(RegistryError::NotFound(_)) => {
+                StoreErrorKind::NotFound
+            }
+            StoreError::InUse(_) => StoreErrorKind::InUse,
+            StoreError::ReadOnly { .. } => StoreErrorKind::ReadOnly,
+            StoreError::NoSpace { .. } => StoreErrorKind::NoSpace,
+            e if e.is_client_error() => StoreErrorKind::Invalid,
+            _ => StoreErrorKind::Failed,
+        }
+    }
+
     /// Whether the request itself was wrong (400) rather than the pull failing.
     pub fn is_client_error(&self) -> bool {
         use convert::ConvertError as C;
@@ -608,28 +640,6 @@ pub fn jinja_template(template: Option<&str>) -> Option<String> {
         || t.contains(".Messages")
         || t.contains(".Prompt");
     (!go && (t.contains("{%") || t.contains("messages"))).then(|| t.to_string())
-}
-
-/// The models to serve at startup: [`crate::Args::validate`]'s, except that a
-/// configuration naming no model is fine when the store has some (they are
-/// added by [`Service::start`]).
-///
-/// # Errors
-/// As [`crate::Args::validate`].
-pub fn startup_specs(
-    args: &crate::Args,
-) -> Result<Vec<crate::config::ModelSpec>, crate::config::ConfigError> {
-    match args.validate() {
-        Err(crate::config::ConfigError::NoModels) => {
-            let stored = Store::new(&args.store).map(|s| s.list().len()).unwrap_or(0);
-            if stored > 0 {
-                Ok(Vec::new())
-            } else {
-                Err(crate::config::ConfigError::NoModels)
-            }
-        }
-        other => other,
-    }
 }
 
 #[cfg(test)]

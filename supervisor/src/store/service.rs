@@ -4,7 +4,7 @@
 //! arbiter (an HTTP worker thread may go away; see `router::pull`), so HTTP
 //! handlers only queue a [`Job`]; the runner started by [`Service::start`] on
 //! the main arbiter pulls, registers the model with
-//! [`Models::add`](crate::registry::Models::add) and reports progress back over
+//! [`Models::add`](crate::models::Models::add) and reports progress back over
 //! the job's channel. Removal needs no new actor and runs in the handler.
 
 use std::sync::{Mutex, OnceLock};
@@ -12,9 +12,7 @@ use std::sync::{Mutex, OnceLock};
 use tokio::sync::mpsc;
 
 use super::{jinja_template, LocalModel, ModelRef, Progress, Store, StoreError};
-use crate::config::ModelSpec;
-use crate::model::{ModelState, Stop, Unload};
-use crate::registry::{AddModelError, Models};
+use crate::models::{AddModelError, ModelSpec, Models, ModelsError};
 
 /// What a pull reports: progress lines, then `Ok` (served under that id) or the error.
 #[derive(Debug)]
@@ -86,26 +84,9 @@ impl Service {
             return Err(StoreError::NotFound(id));
         }
         if let Some(models) = self.models.get() {
-            if let Some(entry) = models.get(&id) {
-                let status = entry
-                    .addr
-                    .send(crate::model::GetStatus)
-                    .await
-                    .map_err(|_| StoreError::InUse(id.clone()))?;
-                let busy = status.in_flight > 0
-                    || matches!(
-                        status.state,
-                        ModelState::Starting | ModelState::Draining | ModelState::Stopping
-                    );
-                if busy {
-                    return Err(StoreError::InUse(id));
-                }
-                if status.state.is_loaded() {
-                    let _ = entry.addr.send(Unload { force: false }).await;
-                }
-                models.remove(&id);
-                let _ = entry.addr.send(Stop).await;
-                tracing::info!(model = %id, "model no longer served");
+            match models.remove_if_idle(&id).await {
+                Ok(()) | Err(ModelsError::NotFound(_)) => {}
+                Err(_) => return Err(StoreError::InUse(id)),
             }
         }
         self.store.remove(name)

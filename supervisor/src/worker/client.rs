@@ -225,11 +225,15 @@ impl WorkerClient {
     ) -> Result<GenerationStream, WorkerError> {
         let call = self.call(|id| Command::Generate {
             id,
-            trace: String::new(),
+            trace: crate::request_id::current(),
             prompt,
             params,
         })?;
-        Ok(GenerationStream { call, meter: None })
+        Ok(GenerationStream {
+            call,
+            meter: None,
+            held: None,
+        })
     }
 
     /// Embeds each input; returns one vector per input and the prompt tokens used.
@@ -240,7 +244,7 @@ impl WorkerClient {
     pub async fn embed(&self, inputs: Vec<String>) -> Result<(Vec<Vec<f32>>, u32), WorkerError> {
         let mut call = self.call(|id| Command::Embed {
             id,
-            trace: String::new(),
+            trace: crate::request_id::current(),
             inputs,
         })?;
         match call.next().await? {
@@ -517,6 +521,9 @@ impl Drop for Call {
 pub struct GenerationStream {
     call: Call,
     meter: Option<Meter>,
+    /// Whatever the caller wants kept alive exactly as long as the stream (the
+    /// model lease that counts the request in flight); dropped last.
+    held: Option<Box<dyn Send + Sync>>,
 }
 
 /// Records one generation in the metrics: time to first text, tokens,
@@ -586,6 +593,11 @@ impl GenerationStream {
             first_text: false,
             outcome: None,
         });
+    }
+
+    /// Keeps `guard` alive until this stream is dropped.
+    pub fn hold(&mut self, guard: impl Send + Sync + 'static) {
+        self.held = Some(Box::new(guard));
     }
 
     /// The request id in the worker.

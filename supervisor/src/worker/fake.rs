@@ -30,6 +30,8 @@ pub struct FakeWorker {
     pub client: WorkerClient,
     /// Ids the worker received `Cancel` for.
     pub cancelled: Arc<Mutex<Vec<RequestId>>>,
+    /// The `trace` (request id) of every `Generate` and `Embed` received.
+    pub traces: Arc<Mutex<Vec<String>>>,
 }
 
 impl FakeWorker {
@@ -37,11 +39,13 @@ impl FakeWorker {
         let (cmd_tx, cmd_rx) = ipc::bytes_channel().unwrap();
         let (ev_tx, ev_rx) = ipc::bytes_channel().unwrap();
         let cancelled = Arc::new(Mutex::new(Vec::new()));
-        let log = Arc::clone(&cancelled);
-        std::thread::spawn(move || serve(&cmd_rx, ev_tx, &log));
+        let traces = Arc::new(Mutex::new(Vec::new()));
+        let log = (Arc::clone(&cancelled), Arc::clone(&traces));
+        std::thread::spawn(move || serve(&cmd_rx, ev_tx, &log.0, &log.1));
         Self {
             client: WorkerClient::new(cmd_tx, ev_rx, "fake"),
             cancelled,
+            traces,
         }
     }
 }
@@ -57,7 +61,12 @@ fn prompt_text(prompt: &Prompt) -> String {
     }
 }
 
-fn serve(commands: &IpcBytesReceiver, events: IpcBytesSender, cancelled: &Mutex<Vec<RequestId>>) {
+fn serve(
+    commands: &IpcBytesReceiver,
+    events: IpcBytesSender,
+    cancelled: &Mutex<Vec<RequestId>>,
+    traces: &Mutex<Vec<String>>,
+) {
     let send = |e: Event| {
         let _ = events.send(&encode(&e));
     };
@@ -65,8 +74,12 @@ fn serve(commands: &IpcBytesReceiver, events: IpcBytesSender, cancelled: &Mutex<
     while let Ok(bytes) = commands.recv() {
         match decode::<Command>(&bytes).expect("fake worker decodes") {
             Command::Generate {
-                id, prompt, params, ..
+                id,
+                prompt,
+                params,
+                trace,
             } => {
+                traces.lock().unwrap().push(trace);
                 let text = prompt_text(&prompt);
                 if text.contains("crash") {
                     send(Event::Started {

@@ -11,22 +11,16 @@
 //! answered before any streaming, with the OpenAI error body. When the node has
 //! an admin key, pull and delete need it (as `/admin` does).
 
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::service::{PullEvent, Service};
-use super::{ModelRef, StoreError};
-use crate::api::error::ApiError;
-use crate::app::AppState;
+use super::error::ApiError;
+use super::state::{authorize, AppState};
+use crate::store::{sha256_hex, ModelRef, PullEvent, Service};
 
-/// Registers the routes; they need `web::Data<Service>` in the app.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/api/pull").route(web::post().to(pull)))
-        .service(web::resource("/api/tags").route(web::get().to(tags)))
-        .service(web::resource("/api/delete").route(web::delete().to(delete)));
-}
+/// The store service, as app data: `web::Data<store::Service>`.
+type Store = web::Data<Service>;
 
 #[derive(Debug, Deserialize)]
 struct NameBody {
@@ -52,63 +46,22 @@ impl NameBody {
     }
 }
 
-/// The OpenAI error body for a store failure.
-fn store_error(e: &StoreError) -> HttpResponse {
-    let (status, kind, code) = match e {
-        StoreError::NotFound(_)
-        | StoreError::Registry(super::registry_client::RegistryError::NotFound(_)) => (
-            StatusCode::NOT_FOUND,
-            "invalid_request_error",
-            "model_not_found",
-        ),
-        StoreError::InUse(_) => (
-            StatusCode::CONFLICT,
-            "invalid_request_error",
-            "model_in_use",
-        ),
-        StoreError::ReadOnly { .. } => (
-            StatusCode::CONFLICT,
-            "invalid_request_error",
-            "read_only_store",
-        ),
-        StoreError::NoSpace { .. } => {
-            (StatusCode::INSUFFICIENT_STORAGE, "server_error", "no_space")
-        }
-        e if e.is_client_error() => (
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "invalid_model",
-        ),
-        _ => (StatusCode::BAD_GATEWAY, "server_error", "pull_failed"),
-    };
-    HttpResponse::build(status).json(json!({"error": {
-        "message": e.to_string(), "type": kind, "param": "model", "code": code,
-    }}))
-}
-
-fn authorize(req: &HttpRequest) -> Result<(), ApiError> {
-    match req.app_data::<web::Data<AppState>>() {
-        Some(state) => crate::api::admin::authorize(req, state),
-        None => Ok(()),
-    }
-}
-
-fn service(req: &HttpRequest) -> Result<web::Data<Service>, ApiError> {
-    req.app_data::<web::Data<Service>>()
-        .cloned()
-        .ok_or(ApiError::Internal)
-}
-
-async fn pull(req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, ApiError> {
-    authorize(&req)?;
+/// `POST /api/pull`.
+pub async fn pull(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    service: Store,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
     let (name, stream) = NameBody::parse(&body)?;
-    let mut events = service(&req)?.submit(name);
+    let mut events = service.submit(name);
     if !stream {
         while let Some(event) = events.recv().await {
             if let PullEvent::Done(result) = event {
                 return Ok(match result {
                     Ok(id) => HttpResponse::Ok().json(json!({"status": "success", "model": id})),
-                    Err(e) => store_error(&e),
+                    Err(e) => return Err(ApiError::from(&e)),
                 });
             }
         }
@@ -121,7 +74,7 @@ async fn pull(req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, ApiErr
     loop {
         match events.recv().await {
             None => return Err(ApiError::Internal),
-            Some(PullEvent::Done(Err(e))) => return Ok(store_error(&e)),
+            Some(PullEvent::Done(Err(e))) => return Err(ApiError::from(&e)),
             Some(PullEvent::Progress(p)) if p.status == "pulling manifest" => {
                 held.push_back(PullEvent::Progress(p))
             }
@@ -161,8 +114,9 @@ async fn pull(req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, ApiErr
         .streaming(lines))
 }
 
-async fn tags(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let store = service(&req)?.store.clone();
+/// `GET /api/tags`.
+pub async fn tags(service: Store) -> Result<HttpResponse, ApiError> {
+    let store = service.store.clone();
     let models = web::block(move || store.list())
         .await
         .map_err(|_| ApiError::Internal)?;
@@ -181,7 +135,7 @@ async fn tags(req: HttpRequest) -> Result<HttpResponse, ApiError> {
                 "model": m.name.to_string(),
                 "modified_at": modified,
                 "size": m.manifest.size(),
-                "digest": super::download::sha256_hex(&manifest),
+                "digest": sha256_hex(&manifest),
                 "details": {"format": "gguf", "parameters": m.params},
             })
         })
@@ -189,11 +143,18 @@ async fn tags(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(json!({ "models": list })))
 }
 
-async fn delete(req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, ApiError> {
-    authorize(&req)?;
+/// `DELETE /api/delete`.
+pub async fn delete(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    service: Store,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
     let (name, _) = NameBody::parse(&body)?;
-    match service(&req)?.remove(&name).await {
-        Ok(()) => Ok(HttpResponse::Ok().finish()),
-        Err(e) => Ok(store_error(&e)),
-    }
+    service
+        .remove(&name)
+        .await
+        .map_err(|e| ApiError::from(&e))?;
+    Ok(HttpResponse::Ok().finish())
 }

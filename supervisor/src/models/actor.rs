@@ -28,58 +28,12 @@ use llm_node_protocol::ModelInfo;
 use nix::sys::signal::Signal;
 use tokio::sync::{oneshot, Notify};
 
+use super::lease::{LeaseGuard, Leases};
+use super::state::ModelState;
+use super::supervision::Supervision;
+use crate::gpu::{visibility_env, Vendor};
 use crate::metrics::Metrics;
-use crate::supervision::Supervision;
 use crate::worker::{process, SpawnOptions, WorkerClient, WorkerProcess};
-
-/// Lifecycle states.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ModelState {
-    /// Not loaded; loads on demand or by an admin.
-    Stopped,
-    /// Worker spawned, waiting for its `Ready`.
-    Starting,
-    Ready,
-    /// Finishing in-flight requests before a stop or restart; admits nothing new.
-    Draining,
-    /// Worker being stopped (Shutdown, TERM, KILL).
-    Stopping,
-    /// Crashed; restarts after a delay.
-    Backoff {
-        attempt: u32,
-        reason: String,
-    },
-    /// Crash loop or unrecoverable; parked until an admin acts.
-    Failed {
-        reason: String,
-    },
-}
-
-impl ModelState {
-    pub fn label(&self) -> &'static str {
-        match self {
-            ModelState::Stopped => "stopped",
-            ModelState::Starting => "starting",
-            ModelState::Ready => "ready",
-            ModelState::Draining => "draining",
-            ModelState::Stopping => "stopping",
-            ModelState::Backoff { .. } => "backoff",
-            ModelState::Failed { .. } => "failed",
-        }
-    }
-
-    /// Whether a worker process exists or is about to (counts against the loaded limit).
-    pub fn is_loaded(&self) -> bool {
-        matches!(
-            self,
-            ModelState::Starting
-                | ModelState::Ready
-                | ModelState::Draining
-                | ModelState::Stopping
-                | ModelState::Backoff { .. }
-        )
-    }
-}
 
 /// How the actor gets a worker.
 enum Launch {
@@ -111,6 +65,8 @@ pub struct Shared {
     /// Woken on every state change and whenever a model's last request ends:
     /// loads waiting for capacity re-check then.
     pub changed: Arc<Notify>,
+    /// The GPUs' vendor, which decides the variable that pins a worker.
+    pub vendor: Option<Vendor>,
 }
 
 pub struct ModelActor {
@@ -137,6 +93,10 @@ pub struct ModelActor {
     hang_kill: bool,
     /// Bumped on every start, so late callbacks of an older worker are ignored.
     generation: u64,
+    /// Requests lent out and not yet over (see `lease`): busy from `Acquire` on.
+    leases: Leases,
+    /// Set by `RemoveIfIdle`: the model is leaving the node and takes nothing new.
+    retired: bool,
 }
 
 impl ModelActor {
@@ -155,9 +115,10 @@ impl ModelActor {
     #[cfg(test)]
     pub(crate) fn attached(name: &str, client: WorkerClient, info: ModelInfo) -> Self {
         let shared = Shared {
-            supervision: Arc::new(crate::supervision::test_supervision()),
+            supervision: Arc::new(super::supervision::test_supervision()),
             metrics: Metrics::new(),
             changed: Arc::new(Notify::new()),
+            vendor: None,
         };
         Self::with_launch(name.to_string(), Launch::Attached { client, info }, shared)
     }
@@ -169,6 +130,7 @@ impl ModelActor {
 
     fn with_launch(name: String, launch: Launch, shared: Shared) -> Self {
         shared.metrics.set_state(&name, "stopped");
+        let leases = Leases::new(shared.changed.clone());
         Self {
             name,
             launch,
@@ -188,6 +150,8 @@ impl ModelActor {
             ping_pending: false,
             hang_kill: false,
             generation: 0,
+            leases,
+            retired: false,
         }
     }
 
@@ -260,16 +224,9 @@ impl ModelActor {
     fn spawn_options(&self, template: &SpawnOptions) -> SpawnOptions {
         let mut spawn = template.clone();
         if !self.gpus.is_empty() {
-            let list = self
-                .gpus
-                .iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(",");
-            spawn
-                .env
-                .push(("CUDA_VISIBLE_DEVICES".into(), list.clone()));
-            spawn.env.push(("HIP_VISIBLE_DEVICES".into(), list));
+            for (name, value) in visibility_env(self.shared.vendor, &self.gpus) {
+                spawn.env.push((name.into(), value));
+            }
             // Visible devices are renumbered from 0.
             spawn.config.main_gpu = 0;
         }
@@ -430,6 +387,7 @@ impl ModelActor {
     ) -> ResponseActFuture<Self, Result<(), String>> {
         let drain = self.shared.supervision.drain_timeout;
         let client = self.client.clone();
+        let mut leases = self.leases.watch();
         if !force && client.is_some() && self.state == ModelState::Ready {
             self.set_state(ModelState::Draining);
         }
@@ -437,14 +395,15 @@ impl ModelActor {
             if force {
                 return;
             }
-            if let Some(client) = client {
-                let mut rx = client.watch_in_flight();
-                if tokio::time::timeout(drain, rx.wait_for(|n| *n == 0))
-                    .await
-                    .is_err()
-                {
-                    tracing::warn!("drain timeout: stopping with requests in flight");
+            let idle = async {
+                // Lent out but not sent yet counts too (the lease), so both must end.
+                let _ = leases.wait_for(|n| *n == 0).await;
+                if let Some(client) = client {
+                    let _ = client.watch_in_flight().wait_for(|n| *n == 0).await;
                 }
+            };
+            if tokio::time::timeout(drain, idle).await.is_err() {
+                tracing::warn!("drain timeout: stopping with requests in flight");
             }
         };
         Box::pin(
@@ -506,12 +465,13 @@ impl ModelActor {
 /// Shared parts for unit tests: crash loop after `crash_loop_max` failures, fast restarts.
 #[cfg(test)]
 pub fn test_shared(crash_loop_max: usize) -> Shared {
-    let mut s = crate::supervision::test_supervision();
+    let mut s = super::supervision::test_supervision();
     s.restart.max_crashes = crash_loop_max;
     Shared {
         supervision: Arc::new(s),
         metrics: Metrics::new(),
         changed: Arc::new(Notify::new()),
+        vendor: None,
     }
 }
 
@@ -535,16 +495,21 @@ impl Actor for ModelActor {
     type Context = Context<Self>;
 }
 
-/// A client of the ready worker, for one request.
+/// A client of the ready worker for one request, counted in flight from now on
+/// (the guard): the state check and the count are one step.
 #[derive(Message)]
 #[rtype(result = "Result<Acquired, ModelUnavailable>")]
 pub struct Acquire;
 
-/// What a request needs from a ready model: its client, and its slots for admission.
-#[derive(Debug, Clone)]
+/// What a request needs from a ready model: its client, the lease guard, and
+/// the figures admission decides on.
+#[derive(Debug)]
 pub struct Acquired {
     pub client: WorkerClient,
     pub slots: usize,
+    /// Requests in flight before this one.
+    pub in_flight: usize,
+    pub(crate) guard: LeaseGuard,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -554,16 +519,28 @@ pub struct ModelUnavailable {
     pub state: ModelState,
 }
 
+impl ModelActor {
+    /// In flight: leases held, or requests in the worker when more (calls
+    /// made on a client without a lease, as tests do).
+    fn in_flight(&self) -> usize {
+        let in_worker = self.client.as_ref().map_or(0, WorkerClient::in_flight);
+        self.leases.count().max(in_worker)
+    }
+}
+
 impl Handler<Acquire> for ModelActor {
     type Result = Result<Acquired, ModelUnavailable>;
 
     fn handle(&mut self, _: Acquire, _: &mut Self::Context) -> Self::Result {
         match (&self.state, &self.client) {
-            (ModelState::Ready, Some(client)) if client.is_alive() => {
+            (ModelState::Ready, Some(client)) if client.is_alive() && !self.retired => {
                 self.last_used = Instant::now();
+                let in_flight = self.in_flight();
                 Ok(Acquired {
                     client: client.clone(),
                     slots: self.info.as_ref().map_or(1, |i| i.parallel as usize),
+                    in_flight,
+                    guard: self.leases.take(),
                 })
             }
             _ => Err(ModelUnavailable {
@@ -571,6 +548,38 @@ impl Handler<Acquire> for ModelActor {
                 state: self.state.clone(),
             }),
         }
+    }
+}
+
+/// Stop and retire the model if it is idle, in one step: refused (`false`) while
+/// a request holds it or it is starting, draining or stopping. A retired model
+/// takes no new request or load; the registry then forgets it.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct RemoveIfIdle;
+
+impl Handler<RemoveIfIdle> for ModelActor {
+    type Result = ResponseActFuture<Self, bool>;
+
+    fn handle(&mut self, _: RemoveIfIdle, _: &mut Self::Context) -> Self::Result {
+        let changing = matches!(
+            self.state,
+            ModelState::Starting | ModelState::Draining | ModelState::Stopping
+        );
+        if self.in_flight() > 0 || changing {
+            return Box::pin(actix::fut::ready(false));
+        }
+        self.retired = true;
+        if self.state == ModelState::Ready {
+            // Idle: nothing to drain, so this stops at once.
+            return Box::pin(
+                self.stop_then(false, AfterStop::StayStopped)
+                    .map(|_, _, _| true),
+            );
+        }
+        self.generation += 1; // cancels a pending restart
+        self.set_state(ModelState::Stopped);
+        Box::pin(actix::fut::ready(true))
     }
 }
 
@@ -586,6 +595,9 @@ impl Handler<Load> for ModelActor {
     type Result = Result<(), String>;
 
     fn handle(&mut self, msg: Load, ctx: &mut Self::Context) -> Self::Result {
+        if self.retired {
+            return Err(format!("model {} is being removed", self.name));
+        }
         if let Some(gpus) = msg.gpus {
             self.gpus = gpus;
         }
@@ -762,7 +774,7 @@ impl Handler<GetStatus> for ModelActor {
             pid,
             info: self.info.clone(),
             uptime: self.ready_since.map(|t| t.elapsed()),
-            in_flight: self.client.as_ref().map_or(0, WorkerClient::in_flight),
+            in_flight: self.in_flight(),
             restarts: self.restarts,
             last_exit: self.last_exit.clone(),
             gpus: self.gpus.clone(),
@@ -797,7 +809,7 @@ mod tests {
         SpawnOptions {
             bin,
             config: crate::config::Args::default_for_tests().worker_config(
-                &crate::config::ModelSpec {
+                &crate::models::ModelSpec {
                     name: "m".into(),
                     path: "/m.gguf".into(),
                 },

@@ -15,36 +15,34 @@ use actix::{Actor, Addr};
 use futures_util::future::join_all;
 use tokio::sync::Notify;
 
-use crate::api::error::ApiError;
-use crate::config::{Args, ModelSpec};
+use super::actor::{
+    Acquire, Acquired, GetStatus, Load, ModelActor, ModelStatus, RemoveIfIdle, Restart, SetGpus,
+    Shared, Stop, Unload, WaitReady,
+};
+use super::error::ModelsError;
+use super::lease::Lease;
+use super::spec::ModelSpec;
+use super::state::ModelState;
+use super::supervision::Supervision;
+use super::ModelSettings;
 use crate::gpu::GpuProbe;
 #[cfg(test)]
 use crate::gpu::NoGpu;
 use crate::metrics::Metrics;
-use crate::model::{
-    Acquire, Acquired, GetStatus, Load, ModelActor, ModelState, ModelStatus, Shared, Stop, Unload,
-    WaitReady,
-};
 use crate::policy::admission::{self, Admission};
 use crate::policy::eviction::{self, Candidate};
 use crate::policy::placement::{self, GpuState, ModelSize, Placement};
-use crate::supervision::Supervision;
-use crate::worker::{Lanes, SpawnOptions, WorkerClient};
+use crate::worker::SpawnOptions;
 
 /// KV-cache bytes per token assumed by placement: 128 KiB, what a 7–8B model
 /// with grouped-query attention and an f16 cache needs (conservative for smaller ones).
 const KV_BYTES_PER_TOKEN_ESTIMATE: u64 = 128 << 10;
 
-/// A model handed to a request this recently counts as busy for eviction:
-/// between `acquire` and the request's first command the worker shows
-/// nothing in flight, and evicting it then would fail that request.
-const HANDOFF_GRACE: Duration = Duration::from_millis(500);
-
-/// One model: its spec and the actor that owns it.
+/// One model: its spec and the actor that owns it (reached only through [`Models`]).
 #[derive(Clone)]
 pub struct ModelEntry {
     pub spec: ModelSpec,
-    pub addr: Addr<ModelActor>,
+    addr: Addr<ModelActor>,
     /// Loaded at startup and never evicted.
     pub preload: bool,
 }
@@ -52,23 +50,22 @@ pub struct ModelEntry {
 /// How new actors are made (for models added at run time).
 #[derive(Clone)]
 struct Factory {
-    args: Args,
-    bin: PathBuf,
-    lanes: Option<Arc<Lanes>>,
+    settings: ModelSettings,
 }
 
 impl Factory {
     fn actor(&self, spec: &ModelSpec, chat_template: Option<String>, shared: Shared) -> ModelActor {
-        let mut config = self.args.worker_config(spec);
+        let s = &self.settings;
+        let mut config = s.worker_config(spec);
         config.chat_template = chat_template;
         let spawn = SpawnOptions {
-            bin: self.bin.clone(),
+            bin: s.bin.clone(),
             config,
-            ready_timeout: self.args.ready_timeout(),
+            ready_timeout: s.ready_timeout,
             env: Vec::new(),
-            lanes: self.lanes.clone(),
+            lanes: s.lanes.clone(),
         };
-        ModelActor::new(spawn, self.args.shutdown_timeout(), shared)
+        ModelActor::new(spawn, s.shutdown_timeout, shared)
     }
 }
 
@@ -105,25 +102,21 @@ impl Models {
     /// Creates one actor per spec and starts loading the preloaded ones.
     /// Must run inside an actix `System`.
     pub fn start(
-        args: &Args,
+        settings: ModelSettings,
         specs: Vec<ModelSpec>,
-        bin: PathBuf,
         supervision: Arc<Supervision>,
         metrics: Metrics,
         gpus: Arc<dyn GpuProbe>,
-        lanes: Option<Arc<Lanes>>,
     ) -> Self {
         let shared = Shared {
             supervision,
             metrics,
             changed: Arc::new(Notify::new()),
+            vendor: gpus.devices().first().map(|d| d.vendor),
         };
-        let factory = Factory {
-            args: args.clone(),
-            bin,
-            lanes,
-        };
-        let models = Self::with_parts(Some(factory), shared, gpus, args.ready_timeout());
+        let load_timeout = settings.ready_timeout;
+        let factory = Factory { settings };
+        let models = Self::with_parts(Some(factory), shared, gpus, load_timeout);
         for spec in specs {
             let preload = models
                 .inner
@@ -158,11 +151,12 @@ impl Models {
 
     /// Models served by already connected clients (unit tests).
     #[cfg(test)]
-    pub fn attached(entries: Vec<(ModelSpec, Addr<ModelActor>)>) -> Self {
+    pub(crate) fn attached(entries: Vec<(ModelSpec, Addr<ModelActor>)>) -> Self {
         let shared = Shared {
-            supervision: Arc::new(crate::supervision::test_supervision()),
+            supervision: Arc::new(super::supervision::test_supervision()),
             metrics: Metrics::new(),
             changed: Arc::new(Notify::new()),
+            vendor: None,
         };
         let models = Self::with_parts(None, shared, Arc::new(NoGpu), Duration::from_secs(5));
         {
@@ -269,13 +263,85 @@ impl Models {
         }
     }
 
-    /// Stops serving `name`: removes it from the set and returns its entry (the
-    /// caller stops its actor). Used by `rm` once the model is idle.
-    pub fn remove(&self, name: &str) -> Option<ModelEntry> {
-        let key = name.to_lowercase();
-        let mut map = self.write();
-        let at = map.iter().position(|e| e.spec.key() == key)?;
-        Some(map.remove(at))
+    /// Stops serving `name` if it is idle, and forgets it: the actor decides
+    /// "idle" and retires itself in one step, so no request can slip in between.
+    ///
+    /// # Errors
+    /// [`ModelsError::NotFound`]; [`ModelsError::InUse`] while a request holds
+    /// it or it is starting, draining or stopping.
+    pub async fn remove_if_idle(&self, name: &str) -> Result<(), ModelsError> {
+        let entry = self.entry(name)?;
+        if !entry.addr.send(RemoveIfIdle).await? {
+            return Err(ModelsError::InUse(entry.spec.name));
+        }
+        let key = entry.spec.key();
+        self.write().retain(|e| e.spec.key() != key);
+        let _ = entry.addr.send(Stop).await;
+        tracing::info!(model = %entry.spec.name, "model no longer served");
+        Ok(())
+    }
+
+    /// The entry of `name`.
+    ///
+    /// # Errors
+    /// [`ModelsError::NotFound`].
+    pub fn entry(&self, name: &str) -> Result<ModelEntry, ModelsError> {
+        self.get(name)
+            .ok_or_else(|| ModelsError::NotFound(name.to_string()))
+    }
+
+    /// The status of `entry`'s model.
+    ///
+    /// # Errors
+    /// [`ModelsError::ActorGone`] at shutdown.
+    pub async fn status(&self, entry: &ModelEntry) -> Result<ModelStatus, ModelsError> {
+        Ok(entry.addr.send(GetStatus).await?)
+    }
+
+    /// Pins `entry` to `gpus` from its next start on.
+    ///
+    /// # Errors
+    /// [`ModelsError::ActorGone`] at shutdown.
+    pub async fn set_gpus(&self, entry: &ModelEntry, gpus: Vec<u32>) -> Result<(), ModelsError> {
+        Ok(entry.addr.send(SetGpus(gpus)).await?)
+    }
+
+    /// Drains (unless `force`) and stops `entry`'s worker.
+    ///
+    /// # Errors
+    /// [`ModelsError::Conflict`] while it is already draining or stopping.
+    pub async fn unload(&self, entry: &ModelEntry, force: bool) -> Result<(), ModelsError> {
+        entry
+            .addr
+            .send(Unload { force })
+            .await?
+            .map_err(ModelsError::Conflict)
+    }
+
+    /// Drains (unless `force`), stops and starts `entry`'s worker again.
+    ///
+    /// # Errors
+    /// [`ModelsError::Conflict`] while it is already draining or stopping.
+    pub async fn restart(&self, entry: &ModelEntry, force: bool) -> Result<(), ModelsError> {
+        entry
+            .addr
+            .send(Restart { force })
+            .await?
+            .map_err(ModelsError::Conflict)
+    }
+
+    /// Waits until `entry` is not starting.
+    ///
+    /// # Errors
+    /// [`ModelsError::Unavailable`] with the state it settled in, unless ready.
+    pub async fn wait_settled(&self, entry: &ModelEntry) -> Result<(), ModelsError> {
+        match entry.addr.send(WaitReady).await? {
+            ModelState::Ready => Ok(()),
+            state => Err(ModelsError::Unavailable {
+                model: entry.spec.name.clone(),
+                state,
+            }),
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<ModelEntry> {
@@ -326,34 +392,38 @@ impl Models {
         self.statuses().await.iter().map(|(_, s)| s.in_flight).sum()
     }
 
-    /// A client of `model`'s ready worker, loading the model first if needed.
+    /// Lends `model` to one request, loading it first if needed. The lease
+    /// counts the request in flight from now until it (and its streams) drop.
     ///
     /// # Errors
-    /// [`ApiError::ModelNotFound`]; [`ApiError::ModelUnavailable`] (503) when the
-    /// model is failed, backing off, draining, or cannot load in time;
-    /// [`ApiError::QueueFull`] (429) when its queue is full.
-    pub async fn acquire(&self, model: &str) -> Result<(String, WorkerClient), ApiError> {
-        let entry = self
-            .get(model)
-            .ok_or_else(|| ApiError::ModelNotFound(model.to_string()))?;
+    /// [`ModelsError::NotFound`]; [`ModelsError::Unavailable`] when the model is
+    /// failed, backing off or draining; [`ModelsError::NoCapacity`] when it cannot
+    /// load in time; [`ModelsError::QueueFull`] when its queue is full.
+    pub async fn acquire(&self, model: &str) -> Result<Lease, ModelsError> {
+        let entry = self.entry(model)?;
         let deadline = Instant::now() + self.inner.load_timeout;
         loop {
             let unavailable = match entry.addr.send(Acquire).await? {
                 Ok(acquired) => {
                     self.admit(&entry, &acquired)?;
-                    return Ok((entry.spec.name.clone(), acquired.client));
+                    let Acquired { client, guard, .. } = acquired;
+                    return Ok(Lease::new(entry.spec.name.clone(), client, guard));
                 }
                 Err(u) => u,
+            };
+            let refused = ModelsError::Unavailable {
+                model: unavailable.model,
+                state: unavailable.state.clone(),
             };
             match unavailable.state {
                 ModelState::Stopped => self.ensure_loaded(&entry, deadline).await?,
                 ModelState::Starting => {
                     let wait = tokio::time::timeout_at(deadline.into(), entry.addr.send(WaitReady));
                     if wait.await.is_err() {
-                        return Err(unavailable.into());
+                        return Err(refused);
                     }
                 }
-                _ => return Err(unavailable.into()),
+                _ => return Err(refused),
             }
         }
     }
@@ -361,16 +431,16 @@ impl Models {
     /// Loads `entry` (admin): like an on-demand load, evicting if needed.
     ///
     /// # Errors
-    /// [`ApiError::ModelUnavailable`] when no capacity frees up in time.
-    pub async fn load(&self, entry: &ModelEntry) -> Result<(), ApiError> {
+    /// [`ModelsError::NoCapacity`] when no capacity frees up in time.
+    pub async fn load(&self, entry: &ModelEntry) -> Result<(), ModelsError> {
         let deadline = Instant::now() + self.inner.load_timeout;
         self.ensure_loaded(entry, deadline).await
     }
 
     /// Bounded queue: refuse when the worker's slots and the queue are full.
-    fn admit(&self, entry: &ModelEntry, acquired: &Acquired) -> Result<(), ApiError> {
+    fn admit(&self, entry: &ModelEntry, acquired: &Acquired) -> Result<(), ModelsError> {
         let slots = acquired.slots;
-        let in_flight = acquired.client.in_flight();
+        let in_flight = acquired.in_flight;
         let load = admission::Load {
             in_flight,
             queued: in_flight.saturating_sub(slots),
@@ -378,14 +448,22 @@ impl Models {
             max_queue: self.inner.shared.supervision.max_queue,
         };
         match admission::admit(load) {
-            Admission::Reject => Err(ApiError::QueueFull(entry.spec.name.clone())),
+            Admission::Reject => Err(ModelsError::QueueFull(entry.spec.name.clone())),
             Admission::Run | Admission::Queue => Ok(()),
         }
     }
 
     /// Starts loading `entry` once the loaded-models limit allows, evicting
     /// the least recently used idle model if needed.
-    async fn ensure_loaded(&self, entry: &ModelEntry, deadline: Instant) -> Result<(), ApiError> {
+    ///
+    /// Waits are woken by `Shared::changed` (a state change, or a model's last
+    /// request or lease ending); a request holding a lease is busy from the moment
+    /// it was lent, so no timer is needed to cover its hand-off.
+    async fn ensure_loaded(
+        &self,
+        entry: &ModelEntry,
+        deadline: Instant,
+    ) -> Result<(), ModelsError> {
         let _serial = tokio::time::timeout_at(deadline.into(), self.inner.load_lock.lock())
             .await
             .map_err(|_| capacity_error(&entry.spec.name))?;
@@ -424,7 +502,7 @@ impl Models {
                 .map(|(e, s)| Candidate {
                     name: e.spec.key(),
                     busy_state: s.state != ModelState::Ready,
-                    active_requests: s.in_flight + usize::from(s.idle_for < HANDOFF_GRACE),
+                    active_requests: s.in_flight,
                     pinned: e.preload,
                     last_used: now.checked_sub(s.idle_for).unwrap_or(now),
                 })
@@ -436,10 +514,9 @@ impl Models {
                 continue;
             }
             tracing::info!(model = %entry.spec.name, "waiting for a loaded model to become idle");
-            // Also look again when a hand-off grace ends (no event marks that).
-            let wake = deadline.min(Instant::now() + HANDOFF_GRACE);
-            if tokio::time::timeout_at(wake.into(), changed).await.is_err()
-                && Instant::now() >= deadline
+            if tokio::time::timeout_at(deadline.into(), changed)
+                .await
+                .is_err()
             {
                 return Err(capacity_error(&entry.spec.name));
             }
@@ -456,11 +533,11 @@ impl Models {
         if devices.is_empty() {
             return Ok(None);
         }
-        let args = self.inner.factory.as_ref().map(|f| &f.args);
+        let worker = self.inner.factory.as_ref().map(|f| &f.settings.worker);
         let size = ModelSize {
             weights_bytes: std::fs::metadata(&entry.spec.path).map_or(0, |m| m.len()),
-            ctx_per_slot: args.map_or(4096, |a| u64::from(a.ctx_size)),
-            parallel: args.map_or(1, |a| u64::from(a.parallel)),
+            ctx_per_slot: worker.map_or(4096, |w| u64::from(w.ctx_per_slot)),
+            parallel: worker.map_or(1, |w| u64::from(w.parallel)),
             kv_bytes_per_token: KV_BYTES_PER_TOKEN_ESTIMATE,
         };
         let need = placement::estimate_need(size);
@@ -531,9 +608,6 @@ impl Models {
     }
 }
 
-fn capacity_error(model: &str) -> ApiError {
-    ApiError::ModelUnavailable {
-        model: model.to_string(),
-        state: "loading",
-    }
+fn capacity_error(model: &str) -> ModelsError {
+    ModelsError::NoCapacity(model.to_string())
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
-use crate::cli::Target;
+use super::Target;
 
 fn client() -> Result<reqwest::blocking::Client, String> {
     // Pulls of large models take long: no overall timeout, a generous read one.

@@ -1,64 +1,26 @@
-//! The actix-web application: shared state and route table.
+//! The route table: every HTTP route the node answers, in one place.
 //!
-//! Tests build the same app with `actix_web::test::init_service(
+//! | routes | handlers |
+//! |---|---|
+//! | `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/models[/{id}]`, `/health` | [`handlers`] (OpenAI) |
+//! | `/admin/...`, `/metrics`, `/health/ready`, `/startup` | [`admin`] |
+//! | `/api/pull`, `/api/tags`, `/api/delete` | [`ollama`] (the model store) |
+//! | `/pull`, `/api/logs` | [`router`] (llm-router's contract) |
+//!
+//! Handlers find what they need as app data: [`AppState`] always,
+//! `web::Data<store::Service>` for the store routes, `web::Data<router::Member>`
+//! for `/pull`. Tests build the same app with `actix_web::test::init_service(
 //! App::new().app_data(AppState::new(models).into_data()).configure(configure))`.
 
 use actix_web::{web, Resource, Route};
 
-use crate::api::error::{json_error, ApiError};
-use crate::api::response::unix_now;
-use crate::api::{admin, handlers};
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use crate::registry::Models;
-use crate::worker::WorkerClient;
-
-/// Largest JSON body accepted.
-pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
-
-/// What every handler can reach.
-pub struct AppState {
-    pub models: Models,
-    /// Unix seconds when the node started; the `created` of every model.
-    pub created: u64,
-    /// Set at shutdown: readiness and new requests answer 503.
-    draining: AtomicBool,
-}
-
-impl AppState {
-    pub fn new(models: Models) -> Self {
-        Self {
-            models,
-            created: unix_now(),
-            draining: AtomicBool::new(false),
-        }
-    }
-
-    /// Stop admitting new requests.
-    pub fn begin_drain(&self) {
-        self.draining.store(true, Ordering::SeqCst);
-    }
-
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::SeqCst)
-    }
-
-    pub fn into_data(self) -> web::Data<Self> {
-        web::Data::new(self)
-    }
-
-    /// The configured id of `model` and a client of its worker.
-    ///
-    /// # Errors
-    /// [`ApiError::ModelNotFound`] for an unknown model,
-    /// [`ApiError::ModelUnavailable`] when it is not ready.
-    pub async fn client(&self, model: &str) -> Result<(String, WorkerClient), ApiError> {
-        if self.is_draining() {
-            return Err(ApiError::ShuttingDown);
-        }
-        self.models.acquire(model).await
-    }
-}
+use super::error::json_error;
+#[cfg(test)]
+use super::state::AppState;
+use super::state::MAX_BODY_BYTES;
+use super::{admin, handlers, ollama, router};
+#[cfg(test)]
+use crate::models::Models;
 
 /// A resource answering `route`, and a 405 in OpenAI's shape to other methods.
 fn resource(path: &str, route: Route) -> Resource {
@@ -114,8 +76,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/admin/models/{id:.+}/gpus",
         web::put().to(admin::pin),
     ))
-    .configure(crate::router::configure)
-    .configure(crate::store::http::configure)
+    .service(web::resource("/api/pull").route(web::post().to(ollama::pull)))
+    .service(web::resource("/api/tags").route(web::get().to(ollama::tags)))
+    .service(web::resource("/api/delete").route(web::delete().to(ollama::delete)))
+    .service(web::resource("/pull").route(web::post().to(router::pull)))
+    .service(web::resource("/api/logs").route(web::get().to(router::logs)))
     .default_service(web::to(handlers::not_found));
 }
 
@@ -131,8 +96,8 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
-    use crate::config::ModelSpec;
-    use crate::model::ModelActor;
+    use crate::models::actor::ModelActor;
+    use crate::models::ModelSpec;
     use crate::testing::fake_models;
     use crate::worker::fake::FakeWorker;
     use crate::worker::SpawnOptions;
@@ -147,6 +112,9 @@ mod tests {
         test::init_service(
             App::new()
                 .app_data(AppState::new(models).into_data())
+                .wrap(actix_web::middleware::from_fn(
+                    crate::api::request_id::middleware,
+                ))
                 .configure(configure),
         )
         .await
@@ -338,6 +306,31 @@ mod tests {
     }
 
     #[actix_rt::test]
+    async fn the_request_id_is_echoed_and_reaches_the_worker() {
+        let (models, fakes) = fake_models(&["m"]);
+        let app = service(models).await;
+        let req = test::TestRequest::post()
+            .uri("/v1/chat/completions")
+            .insert_header(("x-request-id", "req-42"))
+            .set_json(chat(json!({})))
+            .to_request();
+        let resp = test::call_service(&app, req).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers().get("x-request-id").unwrap(), "req-42");
+        assert_eq!(*fakes[0].traces.lock().unwrap(), ["req-42"]);
+
+        let req = test::TestRequest::get().uri("/v1/models").to_request();
+        let resp = test::call_service(&app, req).await;
+        let id = resp
+            .headers()
+            .get("x-request-id")
+            .unwrap()
+            .to_str()
+            .unwrap();
+        assert_eq!(id.len(), 32, "a fresh id when the client sends none");
+    }
+
+    #[actix_rt::test]
     async fn prompt_too_long_is_a_400_even_when_streaming() {
         let (models, _fakes) = fake_models(&["m"]);
         let app = service(models).await;
@@ -457,7 +450,7 @@ mod tests {
             name: "broken".into(),
             path: "/b.gguf".into(),
         };
-        let shared = crate::model::test_shared(1);
+        let shared = crate::models::actor::test_shared(1);
         let models = Models::attached(vec![(
             spec,
             ModelActor::new(spawn, Duration::from_secs(1), shared).start(),

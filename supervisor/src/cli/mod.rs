@@ -1,6 +1,8 @@
 //! `llm-node ps|load|unload|restart`: a small client of a running node's
 //! admin API (see `api::admin`).
 
+pub mod store;
+
 use std::time::Duration;
 
 use serde_json::Value;
@@ -97,14 +99,14 @@ fn execute(cmd: &AdminCommand) -> Result<String, String> {
         .build()
         .map_err(|e| e.to_string())?;
     let call = |target: &Target, method: reqwest::Method, path: String, body: Option<Value>| {
-        let resp = crate::store::cli::request(&http, target, method, &path, body)?;
+        let resp = store::request(&http, target, method, &path, body)?;
         Ok::<Value, String>(resp.json().unwrap_or(Value::Null))
     };
     let post = reqwest::Method::POST;
     match cmd {
-        AdminCommand::Pull { model, target } => crate::store::cli::pull(target, model),
-        AdminCommand::List { target, json } => crate::store::cli::list(target, *json),
-        AdminCommand::Rm { model, target } => crate::store::cli::rm(target, model),
+        AdminCommand::Pull { model, target } => store::pull(target, model),
+        AdminCommand::List { target, json } => store::list(target, *json),
+        AdminCommand::Rm { model, target } => store::rm(target, model),
         AdminCommand::Ps { target, json } => {
             let body = call(target, reqwest::Method::GET, "/admin/models".into(), None)?;
             Ok(if *json {

@@ -1,0 +1,34 @@
+//! llm-router's routes on the node (contract §3.4, §3.5): `POST /pull` queues
+//! a model acquisition, `GET /api/logs` returns recent log lines. Both are
+//! served standalone too. `/pull` needs `web::Data<router::Member>` in the app.
+
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+use super::error::ApiError;
+use crate::router::{Member, PullJob, PullRequest};
+
+/// `POST /pull`: 200 `{"status":"accepted"}` at once, acquisition in the background
+/// (contract §3.4). Only a body without `model` (or not JSON) gets 400
+/// `{"error": "..."}` ([`ApiError::RouterPull`]).
+pub async fn pull(member: web::Data<Member>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    let request: PullRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::RouterPull(format!("invalid body: {e}")))?;
+    member.submit(PullJob::try_from(request)?);
+    Ok(HttpResponse::Ok().json(json!({"status": "accepted"})))
+}
+
+#[derive(serde::Deserialize)]
+pub struct LogsQuery {
+    tail: Option<String>,
+    limit: Option<String>,
+}
+
+/// `GET /api/logs?tail=N` → `{"entries": [LogEntry…]}` (contract §3.5), oldest first.
+pub async fn logs(query: web::Query<LogsQuery>) -> HttpResponse {
+    let n = crate::logbuf::tail_count(query.tail.as_deref().or(query.limit.as_deref()));
+    let entries = crate::logbuf::global()
+        .map(|b| b.tail(n))
+        .unwrap_or_default();
+    HttpResponse::Ok().json(json!({ "entries": entries }))
+}
