@@ -11,6 +11,7 @@
 //! | `load_ms=N` | sleep N ms before `Ready` (slow load) |
 //! | `never_ready` | never answer `Init` |
 //! | `fail_init` | answer `InitFailed` and exit 1 |
+//! | `bad_file` | answer `InitFailed { permanent: true }` (a file that can never load) and exit 1 |
 //! | `exit_at_start` | exit 3 before connecting, after printing to stderr |
 //! | `token_ms=N` | N ms between tokens (default 5) |
 //! | `crash_after=N` | `abort()` after N tokens in total |
@@ -30,6 +31,7 @@ struct Flags {
     load_ms: u64,
     never_ready: bool,
     fail_init: bool,
+    bad_file: bool,
     exit_at_start: bool,
     token_ms: u64,
     crash_after: Option<u64>,
@@ -53,6 +55,7 @@ fn parse(path: &str) -> Flags {
             "load_ms" => f.load_ms = n.unwrap_or(0),
             "never_ready" => f.never_ready = true,
             "fail_init" => f.fail_init = true,
+            "bad_file" => f.bad_file = true,
             "exit_at_start" => f.exit_at_start = true,
             "token_ms" => f.token_ms = n.unwrap_or(5),
             "crash_after" => f.crash_after = n,
@@ -117,6 +120,14 @@ fn main() {
     if flags.exit_at_start {
         eprintln!("ERROR fake worker: exiting at start as asked");
         std::process::exit(3);
+    }
+    if flags.bad_file {
+        eprintln!("ERROR fake worker: bad_file");
+        send(&Event::InitFailed {
+            message: "fake worker: the chat template does not compile".into(),
+            permanent: true,
+        });
+        std::process::exit(1);
     }
     if flags.fail_init {
         // On stderr too: the supervisor may see the exit before the message.

@@ -97,6 +97,17 @@ pub struct Args {
     #[arg(long, env = "LLM_NODE_NO_EMBEDDINGS")]
     pub no_embeddings: bool,
 
+    /// A Jinja chat template file that replaces model NAME's own (repeatable;
+    /// the environment variable takes `NAME=FILE;NAME=FILE`).
+    #[arg(
+        long = "chat-template",
+        env = "LLM_NODE_CHAT_TEMPLATES",
+        value_name = "NAME=FILE",
+        value_delimiter = ';',
+        value_parser = parse_template_arg
+    )]
+    pub chat_templates: Vec<(String, PathBuf)>,
+
     /// Path of the `llm-node-worker` binary (default: next to this executable).
     #[arg(long, env = "LLM_NODE_WORKER_BIN", value_name = "PATH")]
     pub worker_bin: Option<PathBuf>,
@@ -168,6 +179,22 @@ pub enum ConfigError {
     BatchSize,
     #[error("worker binary {0:?} not found (set --worker-bin or LLM_NODE_WORKER_BIN)")]
     WorkerBin(PathBuf),
+    #[error("chat template for {name}: cannot read {path:?}: {source}")]
+    ChatTemplate {
+        name: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Parses `NAME=FILE` for `--chat-template`.
+fn parse_template_arg(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((name, path)) if !name.trim().is_empty() && !path.is_empty() => {
+            Ok((name.trim().to_lowercase(), PathBuf::from(path)))
+        }
+        _ => Err(format!("expected NAME=FILE, got {s:?}")),
+    }
 }
 
 /// Parses `NAME=PATH` for `--model`.
@@ -229,6 +256,7 @@ impl Args {
             return Ok(specs);
         }
         check_specs(&specs)?;
+        self.chat_templates()?;
         Ok(specs)
     }
 
@@ -303,7 +331,27 @@ impl Args {
             ready_timeout: self.ready_timeout(),
             shutdown_timeout: self.shutdown_timeout(),
             lanes,
+            chat_templates: self.chat_templates().unwrap_or_default(),
         }
+    }
+
+    /// The operator's chat templates (`--chat-template`), read, by model key.
+    ///
+    /// # Errors
+    /// [`ConfigError::ChatTemplate`] when a file cannot be read.
+    pub fn chat_templates(&self) -> Result<std::collections::HashMap<String, String>, ConfigError> {
+        self.chat_templates
+            .iter()
+            .map(|(name, path)| {
+                std::fs::read_to_string(path)
+                    .map(|t| (name.clone(), t))
+                    .map_err(|source| ConfigError::ChatTemplate {
+                        name: name.clone(),
+                        path: path.clone(),
+                        source,
+                    })
+            })
+            .collect()
     }
 
     /// The typed configuration sent to the worker serving `spec`.

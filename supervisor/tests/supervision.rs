@@ -437,3 +437,40 @@ async fn shutdown_drains_in_flight_requests_and_refuses_new_ones() {
     assert_eq!(v["usage"]["completion_tokens"], 50);
     stopping.await.unwrap();
 }
+
+#[actix_rt::test]
+async fn a_model_that_can_never_load_is_parked_at_once_with_the_reason() {
+    let t = TestNode::start(
+        &[("good", ""), ("bad", "bad_file")],
+        &["--crash-loop-max=5"],
+    )
+    .await;
+    let m = t.wait_state("bad", "failed").await;
+    let detail = m["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("cannot load") && detail.contains("template"),
+        "{m}"
+    );
+    assert_eq!(m["restarts"], 0, "not retried as a crash: {m}");
+    assert_eq!(t.model("good").await["state"], "ready");
+    t.node.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_worker_that_was_serving_is_always_restarted_never_parked() {
+    // crash_after=1: every worker reaches Ready, serves one token and aborts;
+    // with a crash-loop limit of 2, the old policy parked it after 2 crashes.
+    let t = TestNode::start(&[("m", "crash_after=1")], &["--crash-loop-max=2"]).await;
+    for round in 1..=4u64 {
+        t.wait_state("m", "ready").await;
+        let (s, _) = t.chat("m", 4).await;
+        assert_eq!(s, 503, "round {round}: the worker dies mid-request");
+        let m = t
+            .wait_for("m", "restarted", |m| {
+                m["state"] == "ready" && m["restarts"].as_u64() >= Some(round)
+            })
+            .await;
+        assert_ne!(m["state"], "failed", "{m}");
+    }
+    t.node.stop().await;
+}

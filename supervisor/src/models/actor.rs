@@ -33,6 +33,7 @@ use super::state::ModelState;
 use super::supervision::Supervision;
 use crate::gpu::{visibility_env, Vendor};
 use crate::metrics::Metrics;
+use crate::worker::process::StartError;
 use crate::worker::{process, SpawnOptions, WorkerClient, WorkerProcess};
 
 /// How the actor gets a worker.
@@ -84,6 +85,9 @@ pub struct ModelActor {
     /// Recent crash times (crash-loop rule) and consecutive failures (backoff).
     crashes: Vec<Instant>,
     consecutive_failures: u32,
+    /// When the current worker reached Ready (None while it has not): a
+    /// worker that was serving is always restarted, never parked.
+    ready_at: Option<Instant>,
     restarts: u64,
     last_exit: Option<String>,
     /// GPUs the worker is pinned to (set by placement or an admin), if any.
@@ -144,6 +148,7 @@ impl ModelActor {
             waiters: Vec::new(),
             crashes: Vec::new(),
             consecutive_failures: 0,
+            ready_at: None,
             restarts: 0,
             last_exit: None,
             gpus: Vec::new(),
@@ -214,6 +219,10 @@ impl ModelActor {
                     }
                     match result {
                         Ok((client, info)) => act.on_ready(ctx, client, info),
+                        Err(StartError::InitFailed {
+                            message,
+                            permanent: true,
+                        }) => act.on_load_error(message),
                         Err(e) => act.on_failure(ctx, e.to_string()),
                     }
                 }),
@@ -251,7 +260,7 @@ impl ModelActor {
         );
         self.client = Some(client);
         self.info = Some(info);
-        self.consecutive_failures = 0;
+        self.ready_at = Some(Instant::now());
         self.last_used = Instant::now();
         self.set_state(ModelState::Ready);
         if let Some((interval, timeout)) = self.shared.supervision.liveness {
@@ -292,7 +301,23 @@ impl ModelActor {
         );
     }
 
+    /// The worker said its model can never load as configured (missing or
+    /// invalid file, a chat template that does not compile): parked at once
+    /// with the reason; retrying cannot help, an admin must act.
+    fn on_load_error(&mut self, message: String) {
+        tracing::error!(model = %self.name, %message, "model cannot be loaded; not retrying");
+        self.client = None;
+        self.set_state(ModelState::Failed {
+            reason: format!("cannot load: {message}"),
+        });
+    }
+
     /// A start that failed or a worker that died unexpectedly.
+    ///
+    /// A worker that had reached Ready is always restarted (capped backoff;
+    /// the attempt count resets after a healthy period): an OOM kill on a busy
+    /// night must not leave the model down. Only starts that never reach
+    /// Ready count towards the crash loop that parks a model as failed.
     fn on_failure(&mut self, ctx: &mut Context<Self>, reason: String) {
         self.client = None;
         if let Some(p) = &self.process {
@@ -306,10 +331,17 @@ impl ModelActor {
             .inc();
         let now = Instant::now();
         let policy = &self.shared.supervision.restart;
-        self.crashes.push(now);
+        let was_ready = self.ready_at.take();
+        if was_ready.is_some_and(|t| now.saturating_duration_since(t) >= policy.max) {
+            // It served for longer than the longest backoff: a fresh incident.
+            self.consecutive_failures = 0;
+        }
+        if was_ready.is_none() {
+            self.crashes.push(now);
+        }
         self.crashes
             .retain(|t| now.saturating_duration_since(*t) <= policy.window);
-        if policy.is_crash_loop(&self.crashes, now) {
+        if was_ready.is_none() && policy.is_crash_loop(&self.crashes, now) {
             let reason = format!(
                 "crash loop: {} failures within {:?}; last: {reason}",
                 self.crashes.len(),

@@ -57,7 +57,7 @@ impl Factory {
     fn actor(&self, spec: &ModelSpec, chat_template: Option<String>, shared: Shared) -> ModelActor {
         let s = &self.settings;
         let mut config = s.worker_config(spec);
-        config.chat_template = chat_template;
+        config.chat_template = s.chat_templates.get(&spec.key()).cloned().or(chat_template);
         let spawn = SpawnOptions {
             bin: s.bin.clone(),
             config,

@@ -76,8 +76,9 @@ pub enum StartError {
     Ipc(String),
     #[error("worker speaks protocol {0}, this supervisor {PROTOCOL_VERSION}")]
     ProtocolMismatch(u32),
-    #[error("model failed to load: {0}")]
-    InitFailed(String),
+    /// The worker could not load its model; `permanent` when retrying cannot help.
+    #[error("model failed to load: {message}")]
+    InitFailed { message: String, permanent: bool },
     #[error("worker exited before it was ready ({status}); last stderr lines:\n{tail}")]
     Exited { status: String, tail: String },
     #[error("worker not ready after {0:?}")]
@@ -275,7 +276,9 @@ fn handshake(
             events: boot.events,
             info,
         }),
-        Event::InitFailed { message, .. } => Err(StartError::InitFailed(message)),
+        Event::InitFailed { message, permanent } => {
+            Err(StartError::InitFailed { message, permanent })
+        }
         other => Err(StartError::Ipc(format!("expected Ready, got {other:?}"))),
     }
 }
