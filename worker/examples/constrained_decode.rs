@@ -20,7 +20,8 @@
 //! sampling with the tokens actually generated (generation stops at
 //! GEN_TOKENS or at an end-of-generation token, which a grammar forces once
 //! its value is complete) and tokens/s over them (median, min, max), split
-//! into time per token spent in the sampler chain and in `llama_decode`.
+//! into time per token spent in the sampler chain (wall and this thread's CPU
+//! time, which a busy machine does not inflate) and in `llama_decode`.
 
 use std::num::NonZeroU32;
 use std::time::Instant;
@@ -85,6 +86,7 @@ struct Run {
     tokens: usize,
     tps: f64,
     sample_ms: f64,
+    sample_cpu_ms: f64,
     decode_ms: f64,
     text: String,
 }
@@ -174,15 +176,16 @@ fn decode(
 
     let mut sampler = sampling::build_sampler(model, p)?;
     let mut idx = batch.n_tokens() - 1;
-    let (mut sample_s, mut decode_s) = (0.0, 0.0);
+    let (mut sample_s, mut sample_cpu_s, mut decode_s) = (0.0, 0.0, 0.0);
     let mut text = Vec::new();
     let mut tokens = 0;
     let t0 = Instant::now();
     while tokens < n_gen {
-        let ts = Instant::now();
+        let (ts, cpu) = (Instant::now(), thread_cpu_s());
         // `sample` applies the whole chain and accepts the token (grammar included).
         let token = sampler.sample(ctx, idx);
         sample_s += ts.elapsed().as_secs_f64();
+        sample_cpu_s += thread_cpu_s() - cpu;
         if vocab.is_eog(token) {
             break;
         }
@@ -201,6 +204,7 @@ fn decode(
         tokens,
         tps: tokens as f64 / total,
         sample_ms: per(sample_s),
+        sample_cpu_ms: per(sample_cpu_s),
         decode_ms: per(decode_s),
         text: String::from_utf8_lossy(&text).into_owned(),
     })
@@ -233,16 +237,17 @@ fn setup_cost(model: &LlamaModel, name: &str, schema: &str, runs: usize) -> anyh
 }
 
 fn report(mode: &str, sampling: &str, runs: &[Run], prompt_tokens: usize, threads: i32) {
-    let mut tps: Vec<f64> = runs.iter().map(|r| r.tps).collect();
-    let mut sample: Vec<f64> = runs.iter().map(|r| r.sample_ms).collect();
-    let mut decode: Vec<f64> = runs.iter().map(|r| r.decode_ms).collect();
-    let mut tokens: Vec<f64> = runs.iter().map(|r| r.tokens as f64).collect();
+    let stats = |f: fn(&Run) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        (v[v.len() / 2], v[0], v[v.len() - 1])
+    };
+    let tps = stats(|r| r.tps);
+    let sample = stats(|r| r.sample_ms);
+    let sample_cpu = stats(|r| r.sample_cpu_ms);
+    let decode = stats(|r| r.decode_ms);
     let last = &runs[runs.len() - 1];
     let valid_json = serde_json::from_str::<serde_json::Value>(last.text.trim()).is_ok();
-    let (min, max) = (
-        tps.iter().copied().fold(f64::INFINITY, f64::min),
-        tps.iter().copied().fold(0.0, f64::max),
-    );
     println!(
         "{}",
         serde_json::json!({
@@ -251,16 +256,31 @@ fn report(mode: &str, sampling: &str, runs: &[Run], prompt_tokens: usize, thread
             "prompt_tokens": prompt_tokens,
             "threads": threads,
             "runs": runs.len(),
-            "gen_tokens": median(&mut tokens),
-            "tg_tps": round1(median(&mut tps)),
-            "tg_tps_min": round1(min),
-            "tg_tps_max": round1(max),
-            "sample_ms_per_token": round3(median(&mut sample)),
-            "decode_ms_per_token": round3(median(&mut decode)),
+            "gen_tokens": stats(|r| r.tokens as f64).0,
+            "tg_tps": round1(tps.0),
+            "tg_tps_min": round1(tps.1),
+            "tg_tps_max": round1(tps.2),
+            "sample_ms_per_token": round3(sample.0),
+            "sample_ms_per_token_min": round3(sample.1),
+            "sample_cpu_ms_per_token": round3(sample_cpu.0),
+            "decode_ms_per_token": round3(decode.0),
+            "decode_ms_per_token_min": round3(decode.1),
             "valid_json": valid_json,
         })
     );
     eprintln!("{mode} {sampling}: {:?}", last.text);
+}
+
+/// CPU time of the calling thread: what the sampler chain costs, whatever
+/// else the machine runs (the chain runs on this thread only).
+fn thread_cpu_s() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
 fn median(v: &mut [f64]) -> f64 {
