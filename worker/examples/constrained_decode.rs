@@ -41,6 +41,9 @@ use llm_node_protocol::{Constraint, SamplingParams};
 #[path = "../src/sampling.rs"]
 #[allow(dead_code)]
 mod sampling;
+#[path = "../src/schema.rs"]
+#[allow(dead_code)]
+mod schema;
 
 const PROMPT: &str = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n\
 <|im_start|>user\nDescribe a fictional member of a software team as JSON: their name, \
