@@ -4,11 +4,22 @@
 //! Grammars come from [`Constraint`]s: a JSON schema is turned into GBNF by
 //! llama.cpp's own converter (`json_schema_to_grammar`, the `common` feature
 //! of llama-cpp-2), so what `response_format` and forced tool calls accept is
-//! exactly what llama-server accepts. The grammar sampler sits before every
-//! truncating sampler, so top-k/top-p can never leave it without a legal token.
+//! exactly what llama-server accepts.
+//!
+//! # Grammar cost
+//! Applying a grammar to the whole vocabulary costs milliseconds per token
+//! (4–6 ms on the 49k-token bundled model, measured in docs/benchmarks.md;
+//! gpt-oss has 201k tokens). [`Sampler::sample`] therefore does what
+//! llama-server's `common_sampler` does: sample with the chain alone, check
+//! only the chosen token against the grammar, and only when the grammar
+//! rejects it apply the grammar to every candidate and sample again. The
+//! result is always grammatical; most tokens cost one check.
 
+use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::data::LlamaTokenData;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::logit_bias::LlamaLogitBias;
 use llama_cpp_2::token::LlamaToken;
 use llm_node_protocol::{Constraint, SamplingParams};
@@ -22,11 +33,64 @@ pub enum GrammarError {
     Grammar,
 }
 
-/// The sampler chain for one sequence, in llama-server's order.
+/// One sequence's sampling: the chain, and the grammar apart from it.
+pub struct Sampler {
+    chain: LlamaSampler,
+    grammar: Option<LlamaSampler>,
+}
+
+impl Sampler {
+    /// A chain without a grammar.
+    #[cfg(test)]
+    pub fn plain(chain: LlamaSampler) -> Self {
+        Self {
+            chain,
+            grammar: None,
+        }
+    }
+
+    /// Samples the token at batch index `idx` and accepts it into every
+    /// sampler (never call `accept` again: grammars would advance twice).
+    pub fn sample(&mut self, ctx: &LlamaContext<'_>, idx: i32) -> LlamaToken {
+        let Some(grammar) = &mut self.grammar else {
+            return self.chain.sample(ctx, idx);
+        };
+        let mut cur = LlamaTokenDataArray::from_iter(ctx.candidates_ith(idx), false);
+        cur.apply_sampler(&mut self.chain);
+        let chosen = cur.selected_token();
+        let legal = chosen.is_some_and(|t| {
+            let mut one = LlamaTokenDataArray::new(vec![LlamaTokenData::new(t, 1.0, 0.0)], false);
+            one.apply_sampler(grammar);
+            one.data[0].logit().is_finite()
+        });
+        let token = match chosen {
+            Some(t) if legal => t,
+            _ => {
+                let mut cur = LlamaTokenDataArray::from_iter(ctx.candidates_ith(idx), false);
+                cur.apply_sampler(grammar);
+                cur.apply_sampler(&mut self.chain);
+                // The chain always selects; if it ever did not, take the
+                // most likely token the grammar allows.
+                cur.selected_token().unwrap_or_else(|| {
+                    cur.data
+                        .iter()
+                        .filter(|d| d.logit().is_finite())
+                        .max_by(|a, b| a.logit().total_cmp(&b.logit()))
+                        .map_or(LlamaToken(0), LlamaTokenData::id)
+                })
+            }
+        };
+        grammar.accept(token);
+        self.chain.accept(token);
+        token
+    }
+}
+
+/// The sampler for one sequence, in llama-server's order.
 ///
 /// # Errors
 /// [`GrammarError`] when the request's constraint is not a usable grammar.
-pub fn build_sampler(model: &LlamaModel, p: &SamplingParams) -> Result<LlamaSampler, GrammarError> {
+pub fn build_sampler(model: &LlamaModel, p: &SamplingParams) -> Result<Sampler, GrammarError> {
     let n_vocab = model.n_vocab();
     let mut chain = Vec::with_capacity(8);
     if !p.logit_bias.is_empty() {
@@ -46,9 +110,10 @@ pub fn build_sampler(model: &LlamaModel, p: &SamplingParams) -> Result<LlamaSamp
             p.presence_penalty,
         ));
     }
-    if let Some(constraint) = &p.constraint {
-        chain.push(grammar_sampler(model, constraint)?);
-    }
+    let grammar = match &p.constraint {
+        Some(constraint) => Some(grammar_sampler(model, constraint)?),
+        None => None,
+    };
     if p.temperature <= 0.0 {
         chain.push(LlamaSampler::greedy());
     } else {
@@ -64,7 +129,10 @@ pub fn build_sampler(model: &LlamaModel, p: &SamplingParams) -> Result<LlamaSamp
         chain.push(LlamaSampler::temp(p.temperature));
         chain.push(LlamaSampler::dist(p.seed.unwrap_or_else(rand::random)));
     }
-    Ok(LlamaSampler::chain_simple(chain))
+    Ok(Sampler {
+        chain: LlamaSampler::chain_simple(chain),
+        grammar,
+    })
 }
 
 fn grammar_sampler(model: &LlamaModel, c: &Constraint) -> Result<LlamaSampler, GrammarError> {

@@ -9,6 +9,8 @@
 //! request's events (`Piece`s carrying their token counts and logprobs, then
 //! exactly one `Finished`) is decided in one place.
 
+use crate::sampling::Sampler;
+#[cfg(test)]
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use llm_node_protocol::{Event, FinishReason, RequestId, SamplingParams, TokenLogprob, Usage};
@@ -21,7 +23,7 @@ pub struct Waiting {
     pub trace: String,
     pub tokens: Vec<LlamaToken>,
     pub params: SamplingParams,
-    pub sampler: LlamaSampler,
+    pub sampler: Sampler,
     /// A chat: generated text keeps its special tokens for the output parser.
     pub chat: bool,
     pub reasoning_open: bool,
@@ -35,7 +37,7 @@ pub struct Sequence {
     pub special: bool,
     pub prompt: Vec<LlamaToken>,
     pub params: SamplingParams,
-    pub sampler: LlamaSampler,
+    pub sampler: Sampler,
     pub usage: Usage,
     /// Sampled but not yet decoded (the input of the next step).
     pub next: Option<LlamaToken>,
@@ -203,7 +205,7 @@ mod tests {
             trace: String::new(),
             tokens: vec![LlamaToken(1), LlamaToken(2)],
             params,
-            sampler: LlamaSampler::greedy(),
+            sampler: Sampler::plain(LlamaSampler::greedy()),
             chat: false,
             reasoning_open: false,
         };
