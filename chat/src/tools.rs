@@ -33,9 +33,9 @@ pub fn one_call_schema(functions: &[Value]) -> Value {
     }
 }
 
-/// The schema of `tool_choice: "required"`: a non-empty array of calls.
-pub fn required_calls_schema(functions: &[Value]) -> Value {
-    json!({"type": "array", "items": one_call_schema(functions), "minItems": 1})
+/// The schema of `tool_choice: "required"`: an array of 1 to `most` calls.
+pub fn required_calls_schema(functions: &[Value], most: usize) -> Value {
+    json!({"type": "array", "items": one_call_schema(functions), "minItems": 1, "maxItems": most})
 }
 
 /// For families whose tool call is `TRIGGER {"name": .., "arguments": ..} SUFFIX`,
@@ -58,8 +58,11 @@ mod tests {
             json!({"name": "a", "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}}}),
             json!({"name": "b"}),
         ];
-        let s = required_calls_schema(&fs);
-        assert_eq!(s["minItems"], 1);
+        let s = required_calls_schema(&fs, 4);
+        assert_eq!(
+            (s["minItems"].as_u64(), s["maxItems"].as_u64()),
+            (Some(1), Some(4))
+        );
         let variants = s["items"]["anyOf"].as_array().unwrap();
         assert_eq!(variants[0]["properties"]["name"]["const"], "a");
         assert_eq!(

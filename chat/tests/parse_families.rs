@@ -709,9 +709,22 @@ fn forced_tool_calls() {
     );
     check(
         ChatFormat::HARMONY,
-        required,
+        required.clone(),
         "[{\"name\": \"f\", \"arguments\": {}}]",
         out("", "", &[("f", "{}")]),
+    );
+    // Cut off by max_tokens inside the array: the complete calls stand.
+    check(
+        fmt(T::Hermes, R::None),
+        required.clone(),
+        "[\n{\"name\": \"f\", \"arguments\": {}},\n{\"name\": \"g\", \"argu",
+        out("", "", &[("f", "{}")]),
+    );
+    check(
+        fmt(T::Hermes, R::None),
+        required,
+        "[{\"name\": \"f\", \"argu",
+        content("[{\"name\": \"f\", \"argu"),
     );
     let named = ParseOptions {
         forced: Some(Forced::Function("special_function".into())),

@@ -379,17 +379,13 @@ pub enum Event {
     TokenCount { id: RequestId, count: u32 },
     /// Answer to `Ping`.
     Pong { id: RequestId },
-    /// Several events in one message, in order: what one decode step produced
-    /// for all its sequences (one IPC message and one wake-up instead of many).
-    /// Never nested.
-    Batch(Vec<Event>),
 }
 
 impl Event {
     /// The request this event belongs to, if any.
     pub fn request_id(&self) -> Option<RequestId> {
         match self {
-            Event::Ready(_) | Event::InitFailed { .. } | Event::Batch(_) => None,
+            Event::Ready(_) | Event::InitFailed { .. } => None,
             Event::Started { id, .. }
             | Event::Piece { id, .. }
             | Event::Finished { id, .. }
@@ -428,12 +424,44 @@ pub fn encode_into<T: Serialize>(buf: &mut Vec<u8>, msg: &T) {
     bincode::serialize_into(buf, msg).expect("protocol types always serialize");
 }
 
-/// Decodes a message read from a byte channel.
+/// Largest message either side decodes. Far above any real message (a
+/// 2,048-input embeddings answer at 4,096 dimensions is 32 MiB), and it keeps a
+/// forged length prefix from making the decoder allocate without bound.
+pub const MAX_MESSAGE_BYTES: u64 = 512 << 20;
+
+/// bincode 1 as `bincode::serialize` writes it (fixed-size integers, little
+/// endian), read with a size limit.
+fn options() -> impl bincode::Options {
+    use bincode::Options;
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .allow_trailing_bytes()
+        .with_limit(MAX_MESSAGE_BYTES)
+}
+
+/// Decodes a message read from a byte channel, within [`MAX_MESSAGE_BYTES`].
 ///
 /// # Errors
 /// [`DecodeError`] when the bytes are not a valid message of type `T`.
 pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
-    Ok(bincode::deserialize(bytes)?)
+    use bincode::Options;
+    Ok(options().deserialize(bytes)?)
+}
+
+/// Encodes the events of one event-lane message (see [`decode_events`]).
+pub fn encode_events(events: &[Event]) -> Vec<u8> {
+    encode(&events)
+}
+
+/// Decodes one event-lane message: a flat list of events, in order — what
+/// one engine turn produced for the lane (one IPC message and one wake-up
+/// instead of many). The wire type is not recursive, so no message can nest
+/// deeper than this and overflow a reader's stack.
+///
+/// # Errors
+/// [`DecodeError`] when the bytes are not such a list, or exceed [`MAX_MESSAGE_BYTES`].
+pub fn decode_events(bytes: &[u8]) -> Result<Vec<Event>, DecodeError> {
+    decode(bytes)
 }
 
 #[cfg(test)]
@@ -603,18 +631,41 @@ mod tests {
             },
             Event::TokenCount { id: 4, count: 11 },
             Event::Pong { id: 5 },
-            Event::Batch(vec![
-                Event::Piece {
-                    id: 1,
-                    text: "a".into(),
-                    tokens: 1,
-                    logprobs: Vec::new(),
-                },
-                Event::Pong { id: 6 },
-            ]),
         ] {
             round_trip(ev);
         }
+    }
+
+    #[test]
+    fn event_messages_are_flat_lists() {
+        let events = vec![
+            Event::Piece {
+                id: 1,
+                text: "a".into(),
+                tokens: 1,
+                logprobs: Vec::new(),
+            },
+            Event::Pong { id: 6 },
+        ];
+        assert_eq!(decode_events(&encode_events(&events)).unwrap(), events);
+        assert_eq!(
+            encode_events(&events),
+            encode(&events),
+            "same bytes as a Vec"
+        );
+    }
+
+    #[test]
+    fn a_forged_length_is_refused_not_allocated() {
+        // A list claiming 2^60 events in a few bytes.
+        let mut bytes = (1u64 << 60).to_le_bytes().to_vec();
+        bytes.extend([0; 8]);
+        assert!(decode_events(&bytes).is_err());
+        // A string claiming 1 TiB.
+        let mut bytes = 1u32.to_le_bytes().to_vec(); // Command::Generate's tag is 1
+        bytes.extend(7u64.to_le_bytes());
+        bytes.extend((1u64 << 40).to_le_bytes());
+        assert!(decode::<Command>(&bytes).is_err());
     }
 
     #[test]

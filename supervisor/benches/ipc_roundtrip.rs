@@ -11,7 +11,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ipc_channel::ipc;
 use llm_node::worker::{GenerationEvent, WorkerClient};
 use llm_node_protocol::{
-    decode, encode, Command, Event, FinishReason, Prompt, SamplingParams, Usage,
+    decode, encode_events, Command, Event, FinishReason, Prompt, SamplingParams, Usage,
 };
 
 const TOKENS: u32 = 256;
@@ -24,11 +24,11 @@ fn fake_worker() -> WorkerClient {
             let Ok(Command::Generate { id, .. }) = decode::<Command>(&bytes) else {
                 continue;
             };
-            let _ = evt_tx.send(&encode(&Event::Started {
+            let _ = evt_tx.send(&encode_events(&[Event::Started {
                 id,
                 prompt_tokens: 8,
                 reasoning_open: false,
-            }));
+            }]));
             for _ in 0..TOKENS {
                 let piece = Event::Piece {
                     id,
@@ -36,7 +36,7 @@ fn fake_worker() -> WorkerClient {
                     tokens: 1,
                     logprobs: Vec::new(),
                 };
-                let _ = evt_tx.send(&encode(&piece));
+                let _ = evt_tx.send(&encode_events(&[piece]));
             }
             let usage = Usage {
                 prompt_tokens: 8,
@@ -48,7 +48,7 @@ fn fake_worker() -> WorkerClient {
                 reason: FinishReason::Length,
                 usage,
             };
-            let _ = evt_tx.send(&encode(&done));
+            let _ = evt_tx.send(&encode_events(&[done]));
         }
     });
     WorkerClient::new(cmd_tx, evt_rx, "bench")

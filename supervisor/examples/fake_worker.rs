@@ -16,6 +16,7 @@
 //! | `token_ms=N` | N ms between tokens (default 5) |
 //! | `crash_after=N` | `abort()` after N tokens in total |
 //! | `hang_after=N` | stop answering after N tokens in total |
+//! | `garbage_after=N` | after N tokens, send an undecodable message and live on silently |
 //!
 //! Each generated token is the piece `"tok{i} "`; `max_tokens` defaults to 16.
 
@@ -36,6 +37,7 @@ struct Flags {
     token_ms: u64,
     crash_after: Option<u64>,
     hang_after: Option<u64>,
+    garbage_after: Option<u64>,
 }
 
 fn parse(path: &str) -> Flags {
@@ -60,6 +62,7 @@ fn parse(path: &str) -> Flags {
             "token_ms" => f.token_ms = n.unwrap_or(5),
             "crash_after" => f.crash_after = n,
             "hang_after" => f.hang_after = n,
+            "garbage_after" => f.garbage_after = n,
             _ => eprintln!("WARN fake worker: unknown flag {k}"),
         }
     }
@@ -81,6 +84,13 @@ fn main() {
     let (cmd_tx, cmd_rx) = ipc::bytes_channel().unwrap();
     let (evt_tx, evt_rx): (Vec<_>, Vec<_>) =
         (0..lanes).map(|_| ipc::bytes_channel().unwrap()).unzip();
+    // An undecodable message on lane 0 (`garbage_after`).
+    let garbage = {
+        let lane0 = evt_tx[0].clone();
+        move || {
+            let _ = lane0.send(&[0xff; 16]);
+        }
+    };
     // Each event on the lane its request id names, as the real worker does.
     let send = move |e: &Event| {
         let lane = e
@@ -88,7 +98,10 @@ fn main() {
             .map(lane_of)
             .filter(|&l| l < lanes)
             .unwrap_or(0);
-        if evt_tx[lane].send(&encode(e)).is_err() {
+        if evt_tx[lane]
+            .send(&encode_events(std::slice::from_ref(e)))
+            .is_err()
+        {
             std::process::exit(0);
         }
     };
@@ -256,6 +269,13 @@ fn main() {
             if flags.crash_after.is_some_and(|n| total > n) {
                 eprintln!("ERROR fake worker: aborting as asked");
                 std::process::abort();
+            }
+            if flags.garbage_after.is_some_and(|n| total > n) {
+                eprintln!("WARN fake worker: sending garbage, then living on silently");
+                garbage();
+                loop {
+                    std::thread::sleep(Duration::from_secs(3600));
+                }
             }
             if flags.hang_after.is_some_and(|n| total > n) {
                 eprintln!("WARN fake worker: hanging as asked");

@@ -474,3 +474,25 @@ async fn a_worker_that_was_serving_is_always_restarted_never_parked() {
     }
     t.node.stop().await;
 }
+
+#[actix_rt::test]
+async fn a_worker_whose_channel_broke_is_restarted_even_though_its_process_lives() {
+    // After 2 tokens the worker sends an undecodable message and goes quiet
+    // with its process alive: the connection is dead, so every request would
+    // get 503 while the model looked ready. The liveness ping must catch it.
+    let t = TestNode::start(
+        &[("m", "garbage_after=2")],
+        &["--liveness-interval-ms=100", "--liveness-timeout-ms=5000"],
+    )
+    .await;
+    let first = t.wait_state("m", "ready").await["pid"].clone();
+    let (s, v) = t.chat("m", 8).await;
+    assert_eq!(s, 503, "{v}");
+    let m = t
+        .wait_for("m", "restarted", |m| {
+            m["state"] == "ready" && m["pid"] != first && m["restarts"].as_u64() >= Some(1)
+        })
+        .await;
+    assert!(m["last_exit"].is_string(), "{m}");
+    t.node.stop().await;
+}

@@ -16,7 +16,7 @@ use llm_node_protocol::{
 
 /// Sends events to the supervisor. Events are queued per lane and sent by
 /// [`EventSink::flush`], once per turn of the engine loop, as one message per
-/// lane ([`Event::Batch`] when there are several): with many sequences a
+/// lane (a flat list, see `llm_node_protocol::decode_events`): with many sequences a
 /// decode step costs one IPC message and one wake-up per supervisor thread
 /// involved, not one per token.
 pub struct EventSink {
@@ -83,16 +83,9 @@ impl EventSink {
             if lane.queue.is_empty() {
                 continue;
             }
-            let message = match lane.queue.len() {
-                1 => lane.queue.pop().expect("one event"),
-                _ => Event::Batch(std::mem::take(&mut lane.queue)),
-            };
             buf.clear();
-            encode_into(&mut buf, &message);
-            if let Event::Batch(mut events) = message {
-                events.clear();
-                lane.queue = events;
-            }
+            encode_into(&mut buf, &lane.queue);
+            lane.queue.clear();
             let Some(tx) = &lane.tx else { continue };
             if tx.send(&buf).is_err() {
                 if i == 0 {
@@ -174,10 +167,7 @@ mod tests {
     }
 
     fn events(rx: &ipc::IpcBytesReceiver) -> Vec<Event> {
-        match decode(&rx.recv().unwrap()).unwrap() {
-            Event::Batch(events) => events,
-            event => vec![event],
-        }
+        decode_events(&rx.recv().unwrap()).unwrap()
     }
 
     #[test]

@@ -87,7 +87,7 @@ impl Worker {
         assert_eq!(boot.events.len(), lanes);
         let mut events = boot.events.into_iter();
         let rx = events.next().unwrap();
-        let ready: Event = decode(&rx.recv().unwrap()).unwrap();
+        let ready = decode_events(&rx.recv().unwrap()).unwrap().remove(0);
         let Event::Ready(info) = ready else {
             let mut child = child;
             let _ = child.wait();
@@ -120,19 +120,15 @@ impl Worker {
         id
     }
 
-    /// The next event, with `Batch` messages flattened.
+    /// The next event, messages (lists of events) flattened.
     fn recv(&self) -> Event {
         if let Some(ev) = self.buffered.borrow_mut().pop_front() {
             return ev;
         }
-        match decode(&self.rx.recv().unwrap()).unwrap() {
-            Event::Batch(events) => {
-                assert!(!events.is_empty(), "empty batch");
-                self.buffered.borrow_mut().extend(events);
-                self.recv()
-            }
-            ev => ev,
-        }
+        let events = decode_events(&self.rx.recv().unwrap()).unwrap();
+        assert!(!events.is_empty(), "empty message");
+        self.buffered.borrow_mut().extend(events);
+        self.recv()
     }
 
     /// Collects text and the terminal event of every id in `ids`.
@@ -299,11 +295,7 @@ fn events_go_back_on_the_lane_their_request_id_names() {
         let rx = &w.lanes[lane - 1];
         let (mut pieces, mut finished) = (0, false);
         while !finished {
-            let message: Event = decode(&rx.recv().unwrap()).unwrap();
-            let events = match message {
-                Event::Batch(events) => events,
-                event => vec![event],
-            };
+            let events = decode_events(&rx.recv().unwrap()).unwrap();
             for event in events {
                 assert_eq!(event.request_id(), Some(id), "lane {lane} got {event:?}");
                 match event {

@@ -142,11 +142,27 @@ fn json_array_then_content(body: &str) -> Option<Parsed> {
 
 /// The arguments of a forced call list (`tool_choice: required`).
 pub(crate) fn forced_calls(text: &str) -> Option<Vec<Call>> {
-    let (value, rest) = leading_value(text)?;
-    if !rest.trim().is_empty() {
-        return None;
+    match leading_value(text) {
+        Some((value, rest)) if rest.trim().is_empty() => json_list(&value),
+        // Cut short (max_tokens) inside the array: the complete calls stand.
+        _ => complete_prefix_calls(text),
     }
-    json_list(&value)
+}
+
+/// The complete call objects at the start of an array that was cut off
+/// (`[{..}, {..}, {"na`); `None` when not even one is complete.
+fn complete_prefix_calls(text: &str) -> Option<Vec<Call>> {
+    let mut rest = text.trim_start().strip_prefix('[')?;
+    let mut calls = Vec::new();
+    while let Some((value, after)) = leading_value(rest) {
+        calls.push(json_call(&value)?);
+        rest = after.trim_start();
+        match rest.strip_prefix(',') {
+            Some(r) => rest = r,
+            None => break,
+        }
+    }
+    (!calls.is_empty()).then_some(calls)
 }
 
 /// Hermes: one JSON object (some models write XML functions instead).

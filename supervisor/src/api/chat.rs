@@ -25,6 +25,10 @@ use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
 
+/// Most calls one forced (`required`) turn may make: the grammar closes the
+/// array after this many, so a model that would repeat a call forever ends.
+pub const MAX_PARALLEL_CALLS: usize = 8;
+
 /// What the client asked of tools.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ToolChoice {
@@ -44,6 +48,8 @@ pub struct ChatOptions {
     /// A constraint from `response_format`, `json_schema` or `grammar`, and
     /// the parameter it came from (named in the 400 if the model refuses it).
     pub output: Option<(Constraint, &'static str)>,
+    /// `parallel_tool_calls` (default true): several calls in one turn.
+    pub parallel: bool,
 }
 
 /// The grammar and parser options of one request on one model.
@@ -53,6 +59,8 @@ pub struct Plan {
     /// The request parameter a refused constraint is blamed on.
     pub constraint_param: Option<&'static str>,
     pub parse: ParseOptions,
+    /// Several tool calls may be kept (`parallel_tool_calls`).
+    pub parallel: bool,
 }
 
 impl ChatOptions {
@@ -66,6 +74,28 @@ impl ChatOptions {
         response_format: Option<&Value>,
         json_schema: Option<&Value>,
         grammar: Option<&Value>,
+    ) -> Result<Self, ApiError> {
+        Self::with_parallel(
+            tools,
+            tool_choice,
+            response_format,
+            json_schema,
+            grammar,
+            true,
+        )
+    }
+
+    /// [`Self::from_request`] with `parallel_tool_calls`.
+    ///
+    /// # Errors
+    /// A 400 naming the parameter that is malformed.
+    pub fn with_parallel(
+        tools: Option<&Value>,
+        tool_choice: Option<&Value>,
+        response_format: Option<&Value>,
+        json_schema: Option<&Value>,
+        grammar: Option<&Value>,
+        parallel: bool,
     ) -> Result<Self, ApiError> {
         let functions = functions(tools)?;
         let tool_choice = match tool_choice {
@@ -85,6 +115,7 @@ impl ChatOptions {
             functions,
             tool_choice,
             output,
+            parallel,
         })
     }
 
@@ -117,7 +148,8 @@ impl ChatOptions {
         let (constraint, param) = match &self.tool_choice {
             ToolChoice::Required => {
                 parse.forced = Some(Forced::Calls);
-                let schema = tools::required_calls_schema(&self.functions);
+                let most = if self.parallel { MAX_PARALLEL_CALLS } else { 1 };
+                let schema = tools::required_calls_schema(&self.functions, most);
                 (Some(Constraint::JsonSchema(schema.to_string())), "tools")
             }
             ToolChoice::Function(name) => {
@@ -149,6 +181,7 @@ impl ChatOptions {
             constraint_param: constraint.as_ref().map(|_| param),
             constraint,
             parse,
+            parallel: self.parallel,
         }
     }
 }

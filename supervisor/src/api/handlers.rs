@@ -63,7 +63,8 @@ async fn generate(
     }
     let blame = plan.as_ref().and_then(|p| p.constraint_param);
     let assembler = || match &plan {
-        Some(plan) => Assembler::chat(client.chat_format(), plan.parse.clone()),
+        Some(plan) => Assembler::chat(client.chat_format(), plan.parse.clone())
+            .max_calls(if plan.parallel { u32::MAX } else { 1 }),
         None => Assembler::text(),
     };
     let endpoint = match kind {

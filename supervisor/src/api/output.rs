@@ -32,6 +32,8 @@ pub struct Assembler {
     options: ParseOptions,
     /// Ids of the tool calls seen so far, by index.
     call_ids: Vec<String>,
+    /// Calls past this many are dropped (`parallel_tool_calls: false` → 1).
+    max_calls: u32,
     deltas: Vec<Delta>,
 }
 
@@ -43,6 +45,7 @@ impl Assembler {
             format,
             options,
             call_ids: Vec::new(),
+            max_calls: u32::MAX,
             deltas: Vec::new(),
         }
         .with_parser()
@@ -55,8 +58,15 @@ impl Assembler {
             format: ChatFormat::GENERIC,
             options: ParseOptions::default(),
             call_ids: Vec::new(),
+            max_calls: u32::MAX,
             deltas: Vec::new(),
         }
+    }
+
+    /// Keeps at most `n` tool calls (`parallel_tool_calls: false` → 1).
+    pub fn max_calls(mut self, n: u32) -> Self {
+        self.max_calls = n;
+        self
     }
 
     fn with_parser(mut self) -> Self {
@@ -98,7 +108,12 @@ impl Assembler {
     }
 
     fn drain(&mut self, out: &mut Vec<Part>) {
-        for delta in self.deltas.drain(..) {
+        let max_calls = self.max_calls;
+        let deltas = self
+            .deltas
+            .drain(..)
+            .filter(|d| !matches!(d, Delta::ToolCall { index, .. } if *index >= max_calls));
+        for delta in deltas.collect::<Vec<_>>() {
             out.push(match delta {
                 Delta::Content(t) => Part::Content(t),
                 Delta::Reasoning(t) => Part::Reasoning(t),

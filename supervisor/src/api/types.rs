@@ -79,7 +79,7 @@ pub struct ChatCompletionRequest {
     pub messages: Vec<RequestMessage>,
     pub tools: Option<Value>,
     pub tool_choice: Option<Value>,
-    /// Accepted; several calls per turn are always allowed.
+    /// `false`: at most one tool call per turn (default true).
     pub parallel_tool_calls: Option<bool>,
     pub response_format: Option<Value>,
     /// llama-server's extensions: a JSON schema or a GBNF grammar for the output.
@@ -422,12 +422,13 @@ impl TryFrom<ChatCompletionRequest> for GenerationJob {
             "messages",
             "messages must contain at least one message",
         )?;
-        let options = ChatOptions::from_request(
+        let options = ChatOptions::with_parallel(
             r.tools.as_ref(),
             r.tool_choice.as_ref(),
             r.response_format.as_ref(),
             r.json_schema.as_ref(),
             r.grammar.as_ref(),
+            r.parallel_tool_calls.unwrap_or(true),
         )?;
         let mut messages = r
             .messages

@@ -274,7 +274,9 @@ impl ModelActor {
     }
 
     /// Pings a ready worker; one that does not answer within `timeout` is killed
-    /// (the exit is then handled as a crash).
+    /// (the exit is then handled as a crash). So is one whose connection is
+    /// dead while its process lives (a channel that closed or sent something
+    /// undecodable): it could never serve again, yet would look ready.
     fn probe(&mut self, ctx: &mut Context<Self>, timeout: Duration) {
         if self.ping_pending || !matches!(self.state, ModelState::Ready | ModelState::Draining) {
             return;
@@ -289,9 +291,14 @@ impl ModelActor {
                 .into_actor(self)
                 .map(move |result, act, _| {
                     act.ping_pending = false;
-                    if act.generation == generation && result.is_err() {
-                        tracing::error!(model = %act.name, ?timeout,
-                            "worker did not answer its liveness ping; killing it");
+                    let failure = match result {
+                        Ok(Ok(())) => None,
+                        Ok(Err(e)) => Some(format!("its connection is dead ({e})")),
+                        Err(_) => Some(format!("it did not answer within {timeout:?}")),
+                    };
+                    if let (true, Some(why)) = (act.generation == generation, failure) {
+                        tracing::error!(model = %act.name, %why,
+                            "worker failed its liveness ping; killing it");
                         act.hang_kill = true;
                         if let Some(p) = &act.process {
                             p.signal(Signal::SIGKILL);

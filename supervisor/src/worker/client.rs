@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender};
 use llm_node_protocol::{
-    decode, encode, request_id, Command, Event, FailureKind, FinishReason, Prompt, RequestId,
-    SamplingParams, Usage,
+    decode_events, encode, request_id, Command, Event, FailureKind, FinishReason, Prompt,
+    RequestId, SamplingParams, Usage,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -395,9 +395,8 @@ impl Inner {
 
     /// Routes the events of one message; an undecodable one is the reason to give up.
     fn deliver(&self, bytes: &[u8]) -> Result<(), String> {
-        match decode::<Event>(bytes) {
-            Ok(Event::Batch(events)) => events.into_iter().for_each(|e| self.route(e)),
-            Ok(event) => self.route(event),
+        match decode_events(bytes) {
+            Ok(events) => events.into_iter().for_each(|e| self.route(e)),
             Err(e) => return Err(format!("undecodable event: {e}")),
         }
         Ok(())
@@ -658,7 +657,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use ipc_channel::ipc;
-    use llm_node_protocol::{ChatMessage, ChatPrompt};
+    use llm_node_protocol::{decode, encode_events, ChatMessage, ChatPrompt};
 
     use super::*;
 
@@ -673,7 +672,9 @@ mod tests {
             decode(&self.commands.recv().expect("command")).expect("decodes")
         }
         fn send(&self, event: Event) {
-            self.events.send(&encode(&event)).expect("event sent");
+            self.events
+                .send(&encode_events(&[event]))
+                .expect("event sent");
         }
     }
 

@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 
 use ipc_channel::ipc::{self, IpcBytesReceiver, IpcBytesSender};
 use llm_node_protocol::{
-    decode, encode, Command, Event, FailureKind, FinishReason, Prompt, RequestId, SamplingParams,
-    Usage,
+    decode, encode_events, Command, Event, FailureKind, FinishReason, Prompt, RequestId,
+    SamplingParams, Usage,
 };
 
 use super::client::WorkerClient;
@@ -68,7 +68,7 @@ fn serve(
     traces: &Mutex<Vec<String>>,
 ) {
     let send = |e: Event| {
-        let _ = events.send(&encode(&e));
+        let _ = events.send(&encode_events(&[e]));
     };
     let mut hanging = Vec::new();
     while let Ok(bytes) = commands.recv() {

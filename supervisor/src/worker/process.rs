@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use ipc_channel::ipc::{self, IpcBytesReceiver, IpcBytesSender, IpcOneShotServer, IpcSender};
 use llm_node_protocol::{
-    decode, encode, Bootstrap, Command, Event, ModelInfo, WorkerConfig, PROTOCOL_VERSION,
+    decode_events, encode, Bootstrap, Command, Event, ModelInfo, WorkerConfig, PROTOCOL_VERSION,
 };
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -270,7 +270,11 @@ fn handshake(
     let bytes = boot.events[0]
         .recv()
         .map_err(|e| ipc_err("wait for Ready", &e))?;
-    match decode::<Event>(&bytes).map_err(|e| ipc_err("decode", &e))? {
+    let first = decode_events(&bytes)
+        .map_err(|e| ipc_err("decode", &e))?
+        .into_iter()
+        .next();
+    match first.ok_or_else(|| StartError::Ipc("empty first message".into()))? {
         Event::Ready(info) => Ok(Connected {
             commands: boot.commands,
             events: boot.events,
