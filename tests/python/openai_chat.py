@@ -146,10 +146,10 @@ SCHEMAS = [
     {"type": "object", "properties": {"age": {"type": "integer", "minimum": 0, "maximum": 120}}, "required": ["age"]},
     {"type": "object", "properties": {"score": {"type": "number", "minimum": 0, "maximum": 1}}, "required": ["score"]},
     {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]},
-    {"type": "object", "properties": {"tags": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 3}}, "required": ["tags"]},
+    {"type": "object", "properties": {"tags": {"type": "array", "items": {"type": "string", "maxLength": 12}, "minItems": 1, "maxItems": 3}}, "required": ["tags"]},
     {"type": "object", "properties": {"point": {"type": "object", "properties": {"x": {"type": "integer"}, "y": {"type": "integer"}}, "required": ["x", "y"]}}, "required": ["point"]},
     {"type": "object", "properties": {"name": {"type": "string", "minLength": 2, "maxLength": 12}}, "required": ["name"]},
-    {"type": "object", "properties": {"items": {"type": "array", "items": {"type": "object", "properties": {"sku": {"type": "string"}, "qty": {"type": "integer", "minimum": 1, "maximum": 9}}, "required": ["sku", "qty"]}, "maxItems": 2}}, "required": ["items"]},
+    {"type": "object", "properties": {"items": {"type": "array", "items": {"type": "object", "properties": {"sku": {"type": "string", "maxLength": 12}, "qty": {"type": "integer", "minimum": 1, "maximum": 9}}, "required": ["sku", "qty"]}, "maxItems": 2}}, "required": ["items"]},
     {"type": "object", "properties": {"kind": {"const": "event"}, "year": {"type": "integer", "minimum": 1900, "maximum": 2100}}, "required": ["kind", "year"]},
     {"type": "object", "properties": {"value": {"anyOf": [{"type": "integer"}, {"type": "string", "maxLength": 8}]}}, "required": ["value"]},
     {"type": "object", "properties": {"nullable": {"type": ["string", "null"], "maxLength": 10}}, "required": ["nullable"]},
@@ -165,6 +165,9 @@ SCHEMAS = [
     {"type": "object", "properties": {"reply": {"type": "string", "maxLength": 40}, "mood": {"enum": ["happy", "sad"]}}, "required": ["reply", "mood"]},
     {"type": "string", "enum": ["yes", "no"]},
 ]
+# Strings are bounded (maxLength) where the schema lets the model write one:
+# a grammar can force JSON but not make a small model stop talking inside an
+# unbounded string before max_tokens.
 for i, schema in enumerate(SCHEMAS):
     r = client.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "Give me an example value."}],

@@ -64,7 +64,13 @@ impl Node {
 
     /// Starts the node and returns once it listens (models may still load).
     pub fn spawn(parallel: u32, extra: &[&str]) -> Node {
+        Node::spawn_ctx(parallel, 1024, extra)
+    }
+
+    /// [`Node::spawn`] with `ctx` tokens per slot.
+    pub fn spawn_ctx(parallel: u32, ctx: u32, extra: &[&str]) -> Node {
         let parallel = parallel.to_string();
+        let ctx = ctx.to_string();
         let bin = std::env::var("LLM_NODE_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|_| bin_dir().join("llm-node"));
@@ -77,7 +83,7 @@ impl Node {
             "--model",
             &model,
             "--ctx-size",
-            "1024",
+            &ctx,
             "--parallel",
             &parallel,
             "--threads",

@@ -91,7 +91,7 @@ fn request(model: &str, extra: Value) -> Value {
             {"role": "system", "content": "You are a helpful assistant."},
             {"role": "user", "content": "What is the weather in Paris for the next three days?"}
         ],
-        "temperature": 0, "max_tokens": 80,
+        "temperature": 0, "max_tokens": 120,
     });
     body.as_object_mut()
         .unwrap()
@@ -146,16 +146,25 @@ fn every_family_gets_valid_forced_tool_calls_and_structured_output() {
     }
     args.extend(["--max-loaded-models".into(), "4".into()]);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let node = Node::spawn(1, &refs);
+    // Some templates (Command R) write a long preamble.
+    let node = Node::spawn_ctx(1, 4096, &refs);
     let tools = json!([weather_tool()]);
     for (family, _) in FAMILIES {
         node.wait_ready(family);
-        // tool_choice required, whole answer.
-        let body = request(family, json!({"tools": tools, "tool_choice": "required"}));
+        // tool_choice required (one call), whole answer.
+        let body = request(
+            family,
+            json!({"tools": tools, "tool_choice": "required", "parallel_tool_calls": false}),
+        );
         let (status, v) = node.post("/v1/chat/completions", &body);
         assert_eq!(status, 200, "{family}: {v}");
         let choice = &v["choices"][0];
         assert_eq!(choice["finish_reason"], "tool_calls", "{family}: {v}");
+        assert_eq!(
+            choice["message"]["tool_calls"].as_array().map(Vec::len),
+            Some(1),
+            "{v}"
+        );
         let call = &choice["message"]["tool_calls"][0];
         assert_eq!(call["function"]["name"], "get_weather", "{family}: {v}");
         check_weather_args(family, call["function"]["arguments"].as_str().unwrap());

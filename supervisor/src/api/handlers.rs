@@ -2,7 +2,7 @@
 //! model's client through its actor, and renders the worker's answer.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use llm_node_protocol::{TokenLogprob, Usage};
+use llm_node_protocol::{Constraint, TokenLogprob, Usage};
 use serde_json::json;
 
 use super::error::ApiError;
@@ -63,6 +63,11 @@ async fn generate(
     }
     let blame = plan.as_ref().and_then(|p| p.constraint_param);
     let assembler = || match &plan {
+        // A grammar over the whole output (response_format, json_schema,
+        // grammar) makes it the answer itself: no family syntax to parse.
+        Some(plan) if plan.parse.forced.is_none() && whole_output(&plan.constraint) => {
+            Assembler::text()
+        }
         Some(plan) => Assembler::chat(client.chat_format(), plan.parse.clone())
             .max_calls(if plan.parallel { u32::MAX } else { 1 }),
         None => Assembler::text(),
@@ -147,6 +152,14 @@ async fn generate(
             usage: Some(usage),
         }),
     })
+}
+
+/// Whether `constraint` covers the whole output (not a lazy tool-call grammar).
+fn whole_output(constraint: &Option<Constraint>) -> bool {
+    matches!(
+        constraint,
+        Some(Constraint::JsonSchema(_) | Constraint::Grammar(_))
+    )
 }
 
 /// The first event of a generation; a refused constraint is blamed on the

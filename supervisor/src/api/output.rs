@@ -74,8 +74,11 @@ impl Assembler {
         self
     }
 
-    /// The prompt ended inside a reasoning block (known at `Started`).
+    /// The prompt ended inside a reasoning block (known at `Started`). A
+    /// grammar-forced output (`tool_choice` required / named) is JSON from its
+    /// first token, so it never starts as reasoning.
     pub fn started(&mut self, reasoning_open: bool) {
+        let reasoning_open = reasoning_open && self.options.forced.is_none();
         if self.parser.is_some() && reasoning_open != self.options.reasoning_open {
             self.options.reasoning_open = reasoning_open;
             self.parser = Some(OutputParser::new(self.format, self.options.clone()));
