@@ -21,10 +21,12 @@
 //!   eviction, placement, admission, TTL), one actor per model, the
 //!   [`models::Lease`] a request holds, typed state, spec, supervision settings.
 //! - [`store`]: the only way models reach disk: the Ollama layout and the
-//!   router's named directories, registry and Hugging Face pulls, downloads,
-//!   conversion, `--models-dir` discovery.
+//!   router's named directories side by side, registry, Hugging Face and file
+//!   pulls, the one downloader, the one pull runner ([`store::Service`], for
+//!   `/api/pull`, the router's `/pull` and model sync) and hot add, conversion,
+//!   `--models-dir` discovery.
 //! - [`router`]: llm-router membership: register, heartbeat, session, model sync,
-//!   request stats, router pulls.
+//!   request stats; a router pull is a store pull whose progress it reports.
 //! - [`worker`]: spawning and stopping worker processes ([`worker::process`]) and
 //!   multiplexing requests over their IPC channels ([`worker::client`]).
 //!
@@ -115,8 +117,8 @@ impl Node {
         let stored = store::Store::new(&args.store);
         let specs = args.startup_specs(stored.as_ref().ok())?;
         let stored = stored?;
-        let store = actix_web::web::Data::new(store::Service::new(stored.clone()));
-        let store_app = store.clone();
+        let store = std::sync::Arc::new(store::Service::new(stored, args.pull_dir()));
+        let store_app = actix_web::web::Data::from(store.clone());
         let bin = args.worker_bin()?;
         let supervision =
             std::sync::Arc::new(args.supervision.resolve().map_err(ConfigError::from)?);
@@ -128,7 +130,7 @@ impl Node {
             devices = gpus.devices().len(),
             "GPU detection"
         );
-        let member = router::Member::new(args.member_settings(Some(stored)), gpus.clone())?;
+        let member = router::Member::new(args.member_settings(store.clone()), gpus.clone())?;
         let member_app = member.clone();
         let bind = format!("{}:{}", args.host, args.port);
         let bind_error = |source| NodeError::Bind {

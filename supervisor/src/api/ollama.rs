@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::state::{authorize, AppState};
-use crate::store::{sha256_hex, ModelRef, PullEvent, Service};
+use crate::store::{sha256_hex, ModelRef, PullEvent, PullOrder, Service};
 
 /// The store service, as app data: `web::Data<store::Service>`.
 type Store = web::Data<Service>;
@@ -55,7 +55,7 @@ pub async fn pull(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
     let (name, stream) = NameBody::parse(&body)?;
-    let mut events = service.submit(name);
+    let mut events = service.submit(PullOrder::refresh(name));
     if !stream {
         while let Some(event) = events.recv().await {
             if let PullEvent::Done(result) = event {
