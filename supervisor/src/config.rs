@@ -305,11 +305,18 @@ impl Args {
         }
     }
 
-    /// The router membership's settings; `store` resolves bare names for `/pull`.
-    pub fn member_settings(&self, store: Option<store::Store>) -> crate::router::MemberSettings {
+    /// Where the router's pulls put models: `--models-dir`, else `~/.cache/llm-node/models`.
+    pub fn pull_dir(&self) -> PathBuf {
+        self.models_dir.clone().unwrap_or_else(cache_dir)
+    }
+
+    /// The router membership's settings; `store` runs its pulls.
+    pub fn member_settings(
+        &self,
+        store: std::sync::Arc<store::Service>,
+    ) -> crate::router::MemberSettings {
         crate::router::MemberSettings {
             router: self.router.clone(),
-            models_dir: self.models_dir.clone().unwrap_or_else(cache_dir),
             store,
             bind_ip: self.host.parse().ok(),
         }

@@ -21,10 +21,12 @@
 //!   eviction, placement, admission, TTL), one actor per model, the
 //!   [`models::Lease`] a request holds, typed state, spec, supervision settings.
 //! - [`store`]: the only way models reach disk: the Ollama layout and the
-//!   router's named directories, registry and Hugging Face pulls, downloads,
-//!   conversion, `--models-dir` discovery.
+//!   router's named directories side by side, registry, Hugging Face and file
+//!   pulls, the one downloader, the one pull runner ([`store::Service`], for
+//!   `/api/pull`, the router's `/pull` and model sync) and hot add, conversion,
+//!   `--models-dir` discovery.
 //! - [`router`]: llm-router membership: register, heartbeat, session, model sync,
-//!   request stats, router pulls.
+//!   request stats; a router pull is a store pull whose progress it reports.
 //! - [`worker`]: spawning and stopping worker processes ([`worker::process`]) and
 //!   multiplexing requests over their IPC channels ([`worker::client`]).
 //!
@@ -110,31 +112,14 @@ impl Node {
     /// [`NodeError::Config`] for an invalid configuration or a missing worker
     /// binary, [`NodeError::Bind`] when the address cannot be bound.
     pub async fn start(args: Args) -> Result<Node, NodeError> {
-        // As `args.validate()`, but a node whose models are all in the store may name none.
-        // One store for the whole node: startup, the Ollama routes and router pulls.
-        let stored = store::Store::new(&args.store);
-        let specs = args.startup_specs(stored.as_ref().ok())?;
-        let stored = stored?;
-        let store = actix_web::web::Data::new(store::Service::new(stored.clone()));
-        let store_app = store.clone();
+        let (specs, store) = open_store(&args)?;
+        let store_app = actix_web::web::Data::from(store.clone());
         let bin = args.worker_bin()?;
         let supervision =
             std::sync::Arc::new(args.supervision.resolve().map_err(ConfigError::from)?);
-        let gpus =
-            gpu::detect(args.supervision.simulated_gpus.as_deref()).map_err(ConfigError::Gpu)?;
-        let gpus: std::sync::Arc<dyn gpu::GpuProbe> = std::sync::Arc::from(gpus);
-        tracing::info!(
-            probe = gpus.kind(),
-            devices = gpus.devices().len(),
-            "GPU detection"
-        );
-        let member = router::Member::new(args.member_settings(Some(stored)), gpus.clone())?;
+        let gpus = detect_gpus(&args)?;
+        let member = router::Member::new(args.member_settings(store.clone()), gpus.clone())?;
         let member_app = member.clone();
-        let bind = format!("{}:{}", args.host, args.port);
-        let bind_error = |source| NodeError::Bind {
-            addr: bind.clone(),
-            source,
-        };
         // Bind before spawning workers, so a taken port costs no model load.
         let state_slot =
             std::sync::Arc::new(std::sync::OnceLock::<actix_web::web::Data<AppState>>::new());
@@ -160,11 +145,11 @@ impl Node {
         .disable_signals()
         .shutdown_timeout(args.shutdown_timeout_secs)
         .bind((args.host.as_str(), args.port))
-        .map_err(bind_error)?;
+        .map_err(|source| bind_error(&args, source))?;
         let addr = *server
             .addrs()
             .first()
-            .ok_or_else(|| bind_error(std::io::Error::other("no address bound")))?;
+            .ok_or_else(|| bind_error(&args, std::io::Error::other("no address bound")))?;
         let models = Models::start(
             args.model_settings(bin, Some(lanes)),
             specs,
@@ -174,9 +159,7 @@ impl Node {
         );
         let state = AppState::new(models.clone()).into_data();
         let _ = state_slot.set(state.clone());
-        let server = server.run();
-        let handle = server.handle();
-        actix_rt::spawn(server);
+        let handle = spawn_server(server.run());
         tracing::info!("listening on http://{addr}");
         member.start(std::sync::Arc::new(models.clone()), addr);
         // Stored models are served by name:tag; pulls hot-add on this arbiter.
@@ -238,6 +221,44 @@ impl Node {
         tracing::info!("stopping workers");
         self.models.stop_all().await;
     }
+}
+
+/// The startup models and the store service (the one pull runner). As
+/// `args.validate()`, but a node whose models are all in the store may name none.
+fn open_store(
+    args: &Args,
+) -> Result<(Vec<models::ModelSpec>, std::sync::Arc<store::Service>), NodeError> {
+    // One store for the whole node: startup, the Ollama routes and router pulls.
+    let stored = store::Store::new(&args.store);
+    let specs = args.startup_specs(stored.as_ref().ok())?;
+    let service = store::Service::new(stored?, args.pull_dir());
+    Ok((specs, std::sync::Arc::new(service)))
+}
+
+fn bind_error(args: &Args, source: std::io::Error) -> NodeError {
+    NodeError::Bind {
+        addr: format!("{}:{}", args.host, args.port),
+        source,
+    }
+}
+
+/// Runs `server` on the current arbiter; its handle.
+fn spawn_server(server: actix_web::dev::Server) -> ServerHandle {
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    handle
+}
+
+/// The node's GPUs (`--simulated-gpus` included).
+fn detect_gpus(args: &Args) -> Result<std::sync::Arc<dyn gpu::GpuProbe>, NodeError> {
+    let gpus = gpu::detect(args.supervision.simulated_gpus.as_deref()).map_err(ConfigError::Gpu)?;
+    let gpus: std::sync::Arc<dyn gpu::GpuProbe> = std::sync::Arc::from(gpus);
+    tracing::info!(
+        probe = gpus.kind(),
+        devices = gpus.devices().len(),
+        "GPU detection"
+    );
+    Ok(gpus)
 }
 
 /// Runs a node until SIGTERM or SIGINT, then shuts it down gracefully. Prints

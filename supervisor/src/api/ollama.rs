@@ -11,13 +11,16 @@
 //! answered before any streaming, with the OpenAI error body. When the node has
 //! an admin key, pull and delete need it (as `/admin` does).
 
+use std::collections::VecDeque;
+
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tokio::sync::mpsc;
 
 use super::error::ApiError;
 use super::state::{authorize, AppState};
-use crate::store::{sha256_hex, ModelRef, PullEvent, Service};
+use crate::store::{sha256_hex, ModelRef, PullEvent, PullOrder, Service};
 
 /// The store service, as app data: `web::Data<store::Service>`.
 type Store = web::Data<Service>;
@@ -55,22 +58,14 @@ pub async fn pull(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
     let (name, stream) = NameBody::parse(&body)?;
-    let mut events = service.submit(name);
+    let mut events = service.submit(PullOrder::refresh(name));
     if !stream {
-        while let Some(event) = events.recv().await {
-            if let PullEvent::Done(result) = event {
-                return Ok(match result {
-                    Ok(id) => HttpResponse::Ok().json(json!({"status": "success", "model": id})),
-                    Err(e) => return Err(ApiError::from(&e)),
-                });
-            }
-        }
-        return Err(ApiError::Internal);
+        return answer_once(events).await;
     }
     // Hold the response while the manifest or file list is fetched, so a request
     // that cannot work (unknown model, bad repo, missing converter packages)
     // still gets a proper status and error body.
-    let mut held = std::collections::VecDeque::new();
+    let mut held = VecDeque::new();
     loop {
         match events.recv().await {
             None => return Err(ApiError::Internal),
@@ -84,7 +79,33 @@ pub async fn pull(
             }
         }
     }
-    let lines = futures_util::stream::unfold(
+    Ok(HttpResponse::Ok()
+        .content_type("application/x-ndjson")
+        .streaming(ndjson(held, events)))
+}
+
+/// `"stream": false`: one JSON answer once the pull ends.
+async fn answer_once(
+    mut events: mpsc::UnboundedReceiver<PullEvent>,
+) -> Result<HttpResponse, ApiError> {
+    while let Some(event) = events.recv().await {
+        if let PullEvent::Done(result) = event {
+            return match result {
+                Ok(id) => Ok(HttpResponse::Ok().json(json!({"status": "success", "model": id}))),
+                Err(e) => Err(ApiError::from(&e)),
+            };
+        }
+    }
+    Err(ApiError::Internal)
+}
+
+/// The NDJSON lines of a pull: `held` first, then the rest of `events`, ending
+/// after `success` or with `{"error": …}`.
+fn ndjson(
+    held: VecDeque<PullEvent>,
+    events: mpsc::UnboundedReceiver<PullEvent>,
+) -> impl futures_util::Stream<Item = Result<web::Bytes, actix_web::Error>> {
+    futures_util::stream::unfold(
         (held, events, false),
         |(mut held, mut rx, over)| async move {
             if over {
@@ -96,22 +117,14 @@ pub async fn pull(
             };
             let (line, over) = match event {
                 PullEvent::Progress(p) => (serde_json::to_value(p).unwrap_or(Value::Null), false),
-                PullEvent::Done(Ok(_)) => {
-                    return Some((
-                        Ok::<_, actix_web::Error>(web::Bytes::new()),
-                        (held, rx, true),
-                    ))
-                }
+                PullEvent::Done(Ok(_)) => return Some((Ok(web::Bytes::new()), (held, rx, true))),
                 PullEvent::Done(Err(e)) => (json!({"error": e.to_string()}), true),
             };
             let mut bytes = line.to_string().into_bytes();
             bytes.push(b'\n');
             Some((Ok(web::Bytes::from(bytes)), (held, rx, over)))
         },
-    );
-    Ok(HttpResponse::Ok()
-        .content_type("application/x-ndjson")
-        .streaming(lines))
+    )
 }
 
 /// `GET /api/tags`.

@@ -98,17 +98,13 @@ fn execute(cmd: &AdminCommand) -> Result<String, String> {
         .timeout(Duration::from_secs(900))
         .build()
         .map_err(|e| e.to_string())?;
-    let call = |target: &Target, method: reqwest::Method, path: String, body: Option<Value>| {
-        let resp = store::request(&http, target, method, &path, body)?;
-        Ok::<Value, String>(resp.json().unwrap_or(Value::Null))
-    };
-    let post = reqwest::Method::POST;
+    let state = |s: &Value| s["state"].as_str().unwrap_or("?").to_string();
     match cmd {
         AdminCommand::Pull { model, target } => store::pull(target, model),
         AdminCommand::List { target, json } => store::list(target, *json),
         AdminCommand::Rm { model, target } => store::rm(target, model),
         AdminCommand::Ps { target, json } => {
-            let body = call(target, reqwest::Method::GET, "/admin/models".into(), None)?;
+            let body = call(&http, target, reqwest::Method::GET, "/admin/models", None)?;
             Ok(if *json {
                 body.to_string()
             } else {
@@ -121,40 +117,56 @@ fn execute(cmd: &AdminCommand) -> Result<String, String> {
             target,
         } => {
             let body = gpus.as_ref().map(|g| serde_json::json!({"gpus": g}));
-            let s = call(target, post, format!("/admin/models/{model}/load"), body)?;
-            Ok(format!("{model}: {}", s["state"].as_str().unwrap_or("?")))
+            let s = action(&http, target, model, "load", body)?;
+            Ok(format!("{model}: {}", state(&s)))
         }
         AdminCommand::Unload {
             model,
             force,
             target,
         } => {
-            let s = call(
-                target,
-                post,
-                format!("/admin/models/{model}/unload?force={force}"),
-                None,
-            )?;
-            Ok(format!("{model}: {}", s["state"].as_str().unwrap_or("?")))
+            let s = action(&http, target, model, &format!("unload?force={force}"), None)?;
+            Ok(format!("{model}: {}", state(&s)))
         }
         AdminCommand::Restart {
             model,
             force,
             target,
         } => {
-            let s = call(
+            let s = action(
+                &http,
                 target,
-                post,
-                format!("/admin/models/{model}/restart?force={force}"),
+                model,
+                &format!("restart?force={force}"),
                 None,
             )?;
-            Ok(format!(
-                "{model}: {} (pid {})",
-                s["state"].as_str().unwrap_or("?"),
-                s["pid"]
-            ))
+            Ok(format!("{model}: {} (pid {})", state(&s), s["pid"]))
         }
     }
+}
+
+/// One admin call; the JSON answer (`null` when there is none).
+fn call(
+    http: &reqwest::blocking::Client,
+    target: &Target,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> Result<Value, String> {
+    let resp = store::request(http, target, method, path, body)?;
+    Ok(resp.json().unwrap_or(Value::Null))
+}
+
+/// `POST /admin/models/{model}/{what}`.
+fn action(
+    http: &reqwest::blocking::Client,
+    target: &Target,
+    model: &str,
+    what: &str,
+    body: Option<Value>,
+) -> Result<Value, String> {
+    let path = format!("/admin/models/{model}/{what}");
+    call(http, target, reqwest::Method::POST, &path, body)
 }
 
 /// `ps` output: one line per model.

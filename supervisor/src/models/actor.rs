@@ -424,16 +424,34 @@ impl ModelActor {
         force: bool,
         after: AfterStop,
     ) -> ResponseActFuture<Self, Result<(), String>> {
-        let drain = self.shared.supervision.drain_timeout;
         let client = self.client.clone();
-        let mut leases = self.leases.watch();
         if !force && client.is_some() && self.state == ModelState::Ready {
             self.set_state(ModelState::Draining);
         }
-        let wait_idle = async move {
-            if force {
-                return;
+        let drained = match force {
+            true => None,
+            false => Some(self.drained(client)),
+        };
+        Box::pin(
+            async move {
+                if let Some(drained) = drained {
+                    drained.await;
+                }
             }
+            .into_actor(self)
+            .then(move |(), act, _| act.stop_worker(force).into_actor(act))
+            .map(move |(), act, ctx| {
+                act.after_stop(after, ctx);
+                Ok(())
+            }),
+        )
+    }
+
+    /// Resolves once nothing is lent out or in flight, or at the drain timeout.
+    fn drained(&self, client: Option<WorkerClient>) -> impl std::future::Future<Output = ()> {
+        let drain = self.shared.supervision.drain_timeout;
+        let mut leases = self.leases.watch();
+        async move {
             let idle = async {
                 // Lent out but not sent yet counts too (the lease), so both must end.
                 let _ = leases.wait_for(|n| *n == 0).await;
@@ -444,60 +462,56 @@ impl ModelActor {
             if tokio::time::timeout(drain, idle).await.is_err() {
                 tracing::warn!("drain timeout: stopping with requests in flight");
             }
+        }
+    }
+
+    /// Marks the worker stopping and stops it: KILL when `force`, else the
+    /// graceful Shutdown, TERM, KILL sequence.
+    fn stop_worker(&mut self, force: bool) -> impl std::future::Future<Output = ()> {
+        self.generation += 1; // exits of this worker are expected now
+        self.set_state(ModelState::Stopping);
+        let client = self.client.take();
+        let process = self.process.clone();
+        let grace = match &self.launch {
+            Launch::Process {
+                shutdown_timeout, ..
+            } => *shutdown_timeout,
+            #[cfg(test)]
+            Launch::Attached { .. } => Duration::ZERO,
         };
-        Box::pin(
-            wait_idle
-                .into_actor(self)
-                .then(move |(), act, _| {
-                    act.generation += 1; // exits of this worker are expected now
-                    act.set_state(ModelState::Stopping);
-                    let client = act.client.take();
-                    let process = act.process.clone();
-                    let grace = match &act.launch {
-                        Launch::Process {
-                            shutdown_timeout, ..
-                        } => *shutdown_timeout,
-                        #[cfg(test)]
-                        Launch::Attached { .. } => Duration::ZERO,
-                    };
-                    async move {
-                        match (process, force) {
-                            (Some(p), true) => {
-                                p.signal(Signal::SIGKILL);
-                                let _ = tokio::time::timeout(
-                                    grace.max(Duration::from_secs(1)),
-                                    p.exited(),
-                                )
-                                .await;
-                            }
-                            (Some(p), false) => p.stop(client.as_ref(), grace).await,
-                            (None, _) => {
-                                if let Some(c) = client {
-                                    let _ = c.shutdown();
-                                }
-                            }
-                        }
+        async move {
+            match (process, force) {
+                (Some(p), true) => {
+                    p.signal(Signal::SIGKILL);
+                    let _ =
+                        tokio::time::timeout(grace.max(Duration::from_secs(1)), p.exited()).await;
+                }
+                (Some(p), false) => p.stop(client.as_ref(), grace).await,
+                (None, _) => {
+                    if let Some(c) = client {
+                        let _ = c.shutdown();
                     }
-                    .into_actor(act)
-                })
-                .map(move |(), act, ctx| {
-                    act.process = None;
-                    if after == AfterStop::StayStopped {
-                        act.info = None;
-                    }
-                    act.set_state(ModelState::Stopped);
-                    if after == AfterStop::Start {
-                        act.restarts += 1;
-                        act.shared
-                            .metrics
-                            .restarts
-                            .with_label_values(&[&act.name])
-                            .inc();
-                        act.start_worker(ctx);
-                    }
-                    Ok(())
-                }),
-        )
+                }
+            }
+        }
+    }
+
+    /// The worker is gone: stay stopped (forgetting its info) or start a new one.
+    fn after_stop(&mut self, after: AfterStop, ctx: &mut Context<Self>) {
+        self.process = None;
+        if after == AfterStop::StayStopped {
+            self.info = None;
+        }
+        self.set_state(ModelState::Stopped);
+        if after == AfterStop::Start {
+            self.restarts += 1;
+            self.shared
+                .metrics
+                .restarts
+                .with_label_values(&[&self.name])
+                .inc();
+            self.start_worker(ctx);
+        }
     }
 }
 

@@ -484,29 +484,9 @@ impl Models {
             let loaded = statuses.iter().filter(|(_, s)| s.state.is_loaded()).count();
             if max == 0 || loaded < max {
                 let pins = mine.map(|(_, s)| s.gpus.clone()).unwrap_or_default();
-                let gpus = self.place(entry, &pins).map_err(|e| {
-                    tracing::error!(model = %entry.spec.name, "placement: {e}");
-                    capacity_error(&entry.spec.name)
-                })?;
-                entry
-                    .addr
-                    .send(Load { gpus })
-                    .await?
-                    .map_err(|_| capacity_error(&entry.spec.name))?;
-                return Ok(());
+                return self.start_loading(entry, &pins).await;
             }
-            let now = Instant::now();
-            let candidates: Vec<Candidate> = statuses
-                .iter()
-                .filter(|(_, s)| s.state.is_loaded())
-                .map(|(e, s)| Candidate {
-                    name: e.spec.key(),
-                    busy_state: s.state != ModelState::Ready,
-                    active_requests: s.in_flight,
-                    pinned: e.preload,
-                    last_used: now.checked_sub(s.idle_for).unwrap_or(now),
-                })
-                .collect();
+            let candidates = eviction_candidates(&statuses);
             if let Some(victim) = eviction::choose_victim(&candidates).and_then(|v| self.get(v)) {
                 tracing::info!(model = %entry.spec.name, evicting = %victim.spec.name,
                     "loaded-models limit reached; unloading the least recently used idle model");
@@ -521,6 +501,19 @@ impl Models {
                 return Err(capacity_error(&entry.spec.name));
             }
         }
+    }
+
+    /// Places `entry` (on `pins` when it had GPUs) and tells its actor to load.
+    async fn start_loading(&self, entry: &ModelEntry, pins: &[u32]) -> Result<(), ModelsError> {
+        let gpus = self.place(entry, pins).map_err(|e| {
+            tracing::error!(model = %entry.spec.name, "placement: {e}");
+            capacity_error(&entry.spec.name)
+        })?;
+        entry
+            .addr
+            .send(Load { gpus })
+            .await?
+            .map_err(|_| capacity_error(&entry.spec.name))
     }
 
     /// GPUs for `entry` (`None`: CPU, or no pinning needed).
@@ -606,6 +599,22 @@ impl Models {
             }
         }
     }
+}
+
+/// The loaded models, as the eviction policy sees them.
+fn eviction_candidates(statuses: &[(ModelEntry, ModelStatus)]) -> Vec<Candidate> {
+    let now = Instant::now();
+    statuses
+        .iter()
+        .filter(|(_, s)| s.state.is_loaded())
+        .map(|(e, s)| Candidate {
+            name: e.spec.key(),
+            busy_state: s.state != ModelState::Ready,
+            active_requests: s.in_flight,
+            pinned: e.preload,
+            last_used: now.checked_sub(s.idle_for).unwrap_or(now),
+        })
+        .collect()
 }
 
 fn capacity_error(model: &str) -> ModelsError {

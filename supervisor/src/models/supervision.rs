@@ -177,31 +177,7 @@ impl SupervisionArgs {
     /// # Errors
     /// [`SupervisionError`] naming the flag that does not parse.
     pub fn resolve(&self) -> Result<Supervision, SupervisionError> {
-        let preload = match self.preload.trim() {
-            "all" | "" => Preload::All,
-            "none" => Preload::None,
-            list => Preload::Only(
-                list.split(',')
-                    .map(|s| s.trim().to_lowercase())
-                    .filter(|s| !s.is_empty())
-                    .collect(),
-            ),
-        };
-        let mut ttls = HashMap::new();
-        for t in &self.model_ttls {
-            let (name, secs) = split_pair("--model-ttl", t)?;
-            let secs: u64 = secs.parse().map_err(|_| SupervisionError {
-                flag: "--model-ttl",
-                value: t.clone(),
-                why: "seconds must be an integer",
-            })?;
-            ttls.insert(name, Duration::from_secs(secs));
-        }
-        let mut pins = HashMap::new();
-        for p in &self.pins {
-            let (name, gpus) = split_pair("--pin", p)?;
-            pins.insert(name, parse_gpus(gpus)?);
-        }
+        let (preload, ttls, pins) = (self.preload(), self.ttls()?, self.pins()?);
         if !(0.0..1.0).contains(&self.gpu_headroom) {
             return Err(SupervisionError {
                 flag: "--gpu-headroom",
@@ -236,6 +212,47 @@ impl SupervisionArgs {
                 headroom: self.gpu_headroom,
             },
         })
+    }
+}
+
+impl SupervisionArgs {
+    /// `--preload`: `all` (or empty), `none`, or a list of names.
+    fn preload(&self) -> Preload {
+        match self.preload.trim() {
+            "all" | "" => Preload::All,
+            "none" => Preload::None,
+            list => Preload::Only(
+                list.split(',')
+                    .map(|s| s.trim().to_lowercase())
+                    .filter(|s| !s.is_empty())
+                    .collect(),
+            ),
+        }
+    }
+
+    /// `--model-ttl NAME=SECS`, each.
+    fn ttls(&self) -> Result<HashMap<String, Duration>, SupervisionError> {
+        let mut ttls = HashMap::new();
+        for t in &self.model_ttls {
+            let (name, secs) = split_pair("--model-ttl", t)?;
+            let secs: u64 = secs.parse().map_err(|_| SupervisionError {
+                flag: "--model-ttl",
+                value: t.clone(),
+                why: "seconds must be an integer",
+            })?;
+            ttls.insert(name, Duration::from_secs(secs));
+        }
+        Ok(ttls)
+    }
+
+    /// `--pin NAME=GPU[,GPU…]`, each.
+    fn pins(&self) -> Result<HashMap<String, Vec<u32>>, SupervisionError> {
+        let mut pins = HashMap::new();
+        for p in &self.pins {
+            let (name, gpus) = split_pair("--pin", p)?;
+            pins.insert(name, parse_gpus(gpus)?);
+        }
+        Ok(pins)
     }
 }
 

@@ -3,14 +3,16 @@
 //! `docs/router.md` is the user's guide; `shared/router-contract.md` the
 //! facts this follows. The node is a router member when `--router-url` is
 //! set, standalone otherwise; `/pull` and `/api/logs` are served either way
-//! (by `api::router`, which calls [`Member::submit`]).
+//! (by `api::router`, which calls [`Member::submit`]). Membership only: models
+//! reach disk through the store ([`crate::store::Service`]), which runs every
+//! pull; a router pull is a store pull whose progress is reported to the router.
 //!
 //! # Layout
 //! - [`config`]: [`RouterArgs`] (flags and `LLM_*` variables) and the JSON config file.
 //! - [`client`]: the router's HTTP API, one method per call, with timeouts.
 //! - [`register`], [`heartbeat`]: what registration and heartbeats send (pure functions).
 //! - [`session`]: the register → heartbeat → re-register loop.
-//! - [`pull`], [`transfer`]: `/pull` and model acquisition (into `store::named_dirs`).
+//! - [`pull`]: `/pull` bodies as store pull orders, and their progress reports.
 //! - [`sync`]: periodic model sync with the router's `/v1/models`.
 //! - [`stats`]: request figures for heartbeats (an actix middleware).
 //! - [`models_impl`]: [`NodeModels`] for the node's model registry.
@@ -20,7 +22,7 @@
 //! and the GPU gate (the router refuses GPU-less nodes with 403, so we refuse
 //! to start instead). [`Member::start`] runs once the server is serving
 //! (the router probes `/v1/models` before it answers the registration) and
-//! spawns the session, sync and pull tasks on the caller's arbiter, the one
+//! spawns the session and sync tasks on the caller's arbiter, the one
 //! that owns the model actors. [`Member::stop`] ends them and tells the router
 //! the node is leaving, before the server drains.
 
@@ -33,15 +35,13 @@ pub mod register;
 pub mod session;
 pub mod stats;
 pub mod sync;
-pub mod transfer;
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 pub use config::RouterArgs;
 pub use pull::{PullJob, PullRejected, PullRequest};
@@ -50,22 +50,12 @@ pub use stats::RequestStats;
 use crate::gpu::GpuProbe;
 use crate::models::ModelState;
 use client::RouterClient;
-use pull::{PullQueue, PullRunner};
 use session::{Identity, Session};
 
 /// What the router code needs from the node's models.
 pub trait NodeModels: Send + Sync + 'static {
     /// Every model the node knows, with its state.
     fn snapshot(&self) -> BoxFuture<'static, Vec<ModelSnapshot>>;
-    /// Registers a newly acquired GGUF under `name` so it is servable at once
-    /// (hot add); `chat_template` overrides the GGUF's. Adding a name that is
-    /// already served is not an error.
-    fn add_model(
-        &self,
-        name: String,
-        path: PathBuf,
-        chat_template: Option<String>,
-    ) -> BoxFuture<'static, Result<(), String>>;
 }
 
 /// One model as the router code sees it.
@@ -121,10 +111,8 @@ pub enum RouterError {
 pub struct MemberSettings {
     /// `--router-url` and the other router flags.
     pub router: RouterArgs,
-    /// Where acquired models go: `--models-dir`, else `~/.cache/llm-node/models`.
-    pub models_dir: PathBuf,
-    /// Resolves bare names (`gpt-oss:20b`) for `/pull`.
-    pub store: Option<crate::store::Store>,
+    /// The store's pull runner, which runs `/pull` and model sync.
+    pub store: Arc<crate::store::Service>,
     /// The address the HTTP server binds, when it is one IP (to choose the one to advertise).
     pub bind_ip: Option<IpAddr>,
 }
@@ -138,15 +126,9 @@ pub struct Member {
 struct Inner {
     /// `None`: standalone.
     router: Option<RouterSetup>,
-    models_dir: PathBuf,
-    /// Client for downloads: connect and read timeouts, no overall one.
-    downloads: reqwest::Client,
     stats: RequestStats,
-    queue: PullQueue,
-    /// Resolves bare names (`gpt-oss:20b`) for `/pull` (see `pull::resolve_by_name`).
-    store: Option<crate::store::Store>,
-    /// Taken by [`Member::start`]; jobs submitted before it wait in the channel.
-    queue_rx: Mutex<Option<mpsc::UnboundedReceiver<PullJob>>>,
+    /// Runs the pulls.
+    store: Arc<crate::store::Service>,
     running: Mutex<Option<Running>>,
 }
 
@@ -171,25 +153,15 @@ impl Member {
     /// # Errors
     /// [`RouterError::NoGpu`] in router mode without a (simulated) GPU; a bad URL.
     pub fn new(settings: MemberSettings, gpus: Arc<dyn GpuProbe>) -> Result<Self, RouterError> {
-        let downloads = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| RouterError::Http(e.to_string()))?;
         let router = match settings.router.enabled() {
             true => Some(Self::setup(&settings, gpus)?),
             false => None,
         };
-        let (queue, queue_rx) = PullQueue::new();
         Ok(Self {
             inner: Arc::new(Inner {
                 router,
-                models_dir: settings.models_dir,
-                downloads,
                 stats: RequestStats::default(),
-                queue,
                 store: settings.store,
-                queue_rx: Mutex::new(Some(queue_rx)),
                 running: Mutex::new(None),
             }),
         })
@@ -233,30 +205,26 @@ impl Member {
         &self.inner.stats
     }
 
-    /// Queues a router pull (`POST /pull`); it runs in the background.
+    /// Queues a router pull (`POST /pull`, model sync) with the store; it runs in
+    /// the background, its progress reported to the router when it has a task id.
+    /// Must run on an actix arbiter (the reporter is spawned there).
     pub fn submit(&self, job: PullJob) {
-        self.inner.queue.submit(job);
+        let client = self.inner.router.as_ref().map(|r| &r.client);
+        let events = self.inner.store.submit(job.order(client.map(|c| c.base())));
+        if let (Some(client), Some(task)) = (client, job.task_id) {
+            actix_rt::spawn(pull::report(client.clone(), task, events));
+        }
     }
 
-    /// Where acquired models go: `--models-dir`, else `~/.cache/llm-node/models`.
-    pub fn models_dir(&self) -> &std::path::Path {
-        &self.inner.models_dir
-    }
-
-    /// Starts pulling, and in router mode registering, heartbeating and syncing, as tasks
-    /// on the current arbiter. Call once the HTTP server on `listen` is serving.
+    /// In router mode, starts registering, heartbeating and syncing, as tasks on
+    /// the current arbiter. Call once the HTTP server on `listen` is serving.
     /// A second call does nothing.
     pub fn start(&self, models: Arc<dyn NodeModels>, listen: SocketAddr) {
-        let Some(rx) = self.take_queue() else { return };
+        let mut running = self.inner.running.lock().unwrap_or_else(|e| e.into_inner());
+        if running.is_some() {
+            return;
+        }
         let mut tasks = Vec::new();
-        let runner = PullRunner {
-            models: models.clone(),
-            router: self.inner.router.as_ref().map(|r| r.client.clone()),
-            http: self.inner.downloads.clone(),
-            models_dir: self.inner.models_dir.clone(),
-            store: self.inner.store.clone(),
-        };
-        tasks.push(actix_rt::spawn(runner.run(rx)));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let identity = Arc::new(Mutex::new(None));
         if let Some(router) = &self.inner.router {
@@ -279,31 +247,24 @@ impl Member {
                 tasks.push(actix_rt::spawn(sync::run(
                     router.client.clone(),
                     models,
-                    self.inner.queue.clone(),
+                    self.clone(),
                     interval,
                     registrations_rx,
                     shutdown_rx,
                 )));
             }
         }
-        *self.inner.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(Running {
+        *running = Some(Running {
             shutdown,
             identity,
             tasks,
         });
     }
 
-    fn take_queue(&self) -> Option<mpsc::UnboundedReceiver<PullJob>> {
-        self.inner
-            .queue_rx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-    }
-
-    /// Stops heartbeats, sync and new pulls, then tells the router the node is leaving
-    /// (`POST /api/nodes/{id}/disconnect`, at most a few seconds). Pulls under way are
-    /// abandoned with their `.partial` files, which the next pull resumes.
+    /// Stops heartbeats and sync, then tells the router the node is leaving
+    /// (`POST /api/nodes/{id}/disconnect`, at most a few seconds). Pulls under way
+    /// belong to the store; they end with the node, leaving their `-partial` files,
+    /// which the next pull resumes.
     pub async fn stop(&self) {
         let running = self
             .inner

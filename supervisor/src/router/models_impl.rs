@@ -1,11 +1,9 @@
 //! [`NodeModels`] for the node's model registry ([`crate::models::Models`]).
 
-use std::path::PathBuf;
-
 use futures_util::future::BoxFuture;
 
 use super::{ModelSnapshot, NodeModels};
-use crate::models::{AddModelError, ModelSpec, ModelState, Models};
+use crate::models::{ModelState, Models};
 
 impl NodeModels for Models {
     fn snapshot(&self) -> BoxFuture<'static, Vec<ModelSnapshot>> {
@@ -23,25 +21,6 @@ impl NodeModels for Models {
                     in_flight: status.in_flight,
                 })
                 .collect()
-        })
-    }
-
-    fn add_model(
-        &self,
-        name: String,
-        path: PathBuf,
-        chat_template: Option<String>,
-    ) -> BoxFuture<'static, Result<(), String>> {
-        let models = self.clone();
-        Box::pin(async move {
-            // `load: true`: it starts loading now, so it is ready when the router hears 1.0.
-            match models
-                .add(ModelSpec { name, path }, chat_template, true)
-                .await
-            {
-                Ok(()) | Err(AddModelError::Exists(_)) => Ok(()),
-                Err(e) => Err(e.to_string()),
-            }
         })
     }
 }

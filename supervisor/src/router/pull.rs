@@ -1,40 +1,31 @@
-//! Model acquisition for `POST /pull` (contract §3.4) and model sync.
+//! `POST /pull` (contract §3.4) and model sync, as store pulls.
 //!
-//! The HTTP handler only validates and queues a [`PullJob`]: it answers at
-//! once, whatever happens next. [`PullRunner`] runs on the node's main arbiter
-//! (the one that owns the model actors, so a hot-added model outlives any HTTP
-//! worker thread) and, for each job:
+//! The HTTP handler only validates the body into a [`PullJob`] and hands it to
+//! [`super::Member::submit`], which queues a [`PullOrder`] with the store's one
+//! pull runner ([`crate::store::Service`]): a file pull into the router's named
+//! directories (the router's `path` when this host can read it, else
+//! `download_url`, else the store's own names), hot-added and loaded. The
+//! answer goes out at once, whatever happens next. What comes back from the
+//! store is turned into the router's progress reports by [`report`].
 //!
-//! 1. skips it when the model is already served (reporting 1.0), or joins it to a
-//!    pull of the same model already under way;
-//! 2. acquires the file ([`super::transfer`]): the router's `path` when this host can
-//!    read it, else `download_url`, else the name-resolution hook [`resolve_by_name`];
-//! 3. hot-adds it through [`NodeModels::add_model`] and reports progress 1.0.
-//!
-//! Progress goes to `POST /api/tasks/{task_id}/progress` from one reporter task
-//! per job, so reports are sequential (monotonic at the router), at most one per
-//! [`REPORT_INTERVAL`], and never slow the transfer down. A failure is logged;
-//! the router has no way to hear of it (contract §4.3).
+//! Progress goes to `POST /api/tasks/{task_id}/progress`, sequentially
+//! (monotonic at the router), at most one per [`REPORT_INTERVAL`], never
+//! slowing the transfer down, below 1.0 until the model is served; then 1.0. A
+//! failure is logged by the store; the router has no way to hear of it
+//! (contract §4.3).
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::rc::Rc;
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch};
 
 use super::client::{ProgressRequest, RouterClient};
-use super::transfer::{self, Source, TransferError};
-use super::NodeModels;
-use crate::store::named_dirs::{model_dir, model_file};
+use crate::store::named_dirs::model_dir;
+use crate::store::{FilePull, Progress, PullEvent, PullOrder, PullSource};
 
 /// Shortest time between two progress reports of one task.
 pub const REPORT_INTERVAL: Duration = Duration::from_millis(250);
-/// Transfers running at once; more wait their turn.
-const CONCURRENT_TRANSFERS: usize = 2;
 
 /// `POST /pull` body. Every field but `model` may be missing or `null`; unknown
 /// fields are ignored. `size` and `sha256` are ours (the router never sends them).
@@ -98,274 +89,123 @@ impl TryFrom<PullRequest> for PullJob {
     }
 }
 
-/// Where a pull with neither a readable `path` nor a `download_url` comes from:
-/// the model store ([`crate::store`]), which has the name already or pulls it from
-/// its registry or Hugging Face (the router's predefined models, contract §6, are
-/// such names). `None` when the name is not a store name or there is no store.
-pub async fn resolve_by_name(
-    store: Option<&crate::store::Store>,
-    model: &str,
-    progress: &watch::Sender<Option<ProgressRequest>>,
-) -> Option<Result<PathBuf, TransferError>> {
-    let name = crate::store::ModelRef::parse(model).ok()?;
-    let on_progress = |p: crate::store::Progress| {
-        if let (Some(done), Some(total)) = (p.completed, p.total.filter(|t| *t > 0)) {
-            let fraction = (done as f64 / total as f64).clamp(0.0, 0.99) as f32;
-            progress.send_replace(Some(ProgressRequest {
-                progress: fraction,
-                speed: None,
-            }));
+impl PullJob {
+    /// The store pull for this job: a file pull into the named directories,
+    /// served under the router's id and loaded at once, skipped when served.
+    /// A relative `download_url` is resolved against `router`; one that is not
+    /// `http(s)` is dropped with a warning.
+    pub fn order(&self, router: Option<&reqwest::Url>) -> PullOrder {
+        let url = self.download_url.as_ref().and_then(|url| {
+            let resolved = match (reqwest::Url::parse(url), router) {
+                (Ok(url), _) => Some(url),
+                (Err(_), Some(base)) => base.join(url).ok(),
+                (Err(_), None) => None,
+            };
+            let usable = resolved.filter(|u| matches!(u.scheme(), "http" | "https"));
+            if usable.is_none() {
+                tracing::warn!(model = %self.model, "ignoring unusable download_url {url:?}");
+            }
+            usable
+        });
+        PullOrder {
+            id: self.model.clone(),
+            source: PullSource::File(FilePull {
+                model: self.model.clone(),
+                path: self.path.clone(),
+                url,
+                chat_template: self.chat_template.clone(),
+                size: self.size,
+                sha256: self.sha256.clone(),
+            }),
+            unless_served: true,
+            load: true,
         }
-    };
-    let result = store?.ensure(&name, &on_progress).await;
-    Some(
-        result
-            .map(|m| m.gguf)
-            .map_err(|e| TransferError::Source(format!("{model}: {e}"))),
-    )
-}
-
-/// The sending side of the pull queue; cheap to clone, usable from any thread.
-#[derive(Clone)]
-pub struct PullQueue {
-    tx: mpsc::UnboundedSender<PullJob>,
-}
-
-impl PullQueue {
-    /// A queue and the receiver its runner will drain.
-    pub fn new() -> (Self, mpsc::UnboundedReceiver<PullJob>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (Self { tx }, rx)
-    }
-
-    /// Queues `job`; jobs queued before the runner starts wait for it.
-    pub fn submit(&self, job: PullJob) {
-        tracing::info!(model = %job.model, task_id = job.task_id.as_deref().unwrap_or("-"),
-            "model pull queued");
-        let _ = self.tx.send(job);
     }
 }
 
-/// Executes queued jobs; see the module docs.
-pub struct PullRunner {
-    pub models: Arc<dyn NodeModels>,
-    pub router: Option<RouterClient>,
-    /// Client for downloads (no overall timeout; connect and read timeouts).
-    pub http: reqwest::Client,
-    pub models_dir: PathBuf,
-    /// Resolves names that come without a source ([`resolve_by_name`]).
-    pub store: Option<crate::store::Store>,
+/// Progress arithmetic of one task: a monotonic fraction below 1 (1.0 is sent
+/// only once the model is served) and integer bytes per second, counted from
+/// the first report of each file (bytes resumed from disk are not speed).
+#[derive(Debug, Clone, Default)]
+pub struct Meter {
+    /// The file being counted, its bytes and the time at its first report.
+    file: Option<(String, u64, Instant)>,
+    last: f32,
 }
 
-/// Pulls under way: model key → extra task ids to complete with it.
-type Active = Rc<RefCell<HashMap<String, Vec<String>>>>;
-
-impl PullRunner {
-    /// Runs until the queue closes. Must run on a local set (an actix arbiter):
-    /// jobs are spawned with `actix_rt::spawn`.
-    pub async fn run(self, mut rx: mpsc::UnboundedReceiver<PullJob>) {
-        let this = Rc::new(self);
-        let active: Active = Rc::default();
-        let limit = Rc::new(Semaphore::new(CONCURRENT_TRANSFERS));
-        while let Some(job) = rx.recv().await {
-            let key = job.model.to_lowercase();
-            if let Some(waiters) = active.borrow_mut().get_mut(&key) {
-                tracing::info!(model = %job.model, "pull joins the one already under way");
-                waiters.extend(job.task_id);
-                continue;
-            }
-            let served = this
-                .models
-                .snapshot()
-                .await
-                .iter()
-                .any(|m| m.name.eq_ignore_ascii_case(&job.model));
-            if served {
-                tracing::info!(model = %job.model, "pull: model already served");
-                if let Some(task) = &job.task_id {
-                    this.report_done(task).await;
-                }
-                continue;
-            }
-            active.borrow_mut().insert(key.clone(), Vec::new());
-            let (this, active, limit) = (this.clone(), active.clone(), limit.clone());
-            actix_rt::spawn(async move {
-                let ok = match limit.acquire().await {
-                    Ok(_permit) => this.execute(&job).await,
-                    Err(_) => false,
-                };
-                let waiters = active.borrow_mut().remove(&key).unwrap_or_default();
-                if ok {
-                    for task in waiters {
-                        this.report_done(&task).await;
-                    }
-                }
-            });
-        }
-    }
-
-    /// Acquires and hot-adds one model; `true` on success. Failures are logged here.
-    async fn execute(&self, job: &PullJob) -> bool {
-        let (progress_tx, progress_rx) = watch::channel(None);
-        let reporter = match (&self.router, &job.task_id) {
-            (Some(router), Some(task)) => Some(actix_rt::spawn(report_progress(
-                router.clone(),
-                task.clone(),
-                progress_rx,
-            ))),
-            _ => None,
-        };
-        let result = self.acquire(job, progress_tx).await;
-        if let Some(reporter) = reporter {
-            // The sender is gone: the reporter sends nothing more after its current report.
-            let _ = reporter.await;
-        }
-        let result = match result {
-            Ok(path) => self
-                .models
-                .add_model(job.model.clone(), path.clone(), job.chat_template.clone())
-                .await
-                .map(|()| path)
-                .map_err(TransferError::Add),
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(path) => {
-                tracing::info!(model = %job.model, path = %path.display(), "model pulled and served");
-                if let Some(task) = &job.task_id {
-                    self.report_done(task).await;
-                }
-                true
-            }
-            Err(e) => {
-                tracing::error!(model = %job.model, task_id = job.task_id.as_deref().unwrap_or("-"),
-                    "model pull failed: {e}");
-                false
-            }
-        }
-    }
-
-    async fn acquire(
-        &self,
-        job: &PullJob,
-        progress: watch::Sender<Option<ProgressRequest>>,
-    ) -> Result<PathBuf, TransferError> {
-        let dest = model_file(&self.models_dir, &job.model)
-            .map_err(|e| TransferError::Source(e.to_string()))?;
-        write_metadata(&dest, job.chat_template.as_deref()).await;
-        // Already here and intact (an earlier pull, or put there by hand): adopt it.
-        if transfer::verify(&dest, job.size, job.sha256.as_deref())
-            .await
-            .is_ok()
+impl Meter {
+    /// The report for one store progress line at `now`; `None` without byte counts.
+    pub fn report(&mut self, p: &Progress, now: Instant) -> Option<ProgressRequest> {
+        let (done, total) = (p.completed?, p.total.filter(|t| *t > 0)?);
+        if self
+            .file
+            .as_ref()
+            .is_none_or(|(status, ..)| *status != p.status)
         {
-            tracing::info!(model = %job.model, path = %dest.display(), "model file already present");
-            return Ok(dest);
+            self.file = Some((p.status.clone(), done, now));
         }
-        let sources = match sources(job, self.router.as_ref().map(|r| r.base())) {
-            Ok(sources) => sources,
-            Err(e) => {
-                let store = self.store.as_ref();
-                return resolve_by_name(store, &job.model, &progress)
-                    .await
-                    .unwrap_or(Err(e));
-            }
-        };
-        let mut last = TransferError::Source("no source".into());
-        for source in sources {
-            match transfer::fetch(&self.http, &source, &dest, job, &progress).await {
-                Ok(()) => return Ok(dest),
-                Err(e) => {
-                    tracing::warn!(model = %job.model, source = %source, "acquisition failed: {e}");
-                    last = e;
+        let (_, first, start) = self.file.as_ref()?;
+        let fraction = (done as f64 / total as f64).clamp(0.0, 0.99) as f32;
+        self.last = self.last.max(fraction);
+        let secs = now.duration_since(*start).as_secs_f64();
+        let speed =
+            (secs > 0.0).then(|| (done.saturating_sub(*first) as f64 / secs).round() as u64);
+        Some(ProgressRequest {
+            progress: self.last,
+            speed,
+        })
+    }
+}
+
+/// Turns the store's events for one pull into the router's progress reports
+/// for `task`, ending with 1.0 once the model is served.
+pub async fn report(
+    router: RouterClient,
+    task: String,
+    mut events: mpsc::UnboundedReceiver<PullEvent>,
+) {
+    let (latest, latest_rx) = watch::channel(None);
+    let sender = actix_rt::spawn(send_latest(router.clone(), task.clone(), latest_rx));
+    let mut meter = Meter::default();
+    let mut served = false;
+    while let Some(event) = events.recv().await {
+        match event {
+            PullEvent::Progress(p) => {
+                if let Some(r) = meter.report(&p, Instant::now()) {
+                    latest.send_replace(Some(r));
                 }
             }
+            PullEvent::Done(result) => served = result.is_ok(),
         }
-        Err(last)
     }
-
-    /// Sends the final 1.0, retrying a little (it is what marks the model loaded on the router).
-    async fn report_done(&self, task: &str) {
-        let Some(router) = &self.router else { return };
-        let done = ProgressRequest {
-            progress: 1.0,
-            speed: None,
-        };
-        for delay in [100, 200, 400, 0] {
-            match router.progress(task, done).await {
-                Ok(()) => return,
-                Err(e) if delay == 0 => {
-                    tracing::warn!(task_id = task, "final progress report failed: {e}")
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(delay)).await,
-            }
-        }
+    drop(latest);
+    // The sender is gone: the reporter sends nothing more after its current report.
+    let _ = sender.await;
+    if served {
+        report_done(&router, &task).await;
     }
 }
 
-/// The sources to try for `job`, in order (contract §4.4): the router's `path` when readable here, `download_url` (relative ones against the
-/// router's URL), then [`resolve_by_name`].
-///
-/// # Errors
-/// [`TransferError::Source`] when there is none, naming what was offered.
-pub fn sources(job: &PullJob, router: Option<&reqwest::Url>) -> Result<Vec<Source>, TransferError> {
-    let mut out = Vec::new();
-    if let Some(path) = job.path.as_ref().filter(|p| is_readable_file(p)) {
-        out.push(Source::Path(path.clone()));
-    }
-    if let Some(url) = &job.download_url {
-        let resolved = match (reqwest::Url::parse(url), router) {
-            (Ok(url), _) => Some(url),
-            (Err(_), Some(base)) => base.join(url).ok(),
-            (Err(_), None) => None,
-        };
-        match resolved.filter(|u| matches!(u.scheme(), "http" | "https")) {
-            Some(url) => out.push(Source::Url(url)),
-            None => tracing::warn!(model = %job.model, "ignoring unusable download_url {url:?}"),
-        }
-    }
-    if out.is_empty() {
-        return Err(TransferError::Source(format!(
-            "no source for {}: path {} and download_url {}, and the name is not in the model store",
-            job.model,
-            match &job.path {
-                Some(p) => format!("{} is not a readable file on this host", p.display()),
-                None => "is null".into(),
-            },
-            if job.download_url.is_some() {
-                "is unusable"
-            } else {
-                "is null"
-            },
-        )));
-    }
-    Ok(out)
-}
-
-fn is_readable_file(path: &Path) -> bool {
-    std::fs::File::open(path)
-        .and_then(|f| f.metadata())
-        .is_ok_and(|m| m.is_file())
-}
-
-/// Writes `<dir>/metadata.json` with the chat template, when one is given (contract §4.4).
-async fn write_metadata(dest: &Path, chat_template: Option<&str>) {
-    let (Some(template), Some(dir)) = (chat_template, dest.parent()) else {
-        return;
+/// Sends the final 1.0, retrying a little (it is what marks the model loaded on the router).
+async fn report_done(router: &RouterClient, task: &str) {
+    let done = ProgressRequest {
+        progress: 1.0,
+        speed: None,
     };
-    let body = serde_json::json!({ "chat_template": template }).to_string();
-    let result = async {
-        tokio::fs::create_dir_all(dir).await?;
-        tokio::fs::write(dir.join("metadata.json"), body).await
-    }
-    .await;
-    if let Err(e) = result {
-        tracing::warn!(dir = %dir.display(), "cannot write metadata.json: {e}");
+    for delay in [100, 200, 400, 0] {
+        match router.progress(task, done).await {
+            Ok(()) => return,
+            Err(e) if delay == 0 => {
+                tracing::warn!(task_id = task, "final progress report failed: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(delay)).await,
+        }
     }
 }
 
-/// Reports the latest progress of one task until the transfer drops its sender:
+/// Reports the latest progress of one task until the pull drops its sender:
 /// one report at a time, at most one per [`REPORT_INTERVAL`].
-async fn report_progress(
+async fn send_latest(
     router: RouterClient,
     task: String,
     mut rx: watch::Receiver<Option<ProgressRequest>>,
@@ -415,31 +255,74 @@ mod tests {
     }
 
     #[test]
-    fn sources_prefer_a_readable_path_then_the_url() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("m.gguf");
-        std::fs::write(&file, b"GGUF").unwrap();
+    fn orders_resolve_relative_urls_and_drop_unusable_ones() {
         let base = reqwest::Url::parse("http://router:8080/").unwrap();
-        let mut j =
-            job(serde_json::json!({"model":"m","path": file, "download_url": "/files/m.gguf"}))
-                .unwrap();
-        let s = sources(&j, Some(&base)).unwrap();
+        let j = job(
+            serde_json::json!({"model":"m","task_id":"t","path":"/r/m.gguf",
+            "download_url":"/files/m.gguf","sha256":"AB"}),
+        )
+        .unwrap();
+        let order = j.order(Some(&base));
+        assert_eq!(order.id, "m");
+        assert!(order.unless_served && order.load);
+        let PullSource::File(file) = order.source else {
+            panic!("a file pull")
+        };
         assert_eq!(
-            s,
-            [
-                Source::Path(file.clone()),
-                Source::Url("http://router:8080/files/m.gguf".parse().unwrap())
-            ]
+            file.url.unwrap().as_str(),
+            "http://router:8080/files/m.gguf"
         );
-        j.path = Some("/no/such/file".into());
-        assert_eq!(sources(&j, Some(&base)).unwrap().len(), 1);
-        j.download_url = Some("ftp://x/y".into());
-        let err = sources(&j, Some(&base)).unwrap_err().to_string();
-        assert!(err.contains("not a readable file"), "{err}");
-        let bare = job(serde_json::json!({"model":"gpt-oss:20b"})).unwrap();
-        assert!(sources(&bare, None)
-            .unwrap_err()
-            .to_string()
-            .contains("is null"));
+        assert_eq!(file.path, Some(PathBuf::from("/r/m.gguf")));
+        assert_eq!(file.sha256.as_deref(), Some("ab"));
+        let ftp = job(serde_json::json!({"model":"m","download_url":"ftp://x/y"})).unwrap();
+        let PullSource::File(file) = ftp.order(Some(&base)).source else {
+            panic!("a file pull")
+        };
+        assert_eq!(file.url, None);
+    }
+
+    #[test]
+    fn meter_is_monotonic_below_one_with_integer_speed() {
+        let t0 = Instant::now();
+        let mut m = Meter::default();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        assert_eq!(m.report(&bytes("a", 0, 1000), at(0)).unwrap().progress, 0.0);
+        let r = m.report(&bytes("a", 500, 1000), at(500)).unwrap();
+        assert_eq!(r.progress, 0.5);
+        assert_eq!(r.speed, Some(1000));
+        let r = m.report(&bytes("b", 400, 1000), at(1000)).unwrap();
+        assert_eq!(r.progress, 0.5, "never goes back");
+        let r = m.report(&bytes("b", 1000, 1000), at(1600)).unwrap();
+        assert_eq!(r.progress, 0.99, "1.0 is kept for when the model is served");
+        assert_eq!(
+            r.speed,
+            Some(1000),
+            "bytes of this file, from its first report"
+        );
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(json.contains("\"speed\":1000"), "{json}");
+        assert!(m
+            .report(&Progress::status("writing manifest"), at(2000))
+            .is_none());
+    }
+
+    #[test]
+    fn resumed_bytes_do_not_count_as_speed() {
+        let t0 = Instant::now();
+        let mut m = Meter::default();
+        m.report(&bytes("a", 900, 1000), t0);
+        let r = m
+            .report(&bytes("a", 1000, 1000), t0 + Duration::from_secs(1))
+            .unwrap();
+        assert_eq!(r.speed, Some(100));
+    }
+
+    fn bytes(status: &str, completed: u64, total: u64) -> Progress {
+        Progress {
+            status: status.into(),
+            digest: None,
+            total: Some(total),
+            completed: Some(completed),
+        }
     }
 }

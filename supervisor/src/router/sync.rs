@@ -14,8 +14,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::client::{CallError, RouterClient, RouterModel};
-use super::pull::{PullJob, PullQueue};
-use super::{ModelSnapshot, NodeModels};
+use super::pull::PullJob;
+use super::{Member, ModelSnapshot, NodeModels};
 
 /// The pulls that bring this node up to the router's list: one per listed model that
 /// is not served here (ids compared case-insensitively) and offers a source.
@@ -49,7 +49,7 @@ fn has_text(s: &Option<String>) -> bool {
 pub async fn run(
     client: RouterClient,
     models: Arc<dyn NodeModels>,
-    queue: PullQueue,
+    member: Member,
     interval: Duration,
     mut registrations: watch::Receiver<u64>,
     mut shutdown: watch::Receiver<bool>,
@@ -64,7 +64,7 @@ pub async fn run(
             Ok(list) => {
                 let local = models.snapshot().await;
                 for job in missing_models(&list, &local) {
-                    queue.submit(job);
+                    member.submit(job);
                 }
             }
             Err(CallError::Status { status: 401, .. }) if !warned_auth => {

@@ -64,6 +64,8 @@ pub enum DownloadError {
     },
     #[error("file error: {0}")]
     Io(String),
+    #[error("the bytes are not the model's: {0}")]
+    Mismatch(String),
 }
 
 /// The parts of one blob, persisted in `<blob>-partial.json`.
@@ -133,11 +135,88 @@ enum PartEnd {
     Fatal(DownloadError),
 }
 
+impl PartEnd {
+    /// How telling a failure is: a fatal one, then Range ignored, then a retry.
+    fn rank(&self) -> u8 {
+        match self {
+            PartEnd::Done => 0,
+            PartEnd::Retry(_) => 1,
+            PartEnd::RangeIgnored => 2,
+            PartEnd::Fatal(_) => 3,
+        }
+    }
+}
+
+/// One part to fetch: its file, its byte range and how to ask for the rest of it.
+struct Part<'a> {
+    file: &'a Path,
+    start: u64,
+    /// Exclusive end; `u64::MAX` while the blob's size is unknown.
+    end: u64,
+    /// The only part of its blob (a request from byte 0 needs no `Range`).
+    single: bool,
+}
+
+impl Part<'_> {
+    fn known_end(&self) -> bool {
+        self.end != u64::MAX
+    }
+}
+
+/// Bytes of one blob on disk so far, and the throttled progress callback.
+struct Tally<'a> {
+    done: AtomicU64,
+    /// The blob's size; 0 while unknown (learnt from the first response then).
+    total: AtomicU64,
+    last: std::sync::Mutex<Instant>,
+    progress: &'a (dyn Fn(u64, Option<u64>) + Sync),
+}
+
+impl<'a> Tally<'a> {
+    fn new(done: u64, total: Option<u64>, progress: &'a (dyn Fn(u64, Option<u64>) + Sync)) -> Self {
+        Self {
+            done: AtomicU64::new(done),
+            total: AtomicU64::new(total.unwrap_or(0)),
+            last: std::sync::Mutex::new(Instant::now() - PROGRESS_EVERY),
+            progress,
+        }
+    }
+
+    fn total(&self) -> Option<u64> {
+        Some(self.total.load(Ordering::Relaxed)).filter(|t| *t > 0)
+    }
+
+    fn learn_total(&self, total: u64) {
+        let _ = self
+            .total
+            .compare_exchange(0, total, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    fn add(&self, n: u64) {
+        let done = self.done.fetch_add(n, Ordering::Relaxed) + n;
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.elapsed() >= PROGRESS_EVERY {
+            *last = Instant::now();
+            (self.progress)(done, self.total());
+        }
+    }
+
+    fn flush(&self) {
+        (self.progress)(self.done.load(Ordering::Relaxed), self.total());
+    }
+}
+
 /// What fetches blobs: an HTTP client and how many parts to run at once.
 #[derive(Clone)]
 pub struct Downloader {
     pub http: reqwest::Client,
     pub parallel: usize,
+}
+
+/// What to do after an attempt that did not end the download.
+enum Next {
+    Retry { why: String, fruitless: bool },
+    Replan { why: String, parallel: usize },
 }
 
 impl Downloader {
@@ -153,53 +232,30 @@ impl Downloader {
         dest: &Path,
         progress: &(dyn Fn(u64, Option<u64>) + Sync),
     ) -> Result<String, DownloadError> {
-        let dir = dest
-            .parent()
-            .ok_or_else(|| DownloadError::Io("destination has no directory".into()))?;
-        tokio::fs::create_dir_all(dir)
-            .await
-            .map_err(io("cannot create", dir))?;
+        create_parent(dest).await?;
         let mut plan = self.load_plan(dest, req.size).await?;
         let (mut attempts, mut fruitless) = (0u32, 0u32);
-        let mut last;
         loop {
             if attempts > 0 {
                 let delay = RETRY_DELAYS_MS[(attempts as usize - 1).min(RETRY_DELAYS_MS.len() - 1)];
                 tokio::time::sleep(Duration::from_millis(delay)).await;
             }
             attempts += 1;
-            let before = present(dest, &plan).await;
-            let outcome = self.run_parts(req, dest, &plan, progress).await;
-            let progressed = present(dest, &plan).await > before;
-            match outcome {
-                Ok(()) => match assemble(req, dest, &plan).await {
-                    Ok(digest) => return Ok(digest),
-                    Err(Assembly::Mismatch(why)) => {
-                        tracing::warn!(url = %req.url, "downloaded bytes refused: {why}; starting over");
-                        last = why;
-                        fruitless += 1;
-                        clear(dest, &plan).await;
-                        plan = self.new_plan(dest, req.size, self.parallel).await?;
-                    }
-                    Err(Assembly::Io(e)) => return Err(e),
-                },
-                Err(PartEnd::RangeIgnored) => {
-                    tracing::warn!(url = %req.url, "the server ignores Range; downloading in one piece from the start");
-                    last = "the server ignores Range".into();
-                    clear(dest, &plan).await;
-                    plan = self.new_plan(dest, req.size, 1).await?;
-                    fruitless += 1;
-                }
-                Err(PartEnd::Fatal(e)) => return Err(e),
-                Err(PartEnd::Retry(why)) => {
+            let last = match self.attempt(req, dest, &plan, progress).await? {
+                Ok(digest) => return Ok(digest),
+                Err(Next::Retry { why, fruitless: f }) => {
                     tracing::debug!(url = %req.url, attempts, "download attempt failed: {why}");
-                    last = why;
-                    if !progressed {
-                        fruitless += 1;
-                    }
+                    fruitless += u32::from(f);
+                    why
                 }
-                Err(PartEnd::Done) => unreachable!("run_parts reports Done as Ok"),
-            }
+                Err(Next::Replan { why, parallel }) => {
+                    tracing::warn!(url = %req.url, "{why}; starting over");
+                    fruitless += 1;
+                    clear(dest, &plan).await;
+                    plan = self.new_plan(dest, req.size, parallel).await?;
+                    why
+                }
+            };
             if fruitless >= MAX_FRUITLESS_ATTEMPTS || attempts >= MAX_ATTEMPTS {
                 return Err(DownloadError::GaveUp {
                     url: req.url.to_string(),
@@ -210,12 +266,46 @@ impl Downloader {
         }
     }
 
+    /// One attempt at every unfinished part, then assembly: the digest, or what next.
+    async fn attempt(
+        &self,
+        req: &BlobRequest,
+        dest: &Path,
+        plan: &Plan,
+        progress: &(dyn Fn(u64, Option<u64>) + Sync),
+    ) -> Result<Result<String, Next>, DownloadError> {
+        let before = present(dest, plan).await;
+        let outcome = self.run_parts(req, dest, plan, progress).await;
+        let progressed = present(dest, plan).await > before;
+        Ok(match outcome {
+            Ok(()) => match assemble(req, dest, plan).await {
+                Ok(digest) => Ok(digest),
+                Err(Assembly::Mismatch(why)) => Err(Next::Replan {
+                    why: format!("downloaded bytes refused: {why}"),
+                    parallel: self.parallel,
+                }),
+                Err(Assembly::Io(e)) => return Err(e),
+            },
+            Err(PartEnd::RangeIgnored) => Err(Next::Replan {
+                why: "the server ignores Range; downloading in one piece from the start".into(),
+                parallel: 1,
+            }),
+            Err(PartEnd::Fatal(e)) => return Err(e),
+            Err(PartEnd::Retry(why)) => Err(Next::Retry {
+                why,
+                fruitless: !progressed,
+            }),
+            Err(PartEnd::Done) => unreachable!("run_parts reports Done as Ok"),
+        })
+    }
+
     /// The plan left by an earlier attempt if it fits `size`, else a new one.
     async fn load_plan(&self, dest: &Path, size: Option<u64>) -> Result<Plan, DownloadError> {
         let path = sibling(dest, ".json");
         if let Ok(bytes) = tokio::fs::read(&path).await {
             if let Ok(plan) = serde_json::from_slice::<Plan>(&bytes) {
-                if plan.total == size && size.is_some() {
+                // Same size, or both unknown (one part, resumed with an open range).
+                if plan.total == size {
                     return Ok(plan);
                 }
                 clear(dest, &plan).await;
@@ -250,77 +340,95 @@ impl Downloader {
         plan: &Plan,
         progress: &(dyn Fn(u64, Option<u64>) + Sync),
     ) -> Result<(), PartEnd> {
-        let done = AtomicU64::new(present(dest, plan).await);
-        let last_report = std::sync::Mutex::new(Instant::now() - PROGRESS_EVERY);
-        let report = |n: u64| {
-            let total = done.fetch_add(n, Ordering::Relaxed) + n;
-            let mut last = last_report.lock().unwrap_or_else(|e| e.into_inner());
-            if last.elapsed() >= PROGRESS_EVERY {
-                *last = Instant::now();
-                progress(total, plan.total);
-            }
-        };
-        progress(done.load(Ordering::Relaxed), plan.total);
-        let single = plan.parts.len() == 1;
+        let tally = Tally::new(present(dest, plan).await, plan.total, progress);
+        tally.flush();
         let files: Vec<PathBuf> = (0..plan.parts.len())
             .map(|i| sibling(dest, &format!("-{i}")))
             .collect();
+        let parts = plan
+            .parts
+            .iter()
+            .zip(&files)
+            .map(|(&(start, end), file)| Part {
+                file,
+                start,
+                end,
+                single: plan.parts.len() == 1,
+            });
+        let tally_ref = &tally;
         let ends = futures_util::future::join_all(
-            plan.parts
-                .iter()
-                .zip(&files)
-                .map(|(range, file)| self.run_part(req, file, *range, single, &report)),
+            parts.map(|part| async move { self.run_part(req, &part, tally_ref).await }),
         )
         .await;
-        progress(done.load(Ordering::Relaxed), plan.total);
-        // The most telling failure wins: a fatal one, then Range ignored, then a retry.
-        let mut worst = None;
-        for end in ends {
-            let rank = |e: &PartEnd| match e {
-                PartEnd::Done => 0,
-                PartEnd::Retry(_) => 1,
-                PartEnd::RangeIgnored => 2,
-                PartEnd::Fatal(_) => 3,
-            };
-            if worst.as_ref().is_none_or(|w| rank(&end) > rank(w)) {
-                worst = Some(end);
-            }
-        }
-        match worst {
+        tally.flush();
+        match ends.into_iter().max_by_key(PartEnd::rank) {
             None | Some(PartEnd::Done) => Ok(()),
             Some(other) => Err(other),
         }
     }
 
-    /// Fetches the rest of part `[start, end)` into `file`.
-    async fn run_part(
-        &self,
-        req: &BlobRequest,
-        file: &Path,
-        (start, end): (u64, u64),
-        single: bool,
-        report: &(dyn Fn(u64) + Sync),
-    ) -> PartEnd {
-        let have = tokio::fs::metadata(file).await.map_or(0, |m| m.len());
-        let from = start + have;
-        let known_end = end != u64::MAX;
-        if known_end && from >= end {
+    /// Fetches the rest of `part` into its file.
+    async fn run_part(&self, req: &BlobRequest, part: &Part<'_>, tally: &Tally<'_>) -> PartEnd {
+        let have = tokio::fs::metadata(part.file).await.map_or(0, |m| m.len());
+        let from = part.start + have;
+        if part.known_end() && from >= part.end {
             return PartEnd::Done;
         }
+        let (resp, append) = match self.request(req, part, from).await {
+            Ok(answer) => answer,
+            Err(end) => return end,
+        };
+        if let Some(length) = resp.content_length() {
+            tally.learn_total(from + length);
+        }
+        let opened = if append {
+            tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(part.file)
+                .await
+        } else {
+            tokio::fs::File::create(part.file).await
+        };
+        let out = match opened {
+            Ok(f) => f,
+            Err(e) => return PartEnd::Fatal(io("cannot open", part.file)(e)),
+        };
+        let want = match part.known_end() {
+            true => Some(part.end - from),
+            false => resp.content_length(),
+        };
+        write_body(resp, out, part.file, want, tally).await
+    }
+
+    /// Asks for the rest of `part` from byte `from`: the response to read and whether
+    /// it continues the part file (206) or replaces it (200 from byte 0), or how the
+    /// attempt ends.
+    async fn request(
+        &self,
+        req: &BlobRequest,
+        part: &Part<'_>,
+        from: u64,
+    ) -> Result<(reqwest::Response, bool), PartEnd> {
         let mut http = self.http.get(req.url.clone());
         if let Some(token) = &req.bearer {
             http = http.header(AUTHORIZATION, format!("Bearer {token}"));
         }
-        let ranged = known_end && !(single && from == 0);
+        let ranged = !(part.single && from == 0);
         if ranged {
-            http = http.header(RANGE, format!("bytes={from}-{}", end - 1));
+            // Size unknown: `bytes=N-` (the router's file server, for one, resumes
+            // only such open ranges).
+            let range = match !part.known_end() {
+                true => format!("bytes={from}-"),
+                false => format!("bytes={from}-{}", part.end - 1),
+            };
+            http = http.header(RANGE, range);
         }
-        let resp = match http.send().await {
-            Ok(r) => r,
-            Err(e) => return PartEnd::Retry(format!("request failed: {e}")),
-        };
-        let status = resp.status();
-        let append = match status {
+        let resp = http
+            .send()
+            .await
+            .map_err(|e| PartEnd::Retry(format!("request failed: {e}")))?;
+        match resp.status() {
             StatusCode::PARTIAL_CONTENT => {
                 let start_ok = resp
                     .headers()
@@ -328,71 +436,189 @@ impl Downloader {
                     .and_then(|v| v.to_str().ok())
                     .and_then(parse_content_range)
                     .is_some_and(|(s, _)| s == from);
-                if !start_ok {
-                    return PartEnd::RangeIgnored;
+                match start_ok {
+                    true => Ok((resp, true)),
+                    false => Err(PartEnd::RangeIgnored),
                 }
-                true
             }
-            StatusCode::OK if ranged => return PartEnd::RangeIgnored,
-            StatusCode::OK => false,
+            StatusCode::OK if ranged => Err(PartEnd::RangeIgnored),
+            StatusCode::OK => Ok((resp, false)),
+            // Asked from the end of a blob of unknown size: it is all here (assembly checks it).
+            StatusCode::RANGE_NOT_SATISFIABLE if !part.known_end() && from > 0 => {
+                Err(PartEnd::Done)
+            }
             s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
-                return PartEnd::Retry(format!("HTTP {s}"))
+                Err(PartEnd::Retry(format!("HTTP {s}")))
             }
-            s => {
-                return PartEnd::Fatal(DownloadError::Status {
-                    url: req.url.to_string(),
-                    status: s.as_u16(),
-                })
-            }
-        };
-        let opened = if append {
-            tokio::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(file)
-                .await
-        } else {
-            tokio::fs::File::create(file).await
-        };
-        let mut out = match opened {
-            Ok(f) => f,
-            Err(e) => return PartEnd::Fatal(io("cannot open", file)(e)),
-        };
-        let want = known_end.then(|| end - from);
-        let mut got = 0u64;
-        let mut body = resp.bytes_stream();
-        let mut end_state = None;
-        while let Some(chunk) = body.next().await {
-            let mut chunk = match chunk {
-                Ok(c) => c,
-                Err(e) => {
-                    end_state = Some(PartEnd::Retry(format!("connection lost: {e}")));
-                    break;
-                }
-            };
-            if let Some(want) = want {
-                // Never write past the part, whatever the server sends.
-                chunk.truncate((want - got).min(chunk.len() as u64) as usize);
-            }
-            if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut out, &chunk).await {
-                return PartEnd::Fatal(io("cannot write", file)(e));
-            }
-            got += chunk.len() as u64;
-            report(chunk.len() as u64);
-            if want.is_some_and(|w| got >= w) {
+            s => Err(PartEnd::Fatal(DownloadError::Status {
+                url: req.url.to_string(),
+                status: s.as_u16(),
+            })),
+        }
+    }
+
+    /// Copies a file this host can read (the router's `path` on a shared
+    /// filesystem) to `dest` as a download would: into `<dest>-partial` while
+    /// hashing, checked against `digest` and `size` when given, renamed onto
+    /// `dest`. Returns the digest.
+    ///
+    /// # Errors
+    /// [`DownloadError::Io`], [`DownloadError::Mismatch`]; `dest` is then untouched.
+    pub async fn copy(
+        &self,
+        from: &Path,
+        digest: Option<&str>,
+        size: Option<u64>,
+        dest: &Path,
+        progress: &(dyn Fn(u64, Option<u64>) + Sync),
+    ) -> Result<String, DownloadError> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        create_parent(dest).await?;
+        let mut src = tokio::fs::File::open(from)
+            .await
+            .map_err(io("cannot open", from))?;
+        let total = src.metadata().await.map_err(io("cannot stat", from))?.len();
+        let tmp = sibling(dest, "");
+        let mut out = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(io("cannot create", &tmp))?;
+        let tally = Tally::new(0, Some(total), progress);
+        let mut hasher = sha2::Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = src.read(&mut buf).await.map_err(io("cannot read", from))?;
+            if n == 0 {
                 break;
             }
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n])
+                .await
+                .map_err(io("cannot write", &tmp))?;
+            tally.add(n as u64);
         }
-        if let Err(e) = out.sync_all().await {
-            return PartEnd::Fatal(io("cannot sync", file)(e));
+        out.sync_all().await.map_err(io("cannot sync", &tmp))?;
+        tally.flush();
+        let got = format!("sha256:{}", hex(&hasher.finalize()));
+        let copied = tally.done.load(Ordering::Relaxed);
+        if let Err(why) = check(&got, copied, digest, size) {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(DownloadError::Mismatch(why));
         }
-        if let Some(end) = end_state {
-            return end;
+        tokio::fs::rename(&tmp, dest)
+            .await
+            .map_err(io("cannot rename onto", dest))?;
+        Ok(got)
+    }
+}
+
+/// Streams `resp` into `out` (at most `want` bytes, when known).
+async fn write_body(
+    resp: reqwest::Response,
+    mut out: tokio::fs::File,
+    file: &Path,
+    want: Option<u64>,
+    tally: &Tally<'_>,
+) -> PartEnd {
+    let mut got = 0u64;
+    let mut body = resp.bytes_stream();
+    let mut broken = None;
+    while let Some(chunk) = body.next().await {
+        let mut chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                broken = Some(PartEnd::Retry(format!("connection lost: {e}")));
+                break;
+            }
+        };
+        if let Some(want) = want {
+            // Never write past the part, whatever the server sends.
+            chunk.truncate((want - got).min(chunk.len() as u64) as usize);
         }
-        match want {
-            Some(w) if got < w => PartEnd::Retry(format!("body ended {} bytes short", w - got)),
-            _ => PartEnd::Done,
+        if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut out, &chunk).await {
+            return PartEnd::Fatal(io("cannot write", file)(e));
         }
+        got += chunk.len() as u64;
+        tally.add(chunk.len() as u64);
+        if want.is_some_and(|w| got >= w) {
+            break;
+        }
+    }
+    if let Err(e) = out.sync_all().await {
+        return PartEnd::Fatal(io("cannot sync", file)(e));
+    }
+    match (broken, want) {
+        (Some(end), _) => end,
+        (None, Some(w)) if got < w => PartEnd::Retry(format!("body ended {} bytes short", w - got)),
+        _ => PartEnd::Done,
+    }
+}
+
+async fn create_parent(dest: &Path) -> Result<(), DownloadError> {
+    let dir = dest
+        .parent()
+        .ok_or_else(|| DownloadError::Io("destination has no directory".into()))?;
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(io("cannot create", dir))
+}
+
+/// Whether bytes of digest `got` and length `size` are what was asked for.
+fn check(
+    got: &str,
+    size: u64,
+    want_digest: Option<&str>,
+    want_size: Option<u64>,
+) -> Result<(), String> {
+    if let Some(want) = want_size.filter(|w| *w != size) {
+        return Err(format!("size {size} instead of {want}"));
+    }
+    if let Some(want) = want_digest.filter(|w| !w.eq_ignore_ascii_case(got)) {
+        return Err(format!("digest mismatch: got {got}, expected {want}"));
+    }
+    Ok(())
+}
+
+/// The `sha256:<hex>` digest and the length of a file (off the async threads).
+///
+/// # Errors
+/// The read error.
+pub async fn hash_file(path: &Path) -> Result<(String, u64), DownloadError> {
+    let owned = path.to_path_buf();
+    tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
+        use std::io::Read;
+        let mut f = std::fs::File::open(&owned)?;
+        let mut h = sha2::Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut size = 0u64;
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            size += n as u64;
+            h.update(&buf[..n]);
+        }
+        Ok((format!("sha256:{}", hex(&h.finalize())), size))
+    })
+    .await
+    .map_err(|e| DownloadError::Io(e.to_string()))?
+    .map_err(io("cannot read", path))
+}
+
+/// Whether `path` is a file with `digest` and `size`, each when given (a model
+/// already in place, put there by an earlier pull or by hand, is adopted).
+pub async fn is_intact(path: &Path, digest: Option<&str>, size: Option<u64>) -> bool {
+    let Ok(meta) = tokio::fs::metadata(path).await else {
+        return false;
+    };
+    if !meta.is_file() || size.is_some_and(|s| s != meta.len()) {
+        return false;
+    }
+    match digest {
+        None => true,
+        Some(want) => hash_file(path)
+            .await
+            .is_ok_and(|(got, len)| check(&got, len, Some(want), size).is_ok()),
     }
 }
 
@@ -426,51 +652,51 @@ enum Assembly {
 async fn assemble(req: &BlobRequest, dest: &Path, plan: &Plan) -> Result<String, Assembly> {
     let (dest, plan) = (dest.to_path_buf(), plan.clone());
     let (want_digest, want_size) = (req.digest.clone(), req.size);
-    let joined = tokio::task::spawn_blocking(move || -> Result<String, Assembly> {
-        use std::io::{Read, Write};
+    tokio::task::spawn_blocking(move || -> Result<String, Assembly> {
+        let parts: Vec<PathBuf> = (0..plan.parts.len())
+            .map(|i| sibling(&dest, &format!("-{i}")))
+            .collect();
         let tmp = sibling(&dest, "");
-        let ioe = |c: &'static str, p: &Path| {
-            let p = p.to_path_buf();
-            move |e: std::io::Error| Assembly::Io(io(c, &p)(e))
-        };
-        let mut out = std::fs::File::create(&tmp).map_err(ioe("cannot create", &tmp))?;
-        let mut hasher = sha2::Sha256::new();
-        let mut size = 0u64;
-        let mut buf = vec![0u8; 1 << 20];
-        for i in 0..plan.parts.len() {
-            let part = sibling(&dest, &format!("-{i}"));
-            let mut f = std::fs::File::open(&part).map_err(ioe("cannot open", &part))?;
-            loop {
-                let n = f.read(&mut buf).map_err(ioe("cannot read", &part))?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-                out.write_all(&buf[..n])
-                    .map_err(ioe("cannot write", &tmp))?;
-                size += n as u64;
-            }
-        }
-        out.sync_all().map_err(ioe("cannot sync", &tmp))?;
-        let digest = format!("sha256:{}", hex(&hasher.finalize()));
-        if let Some(want) = want_size.filter(|w| *w != size) {
-            return Err(Assembly::Mismatch(format!("size {size} instead of {want}")));
-        }
-        if let Some(want) = want_digest.filter(|w| !w.eq_ignore_ascii_case(&digest)) {
-            return Err(Assembly::Mismatch(format!(
-                "digest mismatch: got {digest}, expected {want}"
-            )));
-        }
-        std::fs::rename(&tmp, &dest).map_err(ioe("cannot rename onto", &dest))?;
-        for i in 0..plan.parts.len() {
-            let _ = std::fs::remove_file(sibling(&dest, &format!("-{i}")));
+        let (digest, size) = concat_hashing(&parts, &tmp)?;
+        check(&digest, size, want_digest.as_deref(), want_size).map_err(Assembly::Mismatch)?;
+        std::fs::rename(&tmp, &dest)
+            .map_err(|e| Assembly::Io(io("cannot rename onto", &dest)(e)))?;
+        for part in parts {
+            let _ = std::fs::remove_file(part);
         }
         let _ = std::fs::remove_file(sibling(&dest, ".json"));
         Ok(digest)
     })
     .await
-    .map_err(|e| Assembly::Io(DownloadError::Io(e.to_string())))?;
-    joined
+    .map_err(|e| Assembly::Io(DownloadError::Io(e.to_string())))?
+}
+
+/// Writes `parts` one after the other into `out`; returns their digest and length.
+fn concat_hashing(parts: &[PathBuf], out: &Path) -> Result<(String, u64), Assembly> {
+    use std::io::{Read, Write};
+    let ioe = |c: &'static str, p: &Path| {
+        let p = p.to_path_buf();
+        move |e: std::io::Error| Assembly::Io(io(c, &p)(e))
+    };
+    let mut file = std::fs::File::create(out).map_err(ioe("cannot create", out))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut size = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    for part in parts {
+        let mut f = std::fs::File::open(part).map_err(ioe("cannot open", part))?;
+        loop {
+            let n = f.read(&mut buf).map_err(ioe("cannot read", part))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            file.write_all(&buf[..n])
+                .map_err(ioe("cannot write", out))?;
+            size += n as u64;
+        }
+    }
+    file.sync_all().map_err(ioe("cannot sync", out))?;
+    Ok((format!("sha256:{}", hex(&hasher.finalize())), size))
 }
 
 /// Free bytes for an unprivileged user on the filesystem holding `dir`

@@ -145,11 +145,6 @@ pub fn choose(
         // Vision projectors are not models on their own.
         .filter(|f| !f.file_name().to_ascii_lowercase().contains("mmproj"))
         .collect();
-    let available = || {
-        let mut labels: Vec<String> = ggufs.iter().map(|f| label(f)).collect();
-        labels.dedup();
-        labels.join(", ")
-    };
     if let Some(file) = file {
         let found = ggufs
             .iter()
@@ -161,19 +156,35 @@ pub fn choose(
         return Ok(Choice::Gguf(with_parts(&ggufs, found)));
     }
     if ggufs.is_empty() {
-        let weights: Vec<RepoFile> = files
-            .iter()
-            .filter(|f| f.kind != "directory" && wanted_for_conversion(&f.path))
-            .cloned()
-            .collect();
-        let has_weights = weights.iter().any(|f| {
-            f.path.ends_with(".safetensors") || f.path.ends_with(".bin") || f.path.ends_with(".pt")
-        });
-        if !has_weights || !weights.iter().any(|f| f.path == "config.json") {
-            return Err(HfError::Nothing { repo: repo.into() });
-        }
-        return Ok(Choice::Convert(weights));
+        return for_conversion(repo, files);
     }
+    choose_quant(repo, &ggufs, quant)
+}
+
+/// A checkpoint to convert: its weights and `config.json`, or why there is none.
+fn for_conversion(repo: &str, files: &[RepoFile]) -> Result<Choice, HfError> {
+    let weights: Vec<RepoFile> = files
+        .iter()
+        .filter(|f| f.kind != "directory" && wanted_for_conversion(&f.path))
+        .cloned()
+        .collect();
+    let has_weights = weights.iter().any(|f| {
+        f.path.ends_with(".safetensors") || f.path.ends_with(".bin") || f.path.ends_with(".pt")
+    });
+    if !has_weights || !weights.iter().any(|f| f.path == "config.json") {
+        return Err(HfError::Nothing { repo: repo.into() });
+    }
+    Ok(Choice::Convert(weights))
+}
+
+/// The GGUF (one file or one split set) of `quant`, else of [`DEFAULT_QUANT`]
+/// or the only one.
+fn choose_quant(repo: &str, ggufs: &[&RepoFile], quant: Option<&str>) -> Result<Choice, HfError> {
+    let available = || {
+        let mut labels: Vec<String> = ggufs.iter().map(|f| label(f)).collect();
+        labels.dedup();
+        labels.join(", ")
+    };
     let pick = |q: &str| -> Vec<&RepoFile> {
         ggufs
             .iter()
@@ -183,10 +194,10 @@ pub fn choose(
     };
     let matches = match quant {
         Some(q) => pick(q),
-        None if ggufs.len() == 1 => ggufs.clone(),
+        None if ggufs.len() == 1 => ggufs.to_vec(),
         None => match pick(DEFAULT_QUANT) {
             m if !m.is_empty() => m,
-            _ => ggufs.clone(),
+            _ => ggufs.to_vec(),
         },
     };
     let Some(first) = matches.first() else {
@@ -196,7 +207,7 @@ pub fn choose(
             available: available(),
         });
     };
-    let set = with_parts(&ggufs, first);
+    let set = with_parts(ggufs, first);
     // Every match must belong to the one model picked (one file, or one split set).
     if matches.iter().any(|m| !set.contains(m)) {
         return Err(HfError::Ambiguous {

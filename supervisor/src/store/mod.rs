@@ -10,16 +10,27 @@
 //! [`download`]: parallel ranged parts, resumable, verified, installed
 //! atomically. `docs/models.md` is the user's guide.
 //!
+//! A second layout lives beside it: the router's named directories
+//! (`<models_dir>/<name>_<tag>/model.gguf`, [`named_dirs`]), filled by file
+//! pulls ([`file_pull`]: a path this host can read, or a URL) through the same
+//! downloader.
+//!
 //! # Layout
 //! - [`Store`] (here): resolve, pull, list and remove models; no HTTP server, no actors.
-//! - [`service`]: the node's side: pulls run on the node's main arbiter and hot-add
-//!   the model; startup registration of stored models; `rm` of an idle model.
-//! - [`http`]: `POST /api/pull` (NDJSON progress), `GET /api/tags`, `DELETE /api/delete`.
-//! - [`cli`]: `llm-node pull|list|rm`, clients of those routes.
+//! - [`download`]: the one downloader (ranged parts, resume, SHA-256, atomic install, local copies).
+//! - [`file_pull`]: a router file into the named directories.
+//! - [`service`]: the node's side: the one pull runner (Ollama's `/api/pull`, the
+//!   router's `/pull` and sync) on the node's main arbiter, the one hot add;
+//!   startup registration of stored models; `rm` of an idle model.
+//! - [`layout`], [`name`], [`named_dirs`], [`registry_client`], [`hf`], [`convert`],
+//!   [`discover`]: the two layouts, names, the sources, conversion, `--models-dir` discovery.
+//! - The routes are in `api::ollama` (`/api/pull`, `/api/tags`, `/api/delete`) and
+//!   `api::router` (`/pull`); `cli::store` is their client.
 
 pub mod convert;
 pub mod discover;
 pub mod download;
+pub mod file_pull;
 pub mod hf;
 pub mod layout;
 pub mod name;
@@ -35,9 +46,10 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use download::sha256_hex;
+pub use file_pull::{FilePull, PulledFile};
 pub use layout::{Layout, LocalModel};
 pub use name::{ModelRef, NameError};
-pub use service::{PullEvent, Service};
+pub use service::{PullEvent, PullOrder, PullSource, Service};
 
 use download::{BlobRequest, DownloadError, Downloader};
 use hf::{Choice, HfError};
@@ -141,6 +153,13 @@ pub enum StoreError {
     ReadOnly { name: String, root: PathBuf },
     #[error("the store is not configured correctly: {0}")]
     Config(String),
+    #[error(transparent)]
+    BadName(#[from] named_dirs::BadName),
+    #[error("{0}")]
+    NoSource(String),
+    /// The failure of a pull this one joined (the same model, pulled once).
+    #[error("{0}")]
+    Joined(String),
 }
 
 /// What kind of failure a [`StoreError`] is, for whoever answers the client.
@@ -179,7 +198,7 @@ impl StoreError {
     pub fn is_client_error(&self) -> bool {
         use convert::ConvertError as C;
         match self {
-            StoreError::Name(_) => true,
+            StoreError::Name(_) | StoreError::BadName(_) | StoreError::NoSource(_) => true,
             StoreError::Hf(e) => !matches!(e, HfError::Api(_)),
             StoreError::Convert(e) => !matches!(e, C::Failed { .. } | C::Spawn { .. }),
             _ => false,
@@ -589,29 +608,7 @@ impl Store {
 
     /// Moves a local file into `blobs/` under its digest.
     async fn adopt_file(&self, file: &Path) -> Result<Layer, StoreError> {
-        let owned = file.to_path_buf();
-        let (digest, size) =
-            tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
-                use sha2::Digest;
-                use std::io::Read;
-                let mut f = std::fs::File::open(&owned)?;
-                let mut h = sha2::Sha256::new();
-                let mut buf = vec![0u8; 1 << 20];
-                let mut size = 0u64;
-                loop {
-                    let n = f.read(&mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    size += n as u64;
-                    h.update(&buf[..n]);
-                }
-                let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-                Ok((format!("sha256:{hex}"), size))
-            })
-            .await
-            .map_err(|e| StoreError::Config(e.to_string()))?
-            .map_err(|e| StoreError::Config(format!("cannot hash {}: {e}", file.display())))?;
+        let (digest, size) = download::hash_file(file).await?;
         let blob = self.inner.layout.blob_path(&digest)?;
         tokio::fs::create_dir_all(self.inner.layout.blobs_dir())
             .await

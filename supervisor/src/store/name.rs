@@ -98,41 +98,9 @@ impl ModelRef {
     /// # Errors
     /// [`NameError`] saying what is wrong.
     pub fn parse(input: &str) -> Result<ModelRef, NameError> {
-        let malformed = |why| NameError::Malformed(input.to_string(), why);
-        if input.is_empty() {
-            return Err(NameError::Empty);
-        }
-        if input.len() > MAX_NAME_LEN {
-            return Err(NameError::TooLong);
-        }
-        if input
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '\\')
-        {
-            return Err(NameError::BadChars(input.to_string()));
-        }
-        if input.starts_with('/') || input.ends_with('/') || input.contains("//") {
-            return Err(NameError::BadPart(input.to_string()));
-        }
-        let parts: Vec<&str> = input.split('/').collect();
-        if parts.iter().any(|p| *p == "." || *p == "..") {
-            return Err(NameError::BadPart(input.to_string()));
-        }
+        let parts = split_checked(input)?;
         if parts[0].eq_ignore_ascii_case(HF_FILE_HOST) {
-            let [_, owner, repo, file] = parts[..] else {
-                return Err(malformed("expected hf/<owner>/<repo>/<file>.gguf"));
-            };
-            if !file.to_ascii_lowercase().ends_with(".gguf") {
-                return Err(malformed("the file of an hf/ name must end in .gguf"));
-            }
-            if ![owner, repo, file].iter().all(|p| valid_part(p)) {
-                return Err(NameError::BadPart(input.to_string()));
-            }
-            return Ok(ModelRef::HfFile {
-                owner: owner.into(),
-                repo: repo.into(),
-                file: file.into(),
-            });
+            return parse_hf_file(input, &parts);
         }
         // The tag follows the last `:` of the last part (a host may have `:port`).
         let last = parts[parts.len() - 1];
@@ -141,7 +109,8 @@ impl ModelRef {
             None => (last, None),
         };
         if tag.is_some_and(|t| !valid_part(t)) {
-            return Err(malformed(
+            return Err(NameError::Malformed(
+                input.to_string(),
                 "the tag must be [A-Za-z0-9._-], at most 128 characters",
             ));
         }
@@ -149,34 +118,10 @@ impl ModelRef {
         path.push(last);
         let is_hf =
             path[0].eq_ignore_ascii_case(HF_HOST) || path[0].eq_ignore_ascii_case("huggingface.co");
-        if is_hf {
-            let [_, owner, repo] = path[..] else {
-                return Err(malformed("expected hf.co/<owner>/<repo>[:quant]"));
-            };
-            if !valid_part(owner) || !valid_part(repo) {
-                return Err(NameError::BadPart(input.to_string()));
-            }
-            return Ok(ModelRef::HfQuant {
-                owner: owner.into(),
-                repo: repo.into(),
-                quant: tag.map(str::to_string),
-            });
+        match is_hf {
+            true => parse_hf_quant(input, &path, tag),
+            false => parse_registry(input, &path, tag),
         }
-        let (host, namespace, name) = match path[..] {
-            [name] => (DEFAULT_REGISTRY, DEFAULT_NAMESPACE, name),
-            [namespace, name] => (DEFAULT_REGISTRY, namespace, name),
-            [host, namespace, name] => (host, namespace, name),
-            _ => return Err(malformed("too many `/`-separated parts")),
-        };
-        if !valid_host(host) || !valid_part(namespace) || !valid_part(name) {
-            return Err(NameError::BadPart(input.to_string()));
-        }
-        Ok(ModelRef::Registry {
-            host: host.to_ascii_lowercase(),
-            namespace: namespace.into(),
-            name: name.into(),
-            tag: tag.unwrap_or(DEFAULT_TAG).into(),
-        })
     }
 
     /// The four path parts under `manifests/`: host, namespace, name, tag.
@@ -249,6 +194,91 @@ impl fmt::Display for ModelRef {
             }
         }
     }
+}
+
+/// The `/`-separated parts of `input` once its length and characters are checked.
+fn split_checked(input: &str) -> Result<Vec<&str>, NameError> {
+    if input.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if input.len() > MAX_NAME_LEN {
+        return Err(NameError::TooLong);
+    }
+    if input
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '\\')
+    {
+        return Err(NameError::BadChars(input.to_string()));
+    }
+    if input.starts_with('/') || input.ends_with('/') || input.contains("//") {
+        return Err(NameError::BadPart(input.to_string()));
+    }
+    let parts: Vec<&str> = input.split('/').collect();
+    if parts.iter().any(|p| *p == "." || *p == "..") {
+        return Err(NameError::BadPart(input.to_string()));
+    }
+    Ok(parts)
+}
+
+/// `hf/<owner>/<repo>/<file>.gguf`.
+fn parse_hf_file(input: &str, parts: &[&str]) -> Result<ModelRef, NameError> {
+    let malformed = |why| NameError::Malformed(input.to_string(), why);
+    let [_, owner, repo, file] = parts[..] else {
+        return Err(malformed("expected hf/<owner>/<repo>/<file>.gguf"));
+    };
+    if !file.to_ascii_lowercase().ends_with(".gguf") {
+        return Err(malformed("the file of an hf/ name must end in .gguf"));
+    }
+    if ![owner, repo, file].iter().all(|p| valid_part(p)) {
+        return Err(NameError::BadPart(input.to_string()));
+    }
+    Ok(ModelRef::HfFile {
+        owner: owner.into(),
+        repo: repo.into(),
+        file: file.into(),
+    })
+}
+
+/// `hf.co/<owner>/<repo>[:quant]` (`path` without the tag).
+fn parse_hf_quant(input: &str, path: &[&str], tag: Option<&str>) -> Result<ModelRef, NameError> {
+    let [_, owner, repo] = path[..] else {
+        return Err(NameError::Malformed(
+            input.to_string(),
+            "expected hf.co/<owner>/<repo>[:quant]",
+        ));
+    };
+    if !valid_part(owner) || !valid_part(repo) {
+        return Err(NameError::BadPart(input.to_string()));
+    }
+    Ok(ModelRef::HfQuant {
+        owner: owner.into(),
+        repo: repo.into(),
+        quant: tag.map(str::to_string),
+    })
+}
+
+/// `[host/][namespace/]name[:tag]` (`path` without the tag).
+fn parse_registry(input: &str, path: &[&str], tag: Option<&str>) -> Result<ModelRef, NameError> {
+    let (host, namespace, name) = match path[..] {
+        [name] => (DEFAULT_REGISTRY, DEFAULT_NAMESPACE, name),
+        [namespace, name] => (DEFAULT_REGISTRY, namespace, name),
+        [host, namespace, name] => (host, namespace, name),
+        _ => {
+            return Err(NameError::Malformed(
+                input.to_string(),
+                "too many `/`-separated parts",
+            ))
+        }
+    };
+    if !valid_host(host) || !valid_part(namespace) || !valid_part(name) {
+        return Err(NameError::BadPart(input.to_string()));
+    }
+    Ok(ModelRef::Registry {
+        host: host.to_ascii_lowercase(),
+        namespace: namespace.into(),
+        name: name.into(),
+        tag: tag.unwrap_or(DEFAULT_TAG).into(),
+    })
 }
 
 #[cfg(test)]

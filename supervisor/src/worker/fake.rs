@@ -61,6 +61,8 @@ fn prompt_text(prompt: &Prompt) -> String {
     }
 }
 
+// Over 60 lines on purpose: the fake worker's whole command loop, one match arm
+// per protocol command, is easier to check against the protocol read whole.
 fn serve(
     commands: &IpcBytesReceiver,
     events: IpcBytesSender,
