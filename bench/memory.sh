@@ -63,7 +63,7 @@ measure_llama_server "(defaults)"
 
 p="$(port)"
 "$LLM_NODE" --model "bench=$MODEL" --ctx-size "$CTX" --parallel "$PARALLEL" --threads "$THREADS" \
-  --batch-size "$BATCH" --host 127.0.0.1 --port "$p" >/tmp/llm-node-memory-node.log 2>&1 &
+  --batch-size "$BATCH" --host 127.0.0.1 --port "$p" --allow-ignore-eos >/tmp/llm-node-memory-node.log 2>&1 &
 pid=$!
 ready "http://127.0.0.1:$p"
 load "http://127.0.0.1:$p"

@@ -169,7 +169,7 @@ run_server() { # name run
       cmd+=(${LLAMA_SERVER_EXTRA_ARGS:-}) ;;
     llm-node)
       cmd=("$LLM_NODE" --model "bench=$MODEL" --ctx-size "$CTX" --parallel "$PARALLEL"
-        --threads "$THREADS" --batch-size "$BATCH" --host 127.0.0.1 --port "$port")
+        --threads "$THREADS" --batch-size "$BATCH" --host 127.0.0.1 --port "$port" --allow-ignore-eos)
       # shellcheck disable=SC2206
       cmd+=(${LLM_NODE_EXTRA_ARGS:-}) ;;
     *) die "unknown server $name" ;;

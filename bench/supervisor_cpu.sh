@@ -41,7 +41,7 @@ for server in $SERVERS; do
   case "$server" in
     llm-node)
       "$BIN" --host 127.0.0.1 --port "$PORT" --model bench="$MODEL" --ctx-size 4096 \
-        --parallel "$CLIENTS" --no-embeddings --liveness-interval-ms 0 >/dev/null 2>&1 &
+        --parallel "$CLIENTS" --no-embeddings --liveness-interval-ms 0 --allow-ignore-eos >/dev/null 2>&1 &
       PID=$!; wait_up "$PORT"
       read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$PID/stat")
       "$PY" bench/threads.py snap "$PID" >/tmp/llm-node-cpu.before
@@ -66,7 +66,7 @@ for server in $SERVERS; do
       kill $PID; wait $PID 2>/dev/null || true; PID="" ;;
     floor)
       "$BIN" --host 127.0.0.1 --port "$PORT" --model bench="$MODEL" --ctx-size 4096 \
-        --parallel 1 --no-embeddings --liveness-interval-ms 0 >/dev/null 2>&1 &
+        --parallel 1 --no-embeddings --liveness-interval-ms 0 --allow-ignore-eos >/dev/null 2>&1 &
       PID=$!; wait_up "$PORT"
       curl -sN "localhost:$PORT/v1/completions" -H 'content-type: application/json' -d "$body" >/dev/null &
       sleep 1

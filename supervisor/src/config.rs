@@ -27,6 +27,9 @@ pub const BUNDLED_MODEL_NAME: &str = "smollm2-135m-instruct";
 
 /// Smallest per-slot context we accept; below this no chat template fits.
 const MIN_CTX_SIZE: u32 = 64;
+/// Upper bounds: llama.cpp's contexts are sized `ctx × parallel` in 32 bits.
+const MAX_CTX_SIZE: u32 = 1 << 21;
+const MAX_PARALLEL: u32 = 512;
 
 /// Everything `llm-node` can be told at startup.
 #[derive(Debug, Clone, Parser)]
@@ -96,6 +99,16 @@ pub struct Args {
     /// Do not create embedding contexts (`/v1/embeddings` then answers 400).
     #[arg(long, env = "LLM_NODE_NO_EMBEDDINGS")]
     pub no_embeddings: bool,
+
+    /// Most tokens one request may generate (a larger `max_tokens` is a 400;
+    /// requests without one get this); 0 = only the slot's context bounds it.
+    #[arg(long, env = "LLM_NODE_MAX_TOKENS_LIMIT", default_value_t = 0)]
+    pub max_tokens_limit: u32,
+
+    /// Let clients send `ignore_eos` (generate past the end of the answer, for
+    /// benchmarks); refused with a 400 otherwise.
+    #[arg(long, env = "LLM_NODE_ALLOW_IGNORE_EOS")]
+    pub allow_ignore_eos: bool,
 
     /// A Jinja chat template file that replaces model NAME's own (repeatable;
     /// the environment variable takes `NAME=FILE;NAME=FILE`).
@@ -175,6 +188,8 @@ pub enum ConfigError {
     Parallel,
     #[error("--ctx-size must be at least {MIN_CTX_SIZE}")]
     CtxSize,
+    #[error("--ctx-size must be at most {MAX_CTX_SIZE}, --parallel at most {MAX_PARALLEL}, and their product must fit in 32 bits")]
+    TooLarge,
     #[error("--batch-size must be at least 1")]
     BatchSize,
     #[error("worker binary {0:?} not found (set --worker-bin or LLM_NODE_WORKER_BIN)")]
@@ -240,6 +255,12 @@ impl Args {
         }
         if self.ctx_size < MIN_CTX_SIZE {
             return Err(ConfigError::CtxSize);
+        }
+        if self.ctx_size > MAX_CTX_SIZE
+            || self.parallel > MAX_PARALLEL
+            || self.ctx_size.checked_mul(self.parallel).is_none()
+        {
+            return Err(ConfigError::TooLarge);
         }
         if self.batch_size < 1 {
             return Err(ConfigError::BatchSize);
@@ -339,6 +360,14 @@ impl Args {
             shutdown_timeout: self.shutdown_timeout(),
             lanes,
             chat_templates: self.chat_templates().unwrap_or_default(),
+        }
+    }
+
+    /// The per-request limits handlers apply.
+    pub fn request_limits(&self) -> crate::api::state::RequestLimits {
+        crate::api::state::RequestLimits {
+            max_tokens: self.max_tokens_limit,
+            allow_ignore_eos: self.allow_ignore_eos,
         }
     }
 

@@ -157,7 +157,7 @@ impl Node {
             metrics::Metrics::new(),
             gpus,
         );
-        let state = AppState::new(models.clone()).into_data();
+        let state = AppState::with_limits(models.clone(), args.request_limits()).into_data();
         let _ = state_slot.set(state.clone());
         let handle = spawn_server(server.run());
         tracing::info!("listening on http://{addr}");

@@ -21,6 +21,9 @@ const HEARTBEAT: &str = "0.2";
 
 /// A node in router mode with one simulated GPU, its models dir in `dir`, serving
 /// `models` (name, fault flags), plus `extra` flags.
+/// A loopback address nothing listens on (port 9, discard, is never served here).
+const UNREACHABLE: &str = "http://127.0.0.1:9";
+
 fn args(dir: &Path, router: &str, models: &[(&str, &str)], extra: &[&str]) -> Args {
     let models_dir = dir.join("models");
     std::fs::create_dir_all(&models_dir).unwrap();
@@ -34,6 +37,11 @@ fn args(dir: &Path, router: &str, models: &[(&str, &str)], extra: &[&str]) -> Ar
         format!("--models-dir={}", models_dir.display()),
         format!("--worker-bin={}", fake_worker().display()),
         "--shutdown-timeout-secs=5".into(),
+        // Tests never leave this machine: a pull by name (the null-sources
+        // contract test pulls gpt-oss:20b) goes to a closed loopback port,
+        // never to the real registry or Hub.
+        format!("--registry-url={UNREACHABLE}"),
+        format!("--hf-endpoint={UNREACHABLE}"),
     ];
     if !extra.iter().any(|a| a.starts_with("--model-sync-secs")) {
         argv.push("--model-sync-secs=0".into());

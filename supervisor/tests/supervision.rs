@@ -496,3 +496,56 @@ async fn a_worker_whose_channel_broke_is_restarted_even_though_its_process_lives
     assert!(m["last_exit"].is_string(), "{m}");
     t.node.stop().await;
 }
+
+#[actix_rt::test]
+async fn ignore_eos_and_max_tokens_obey_the_operator_limits() {
+    let post = |t: &TestNode, body: Value| {
+        let req = t.http.post(t.url("/v1/chat/completions")).json(&body);
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let msg = json!([{"role": "user", "content": "hi"}]);
+    let t = TestNode::start(&[("m", "")], &["--max-tokens-limit=4"]).await;
+    t.wait_state("m", "ready").await;
+    let (s, v) = post(
+        &t,
+        json!({"model": "m", "messages": msg, "ignore_eos": true}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["param"].as_str()),
+        (400, Some("ignore_eos")),
+        "{v}"
+    );
+    let (s, v) = post(&t, json!({"model": "m", "messages": msg, "max_tokens": 5})).await;
+    assert_eq!(
+        (s, v["error"]["param"].as_str()),
+        (400, Some("max_tokens")),
+        "{v}"
+    );
+    let (s, v) = post(&t, json!({"model": "m", "messages": msg})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["usage"]["completion_tokens"], 4,
+        "the ceiling applies: {v}"
+    );
+    let stop = "x".repeat(2000);
+    let (s, v) = post(&t, json!({"model": "m", "messages": msg, "stop": stop})).await;
+    assert_eq!(
+        (s, v["error"]["param"].as_str()),
+        (400, Some("stop")),
+        "{v}"
+    );
+    t.node.stop().await;
+    let t = TestNode::start(&[("m", "")], &["--allow-ignore-eos"]).await;
+    t.wait_state("m", "ready").await;
+    let (s, v) = post(
+        &t,
+        json!({"model": "m", "messages": msg, "ignore_eos": true, "max_tokens": 3}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    t.node.stop().await;
+}

@@ -88,9 +88,15 @@ impl Node {
             &parallel,
             "--threads",
             "1",
+            // The fault tests stream long generations with ignore_eos.
+            "--allow-ignore-eos",
         ];
         args.extend_from_slice(extra);
+        // Tests never leave this machine: registry and Hub point at a closed
+        // loopback port unless a test passes its own fake (flags win over env).
         let mut child = Command::new(&bin)
+            .env("LLM_NODE_REGISTRY_URL", "http://127.0.0.1:9")
+            .env("HF_ENDPOINT", "http://127.0.0.1:9")
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

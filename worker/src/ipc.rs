@@ -153,7 +153,7 @@ pub fn connect<T: From<Inbound> + Send + 'static>(
 
 #[cfg(test)]
 mod tests {
-    use llm_node_protocol::request_id;
+    use llm_node_protocol::{decode_events, request_id};
 
     use super::*;
 

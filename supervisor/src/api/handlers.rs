@@ -53,6 +53,7 @@ async fn generate(
             "n > 1 is supported for non-streaming requests only",
         ));
     }
+    state.check_limits(&mut job.params)?;
     let (model, client) = state.client(&job.model).await?;
     let plan = job
         .chat

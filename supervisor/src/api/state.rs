@@ -12,9 +12,19 @@ use crate::models::{Lease, Models};
 /// Largest JSON body accepted.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
+/// Per-request limits the operator sets (`--max-tokens-limit`, `--allow-ignore-eos`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestLimits {
+    /// Most tokens one request may generate; 0 = only the slot's context.
+    pub max_tokens: u32,
+    /// Whether clients may send `ignore_eos` (generate past the end of the answer).
+    pub allow_ignore_eos: bool,
+}
+
 /// What every handler can reach.
 pub struct AppState {
     pub models: Models,
+    pub limits: RequestLimits,
     /// Unix seconds when the node started; the `created` of every model.
     pub created: u64,
     /// Set at shutdown: readiness and new requests answer 503.
@@ -23,8 +33,13 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(models: Models) -> Self {
+        Self::with_limits(models, RequestLimits::default())
+    }
+
+    pub fn with_limits(models: Models, limits: RequestLimits) -> Self {
         Self {
             models,
+            limits,
             created: unix_now(),
             draining: AtomicBool::new(false),
         }
@@ -41,6 +56,34 @@ impl AppState {
 
     pub fn into_data(self) -> web::Data<Self> {
         web::Data::new(self)
+    }
+
+    /// Applies the operator's limits to a request's `max_tokens` and `ignore_eos`.
+    ///
+    /// # Errors
+    /// A 400 naming the parameter that exceeds them.
+    pub fn check_limits(
+        &self,
+        params: &mut llm_node_protocol::SamplingParams,
+    ) -> Result<(), ApiError> {
+        if params.ignore_eos && !self.limits.allow_ignore_eos {
+            return Err(ApiError::invalid(
+                "ignore_eos",
+                "ignore_eos is disabled on this node (the operator can allow it with --allow-ignore-eos)",
+            ));
+        }
+        let limit = self.limits.max_tokens;
+        match params.max_tokens {
+            Some(n) if limit > 0 && n > limit => Err(ApiError::invalid(
+                "max_tokens",
+                format!("max_tokens is at most {limit} on this node, got {n}"),
+            )),
+            None if limit > 0 => {
+                params.max_tokens = Some(limit);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The configured id of `model` and a lease on it: the request counts as

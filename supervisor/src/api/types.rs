@@ -31,6 +31,8 @@ pub const MAX_LOGIT_BIAS: usize = 1024;
 
 /// Most stop strings accepted (OpenAI allows 4).
 pub const MAX_STOP: usize = 16;
+/// Longest stop string accepted, in bytes.
+pub const MAX_STOP_BYTES: usize = 1024;
 /// Most inputs in one embeddings request (as OpenAI).
 pub const MAX_EMBEDDING_INPUTS: usize = 2048;
 
@@ -273,6 +275,13 @@ impl TryFrom<&SamplingRequest> for SamplingParams {
             return Err(ApiError::invalid(
                 "stop",
                 format!("at most {MAX_STOP} stop strings are supported"),
+            ));
+        }
+        // Every generated token is matched against every stop string.
+        if stop.iter().any(|s| s.len() > MAX_STOP_BYTES) {
+            return Err(ApiError::invalid(
+                "stop",
+                format!("a stop string may have at most {MAX_STOP_BYTES} bytes"),
             ));
         }
         Ok(SamplingParams {
