@@ -5,6 +5,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use llm_node_protocol::{Constraint, TokenLogprob, Usage};
 use serde_json::json;
 
+use super::chat::Plan;
 use super::error::ApiError;
 use super::output::{self, Assembler};
 use super::response::{
@@ -17,7 +18,7 @@ use super::types::{
     ChatCompletionRequest, CompletionRequest, EmbeddingJob, EmbeddingRequest, EncodingFormat,
     GenerationJob,
 };
-use crate::models::{ModelEntry, ModelStatus};
+use crate::models::{Lease, ModelEntry, ModelStatus};
 use crate::worker::{GenerationEvent, GenerationStream};
 
 pub async fn chat_completions(
@@ -63,28 +64,8 @@ async fn generate(
         job.params.constraint = plan.constraint.clone();
     }
     let blame = plan.as_ref().and_then(|p| p.constraint_param);
-    let assembler = || match &plan {
-        // A grammar over the whole output (response_format, json_schema,
-        // grammar) makes it the answer itself: no family syntax to parse.
-        Some(plan) if plan.parse.forced.is_none() && whole_output(&plan.constraint) => {
-            Assembler::text()
-        }
-        Some(plan) => Assembler::chat(client.chat_format(), plan.parse.clone())
-            .max_calls(if plan.parallel { u32::MAX } else { 1 }),
-        None => Assembler::text(),
-    };
-    let endpoint = match kind {
-        ChunkKind::Chat => "chat",
-        ChunkKind::Text => "completions",
-    };
-    let mut streams = Vec::with_capacity(job.n as usize);
-    for i in 0..job.n {
-        let mut params = job.params.clone();
-        params.seed = params.seed.map(|s| s.wrapping_add(i));
-        let mut stream = client.generate(job.prompt.clone(), params)?;
-        stream.meter(state.models.metrics(), &model, endpoint);
-        streams.push(stream);
-    }
+    let assembler = || assembler(plan.as_ref(), &client);
+    let mut streams = start_choices(state, &job, &client, &model, kind)?;
     let writer = ChunkWriter {
         kind,
         id: response_id(match kind {
@@ -99,23 +80,62 @@ async fn generate(
     if job.stream {
         let mut stream = streams.pop().ok_or(ApiError::Internal)?;
         let first = first_event(&mut stream, blame).await?;
-        return Ok(sse::response(
-            writer,
-            first,
-            stream,
-            assembler(),
-            want_logprobs,
-        ));
+        let body = sse::response(writer, first, stream, assembler(), want_logprobs);
+        return Ok(body);
     }
     let mut choices = Vec::with_capacity(streams.len());
-    let mut usage = Usage::default();
     for stream in streams {
-        let choice = collect(stream, assembler(), blame).await?;
-        usage.prompt_tokens = choice.usage.prompt_tokens;
-        usage.cached_tokens = usage.cached_tokens.max(choice.usage.cached_tokens);
-        usage.completion_tokens += choice.usage.completion_tokens;
-        choices.push(choice);
+        choices.push(collect(stream, assembler(), blame).await?);
     }
+    Ok(whole_answer(writer, choices, want_logprobs))
+}
+
+/// How one choice's text becomes the answer, for this request on this model.
+fn assembler(plan: Option<&Plan>, client: &Lease) -> Assembler {
+    match plan {
+        // A grammar over the whole output (response_format, json_schema,
+        // grammar) makes it the answer itself: no family syntax to parse.
+        Some(plan) if plan.parse.forced.is_none() && whole_output(&plan.constraint) => {
+            Assembler::text()
+        }
+        Some(plan) => Assembler::chat(client.chat_format(), plan.parse.clone())
+            .max_calls(if plan.parallel { u32::MAX } else { 1 }),
+        None => Assembler::text(),
+    }
+}
+
+/// Starts the request's `n` generations (seeds `seed`, `seed + 1`, …).
+fn start_choices(
+    state: &AppState,
+    job: &GenerationJob,
+    client: &Lease,
+    model: &str,
+    kind: ChunkKind,
+) -> Result<Vec<GenerationStream>, ApiError> {
+    let endpoint = match kind {
+        ChunkKind::Chat => "chat",
+        ChunkKind::Text => "completions",
+    };
+    (0..job.n)
+        .map(|i| {
+            let mut params = job.params.clone();
+            params.seed = params.seed.map(|s| s.wrapping_add(i));
+            let mut stream = client.generate(job.prompt.clone(), params)?;
+            stream.meter(state.models.metrics(), model, endpoint);
+            Ok(stream)
+        })
+        .collect()
+}
+
+/// The non-streamed answer: every choice, usage summed over them (the prompt once).
+fn whole_answer(writer: ChunkWriter, choices: Vec<Choice>, want_logprobs: bool) -> HttpResponse {
+    let mut usage = Usage::default();
+    for c in &choices {
+        usage.prompt_tokens = c.usage.prompt_tokens;
+        usage.cached_tokens = usage.cached_tokens.max(c.usage.cached_tokens);
+        usage.completion_tokens += c.usage.completion_tokens;
+    }
+    let kind = writer.kind;
     let header = Header {
         id: writer.id,
         object: match kind {
@@ -127,7 +147,7 @@ async fn generate(
     };
     let usage = UsageBody::from(&usage);
     let indexed = choices.into_iter().enumerate().map(|(i, c)| (i as u32, c));
-    Ok(match kind {
+    match kind {
         ChunkKind::Chat => HttpResponse::Ok().json(ChatCompletion {
             header,
             choices: indexed
@@ -152,7 +172,7 @@ async fn generate(
                 .collect(),
             usage: Some(usage),
         }),
-    })
+    }
 }
 
 /// Whether `constraint` covers the whole output (not a lazy tool-call grammar).

@@ -448,26 +448,8 @@ impl TryFrom<ChatCompletionRequest> for GenerationJob {
         chat::name_tool_results(&mut messages);
         let mut params = SamplingParams::try_from(&r.sampling)?;
         params.logprobs = chat_logprobs(r.logprobs, r.top_logprobs)?;
-        let reasoning_effort = match r.reasoning_effort.as_deref() {
-            None => None,
-            Some(e @ ("low" | "medium" | "high")) => Some(e.to_owned()),
-            Some(other) => {
-                return Err(ApiError::invalid(
-                    "reasoning_effort",
-                    format!("reasoning_effort must be low, medium or high, got {other:?}"),
-                ))
-            }
-        };
-        let template_kwargs_json = match &r.chat_template_kwargs {
-            None | Some(Value::Null) => None,
-            Some(v @ Value::Object(_)) => Some(v.to_string()),
-            Some(_) => {
-                return Err(ApiError::invalid(
-                    "chat_template_kwargs",
-                    "chat_template_kwargs must be an object",
-                ))
-            }
-        };
+        let reasoning_effort = reasoning_effort(r.reasoning_effort.as_deref())?;
+        let template_kwargs_json = template_kwargs(r.chat_template_kwargs.as_ref())?;
         let (stream, include_usage) = r.sampling.stream();
         Ok(GenerationJob {
             model: r.model,
@@ -484,6 +466,30 @@ impl TryFrom<ChatCompletionRequest> for GenerationJob {
             n: r.sampling.n()?,
             chat: Some(options),
         })
+    }
+}
+
+/// gpt-oss `reasoning_effort`.
+fn reasoning_effort(effort: Option<&str>) -> Result<Option<String>, ApiError> {
+    match effort {
+        None => Ok(None),
+        Some(e @ ("low" | "medium" | "high")) => Ok(Some(e.to_owned())),
+        Some(other) => Err(ApiError::invalid(
+            "reasoning_effort",
+            format!("reasoning_effort must be low, medium or high, got {other:?}"),
+        )),
+    }
+}
+
+/// `chat_template_kwargs` as JSON text.
+fn template_kwargs(kwargs: Option<&Value>) -> Result<Option<String>, ApiError> {
+    match kwargs {
+        None | Some(Value::Null) => Ok(None),
+        Some(v @ Value::Object(_)) => Ok(Some(v.to_string())),
+        Some(_) => Err(ApiError::invalid(
+            "chat_template_kwargs",
+            "chat_template_kwargs must be an object",
+        )),
     }
 }
 
@@ -713,6 +719,48 @@ mod tests {
         assert_eq!(p.max_tokens, Some(3), "max_completion_tokens wins");
         assert_eq!(p.stop, ["\n"]);
         assert!(job.stream && job.include_usage);
+    }
+
+    #[test]
+    fn a_tool_conversation_becomes_template_messages() {
+        let job = chat(json!({"model": "m", "messages": [
+            {"role": "system", "content": "s"},
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": null, "reasoning_content": "think",
+             "tool_calls": [{"id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "21C"},
+         ],
+         "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
+         "reasoning_effort": "high", "chat_template_kwargs": {"enable_thinking": false},
+         "logprobs": true, "top_logprobs": 2, "logit_bias": {"7": -100}}))
+        .unwrap();
+        let Prompt::Chat(c) = &job.prompt else {
+            panic!()
+        };
+        let assistant = &c.messages[2];
+        assert_eq!(
+            assistant.content, None,
+            "a tool-calling turn has no content"
+        );
+        assert_eq!(assistant.reasoning_content.as_deref(), Some("think"));
+        assert_eq!(assistant.tool_calls[0].name, "get_weather");
+        assert_eq!(assistant.tool_calls[0].arguments, "{\"city\":\"Paris\"}");
+        let tool = &c.messages[3];
+        assert_eq!(tool.tool_call_id.as_deref(), Some("call_1"));
+        assert_eq!(
+            tool.name.as_deref(),
+            Some("get_weather"),
+            "named from the call it answers"
+        );
+        assert!(c.tools_json.as_deref().unwrap().contains("get_weather"));
+        assert_eq!(c.reasoning_effort.as_deref(), Some("high"));
+        assert_eq!(
+            c.template_kwargs_json.as_deref(),
+            Some("{\"enable_thinking\":false}")
+        );
+        assert_eq!(job.params.logprobs, Some(2));
+        assert_eq!(job.params.logit_bias, vec![(7, -100.0)]);
     }
 
     #[test]
