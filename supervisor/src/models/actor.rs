@@ -918,6 +918,52 @@ mod tests {
         assert_eq!(err.state.label(), "failed");
     }
 
+    /// Backoff on virtual time: five failed starts with the default restart
+    /// policy (500 ms doubling, jitter in [½, 1)) take at least
+    /// 250 + 500 + 1000 + 2000 ms of backoff — and no real time, because the
+    /// runtime's clock is paused and jumps to each pending timer.
+    #[actix_rt::test]
+    async fn failed_starts_back_off_exponentially_on_virtual_time() {
+        tokio::time::pause();
+        let mut supervision = super::super::supervision::test_supervision();
+        supervision.restart = crate::policy::backoff::RestartPolicy {
+            max_crashes: 5,
+            ..Default::default()
+        };
+        let shared = Shared {
+            supervision: Arc::new(supervision),
+            metrics: Metrics::new(),
+            changed: Arc::new(Notify::new()),
+            vendor: None,
+        };
+        let addr = ModelActor::new(
+            spawn_opts("/no/such/llm-node-worker".into()),
+            Duration::from_secs(1),
+            shared,
+        )
+        .start();
+        let (virtual_start, real_start) = (tokio::time::Instant::now(), Instant::now());
+        addr.send(Load { gpus: None }).await.unwrap().unwrap();
+        loop {
+            let status = addr.send(GetStatus).await.unwrap();
+            if let ModelState::Failed { .. } = status.state {
+                assert_eq!(
+                    status.restarts, 4,
+                    "five starts: the first and four restarts"
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let waited = virtual_start.elapsed();
+        assert!(waited >= Duration::from_millis(3750), "{waited:?}");
+        assert!(waited < Duration::from_millis(7600), "{waited:?}");
+        assert!(
+            real_start.elapsed() < Duration::from_secs(3),
+            "virtual, not real, time"
+        );
+    }
+
     #[actix_rt::test]
     async fn a_worker_dying_during_start_reports_its_stderr() {
         let dir = tempfile::tempdir().unwrap();
