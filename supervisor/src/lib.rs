@@ -142,6 +142,7 @@ impl Node {
                 .configure(configure)
         })
         .workers(args.http_thread_count())
+        .on_connect(api::disconnect::on_connect)
         .disable_signals()
         .shutdown_timeout(args.shutdown_timeout_secs)
         .bind((args.host.as_str(), args.port))

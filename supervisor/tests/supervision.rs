@@ -549,3 +549,36 @@ async fn ignore_eos_and_max_tokens_obey_the_operator_limits() {
     assert_eq!(s, 200, "{v}");
     t.node.stop().await;
 }
+
+#[actix_rt::test]
+async fn a_client_that_leaves_a_non_streaming_request_cancels_its_generation() {
+    // 200 tokens at 50 ms each would run for 10 s; the client leaves after 0.5 s.
+    let t = TestNode::start(&[("m", "token_ms=50")], &[]).await;
+    t.wait_state("m", "ready").await;
+    let body = json!({"model": "m", "max_tokens": 200,
+                      "messages": [{"role": "user", "content": "hi"}]})
+    .to_string();
+    // A raw socket, so that leaving really closes the connection (an HTTP
+    // client library may keep it open in its pool).
+    let mut sock = tokio::net::TcpStream::connect(t.node.addr()).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    use tokio::io::AsyncWriteExt;
+    sock.write_all(head.as_bytes()).await.unwrap();
+    sock.write_all(body.as_bytes()).await.unwrap();
+    t.wait_for("m", "busy", |m| m["in_flight"] == 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(sock);
+    let left = Instant::now();
+    t.wait_for("m", "idle again", |m| m["in_flight"] == 0).await;
+    assert!(
+        left.elapsed() < Duration::from_secs(5),
+        "the generation ran on after its client left: {:?}",
+        left.elapsed()
+    );
+    let metrics = t.metrics().await;
+    assert!(metrics.contains("outcome=\"cancelled\""), "{metrics}");
+    t.node.stop().await;
+}

@@ -72,6 +72,10 @@ pub enum ApiError {
     /// wants `{"error": "..."}` here, not the OpenAI shape.
     #[error("{0}")]
     RouterPull(String),
+    /// The client closed its connection before the answer (nginx's 499);
+    /// nobody reads this answer, it names the outcome in logs and metrics.
+    #[error("Client closed the request")]
+    ClientClosed,
 }
 
 impl ApiError {
@@ -100,6 +104,7 @@ impl ApiError {
             ApiError::NotFound { .. } => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Internal => "internal",
+            ApiError::ClientClosed => "client_closed",
             ApiError::Store { kind, .. } => match kind {
                 StoreErrorKind::NotFound => "store_not_found",
                 StoreErrorKind::InUse => "store_in_use",
@@ -206,6 +211,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::ClientClosed => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
             ApiError::Store { kind, .. } => match kind {
                 StoreErrorKind::NotFound => StatusCode::NOT_FOUND,
                 StoreErrorKind::InUse | StoreErrorKind::ReadOnly => StatusCode::CONFLICT,

@@ -6,6 +6,7 @@ use llm_node_protocol::{Constraint, TokenLogprob, Usage};
 use serde_json::json;
 
 use super::chat::Plan;
+use super::disconnect;
 use super::error::ApiError;
 use super::output::{self, Assembler};
 use super::response::{
@@ -22,19 +23,37 @@ use crate::models::{Lease, ModelEntry, ModelStatus};
 use crate::worker::{GenerationEvent, GenerationStream};
 
 pub async fn chat_completions(
+    req: HttpRequest,
     state: web::Data<AppState>,
     body: web::Json<ChatCompletionRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let job = GenerationJob::try_from(body.into_inner())?;
-    generate(&state, job, ChunkKind::Chat).await
+    until_client_leaves(&req, generate(&state, job, ChunkKind::Chat)).await
 }
 
 pub async fn completions(
+    req: HttpRequest,
     state: web::Data<AppState>,
     body: web::Json<CompletionRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let job = GenerationJob::try_from(body.into_inner())?;
-    generate(&state, job, ChunkKind::Text).await
+    until_client_leaves(&req, generate(&state, job, ChunkKind::Text)).await
+}
+
+/// Runs `answer` unless the client hangs up first: then it is dropped, which
+/// releases the model and cancels the generation in the worker (a waiting
+/// request gives up its place, a running one stops generating).
+async fn until_client_leaves(
+    req: &HttpRequest,
+    answer: impl std::future::Future<Output = Result<HttpResponse, ApiError>>,
+) -> Result<HttpResponse, ApiError> {
+    tokio::select! {
+        r = answer => r,
+        () = disconnect::gone(disconnect::connection(req)) => {
+            tracing::info!("client went away; request cancelled");
+            Err(ApiError::ClientClosed)
+        }
+    }
 }
 
 /// Runs a generation and answers it whole or as a stream.

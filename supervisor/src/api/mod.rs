@@ -9,6 +9,7 @@
 //! - [`router`]: llm-router's `/pull` and `/api/logs`.
 //! - [`request_id`]: the request id middleware (header, span, scope).
 //! - [`types`]: request bodies and their validation into protocol types.
+//! - [`disconnect`]: noticing a client that left while its handler waits.
 //! - [`chat`]: tools, `tool_choice`, `response_format`: constraints and parser options.
 //! - [`output`]: generated text → OpenAI message, deltas, tool calls, logprobs.
 //! - [`response`]: response bodies.
@@ -18,6 +19,7 @@
 
 pub mod admin;
 pub mod chat;
+pub mod disconnect;
 pub mod error;
 pub mod handlers;
 pub mod ollama;
