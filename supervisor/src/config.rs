@@ -363,14 +363,6 @@ impl Args {
         }
     }
 
-    /// The per-request limits handlers apply.
-    pub fn request_limits(&self) -> crate::api::state::RequestLimits {
-        crate::api::state::RequestLimits {
-            max_tokens: self.max_tokens_limit,
-            allow_ignore_eos: self.allow_ignore_eos,
-        }
-    }
-
     /// The operator's chat templates (`--chat-template`), read, by model key.
     ///
     /// # Errors

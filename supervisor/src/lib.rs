@@ -158,7 +158,11 @@ impl Node {
             metrics::Metrics::new(),
             gpus,
         );
-        let state = AppState::with_limits(models.clone(), args.request_limits()).into_data();
+        let limits = api::state::RequestLimits {
+            max_tokens: args.max_tokens_limit,
+            allow_ignore_eos: args.allow_ignore_eos,
+        };
+        let state = AppState::with_limits(models.clone(), limits).into_data();
         let _ = state_slot.set(state.clone());
         let handle = spawn_server(server.run());
         tracing::info!("listening on http://{addr}");
