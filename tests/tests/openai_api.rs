@@ -354,6 +354,7 @@ fn bad_input_gets_openai_errors_and_the_worker_keeps_serving() {
         (chat("hi", json!({"max_tokens": -3})), 400, "max_tokens"),
         (chat("hi", json!({"n": 17})), 400, "n"),
         (chat("hi", json!({"n": 2, "stream": true})), 400, "n"),
+        (chat("hi", json!({"n": 5})), 400, "n"),
         (
             chat(
                 "hi",
@@ -444,4 +445,41 @@ fn streamed_tokens_are_read_on_the_http_threads_not_by_reader_threads() {
         threads_named(node.pid(), "events"),
         vec![format!("events0-{MODEL}")]
     );
+}
+
+#[test]
+fn n_choices_come_back_indexed_with_summed_usage() {
+    let node = Node::start(&[]);
+    let (status, v) = node.post(
+        "/v1/chat/completions",
+        &chat(
+            "Tell me a joke.",
+            json!({"n": 3, "max_tokens": 6, "seed": 5, "temperature": 1}),
+        ),
+    );
+    assert_eq!(status, 200, "{v}");
+    let choices = v["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 3, "{v}");
+    for (i, c) in choices.iter().enumerate() {
+        assert_eq!(c["index"], i, "{v}");
+        assert!(c["message"]["content"].is_string(), "{v}");
+    }
+    let total: u64 = choices.len() as u64 * 6;
+    assert!(
+        v["usage"]["completion_tokens"].as_u64().unwrap() <= total,
+        "{v}"
+    );
+    assert!(
+        v["usage"]["completion_tokens"].as_u64().unwrap() >= 3,
+        "{v}"
+    );
+    let (status, v) = node.post(
+        "/v1/completions",
+        &json!({"model": MODEL, "prompt": "Once upon a time", "max_tokens": 4, "logprobs": 2}),
+    );
+    assert_eq!(status, 200, "{v}");
+    let lp = &v["choices"][0]["logprobs"];
+    assert_eq!(lp["tokens"].as_array().unwrap().len(), 4, "{v}");
+    assert_eq!(lp["top_logprobs"][0].as_object().unwrap().len(), 2, "{v}");
+    assert_eq!(lp["text_offset"][0], 0, "{v}");
 }

@@ -75,6 +75,15 @@ async fn generate(
     }
     state.check_limits(&mut job.params)?;
     let (model, client) = state.client(&job.model).await?;
+    if let Some(slots) = client.slots().filter(|s| job.n > *s) {
+        return Err(ApiError::invalid(
+            "n",
+            format!(
+                "n must be at most {slots} for this model (its slots); got {}",
+                job.n
+            ),
+        ));
+    }
     let plan = job
         .chat
         .as_ref()

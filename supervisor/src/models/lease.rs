@@ -132,6 +132,11 @@ impl Lease {
         self.client.chat_format()
     }
 
+    /// The worker's slots (requests decoded together), once known.
+    pub fn slots(&self) -> Option<u32> {
+        self.client.slots()
+    }
+
     /// The worker's client, for calls the lease does not wrap. What it starts is
     /// counted only while this lease lives.
     pub fn client(&self) -> &WorkerClient {

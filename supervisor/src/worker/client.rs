@@ -107,6 +107,8 @@ struct Inner {
     in_flight: watch::Sender<usize>,
     /// The model's output syntax, from its chat template (set once at Ready).
     chat_format: std::sync::OnceLock<llm_node_chat::format::ChatFormat>,
+    /// The worker's slots (set once at Ready).
+    slots: std::sync::OnceLock<u32>,
 }
 
 impl std::fmt::Debug for WorkerClient {
@@ -150,6 +152,7 @@ impl WorkerClient {
             next_id: AtomicU64::new(1),
             in_flight: watch::channel(0).0,
             chat_format: std::sync::OnceLock::new(),
+            slots: std::sync::OnceLock::new(),
         });
         for (lane, rx) in events.into_iter().enumerate() {
             match lanes.and_then(|l| l.arbiter(lane)) {
@@ -183,6 +186,16 @@ impl WorkerClient {
             .get()
             .copied()
             .unwrap_or(llm_node_chat::format::ChatFormat::GENERIC)
+    }
+
+    /// Records how many requests the worker decodes together.
+    pub fn set_slots(&self, slots: u32) {
+        let _ = self.inner.slots.set(slots);
+    }
+
+    /// The worker's slots (`None` before Ready).
+    pub fn slots(&self) -> Option<u32> {
+        self.inner.slots.get().copied()
     }
 
     /// Whether the connection is still usable.

@@ -355,6 +355,7 @@ impl Handshake {
                 client.set_chat_format(llm_node_chat::format::ChatFormat::detect(
                     &c.info.chat_template,
                 ));
+                client.set_slots(c.info.parallel);
                 Ok((client, c.info))
             }
             // A broken channel usually means the worker died: report its exit.
