@@ -171,6 +171,7 @@ fn main() {
     }));
 
     let mut running: HashMap<RequestId, Running> = HashMap::new();
+    let mut waiting = std::collections::VecDeque::new();
     let mut total: u64 = 0;
     loop {
         let cmd = if running.is_empty() {
@@ -204,21 +205,25 @@ fn main() {
                         });
                         continue;
                     }
-                    send(&Event::Started {
-                        id,
+                    let r = Running {
+                        remaining: params.max_tokens.unwrap_or(16),
+                        emitted: 0,
                         prompt_tokens,
-                        reasoning_open: false,
-                    });
-                    running.insert(
-                        id,
-                        Running {
-                            remaining: params.max_tokens.unwrap_or(16),
-                            emitted: 0,
-                            prompt_tokens,
-                        },
-                    );
+                    };
+                    // Like the real worker: `parallel` slots, the rest wait
+                    // (and get `Started` only when a slot frees).
+                    waiting.push_back((id, r));
+                    admit(&mut waiting, &mut running, config.parallel as usize, &send);
                 }
                 Command::Cancel { id } => {
+                    if let Some(at) = waiting.iter().position(|(w, _)| *w == id) {
+                        waiting.remove(at);
+                        send(&Event::Finished {
+                            id,
+                            reason: FinishReason::Cancelled,
+                            usage: Usage::default(),
+                        });
+                    }
                     if let Some(r) = running.remove(&id) {
                         send(&Event::Finished {
                             id,
@@ -305,5 +310,26 @@ fn main() {
                 });
             }
         }
+        admit(&mut waiting, &mut running, config.parallel as usize, &send);
+    }
+}
+
+/// Moves waiting requests into free slots, announcing each with `Started`.
+fn admit(
+    waiting: &mut std::collections::VecDeque<(RequestId, Running)>,
+    running: &mut HashMap<RequestId, Running>,
+    slots: usize,
+    send: &impl Fn(&Event),
+) {
+    while running.len() < slots.max(1) {
+        let Some((id, r)) = waiting.pop_front() else {
+            return;
+        };
+        send(&Event::Started {
+            id,
+            prompt_tokens: r.prompt_tokens,
+            reasoning_open: false,
+        });
+        running.insert(id, r);
     }
 }

@@ -105,6 +105,16 @@ pub struct Args {
     #[arg(long, env = "LLM_NODE_MAX_TOKENS_LIMIT", default_value_t = 0)]
     pub max_tokens_limit: u32,
 
+    /// Longest a request may wait for its first token (model load, a free
+    /// slot, prompt processing) before it is answered 503; 0 = no limit.
+    #[arg(long, env = "LLM_NODE_QUEUE_TIMEOUT_SECS", default_value_t = 600)]
+    pub queue_timeout_secs: u64,
+
+    /// Longest a whole non-streaming request may take (it is then cancelled
+    /// and answered 503); 0 = no limit.
+    #[arg(long, env = "LLM_NODE_REQUEST_TIMEOUT_SECS", default_value_t = 0)]
+    pub request_timeout_secs: u64,
+
     /// Let clients send `ignore_eos` (generate past the end of the answer, for
     /// benchmarks); refused with a 400 otherwise.
     #[arg(long, env = "LLM_NODE_ALLOW_IGNORE_EOS")]

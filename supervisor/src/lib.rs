@@ -158,9 +158,12 @@ impl Node {
             metrics::Metrics::new(),
             gpus,
         );
+        let secs = |s: u64| (s > 0).then(|| std::time::Duration::from_secs(s));
         let limits = api::state::RequestLimits {
             max_tokens: args.max_tokens_limit,
             allow_ignore_eos: args.allow_ignore_eos,
+            queue_timeout: secs(args.queue_timeout_secs),
+            request_timeout: secs(args.request_timeout_secs),
         };
         let state = AppState::with_limits(models.clone(), limits).into_data();
         let _ = state_slot.set(state.clone());

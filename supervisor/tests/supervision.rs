@@ -582,3 +582,37 @@ async fn a_client_that_leaves_a_non_streaming_request_cancels_its_generation() {
     assert!(metrics.contains("outcome=\"cancelled\""), "{metrics}");
     t.node.stop().await;
 }
+
+#[actix_rt::test]
+async fn a_request_that_waits_too_long_for_a_slot_gets_a_clear_503() {
+    let t = TestNode::start(
+        &[("m", "token_ms=100")],
+        &["--parallel=1", "--queue-timeout-secs=1"],
+    )
+    .await;
+    t.wait_state("m", "ready").await;
+    let long = {
+        let req = t.http.post(t.url("/v1/chat/completions")).json(&json!({
+            "model": "m", "max_tokens": 40, "messages": [{"role": "user", "content": "hi"}]}));
+        actix_rt::spawn(async move { req.send().await.map(|r| r.status().as_u16()) })
+    };
+    t.wait_for("m", "busy", |m| m["in_flight"] == 1).await;
+    let asked = Instant::now();
+    let (s, v) = t.chat("m", 2).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (503, Some("timeout")),
+        "{v}"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(
+        long.await.unwrap().unwrap(),
+        200,
+        "the running request is untouched"
+    );
+    t.node.stop().await;
+}

@@ -72,6 +72,10 @@ pub enum ApiError {
     /// wants `{"error": "..."}` here, not the OpenAI shape.
     #[error("{0}")]
     RouterPull(String),
+    /// The request waited or ran longer than the node allows (`what`: "its
+    /// first token" or "the whole request").
+    #[error("The request timed out waiting for {what} ({secs} s); retry later")]
+    Timeout { what: &'static str, secs: u64 },
     /// The client closed its connection before the answer (nginx's 499);
     /// nobody reads this answer, it names the outcome in logs and metrics.
     #[error("Client closed the request")]
@@ -105,6 +109,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Internal => "internal",
             ApiError::ClientClosed => "client_closed",
+            ApiError::Timeout { .. } => "timeout",
             ApiError::Store { kind, .. } => match kind {
                 StoreErrorKind::NotFound => "store_not_found",
                 StoreErrorKind::InUse => "store_in_use",
@@ -123,6 +128,7 @@ impl ApiError {
             | ApiError::NoCapacity(_)
             | ApiError::WorkerGone
             | ApiError::Internal
+            | ApiError::Timeout { .. }
             | ApiError::ShuttingDown => "server_error",
             ApiError::QueueFull(_) => "rate_limit_error",
             ApiError::Unauthorized => "authentication_error",
@@ -152,6 +158,7 @@ impl ApiError {
             ApiError::WorkerGone => Some("worker_unavailable"),
             ApiError::QueueFull(_) => Some("queue_full"),
             ApiError::ShuttingDown => Some("shutting_down"),
+            ApiError::Timeout { .. } => Some("timeout"),
             ApiError::Unauthorized => Some("invalid_admin_key"),
             ApiError::Conflict(_) => Some("conflict"),
             ApiError::Store { kind, .. } => Some(match kind {
@@ -211,6 +218,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Timeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::ClientClosed => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
             ApiError::Store { kind, .. } => match kind {
                 StoreErrorKind::NotFound => StatusCode::NOT_FOUND,

@@ -28,7 +28,8 @@ pub async fn chat_completions(
     body: web::Json<ChatCompletionRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let job = GenerationJob::try_from(body.into_inner())?;
-    until_client_leaves(&req, generate(&state, job, ChunkKind::Chat)).await
+    let answer = within_deadlines(&state, job.stream, generate(&state, job, ChunkKind::Chat));
+    until_client_leaves(&req, answer).await
 }
 
 pub async fn completions(
@@ -37,7 +38,27 @@ pub async fn completions(
     body: web::Json<CompletionRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let job = GenerationJob::try_from(body.into_inner())?;
-    until_client_leaves(&req, generate(&state, job, ChunkKind::Text)).await
+    let answer = within_deadlines(&state, job.stream, generate(&state, job, ChunkKind::Text));
+    until_client_leaves(&req, answer).await
+}
+
+/// Runs `answer` within the node's request deadline (non-streaming answers;
+/// a stream's answer is its first event, bounded by the queue deadline).
+async fn within_deadlines(
+    state: &AppState,
+    stream: bool,
+    answer: impl std::future::Future<Output = Result<HttpResponse, ApiError>>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = match (stream, state.limits.request_timeout) {
+        (false, Some(t)) => t,
+        _ => return answer.await,
+    };
+    tokio::time::timeout(limit, answer)
+        .await
+        .unwrap_or(Err(ApiError::Timeout {
+            what: "the whole request",
+            secs: limit.as_secs(),
+        }))
 }
 
 /// Runs `answer` unless the client hangs up first: then it is dropped, which
@@ -74,7 +95,9 @@ async fn generate(
         ));
     }
     state.check_limits(&mut job.params)?;
-    let (model, client) = state.client(&job.model).await?;
+    let started = tokio::time::Instant::now();
+    let queue = state.limits.queue_timeout;
+    let (model, client) = first_token_deadline(queue, started, state.client(&job.model)).await?;
     if let Some(slots) = client.slots().filter(|s| job.n > *s) {
         return Err(ApiError::invalid(
             "n",
@@ -107,13 +130,14 @@ async fn generate(
     let want_logprobs = job.params.logprobs.is_some();
     if job.stream {
         let mut stream = streams.pop().ok_or(ApiError::Internal)?;
-        let first = first_event(&mut stream, blame).await?;
+        let first = first_token_deadline(queue, started, first_event(&mut stream, blame)).await?;
         let body = sse::response(writer, first, stream, assembler(), want_logprobs);
         return Ok(body);
     }
     let mut choices = Vec::with_capacity(streams.len());
-    for stream in streams {
-        choices.push(collect(stream, assembler(), blame).await?);
+    for mut stream in streams {
+        let first = first_token_deadline(queue, started, first_event(&mut stream, blame)).await?;
+        choices.push(collect(first, stream, assembler()).await?);
     }
     Ok(whole_answer(writer, choices, want_logprobs))
 }
@@ -203,6 +227,23 @@ fn whole_answer(writer: ChunkWriter, choices: Vec<Choice>, want_logprobs: bool) 
     }
 }
 
+/// Runs `step` unless the request's first token is not there by `start + limit`.
+async fn first_token_deadline<T>(
+    limit: Option<std::time::Duration>,
+    start: tokio::time::Instant,
+    step: impl std::future::Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    let Some(limit) = limit else {
+        return step.await;
+    };
+    tokio::time::timeout_at(start + limit, step)
+        .await
+        .unwrap_or(Err(ApiError::Timeout {
+            what: "its first token",
+            secs: limit.as_secs(),
+        }))
+}
+
 /// Whether `constraint` covers the whole output (not a lazy tool-call grammar).
 fn whole_output(constraint: &Option<Constraint>) -> bool {
     matches!(
@@ -246,14 +287,14 @@ struct Choice {
 
 /// Reads a generation to its end.
 async fn collect(
+    first: GenerationEvent,
     mut stream: GenerationStream,
     mut assembler: Assembler,
-    blame: Option<&'static str>,
 ) -> Result<Choice, ApiError> {
     let mut message = output::Message::default();
     let mut logprobs = Vec::new();
     let mut parts = Vec::new();
-    let mut event = first_event(&mut stream, blame).await?;
+    let mut event = first;
     loop {
         match event {
             GenerationEvent::Started { reasoning_open, .. } => assembler.started(reasoning_open),

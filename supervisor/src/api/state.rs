@@ -19,6 +19,10 @@ pub struct RequestLimits {
     pub max_tokens: u32,
     /// Whether clients may send `ignore_eos` (generate past the end of the answer).
     pub allow_ignore_eos: bool,
+    /// Longest wait for the first token (load, slot, prefill).
+    pub queue_timeout: Option<std::time::Duration>,
+    /// Longest a whole non-streaming request may take.
+    pub request_timeout: Option<std::time::Duration>,
 }
 
 /// What every handler can reach.
