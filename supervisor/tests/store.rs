@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use fake_hub::{sha256, FakeHub};
-use llm_node::store::{ModelRef, Store, StoreArgs};
+use llm_node::store::download::{BlobRequest, DownloadError, Downloader};
+use llm_node::store::{ModelRef, Store, StoreArgs, StoreErrorKind};
 use llm_node::{Args, Node};
 use serde_json::{json, Value};
 
@@ -621,4 +622,74 @@ fast.save_pretrained("{0}")
         .any(|l| l["status"].as_str().unwrap_or("").starts_with("converting")));
     assert_eq!(chat(&node, "hf.co/org/tiny:latest").await.0, 200);
     node.stop().await;
+}
+
+/// 24 MiB "free", whatever the disk has: room for one 8 MiB blob in 4 parts
+/// (16 MiB while they are assembled), not two.
+fn small_disk(_: &Path) -> std::io::Result<u64> {
+    Ok(24 << 20)
+}
+
+#[actix_rt::test]
+async fn concurrent_pulls_reserve_space_so_only_what_fits_runs_at_once() {
+    let hub = FakeHub::start();
+    hub.publish("library", "one", "latest", &synthetic(8 << 20, 1), None);
+    hub.publish("library", "two", "latest", &synthetic(8 << 20, 2), None);
+    // Slow bodies (2 MiB parts at 64 KiB per 20 ms: over half a second).
+    hub.faults(|f| f.chunk_delay = Duration::from_millis(20));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::with_free_space(&store_args(dir.path(), &hub), small_disk).unwrap();
+    let (one, two) = (
+        ModelRef::parse("one").unwrap(),
+        ModelRef::parse("two").unwrap(),
+    );
+    let (first, second) = tokio::join!(store.ensure(&one, &nothing), async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        store.ensure(&two, &nothing).await
+    });
+    first.unwrap();
+    let err = second.unwrap_err();
+    assert_eq!(err.kind(), StoreErrorKind::NoSpace, "{err}");
+    assert!(err.to_string().contains("running pulls reserved"), "{err}");
+    // The first pull released its reservation: the second fits now.
+    hub.faults(|f| f.chunk_delay = Duration::ZERO);
+    store.ensure(&two, &nothing).await.unwrap();
+}
+
+#[actix_rt::test]
+async fn a_download_of_unknown_size_stops_at_the_limit_and_leaves_nothing() {
+    let hub = FakeHub::start();
+    let digest = hub.publish("library", "big", "latest", &synthetic(3 << 20, 3), None);
+    let dir = tempfile::tempdir().unwrap();
+    let downloader = Downloader {
+        http: reqwest::Client::new(),
+        parallel: 4,
+        max_bytes: 1 << 20,
+    };
+    let req = BlobRequest {
+        url: format!("{}/v2/library/big/blobs/{digest}", hub.url())
+            .parse()
+            .unwrap(),
+        digest: None,
+        size: None,
+        bearer: None,
+    };
+    let dest = dir.path().join("model.gguf");
+    let err = downloader.fetch(&req, &dest, &|_, _| {}).await.unwrap_err();
+    assert!(matches!(err, DownloadError::TooLarge { .. }), "{err}");
+    assert!(err.to_string().contains("--max-download-gib"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+    // A declared size over the limit is refused before any transfer.
+    let served = hub.served();
+    let sized = BlobRequest {
+        size: Some(3 << 20),
+        ..req
+    };
+    let err = downloader
+        .fetch(&sized, &dest, &|_, _| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DownloadError::TooLarge { .. }), "{err}");
+    assert_eq!(hub.served(), served);
 }

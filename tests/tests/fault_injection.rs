@@ -283,3 +283,135 @@ fn sigterm_drains_in_flight_requests_then_exits_zero() {
         "worker {worker} still alive"
     );
 }
+
+/// One short streamed request on `model`; `Err` says what went wrong.
+fn short_request(node: &Node, model: &str) -> Result<(), String> {
+    let mut body = chat(
+        "Name a ship.",
+        json!({"max_tokens": 16, "ignore_eos": true, "stream": true, "temperature": 0}),
+    );
+    body["model"] = json!(model);
+    let r = node
+        .http
+        .post(node.url("/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .map_err(|e| format!("send: {e}"))?;
+    if r.status().as_u16() != 200 {
+        return Err(format!("status {}", r.status()));
+    }
+    let events: Vec<String> = BufReader::new(r)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| l.strip_prefix("data: ").map(str::to_owned))
+        .collect();
+    if let Some(err) = error_event(&events) {
+        return Err(format!("error event: {err}"));
+    }
+    match finish_reason(&events).as_deref() {
+        Some("length") => Ok(()),
+        other => Err(format!("finish_reason {other:?}: {events:?}")),
+    }
+}
+
+/// The issue's acceptance test: "kill -9 of a serving worker twenty times in
+/// ten minutes: the model comes back every time, the other model never
+/// notices". Twenty kills within the crash-loop window would park a model
+/// that never got ready; one that had reached Ready is always restarted.
+#[test]
+fn twenty_kills_of_a_serving_worker_all_recover_and_the_other_model_never_notices() {
+    const ROUNDS: u64 = 20;
+    let t0 = Instant::now();
+    // Backoff is capped at 1 s (the attempt count resets after serving that
+    // long), so twenty rounds stay bounded; the default cap is 60 s.
+    let other = format!("{OTHER}={}", model_path());
+    let node = Node::start_with(
+        2,
+        &[
+            "--model",
+            &other,
+            "--restart-base-ms",
+            "100",
+            "--restart-max-ms",
+            "1000",
+            "--no-embeddings",
+        ],
+    );
+    node.wait_ready(OTHER);
+    let restarts_before = node.admin_model(MODEL)["restarts"].as_u64().unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (mut recoveries, deadline) = (Vec::new(), t0 + Duration::from_secs(170));
+    let (ok, errors) = std::thread::scope(|s| {
+        // A continuous stream of requests on the other model for the whole test.
+        let traffic = s.spawn(|| {
+            let (mut ok, mut errors) = (0u32, Vec::new());
+            while !stop.load(Ordering::SeqCst) {
+                match short_request(&node, OTHER) {
+                    Ok(()) => ok += 1,
+                    Err(e) => errors.push(e),
+                }
+            }
+            (ok, errors)
+        });
+        for round in 1..=ROUNDS {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: over the time budget"
+            );
+            let pid = pid_of(&node, MODEL);
+            let started = AtomicUsize::new(0);
+            let (events, ended, killed_at) = std::thread::scope(|s| {
+                let victim = s.spawn(|| long_stream(&node, MODEL, 400, &started));
+                // Serving: its first event (and so the response head) has arrived.
+                while started.load(Ordering::SeqCst) < 1 {
+                    assert!(Instant::now() < deadline, "round {round}: never served");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                let killed_at = Instant::now();
+                kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+                let (events, ended) = victim.join().unwrap();
+                (events, ended, killed_at)
+            });
+            let err = error_event(&events)
+                .unwrap_or_else(|| panic!("round {round}: no error event: {events:?}"));
+            assert_eq!(err["error"]["code"], "worker_unavailable", "{err}");
+            assert!(
+                finish_reason(&events).is_none(),
+                "round {round}: {events:?}"
+            );
+            let took = ended.duration_since(killed_at);
+            assert!(
+                took < Duration::from_secs(5),
+                "round {round}: ended {took:?} after the kill"
+            );
+            let m = node.wait_admin(MODEL, "back on a new pid", |m| {
+                assert_ne!(m["state"], "failed", "round {round}: parked as failed: {m}");
+                m["state"] == "ready" && m["pid"].as_i64().is_some_and(|p| p as i32 != pid)
+            });
+            assert!(m["last_exit"].as_str().unwrap().contains("SIGKILL"), "{m}");
+            recoveries.push(killed_at.elapsed());
+        }
+        stop.store(true, Ordering::SeqCst);
+        traffic.join().unwrap()
+    });
+    let m = node.admin_model(MODEL);
+    assert_eq!(m["state"], "ready", "{m}");
+    assert_eq!(
+        m["restarts"].as_u64().unwrap(),
+        restarts_before + ROUNDS,
+        "{m}"
+    );
+    assert!(
+        errors.is_empty(),
+        "other model hurt {} times: {errors:?}",
+        errors.len()
+    );
+    assert!(ok >= ROUNDS as u32, "only {ok} requests on the other model");
+    let slowest = recoveries.iter().max().unwrap();
+    let mean = recoveries.iter().sum::<Duration>() / ROUNDS as u32;
+    eprintln!(
+        "{ROUNDS} kills: recovery mean {mean:?}, slowest {slowest:?}; \
+         {ok} requests on the other model, 0 errors; wall {:?}",
+        t0.elapsed()
+    );
+}

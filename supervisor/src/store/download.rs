@@ -17,6 +17,15 @@
 //! - A server that ignores `Range` (answers 200 to a ranged request) would
 //!   otherwise splice the start of the file into the middle of a part: the
 //!   parts are dropped and the blob is fetched again as one part from byte 0.
+//! - A blob of one part (small, or of unknown size) is not copied: its part
+//!   file is hashed in place and renamed onto `B`, so it needs its size on disk
+//!   once; several parts need it twice while they are concatenated (what
+//!   [`super::space`] reserves).
+//! - Size limit and full disks: a blob larger than [`Downloader::max_bytes`]
+//!   is refused, before the transfer when its size is declared, as soon as it
+//!   passes the limit when not. A write that fails with `ENOSPC` ends the
+//!   download with [`DownloadError::NoSpace`]; both delete the blob's
+//!   `-partial` files, since resuming them cannot help.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,6 +75,11 @@ pub enum DownloadError {
     Io(String),
     #[error("the bytes are not the model's: {0}")]
     Mismatch(String),
+    /// The disk filled up (`ENOSPC`); the partial files were deleted.
+    #[error("disk full writing {path}; the partial download was deleted")]
+    NoSpace { path: PathBuf },
+    #[error("{url} is larger than the download limit of {limit} bytes (--max-download-gib)")]
+    TooLarge { url: String, limit: u64 },
 }
 
 /// The parts of one blob, persisted in `<blob>-partial.json`.
@@ -78,6 +92,11 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// How many parts [`Plan::split`] makes of `total` bytes.
+    pub fn part_count(total: u64, parallel: usize) -> u64 {
+        (total / MIN_PART_BYTES).clamp(1, parallel.max(1) as u64)
+    }
+
     /// `parallel` parts of at least [`MIN_PART_BYTES`], or one part.
     pub fn split(total: Option<u64>, parallel: usize) -> Plan {
         let Some(total) = total else {
@@ -86,10 +105,10 @@ impl Plan {
                 parts: vec![(0, u64::MAX)],
             };
         };
-        let n = (total / MIN_PART_BYTES).clamp(1, parallel.max(1) as u64);
+        let n = Plan::part_count(total, parallel);
         let step = total.div_ceil(n);
         let parts = (0..n)
-            .map(|i| (i * step, ((i + 1) * step).min(total)))
+            .map(|i| (i * step, (i + 1).saturating_mul(step).min(total)))
             .filter(|(s, e)| s < e)
             .collect();
         Plan {
@@ -120,9 +139,16 @@ fn sibling(dest: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// An I/O error on `path` as a [`DownloadError`]: `ENOSPC` is
+/// [`DownloadError::NoSpace`], anything else [`DownloadError::Io`].
 fn io(context: &str, path: &Path) -> impl FnOnce(std::io::Error) -> DownloadError {
-    let what = format!("{context} {}", path.display());
-    move |e| DownloadError::Io(format!("{what}: {e}"))
+    let (what, path) = (format!("{context} {}", path.display()), path.to_path_buf());
+    move |e| {
+        if e.kind() == std::io::ErrorKind::StorageFull {
+            return DownloadError::NoSpace { path };
+        }
+        DownloadError::Io(format!("{what}: {e}"))
+    }
 }
 
 /// How one attempt at one part ended.
@@ -211,6 +237,9 @@ impl<'a> Tally<'a> {
 pub struct Downloader {
     pub http: reqwest::Client,
     pub parallel: usize,
+    /// Largest blob accepted, in bytes (`--max-download-gib`); what bounds a
+    /// download whose size nobody declared.
+    pub max_bytes: u64,
 }
 
 /// What to do after an attempt that did not end the download.
@@ -225,13 +254,17 @@ impl Downloader {
     ///
     /// # Errors
     /// [`DownloadError`]; `dest` is then untouched and the `-partial` files that
-    /// hold verified-so-far progress stay for the next attempt.
+    /// hold verified-so-far progress stay for the next attempt, except after
+    /// [`DownloadError::NoSpace`] and [`DownloadError::TooLarge`], which delete them.
     pub async fn fetch(
         &self,
         req: &BlobRequest,
         dest: &Path,
         progress: &(dyn Fn(u64, Option<u64>) + Sync),
     ) -> Result<String, DownloadError> {
+        if req.size.is_some_and(|s| s > self.max_bytes) {
+            return Err(self.too_large(req));
+        }
         create_parent(dest).await?;
         let mut plan = self.load_plan(dest, req.size).await?;
         let (mut attempts, mut fruitless) = (0u32, 0u32);
@@ -241,7 +274,16 @@ impl Downloader {
                 tokio::time::sleep(Duration::from_millis(delay)).await;
             }
             attempts += 1;
-            let last = match self.attempt(req, dest, &plan, progress).await? {
+            let outcome = match self.attempt(req, dest, &plan, progress).await {
+                Err(e @ (DownloadError::NoSpace { .. } | DownloadError::TooLarge { .. })) => {
+                    // Keeping the bytes cannot help: free the disk.
+                    clear(dest, &plan).await;
+                    tracing::warn!(url = %req.url, "{e}");
+                    return Err(e);
+                }
+                other => other?,
+            };
+            let last = match outcome {
                 Ok(digest) => return Ok(digest),
                 Err(Next::Retry { why, fruitless: f }) => {
                     tracing::debug!(url = %req.url, attempts, "download attempt failed: {why}");
@@ -263,6 +305,13 @@ impl Downloader {
                     last,
                 });
             }
+        }
+    }
+
+    fn too_large(&self, req: &BlobRequest) -> DownloadError {
+        DownloadError::TooLarge {
+            url: req.url.to_string(),
+            limit: self.max_bytes,
         }
     }
 
@@ -381,6 +430,12 @@ impl Downloader {
         if let Some(length) = resp.content_length() {
             tally.learn_total(from + length);
         }
+        // Of unknown size: bounded by the limit, refused at once when the
+        // response says it is over.
+        let limit = (!part.known_end()).then(|| self.max_bytes.saturating_sub(from));
+        if limit.is_some_and(|l| resp.content_length().is_some_and(|n| n > l)) {
+            return PartEnd::Fatal(self.too_large(req));
+        }
         let opened = if append {
             tokio::fs::OpenOptions::new()
                 .create(true)
@@ -398,7 +453,11 @@ impl Downloader {
             true => Some(part.end - from),
             false => resp.content_length(),
         };
-        write_body(resp, out, part.file, want, tally).await
+        let body = Body { want, limit };
+        match write_body(resp, out, part.file, body, tally).await {
+            PartEnd::Fatal(DownloadError::TooLarge { .. }) => PartEnd::Fatal(self.too_large(req)),
+            end => end,
+        }
     }
 
     /// Asks for the rest of `part` from byte `from`: the response to read and whether
@@ -472,13 +531,46 @@ impl Downloader {
         dest: &Path,
         progress: &(dyn Fn(u64, Option<u64>) + Sync),
     ) -> Result<String, DownloadError> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         create_parent(dest).await?;
+        let tmp = sibling(dest, "");
+        let copied = self.copy_to(from, &tmp, progress).await;
+        let (got, copied) = match copied {
+            Ok(done) => done,
+            Err(e) => {
+                // Not resumable: a partial copy only takes space (ENOSPC included).
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(e);
+            }
+        };
+        if let Err(why) = check(&got, copied, digest, size) {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(DownloadError::Mismatch(why));
+        }
+        tokio::fs::rename(&tmp, dest)
+            .await
+            .map_err(io("cannot rename onto", dest))?;
+        Ok(got)
+    }
+
+    /// Copies `from` to `tmp` while hashing: the digest and the length.
+    async fn copy_to(
+        &self,
+        from: &Path,
+        tmp: &Path,
+        progress: &(dyn Fn(u64, Option<u64>) + Sync),
+    ) -> Result<(String, u64), DownloadError> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut src = tokio::fs::File::open(from)
             .await
             .map_err(io("cannot open", from))?;
         let total = src.metadata().await.map_err(io("cannot stat", from))?.len();
-        let tmp = sibling(dest, "");
+        if total > self.max_bytes {
+            return Err(DownloadError::TooLarge {
+                url: from.display().to_string(),
+                limit: self.max_bytes,
+            });
+        }
+        let tmp = tmp.to_path_buf();
         let mut out = tokio::fs::File::create(&tmp)
             .await
             .map_err(io("cannot create", &tmp))?;
@@ -499,16 +591,17 @@ impl Downloader {
         out.sync_all().await.map_err(io("cannot sync", &tmp))?;
         tally.flush();
         let got = format!("sha256:{}", hex(&hasher.finalize()));
-        let copied = tally.done.load(Ordering::Relaxed);
-        if let Err(why) = check(&got, copied, digest, size) {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(DownloadError::Mismatch(why));
-        }
-        tokio::fs::rename(&tmp, dest)
-            .await
-            .map_err(io("cannot rename onto", dest))?;
-        Ok(got)
+        Ok((got, tally.done.load(Ordering::Relaxed)))
     }
+}
+
+/// How much of a body to write.
+#[derive(Clone, Copy)]
+struct Body {
+    /// Bytes the part still needs, when known; more are dropped.
+    want: Option<u64>,
+    /// Bytes allowed at most (a part of unknown size); more is an error.
+    limit: Option<u64>,
 }
 
 /// Streams `resp` into `out` (at most `want` bytes, when known).
@@ -516,7 +609,7 @@ async fn write_body(
     resp: reqwest::Response,
     mut out: tokio::fs::File,
     file: &Path,
-    want: Option<u64>,
+    Body { want, limit }: Body,
     tally: &Tally<'_>,
 ) -> PartEnd {
     let mut got = 0u64;
@@ -533,6 +626,10 @@ async fn write_body(
         if let Some(want) = want {
             // Never write past the part, whatever the server sends.
             chunk.truncate((want - got).min(chunk.len() as u64) as usize);
+        }
+        if limit.is_some_and(|l| got + chunk.len() as u64 > l) {
+            let (url, limit) = (String::new(), limit.unwrap_or_default());
+            return PartEnd::Fatal(DownloadError::TooLarge { url, limit });
         }
         if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut out, &chunk).await {
             return PartEnd::Fatal(io("cannot write", file)(e));
@@ -584,25 +681,27 @@ fn check(
 /// The read error.
 pub async fn hash_file(path: &Path) -> Result<(String, u64), DownloadError> {
     let owned = path.to_path_buf();
-    tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
-        use std::io::Read;
-        let mut f = std::fs::File::open(&owned)?;
-        let mut h = sha2::Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut size = 0u64;
-        loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            size += n as u64;
-            h.update(&buf[..n]);
+    tokio::task::spawn_blocking(move || hash_sync(&owned))
+        .await
+        .map_err(|e| DownloadError::Io(e.to_string()))?
+        .map_err(io("cannot read", path))
+}
+
+fn hash_sync(path: &Path) -> std::io::Result<(String, u64)> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
         }
-        Ok((format!("sha256:{}", hex(&h.finalize())), size))
-    })
-    .await
-    .map_err(|e| DownloadError::Io(e.to_string()))?
-    .map_err(io("cannot read", path))
+        size += n as u64;
+        h.update(&buf[..n]);
+    }
+    Ok((format!("sha256:{}", hex(&h.finalize())), size))
 }
 
 /// Whether `path` is a file with `digest` and `size`, each when given (a model
@@ -647,8 +746,9 @@ enum Assembly {
     Io(DownloadError),
 }
 
-/// Concatenates the parts into `<dest>-partial` while hashing, checks size and
-/// digest, and renames onto `dest`. Returns the digest.
+/// Concatenates the parts into `<dest>-partial` while hashing (one part is
+/// hashed in place instead), checks size and digest, and renames onto `dest`.
+/// Returns the digest.
 async fn assemble(req: &BlobRequest, dest: &Path, plan: &Plan) -> Result<String, Assembly> {
     let (dest, plan) = (dest.to_path_buf(), plan.clone());
     let (want_digest, want_size) = (req.digest.clone(), req.size);
@@ -656,8 +756,18 @@ async fn assemble(req: &BlobRequest, dest: &Path, plan: &Plan) -> Result<String,
         let parts: Vec<PathBuf> = (0..plan.parts.len())
             .map(|i| sibling(&dest, &format!("-{i}")))
             .collect();
-        let tmp = sibling(&dest, "");
-        let (digest, size) = concat_hashing(&parts, &tmp)?;
+        let (tmp, (digest, size)) = match &parts[..] {
+            [only] => {
+                let hashed =
+                    hash_sync(only).map_err(|e| Assembly::Io(io("cannot read", only)(e)))?;
+                (only.clone(), hashed)
+            }
+            _ => {
+                let tmp = sibling(&dest, "");
+                let hashed = concat_hashing(&parts, &tmp)?;
+                (tmp, hashed)
+            }
+        };
         check(&digest, size, want_digest.as_deref(), want_size).map_err(Assembly::Mismatch)?;
         std::fs::rename(&tmp, &dest)
             .map_err(|e| Assembly::Io(io("cannot rename onto", &dest)(e)))?;
@@ -753,6 +863,27 @@ mod tests {
         assert!(fits(90 << 30, 100 << 30));
         assert!(!fits((99 << 30) + 1, 100 << 30));
         assert!(free_bytes(Path::new("/no/such/dir/below/root")).unwrap() > 0);
+    }
+
+    #[test]
+    fn a_full_disk_is_no_space_and_other_errors_stay_io() {
+        let enospc = std::io::Error::from_raw_os_error(nix::libc::ENOSPC);
+        let e = io("cannot write", Path::new("/s/blobs/x-partial-0"))(enospc);
+        assert!(
+            matches!(&e, DownloadError::NoSpace { path } if path.ends_with("x-partial-0")),
+            "{e}"
+        );
+        let denied = std::io::Error::from_raw_os_error(nix::libc::EACCES);
+        let e = io("cannot write", Path::new("/s/x"))(denied);
+        assert!(
+            matches!(&e, DownloadError::Io(m) if m.starts_with("cannot write /s/x")),
+            "{e}"
+        );
+        assert_eq!(Plan::part_count(u64::MAX, 4), 4);
+        assert_eq!(
+            Plan::split(Some(u64::MAX), 4).parts.last().unwrap().1,
+            u64::MAX
+        );
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! with neither source falls back to the store's own names
 //! ([`Store::ensure`]: the registry or Hugging Face), which is how the router's
 //! predefined models (contract §6) arrive. A file already in place and intact
-//! is adopted without a transfer.
+//! is adopted without a transfer. Both reserve their disk space first
+//! ([`super::space`]), as the store's own pulls do.
 
 use std::path::{Path, PathBuf};
 
@@ -115,6 +116,8 @@ impl Store {
         dest: &Path,
         progress: OnProgress<'_>,
     ) -> Result<(), StoreError> {
+        let size = std::fs::metadata(from).map_or(0, |m| m.len());
+        let _space = self.reserve(dest.parent().unwrap_or(dest), size)?;
         let on_bytes = bytes_progress(&req.model, progress);
         let digest = req.digest();
         self.inner
@@ -137,6 +140,9 @@ impl Store {
             size: req.size,
             bearer: None,
         };
+        // Of unknown size: nothing to reserve; bounded by --max-download-gib.
+        let need = self.download_need(req.size);
+        let _space = self.reserve(dest.parent().unwrap_or(dest), need)?;
         let on_bytes = bytes_progress(&req.model, progress);
         self.inner.downloader.fetch(&blob, dest, &on_bytes).await?;
         Ok(())

@@ -19,6 +19,7 @@
 //! - [`Store`] (here): resolve, pull, list and remove models; no HTTP server, no actors.
 //! - [`download`]: the one downloader (ranged parts, resume, SHA-256, atomic install, local copies).
 //! - [`file_pull`]: a router file into the named directories.
+//! - [`space`]: the disk-space ledger every pull reserves from before it writes.
 //! - [`service`]: the node's side: the one pull runner (Ollama's `/api/pull`, the
 //!   router's `/pull` and sync) on the node's main arbiter, the one hot add;
 //!   startup registration of stored models; `rm` of an idle model.
@@ -37,6 +38,7 @@ pub mod name;
 pub mod named_dirs;
 pub mod registry_client;
 pub mod service;
+pub mod space;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -55,6 +57,7 @@ use download::{BlobRequest, DownloadError, Downloader};
 use hf::{Choice, HfError};
 use layout::{Layer, LayoutError, MEDIA_MODEL};
 use registry_client::RegistryError;
+use space::{FreeBytes, Ledger, Reservation};
 
 /// Where models are stored and fetched from (flags and environment).
 #[derive(Debug, Clone, clap::Args)]
@@ -92,6 +95,12 @@ pub struct StoreArgs {
     /// Ranged parts downloaded at once per file.
     #[arg(long, env = "LLM_NODE_PULL_PARALLEL", default_value_t = 4)]
     pub pull_parallel: usize,
+
+    /// Largest file a pull accepts, in GiB; what bounds a download whose size
+    /// the source does not declare.
+    #[arg(long, env = "LLM_NODE_MAX_DOWNLOAD_GIB", default_value_t = 512,
+          value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    pub max_download_gib: u64,
 
     /// Python interpreter that runs llama.cpp's `convert_hf_to_gguf.py`.
     #[arg(long, env = "LLM_NODE_PYTHON", default_value = "python3")]
@@ -142,11 +151,13 @@ pub enum StoreError {
     #[error(transparent)]
     Convert(#[from] convert::ConvertError),
     #[error(transparent)]
-    Download(#[from] DownloadError),
+    Download(DownloadError),
     #[error(transparent)]
     Layout(#[from] LayoutError),
-    #[error("not enough disk space in {dir}: {need} bytes needed, {free} free")]
-    NoSpace { dir: PathBuf, need: u64, free: u64 },
+    /// Refused before writing (see [`space`]), or the disk filled up during
+    /// the pull (its partial files are then deleted).
+    #[error("not enough disk space in {dir}: {reason}")]
+    NoSpace { dir: PathBuf, reason: String },
     #[error("model {0} is in use (requests in flight or loading); try again when it is idle")]
     InUse(String),
     #[error("model {name} is in the Ollama store {root}, which llm-node does not modify (use `ollama rm`)")]
@@ -160,6 +171,21 @@ pub enum StoreError {
     /// The failure of a pull this one joined (the same model, pulled once).
     #[error("{0}")]
     Joined(String),
+}
+
+impl From<DownloadError> for StoreError {
+    fn from(e: DownloadError) -> Self {
+        match e {
+            DownloadError::NoSpace { path } => StoreError::NoSpace {
+                dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+                reason: format!(
+                    "the disk filled up writing {}; the partial download was deleted",
+                    path.display()
+                ),
+            },
+            e => StoreError::Download(e),
+        }
+    }
 }
 
 /// What kind of failure a [`StoreError`] is, for whoever answers the client.
@@ -254,6 +280,8 @@ struct Inner {
     /// Read-only stores (Ollama's).
     extra: Vec<Layout>,
     downloader: Downloader,
+    /// Disk space reserved by this store's running pulls.
+    space: Arc<Ledger>,
     registry: reqwest::Url,
     hf_endpoint: String,
     hf_token: Option<String>,
@@ -267,6 +295,15 @@ impl Store {
     /// # Errors
     /// [`StoreError::Config`] for a bad registry URL.
     pub fn new(args: &StoreArgs) -> Result<Store, StoreError> {
+        Store::with_free_space(args, download::free_bytes)
+    }
+
+    /// [`Store::new`] with free space measured by `free` (tests use a fixed number).
+    ///
+    /// # Errors
+    /// As [`Store::new`].
+    #[doc(hidden)]
+    pub fn with_free_space(args: &StoreArgs, free: FreeBytes) -> Result<Store, StoreError> {
         let registry = reqwest::Url::parse(&args.registry_url).map_err(|e| {
             StoreError::Config(format!("--registry-url {}: {e}", args.registry_url))
         })?;
@@ -289,7 +326,9 @@ impl Store {
                 downloader: Downloader {
                     http,
                     parallel: args.pull_parallel.max(1),
+                    max_bytes: args.max_download_gib.saturating_mul(1 << 30),
                 },
+                space: Ledger::new(free),
                 registry,
                 hf_endpoint: args.hf_endpoint.clone(),
                 hf_token: args.hf_token.clone().filter(|t| !t.is_empty()),
@@ -425,7 +464,11 @@ impl Store {
                     .is_ok_and(|p| !p.is_file())
             })
             .collect();
-        self.check_space(missing.iter().map(|l| l.size).sum())?;
+        let need = missing
+            .iter()
+            .map(|l| self.download_need(Some(l.size)))
+            .sum();
+        let _space = self.reserve(&self.inner.layout.blobs_dir(), need)?;
         for layer in manifest.blobs() {
             let req = BlobRequest {
                 url: registry_client::blob_url(name, &self.inner.registry, &layer.digest)?,
@@ -438,14 +481,17 @@ impl Store {
         Ok(manifest)
     }
 
-    fn check_space(&self, need: u64) -> Result<(), StoreError> {
-        let dir = self.inner.layout.blobs_dir();
-        let free = download::free_bytes(&dir)
-            .map_err(|e| StoreError::Config(format!("statvfs {}: {e}", dir.display())))?;
-        if !download::fits(need, free) {
-            return Err(StoreError::NoSpace { dir, need, free });
-        }
-        Ok(())
+    /// Peak bytes on disk of downloading a file of `size` (see [`space`]).
+    fn download_need(&self, size: Option<u64>) -> u64 {
+        space::download_need(size, self.inner.downloader.parallel)
+    }
+
+    /// Reserves `need` bytes in `dir` for the caller's pull, until the
+    /// reservation is dropped.
+    fn reserve(&self, dir: &Path, need: u64) -> Result<Reservation, StoreError> {
+        self.inner.space.reserve(dir, need).inspect_err(|e| {
+            tracing::warn!("pull refused: {e}");
+        })
     }
 
     /// Fetches one blob into `blobs/` unless it is there; returns its digest.
@@ -526,7 +572,8 @@ impl Store {
         let full = format!("{owner}/{repo}");
         match hf::choose(&full, &files, quant, file)? {
             Choice::Gguf(files) => {
-                self.check_space(files.iter().filter_map(|f| f.size()).sum())?;
+                let need = files.iter().map(|f| self.download_need(f.size())).sum();
+                let _space = self.reserve(&i.layout.blobs_dir(), need)?;
                 let mut layers = Vec::new();
                 for f in &files {
                     let req = BlobRequest {
@@ -568,7 +615,8 @@ impl Store {
         // Before fetching gigabytes: can it be converted here at all?
         let script = convert::preflight(&i.python, i.convert_script.as_deref()).await?;
         let total: u64 = files.iter().filter_map(|f| f.size()).sum();
-        self.check_space(total.saturating_mul(3))?;
+        // Parts assembled (2×) plus the converted file (1×).
+        let _space = self.reserve(&i.layout.blobs_dir(), total.saturating_mul(3))?;
         let src = i.layout.root.join("hf-src").join(owner).join(repo);
         for f in files {
             let dest = src.join(&f.path);
@@ -642,6 +690,20 @@ pub fn jinja_template(template: Option<&str>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_disk_full_download_is_a_no_space_store_error() {
+        let path = PathBuf::from("/store/blobs/sha256-ab-partial-1");
+        let e = StoreError::from(DownloadError::NoSpace { path });
+        assert_eq!(e.kind(), StoreErrorKind::NoSpace);
+        assert!(matches!(&e, StoreError::NoSpace { dir, .. } if dir == Path::new("/store/blobs")));
+        assert!(
+            e.to_string().contains("partial download was deleted"),
+            "{e}"
+        );
+        let other = StoreError::from(DownloadError::Io("x".into()));
+        assert_eq!(other.kind(), StoreErrorKind::Failed);
+    }
 
     #[test]
     fn only_jinja_templates_are_used() {

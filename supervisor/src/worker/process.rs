@@ -9,11 +9,13 @@
 //!
 //! The child's stdout and stderr are re-emitted line by line through tracing
 //! with `model` and `pid` fields; the last stderr lines are kept so that a
-//! start failure can say why.
+//! start failure can say why. Each line is capped at [`MAX_LINE_BYTES`] while
+//! it is read: a worker printing a gigabyte without a newline costs the
+//! supervisor 16 KiB, not a gigabyte.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, ExitStatus, Stdio};
@@ -34,6 +36,10 @@ use super::lanes::Lanes;
 
 /// Stderr lines kept for start-failure reports.
 const STDERR_TAIL_LINES: usize = 20;
+
+/// Longest worker output line kept, in bytes; the rest of a longer line is
+/// read and dropped, and the kept part is marked as truncated.
+pub const MAX_LINE_BYTES: usize = 16 * 1024;
 
 /// Environment variables passed through to workers by exact name.
 const ENV_NAMES: &[&str] = &[
@@ -456,25 +462,23 @@ impl LogForwarder {
     fn run(&self, pipe: impl Read, tail: Option<&Mutex<VecDeque<String>>>) {
         let mut reader = BufReader::new(pipe);
         let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match reader.read_until(b'\n', &mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
+        while let Ok(Some(dropped)) = read_capped_line(&mut reader, &mut buf, MAX_LINE_BYTES) {
             let line = String::from_utf8_lossy(&buf);
-            let line = line.trim_end();
+            let mut line = line.trim_end().to_string();
+            if dropped > 0 {
+                line.push_str(&format!(" [line truncated: {dropped} more bytes dropped]"));
+            }
             if line.is_empty() {
                 continue;
             }
-            let (level, message) = parse_log_line(line);
+            let (level, message) = parse_log_line(&line);
             self.emit(level, &message);
             if let Some(tail) = tail {
                 let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
                 if tail.len() == STDERR_TAIL_LINES {
                     tail.pop_front();
                 }
-                tail.push_back(line.to_string());
+                tail.push_back(line);
             }
         }
     }
@@ -487,6 +491,43 @@ impl LogForwarder {
             Level::INFO => tracing::info!(target: "llm_node::worker", model, pid, "{message}"),
             Level::DEBUG => tracing::debug!(target: "llm_node::worker", model, pid, "{message}"),
             Level::TRACE => tracing::trace!(target: "llm_node::worker", model, pid, "{message}"),
+        }
+    }
+}
+
+/// Reads one line (up to and including `\n`) from `reader` into `buf`, which
+/// is cleared first and never grows past `cap` bytes: the rest of a longer
+/// line is consumed and dropped. Returns how many bytes were dropped, or
+/// `None` at end of input (a last line without `\n` is still returned).
+///
+/// # Errors
+/// Read errors of `reader` (other than `Interrupted`, which is retried).
+pub fn read_capped_line(
+    reader: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    cap: usize,
+) -> io::Result<Option<usize>> {
+    buf.clear();
+    let (mut dropped, mut read_any) = (0, false);
+    loop {
+        let chunk = match reader.fill_buf() {
+            Ok(chunk) => chunk,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if chunk.is_empty() {
+            return Ok(read_any.then_some(dropped));
+        }
+        read_any = true;
+        let newline = chunk.iter().position(|&b| b == b'\n');
+        let line = newline.map_or(chunk, |i| &chunk[..=i]);
+        let keep = line.len().min(cap.saturating_sub(buf.len()));
+        buf.extend_from_slice(&line[..keep]);
+        dropped += line.len() - keep;
+        let used = line.len();
+        reader.consume(used);
+        if newline.is_some() {
+            return Ok(Some(dropped));
         }
     }
 }
@@ -644,6 +685,50 @@ mod tests {
             t0.elapsed() < Duration::from_secs(5),
             "SIGTERM suffices for sleep"
         );
+    }
+
+    #[test]
+    fn lines_are_capped_while_read_and_the_rest_is_dropped() {
+        let input = b"short\n0123456789abcdef\nexact\n\nno newline".as_slice();
+        let mut reader = BufReader::with_capacity(4, input);
+        let mut buf = Vec::new();
+        let mut lines = Vec::new();
+        while let Some(dropped) = read_capped_line(&mut reader, &mut buf, 6).unwrap() {
+            lines.push((String::from_utf8(buf.clone()).unwrap(), dropped));
+        }
+        let expected = [
+            ("short\n", 0),
+            ("012345", 11),
+            ("exact\n", 0),
+            ("\n", 0),
+            ("no new", 4),
+        ];
+        let expected: Vec<_> = expected.map(|(l, d)| (l.to_string(), d)).into();
+        assert_eq!(lines, expected);
+    }
+
+    #[actix_rt::test]
+    async fn a_huge_stderr_line_is_capped_in_the_tail() {
+        // 50 MB without a newline, then a normal line.
+        let (_dir, bin) = script(
+            "{ head -c 50000000 /dev/zero | tr '\\0' x; echo; echo 'ERROR after the long line'; } >&2; exit 3",
+        );
+        let (_process, handshake) = spawn(&options(bin, Duration::from_secs(60))).unwrap();
+        let StartError::Exited { tail, .. } = handshake.wait().await.unwrap_err() else {
+            panic!("expected Exited");
+        };
+        let lines: Vec<&str> = tail.lines().collect();
+        assert_eq!(
+            lines.len(),
+            2,
+            "{:?}",
+            lines.iter().map(|l| l.len()).collect::<Vec<_>>()
+        );
+        assert!(lines[0].len() < MAX_LINE_BYTES + 100, "{}", lines[0].len());
+        assert!(lines[0].starts_with("xxxx"));
+        let dropped = 50_000_000 - MAX_LINE_BYTES + 1;
+        assert!(lines[0].ends_with(&format!("[line truncated: {dropped} more bytes dropped]")));
+        assert_eq!(lines[1], "ERROR after the long line");
     }
 
     #[actix_rt::test]
