@@ -110,6 +110,14 @@ pub struct Args {
     #[arg(long, env = "LLM_NODE_QUEUE_TIMEOUT_SECS", default_value_t = 600)]
     pub queue_timeout_secs: u64,
 
+    /// Longest pause allowed while a request body arrives (then 408); 0 = none.
+    #[arg(long, env = "LLM_NODE_BODY_TIMEOUT_SECS", default_value_t = 30)]
+    pub body_timeout_secs: u64,
+
+    /// Most open client connections per HTTP thread (actix's limit).
+    #[arg(long, env = "LLM_NODE_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+
     /// Longest a whole non-streaming request may take (it is then cancelled
     /// and answered 503); 0 = no limit.
     #[arg(long, env = "LLM_NODE_REQUEST_TIMEOUT_SECS", default_value_t = 0)]

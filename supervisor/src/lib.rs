@@ -126,6 +126,8 @@ impl Node {
         let slot = state_slot.clone();
         let lanes = std::sync::Arc::new(worker::Lanes::new(args.http_thread_count()));
         let lanes_app = lanes.clone();
+        let body_timeout =
+            api::body_timeout::BodyTimeout(std::time::Duration::from_secs(args.body_timeout_secs));
         let server = HttpServer::new(move || {
             // Runs once on each HTTP thread as it starts.
             lanes_app.register_current_thread();
@@ -134,14 +136,19 @@ impl Node {
                 .expect("state is set before the server runs")
                 .clone();
             App::new()
+                .app_data(body_timeout)
                 .app_data(state)
                 .app_data(actix_web::web::Data::new(member_app.clone()))
                 .app_data(store_app.clone())
                 .wrap(member_app.stats().middleware())
+                .wrap(actix_web::middleware::from_fn(
+                    api::body_timeout::middleware,
+                ))
                 .wrap(actix_web::middleware::from_fn(api::request_id::middleware))
                 .configure(configure)
         })
         .workers(args.http_thread_count())
+        .max_connections(args.max_connections.max(1))
         .on_connect(api::disconnect::on_connect)
         .disable_signals()
         .shutdown_timeout(args.shutdown_timeout_secs)

@@ -76,6 +76,9 @@ pub enum ApiError {
     /// first token" or "the whole request").
     #[error("The request timed out waiting for {what} ({secs} s); retry later")]
     Timeout { what: &'static str, secs: u64 },
+    /// The request body stopped arriving (`--body-timeout-secs`).
+    #[error("The request body stopped arriving")]
+    BodyTimeout,
     /// The client closed its connection before the answer (nginx's 499);
     /// nobody reads this answer, it names the outcome in logs and metrics.
     #[error("Client closed the request")]
@@ -109,6 +112,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Internal => "internal",
             ApiError::ClientClosed => "client_closed",
+            ApiError::BodyTimeout => "body_timeout",
             ApiError::Timeout { .. } => "timeout",
             ApiError::Store { kind, .. } => match kind {
                 StoreErrorKind::NotFound => "store_not_found",
@@ -219,6 +223,7 @@ impl ResponseError for ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Timeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::ClientClosed => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
             ApiError::Store { kind, .. } => match kind {
                 StoreErrorKind::NotFound => StatusCode::NOT_FOUND,
@@ -342,6 +347,11 @@ pub fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error
             message: "Content-Type must be application/json".into(),
             param: None,
         },
+        JsonPayloadError::Payload(actix_web::error::PayloadError::Io(e))
+            if e.kind() == std::io::ErrorKind::TimedOut =>
+        {
+            ApiError::BodyTimeout
+        }
         JsonPayloadError::Deserialize(e) => ApiError::InvalidRequest {
             message: short(&format!("Invalid JSON body: {e}")),
             param: field_of(&e.to_string()),

@@ -9,6 +9,7 @@
 //! - [`router`]: llm-router's `/pull` and `/api/logs`.
 //! - [`request_id`]: the request id middleware (header, span, scope).
 //! - [`types`]: request bodies and their validation into protocol types.
+//! - [`body_timeout`]: a request body that stops arriving is cut off (408).
 //! - [`disconnect`]: noticing a client that left while its handler waits.
 //! - [`chat`]: tools, `tool_choice`, `response_format`: constraints and parser options.
 //! - [`output`]: generated text → OpenAI message, deltas, tool calls, logprobs.
@@ -18,6 +19,7 @@
 //! - [`error`]: every error answer, rendered in one place, with a stable label each.
 
 pub mod admin;
+pub mod body_timeout;
 pub mod chat;
 pub mod disconnect;
 pub mod error;
