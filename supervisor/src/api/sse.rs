@@ -334,6 +334,7 @@ impl BodyState {
                 }
             }
         }
+        // Keep the vector's allocation for the next piece.
         self.parts = parts;
         self.parts.clear();
         out
