@@ -273,13 +273,15 @@ impl<'m> Engine<'m> {
                     params,
                 };
                 self.in_prep.insert(id, false);
-                self.to_prep(id, job)?
+                self.send_to_prep(id, job)?
             }
             Command::Embed { id, trace, inputs } => {
                 tracing::debug!(trace, inputs = inputs.len(), "embed");
                 self.embed(id, inputs)?
             }
-            Command::CountTokens { id, prompt } => self.to_prep(id, Job::Count { id, prompt })?,
+            Command::CountTokens { id, prompt } => {
+                self.send_to_prep(id, Job::Count { id, prompt })?
+            }
             Command::Cancel { id } => self.cancel(id)?,
             Command::Ping { id } => self.sink.send(Event::Pong { id })?,
             Command::Shutdown => return Ok(false),
@@ -295,7 +297,7 @@ impl<'m> Engine<'m> {
     }
 
     /// Hands a job to the prep thread.
-    fn to_prep(&mut self, id: RequestId, job: Job) -> Result<(), Disconnected> {
+    fn send_to_prep(&mut self, id: RequestId, job: Job) -> Result<(), Disconnected> {
         if self.prep.send(job).is_ok() {
             return Ok(());
         }

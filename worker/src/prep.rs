@@ -47,6 +47,8 @@ pub enum Job {
 }
 
 /// A job's result, for the engine.
+// Sent once per request over a channel; boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Prepared {
     Generate {
         id: RequestId,
