@@ -291,15 +291,18 @@ impl ModelActor {
                 .into_actor(self)
                 .map(move |result, act, _| {
                     act.ping_pending = false;
-                    let failure = match result {
-                        Ok(Ok(())) => None,
-                        Ok(Err(e)) => Some(format!("its connection is dead ({e})")),
-                        Err(_) => Some(format!("it did not answer within {timeout:?}")),
+                    // A dead connection is usually a worker that just
+                    // exited (its exit is then reported as what it was);
+                    // only a silent worker is recorded as unresponsive.
+                    let (failure, hung) = match result {
+                        Ok(Ok(())) => (None, false),
+                        Ok(Err(e)) => (Some(format!("its connection is dead ({e})")), false),
+                        Err(_) => (Some(format!("it did not answer within {timeout:?}")), true),
                     };
                     if let (true, Some(why)) = (act.generation == generation, failure) {
                         tracing::error!(model = %act.name, %why,
                             "worker failed its liveness ping; killing it");
-                        act.hang_kill = true;
+                        act.hang_kill |= hung;
                         if let Some(p) = &act.process {
                             p.signal(Signal::SIGKILL);
                         }
@@ -404,10 +407,15 @@ impl ModelActor {
                             if act.generation != generation {
                                 return;
                             }
-                            let reason = if unresponsive {
-                                "unresponsive to liveness pings; killed".to_string()
-                            } else {
-                                format!("worker died: {error}")
+                            let reason = match error {
+                                _ if unresponsive => {
+                                    "unresponsive to liveness pings; killed".to_string()
+                                }
+                                // It had been serving: not a failed start.
+                                StartError::Exited { status, tail } => {
+                                    format!("worker died ({status}); last stderr lines:\n{tail}")
+                                }
+                                other => format!("worker died: {other}"),
                             };
                             act.on_failure(ctx, reason);
                         }),
