@@ -64,32 +64,12 @@ pub struct Plan {
 }
 
 impl ChatOptions {
-    /// Reads `tools`, `tool_choice`, `response_format`, `json_schema` and `grammar`.
+    /// Reads `tools`, `tool_choice`, `response_format`, `json_schema`,
+    /// `grammar` and `parallel_tool_calls`.
     ///
     /// # Errors
     /// A 400 naming the parameter that is malformed.
     pub fn from_request(
-        tools: Option<&Value>,
-        tool_choice: Option<&Value>,
-        response_format: Option<&Value>,
-        json_schema: Option<&Value>,
-        grammar: Option<&Value>,
-    ) -> Result<Self, ApiError> {
-        Self::with_parallel(
-            tools,
-            tool_choice,
-            response_format,
-            json_schema,
-            grammar,
-            true,
-        )
-    }
-
-    /// [`Self::from_request`] with `parallel_tool_calls`.
-    ///
-    /// # Errors
-    /// A 400 naming the parameter that is malformed.
-    pub fn with_parallel(
         tools: Option<&Value>,
         tool_choice: Option<&Value>,
         response_format: Option<&Value>,
@@ -133,14 +113,16 @@ impl ChatOptions {
     }
 
     /// The constraint and parser options for a model of `format`.
-    pub fn plan(&self, format: ChatFormat, reasoning_open: bool) -> Plan {
+    pub fn plan(&self, format: ChatFormat) -> Plan {
         let schemas = self
             .functions
             .iter()
             .filter_map(|f| Some((f["name"].as_str()?.to_owned(), parameters(f))))
             .collect();
+        // `reasoning_open` is only known when the worker has rendered the
+        // prompt (`Started`); the output assembler sets it then.
         let mut parse = ParseOptions {
-            reasoning_open,
+            reasoning_open: false,
             tools: !matches!(self.tool_choice, ToolChoice::None),
             forced: None,
             tool_schemas: schemas,
@@ -429,7 +411,7 @@ mod tests {
     }
 
     fn options(tool_choice: Value) -> Result<ChatOptions, ApiError> {
-        ChatOptions::from_request(Some(&weather()), Some(&tool_choice), None, None, None)
+        ChatOptions::from_request(Some(&weather()), Some(&tool_choice), None, None, None, true)
     }
 
     fn param_of(r: Result<ChatOptions, ApiError>) -> String {
@@ -441,9 +423,9 @@ mod tests {
 
     #[test]
     fn tool_choice_defaults_to_auto_with_tools_and_none_without() {
-        let o = ChatOptions::from_request(Some(&weather()), None, None, None, None).unwrap();
+        let o = ChatOptions::from_request(Some(&weather()), None, None, None, None, true).unwrap();
         assert_eq!(o.tool_choice, ToolChoice::Auto);
-        let o = ChatOptions::from_request(None, None, None, None, None).unwrap();
+        let o = ChatOptions::from_request(None, None, None, None, None, true).unwrap();
         assert_eq!(o.tool_choice, ToolChoice::None);
         assert!(o.tools_json().is_none());
     }
@@ -452,14 +434,14 @@ mod tests {
     fn required_and_named_choices_force_a_json_call() {
         let plan = options(json!("required"))
             .unwrap()
-            .plan(ChatFormat::GENERIC, false);
+            .plan(ChatFormat::GENERIC);
         assert_eq!(plan.parse.forced, Some(Forced::Calls));
         let Some(Constraint::JsonSchema(schema)) = plan.constraint else {
             panic!()
         };
         assert!(schema.contains("get_weather"), "{schema}");
         let named = json!({"type": "function", "function": {"name": "get_weather"}});
-        let plan = options(named).unwrap().plan(ChatFormat::GENERIC, false);
+        let plan = options(named).unwrap().plan(ChatFormat::GENERIC);
         assert_eq!(
             plan.parse.forced,
             Some(Forced::Function("get_weather".into()))
@@ -482,13 +464,21 @@ mod tests {
                 None,
                 None,
                 None,
-                None
+                None,
+                true
             )),
             "tools[0].function.name"
         );
         let rf = json!({"type": "json_schema", "json_schema": {"name": "x", "schema": 3}});
         assert_eq!(
-            param_of(ChatOptions::from_request(None, None, Some(&rf), None, None)),
+            param_of(ChatOptions::from_request(
+                None,
+                None,
+                Some(&rf),
+                None,
+                None,
+                true
+            )),
             "response_format.json_schema.schema"
         );
     }
@@ -496,7 +486,7 @@ mod tests {
     #[test]
     fn response_formats_become_schemas() {
         let rf = json!({"type": "json_object"});
-        let o = ChatOptions::from_request(None, None, Some(&rf), None, None).unwrap();
+        let o = ChatOptions::from_request(None, None, Some(&rf), None, None, true).unwrap();
         assert_eq!(
             o.output,
             Some((
@@ -505,7 +495,7 @@ mod tests {
             ))
         );
         let rf = json!({"type": "text"});
-        let o = ChatOptions::from_request(None, None, Some(&rf), None, None).unwrap();
+        let o = ChatOptions::from_request(None, None, Some(&rf), None, None, true).unwrap();
         assert_eq!(o.output, None);
     }
 

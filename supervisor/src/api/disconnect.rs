@@ -50,10 +50,12 @@ impl Connection {
             events: libc::POLLRDHUP,
             revents: 0,
         };
-        // SAFETY: one valid pollfd, a zero timeout; the descriptor belongs to
-        // the connection of the request being handled, which actix keeps open
-        // at least until the handler's answer is written, and polling it
-        // neither reads nor closes it.
+        // SAFETY: one valid pollfd and a zero timeout; poll neither reads nor
+        // closes the descriptor, so at worst it reports on the wrong socket.
+        // That could happen only if actix closed this connection while its
+        // handler still runs and the number were reused by a new connection,
+        // which then would have to hang up too for a request to be cancelled
+        // wrongly; not seen, not ruled out.
         let n = unsafe { libc::poll(&mut pfd, 1, 0) };
         n > 0 && pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
     }

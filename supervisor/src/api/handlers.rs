@@ -107,10 +107,7 @@ async fn generate(
             ),
         ));
     }
-    let plan = job
-        .chat
-        .as_ref()
-        .map(|c| c.plan(client.chat_format(), false));
+    let plan = job.chat.as_ref().map(|c| c.plan(client.chat_format()));
     if let Some(plan) = &plan {
         job.params.constraint = plan.constraint.clone();
     }
@@ -302,7 +299,7 @@ async fn collect(
                 text, logprobs: lp, ..
             } => {
                 logprobs.extend(lp);
-                assembler.push(&text, &mut parts);
+                assembler.push(text, &mut parts);
             }
             GenerationEvent::Finished { reason, usage } => {
                 // Cancelled without our asking: the worker is going away.

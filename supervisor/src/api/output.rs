@@ -30,8 +30,8 @@ pub struct Assembler {
     parser: Option<OutputParser>,
     format: ChatFormat,
     options: ParseOptions,
-    /// Ids of the tool calls seen so far, by index.
-    call_ids: Vec<String>,
+    /// A tool call was produced (`finish_reason: "tool_calls"`).
+    called_tools: bool,
     /// Calls past this many are dropped (`parallel_tool_calls: false` → 1).
     max_calls: u32,
     deltas: Vec<Delta>,
@@ -44,7 +44,7 @@ impl Assembler {
             parser: None,
             format,
             options,
-            call_ids: Vec::new(),
+            called_tools: false,
             max_calls: u32::MAX,
             deltas: Vec::new(),
         }
@@ -57,7 +57,7 @@ impl Assembler {
             parser: None,
             format: ChatFormat::GENERIC,
             options: ParseOptions::default(),
-            call_ids: Vec::new(),
+            called_tools: false,
             max_calls: u32::MAX,
             deltas: Vec::new(),
         }
@@ -87,16 +87,17 @@ impl Assembler {
 
     /// Whether any tool call was produced.
     pub fn called_tools(&self) -> bool {
-        !self.call_ids.is_empty()
+        self.called_tools
     }
 
-    /// The parts of the next generated piece.
-    pub fn push(&mut self, text: &str, out: &mut Vec<Part>) {
+    /// The parts of the next generated piece (taken by value: without a
+    /// parser the piece becomes the part as it is, no copy per token).
+    pub fn push(&mut self, text: String, out: &mut Vec<Part>) {
         match &mut self.parser {
             None if text.is_empty() => {}
-            None => out.push(Part::Content(text.to_owned())),
+            None => out.push(Part::Content(text)),
             Some(parser) => {
-                parser.push(text, &mut self.deltas);
+                parser.push(&text, &mut self.deltas);
                 self.drain(out);
             }
         }
@@ -112,11 +113,12 @@ impl Assembler {
 
     fn drain(&mut self, out: &mut Vec<Part>) {
         let max_calls = self.max_calls;
-        let deltas = self
-            .deltas
+        // Taken out while the ids are recorded, put back to keep its allocation.
+        let mut deltas = std::mem::take(&mut self.deltas);
+        let kept = deltas
             .drain(..)
             .filter(|d| !matches!(d, Delta::ToolCall { index, .. } if *index >= max_calls));
-        for delta in deltas.collect::<Vec<_>>() {
+        for delta in kept {
             out.push(match delta {
                 Delta::Content(t) => Part::Content(t),
                 Delta::Reasoning(t) => Part::Reasoning(t),
@@ -126,12 +128,9 @@ impl Assembler {
                     arguments,
                 } => {
                     let head = name.map(|name| {
+                        self.called_tools = true;
                         let id =
                             format!("call_{}", &uuid::Uuid::new_v4().simple().to_string()[..24]);
-                        if self.call_ids.len() <= index as usize {
-                            self.call_ids.resize(index as usize + 1, String::new());
-                        }
-                        self.call_ids[index as usize] = id.clone();
                         (id, name)
                     });
                     Part::ToolCall {
@@ -142,6 +141,7 @@ impl Assembler {
                 }
             });
         }
+        self.deltas = deltas;
     }
 }
 
@@ -295,7 +295,7 @@ mod tests {
         let mut a = Assembler::chat(format, options);
         let mut parts = Vec::new();
         a.push(
-            "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": 1}}\n</tool_call>",
+            "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": 1}}\n</tool_call>".into(),
             &mut parts,
         );
         a.finish(&mut parts);
@@ -326,7 +326,7 @@ mod tests {
     fn text_completions_pass_text_through() {
         let mut a = Assembler::text();
         let mut parts = Vec::new();
-        a.push("<tool_call>x", &mut parts);
+        a.push("<tool_call>x".into(), &mut parts);
         a.finish(&mut parts);
         assert_eq!(parts, vec![Part::Content("<tool_call>x".into())]);
     }

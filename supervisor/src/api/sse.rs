@@ -297,7 +297,7 @@ impl BodyState {
             }
             Ok(GenerationEvent::Piece { text, logprobs, .. }) => {
                 self.logprobs.extend(logprobs);
-                self.assembler.push(&text, &mut self.parts);
+                self.assembler.push(text, &mut self.parts);
                 (self.write_parts(), false)
             }
             Ok(GenerationEvent::Finished { reason, usage }) => {
@@ -320,18 +320,18 @@ impl BodyState {
         let parts = std::mem::take(&mut self.parts);
         for part in &parts {
             let logprobs = self.take_logprobs();
-            match (part, &logprobs) {
+            if let Part::Content(t) = part {
+                self.text_len += t.len();
+            }
+            let frame = match (part, logprobs) {
                 // The hot path: one frame per token, no intermediate values.
-                (Part::Content(t), None) => {
-                    self.text_len += t.len();
-                    out.extend(self.template.render(t));
-                }
-                _ => {
-                    if let Part::Content(t) = part {
-                        self.text_len += t.len();
-                    }
-                    out.extend(self.writer.part(part, logprobs));
-                }
+                (Part::Content(t), None) => self.template.render(t),
+                (part, logprobs) => self.writer.part(part, logprobs),
+            };
+            if out.is_empty() {
+                out = frame;
+            } else {
+                out.extend(frame);
             }
         }
         // Keep the vector's allocation for the next piece.

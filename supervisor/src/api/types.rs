@@ -431,7 +431,7 @@ impl TryFrom<ChatCompletionRequest> for GenerationJob {
             "messages",
             "messages must contain at least one message",
         )?;
-        let options = ChatOptions::with_parallel(
+        let options = ChatOptions::from_request(
             r.tools.as_ref(),
             r.tool_choice.as_ref(),
             r.response_format.as_ref(),
