@@ -128,6 +128,12 @@ pub struct Args {
     #[arg(long, env = "LLM_NODE_ALLOW_IGNORE_EOS")]
     pub allow_ignore_eos: bool,
 
+    /// Never resolve a host name other than `localhost`: registry, Hub, router
+    /// and download hosts must be loopback (air-gapped nodes; the test suite
+    /// runs every node this way). Refusals are logged as errors.
+    #[arg(long, env = "LLM_NODE_LOOPBACK_ONLY")]
+    pub loopback_only: bool,
+
     /// A Jinja chat template file that replaces model NAME's own (repeatable;
     /// the environment variable takes `NAME=FILE;NAME=FILE`).
     #[arg(

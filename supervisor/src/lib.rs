@@ -35,6 +35,7 @@
 //! - [`gpu`]: GPU detection (NVML, AMD sysfs, Apple, simulated) and pinning env.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`logbuf`]: the ring buffer of recent log lines behind `/api/logs`.
+//! - [`net`]: outgoing HTTP clients and the `--loopback-only` guard.
 //! - [`paths`]: default locations on disk (`cache_dir`).
 //! - [`request_id`]: the current HTTP request's id, read by `WorkerClient`.
 
@@ -45,6 +46,7 @@ pub mod gpu;
 pub mod logbuf;
 pub mod metrics;
 pub mod models;
+pub mod net;
 pub mod paths;
 pub mod policy;
 pub mod request_id;
@@ -112,6 +114,7 @@ impl Node {
     /// [`NodeError::Config`] for an invalid configuration or a missing worker
     /// binary, [`NodeError::Bind`] when the address cannot be bound.
     pub async fn start(args: Args) -> Result<Node, NodeError> {
+        net::set_loopback_only(args.loopback_only);
         let (specs, store) = open_store(&args)?;
         let store_app = actix_web::web::Data::from(store.clone());
         let bin = args.worker_bin()?;

@@ -33,6 +33,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("gpu", 2),
     ("metrics", 2),
     ("logbuf", 2),
+    ("net", 2),
     ("paths", 2),
     ("request_id", 2),
     // Test-only helpers (`#[cfg(test)]`): may reach anything.

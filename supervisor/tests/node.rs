@@ -16,6 +16,8 @@ fn args(dir: &tempfile::TempDir, models: &[(&str, &str)]) -> Args {
         "llm-node".to_string(),
         "--host=127.0.0.1".into(),
         "--port=0".into(),
+        // Never resolve a public host (see `llm_node::net`).
+        "--loopback-only".into(),
     ];
     for (name, flags) in models {
         let path = dir.path().join(format!("{name}.gguf"));

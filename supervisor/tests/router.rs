@@ -31,6 +31,8 @@ fn args(dir: &Path, router: &str, models: &[(&str, &str)], extra: &[&str]) -> Ar
         "llm-node".to_string(),
         "--host=127.0.0.1".into(),
         "--port=0".into(),
+        // Never resolve a public host (see `llm_node::net`).
+        "--loopback-only".into(),
         format!("--router-url={router}"),
         "--simulated-gpus=H100:80".into(),
         format!("--heartbeat-secs={HEARTBEAT}"),

@@ -62,6 +62,8 @@ async fn node(dir: &Path, hub: &FakeHub, extra: &[String]) -> Node {
         "llm-node".to_string(),
         "--host=127.0.0.1".into(),
         "--port=0".into(),
+        // Never resolve a public host (see `llm_node::net`).
+        "--loopback-only".into(),
         format!("--model=base={}", base.display()),
         format!("--worker-bin={}", fake_worker().display()),
         "--shutdown-timeout-secs=5".into(),

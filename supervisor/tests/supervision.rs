@@ -34,6 +34,8 @@ impl TestNode {
             "llm-node".into(),
             "--host=127.0.0.1".into(),
             "--port=0".into(),
+            // Never resolve a public host (see `llm_node::net`).
+            "--loopback-only".into(),
         ];
         for (name, flags) in models {
             let path = dir.path().join(format!("{name}.gguf"));

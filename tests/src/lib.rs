@@ -3,6 +3,12 @@
 //! finds the port it bound from its `listening on http://…` line, and stops it
 //! with SIGTERM when dropped.
 //!
+//! Every node runs with `--loopback-only`: a host name other than `localhost`
+//! is refused before any DNS query, and the node logs it. The harness reads
+//! the node's log and a test fails (when its `Node` is dropped or terminated)
+//! if the node tried to resolve such a host, unless the test took the
+//! attempts with [`Node::take_refused_hosts`] to assert on them.
+//!
 //! Binaries are looked up next to the test executable's parent directory
 //! (`target/<profile>/`), or at `$LLM_NODE_BIN`; `scripts/test.sh` builds them
 //! before running the tests.
@@ -10,7 +16,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -46,7 +52,15 @@ pub struct Node {
     child: Child,
     pub base: String,
     pub http: reqwest::blocking::Client,
+    /// Log lines where the node refused to resolve a public host.
+    refused: Arc<Mutex<Vec<String>>>,
+    /// Closed when the node's stderr ends (every log line was read).
+    log_done: mpsc::Receiver<()>,
 }
+
+/// What the node logs when `--loopback-only` refuses a host name
+/// (`llm_node::net::REFUSED_MARK`).
+const REFUSED_MARK: &str = "loopback-only: refused to resolve";
 
 impl Node {
     /// Starts a node serving the bundled model as [`MODEL`] with 4 slots of
@@ -97,12 +111,26 @@ impl Node {
         let mut child = Command::new(&bin)
             .env("LLM_NODE_REGISTRY_URL", "http://127.0.0.1:9")
             .env("HF_ENDPOINT", "http://127.0.0.1:9")
+            .env("LLM_NODE_LOOPBACK_ONLY", "true")
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let refused = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("piped");
+        let seen = refused.clone();
+        let (log_tx, log_done) = mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let _done = log_tx;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains(REFUSED_MARK) {
+                    seen.lock().unwrap().push(line.clone());
+                }
+                eprintln!("{line}");
+            }
+        });
         let stdout = child.stdout.take().expect("piped");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -123,6 +151,8 @@ impl Node {
             .expect("node did not print its address");
         Node {
             child,
+            refused,
+            log_done,
             base,
             http: reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(120))
@@ -168,13 +198,33 @@ impl Node {
     }
 
     /// Sends SIGTERM and returns the exit status.
+    ///
+    /// # Panics
+    /// If the node tried to resolve a public host (see the module docs).
     pub fn terminate(mut self) -> std::process::ExitStatus {
         use nix::sys::signal::{kill, Signal};
         use nix::unistd::Pid;
         let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
         let status = self.child.wait().unwrap();
+        let refused = self.refused_after_exit();
         std::mem::forget(self);
+        assert_stayed_local(&refused);
         status
+    }
+
+    /// The node's log lines so far where it refused to resolve a host that is
+    /// not loopback; taking them means the test expected them.
+    pub fn take_refused_hosts(&self) -> Vec<String> {
+        // Lines reach the reader thread a moment after the node writes them.
+        std::thread::sleep(Duration::from_millis(200));
+        std::mem::take(&mut *self.refused.lock().unwrap())
+    }
+
+    /// Like [`Node::take_refused_hosts`] once the node has exited: waits for
+    /// the end of its log (briefly: a stray child could hold it open).
+    fn refused_after_exit(&self) -> Vec<String> {
+        let _ = self.log_done.recv_timeout(Duration::from_secs(2));
+        std::mem::take(&mut *self.refused.lock().unwrap())
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -263,15 +313,31 @@ impl Drop for Node {
         use nix::unistd::Pid;
         let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+        let mut exited = false;
+        while !exited && Instant::now() < deadline {
+            exited = matches!(self.child.try_wait(), Ok(Some(_)));
+            if !exited {
+                std::thread::sleep(Duration::from_millis(50));
             }
-            std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if !exited {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if !std::thread::panicking() {
+            assert_stayed_local(&self.refused_after_exit());
+        }
     }
+}
+
+/// Fails the test when the node tried to reach a host beyond loopback.
+fn assert_stayed_local(refused: &[String]) {
+    assert!(
+        refused.is_empty(),
+        "the node tried to resolve a host that is not loopback (tests never leave this \
+         machine; point the URL at a local fake):\n{}",
+        refused.join("\n")
+    );
 }
 
 /// A chat request body for [`MODEL`].

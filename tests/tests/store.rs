@@ -274,3 +274,50 @@ fn a_pulled_model_is_chatted_with_at_once_and_a_killed_pull_resumes() {
     node.terminate();
     let _ = std::fs::remove_dir_all(&store);
 }
+
+/// The guard behind "tests never leave this machine": a node told to pull
+/// from the real Ollama registry (by name, as its default is) refuses to
+/// resolve it, says so in the pull's answer, and the harness sees the attempt
+/// (without `take_refused_hosts` this test would fail when the node is dropped).
+#[test]
+fn a_node_under_test_never_resolves_a_public_host() {
+    let store = tempfile_path("guard-store");
+    let _ = std::fs::remove_dir_all(&store);
+    let node = Node::start(&[
+        "--store-dir",
+        store.as_str(),
+        "--no-ollama-models",
+        "--registry-url",
+        "https://registry.ollama.ai",
+    ]);
+    let resp = node
+        .http
+        .post(node.url("/api/pull"))
+        .json(&json!({ "model": "gpt-oss:20b", "stream": false }))
+        .send()
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().unwrap();
+    // Ollama's `{"error": "…"}` or, before any streaming, the OpenAI body.
+    let error = body["error"]
+        .as_str()
+        .or(body["error"]["message"].as_str())
+        .unwrap_or_default();
+    assert!(
+        status >= 400 && error.contains("registry.ollama.ai is not a loopback host"),
+        "the pull should fail on the guard, naming the host: {status} {body}"
+    );
+    let refused = node.take_refused_hosts();
+    assert!(
+        refused.iter().any(|l| l.contains("registry.ollama.ai")),
+        "the node's log should name the refused host: {refused:?}"
+    );
+    // Still serving, and nothing was stored for the model.
+    let (status, _) = node.post(
+        "/v1/chat/completions",
+        &chat("hi", json!({"max_tokens": 1})),
+    );
+    assert_eq!(status, 200);
+    let (_, tags) = node.get("/api/tags");
+    assert_eq!(tags["models"].as_array().map(Vec::len), Some(0), "{tags}");
+}

@@ -179,7 +179,7 @@ impl Member {
             return Err(RouterError::NoGpu { probe: gpu.kind() });
         }
         // Router calls are short and carry their own timeouts (see `client`).
-        let http = reqwest::Client::builder()
+        let http = crate::net::client_builder()
             .connect_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| RouterError::Http(e.to_string()))?;

@@ -486,7 +486,7 @@ impl Downloader {
         let resp = http
             .send()
             .await
-            .map_err(|e| PartEnd::Retry(format!("request failed: {e}")))?;
+            .map_err(|e| PartEnd::Retry(format!("request failed: {}", crate::net::describe(&e))))?;
         match resp.status() {
             StatusCode::PARTIAL_CONTENT => {
                 let start_ok = resp

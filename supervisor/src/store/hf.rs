@@ -273,7 +273,7 @@ pub async fn list_files(
     let resp = req
         .send()
         .await
-        .map_err(|e| HfError::Api(format!("{url}: {e}")))?;
+        .map_err(|e| HfError::Api(format!("{url}: {}", crate::net::describe(&e))))?;
     match resp.status().as_u16() {
         200 => {}
         401 | 403 => {

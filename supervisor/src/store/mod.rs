@@ -307,7 +307,7 @@ impl Store {
         let registry = reqwest::Url::parse(&args.registry_url).map_err(|e| {
             StoreError::Config(format!("--registry-url {}: {e}", args.registry_url))
         })?;
-        let http = reqwest::Client::builder()
+        let http = crate::net::client_builder()
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(60))
             .build()

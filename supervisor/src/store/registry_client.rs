@@ -67,7 +67,7 @@ pub async fn fetch_manifest(
         .timeout(std::time::Duration::from_secs(30))
         .send()
         .await
-        .map_err(|e| failed(e.to_string()))?;
+        .map_err(|e| failed(crate::net::describe(&e)))?;
     if resp.status() == reqwest::StatusCode::NOT_FOUND {
         return Err(RegistryError::NotFound(name.to_string()));
     }
