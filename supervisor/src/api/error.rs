@@ -79,6 +79,14 @@ pub enum ApiError {
     /// The request body stopped arriving (`--body-timeout-secs`).
     #[error("The request body stopped arriving")]
     BodyTimeout,
+    /// The answer was not read fast enough: `unread` events waited (see
+    /// `--stream-buffer`), so the generation was cancelled. In a stream (the
+    /// usual case: a client not reading) this is its last event; 503 only when
+    /// the node itself fell behind a non-streaming answer.
+    #[error(
+        "The response was not read fast enough ({unread} events unread); the request was cancelled"
+    )]
+    ClientTooSlow { unread: usize },
     /// The client closed its connection before the answer (nginx's 499);
     /// nobody reads this answer, it names the outcome in logs and metrics.
     #[error("Client closed the request")]
@@ -112,6 +120,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Internal => "internal",
             ApiError::ClientClosed => "client_closed",
+            ApiError::ClientTooSlow { .. } => "client_too_slow",
             ApiError::BodyTimeout => "body_timeout",
             ApiError::Timeout { .. } => "timeout",
             ApiError::Store { kind, .. } => match kind {
@@ -133,6 +142,7 @@ impl ApiError {
             | ApiError::WorkerGone
             | ApiError::Internal
             | ApiError::Timeout { .. }
+            | ApiError::ClientTooSlow { .. }
             | ApiError::ShuttingDown => "server_error",
             ApiError::QueueFull(_) => "rate_limit_error",
             ApiError::Unauthorized => "authentication_error",
@@ -163,6 +173,7 @@ impl ApiError {
             ApiError::QueueFull(_) => Some("queue_full"),
             ApiError::ShuttingDown => Some("shutting_down"),
             ApiError::Timeout { .. } => Some("timeout"),
+            ApiError::ClientTooSlow { .. } => Some("client_too_slow"),
             ApiError::Unauthorized => Some("invalid_admin_key"),
             ApiError::Conflict(_) => Some("conflict"),
             ApiError::Store { kind, .. } => Some(match kind {
@@ -222,7 +233,9 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::Timeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Timeout { .. } | ApiError::ClientTooSlow { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::ClientClosed => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
             ApiError::Store { kind, .. } => match kind {
@@ -256,7 +269,7 @@ impl ApiError {
             ApiError::NoCapacity(_) => Some(5),
             ApiError::ModelUnavailable { .. } => Some(30),
             ApiError::WorkerGone => Some(5),
-            ApiError::QueueFull(_) => Some(1),
+            ApiError::QueueFull(_) | ApiError::ClientTooSlow { .. } => Some(1),
             ApiError::ShuttingDown => Some(10),
             _ => None,
         }
@@ -292,6 +305,7 @@ impl From<WorkerError> for ApiError {
                 tracing::error!("worker failed a request: {message}");
                 ApiError::Internal
             }
+            WorkerError::TooSlow { unread } => ApiError::ClientTooSlow { unread },
             WorkerError::Protocol(message) => {
                 tracing::error!("worker protocol error: {message}");
                 ApiError::Internal

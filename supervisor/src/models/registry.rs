@@ -64,6 +64,7 @@ impl Factory {
             ready_timeout: s.ready_timeout,
             env: Vec::new(),
             lanes: s.lanes.clone(),
+            stream_buffer: s.stream_buffer,
         };
         ModelActor::new(spawn, s.shutdown_timeout, shared)
     }
