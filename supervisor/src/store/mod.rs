@@ -20,6 +20,7 @@
 //! - [`download`]: the one downloader (ranged parts, resume, SHA-256, atomic install, local copies).
 //! - [`file_pull`]: a router file into the named directories.
 //! - [`space`]: the disk-space ledger every pull reserves from before it writes.
+//! - `path_lock`: the per-path locks that keep two pulls off the same files.
 //! - [`service`]: the node's side: the one pull runner (Ollama's `/api/pull`, the
 //!   router's `/pull` and sync) on the node's main arbiter, the one hot add;
 //!   startup registration of stored models; `rm` of an idle model.
@@ -36,13 +37,13 @@ pub mod hf;
 pub mod layout;
 pub mod name;
 pub mod named_dirs;
+mod path_lock;
 pub mod registry_client;
 pub mod service;
 pub mod space;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -57,6 +58,7 @@ use download::{BlobRequest, DownloadError, Downloader};
 use hf::{Choice, HfError};
 use layout::{Layer, LayoutError, MEDIA_MODEL};
 use registry_client::RegistryError;
+use path_lock::path_lock;
 use space::{FreeBytes, Ledger, Reservation};
 
 /// Where models are stored and fetched from (flags and environment).
@@ -257,17 +259,6 @@ impl Progress {
 
 /// Where progress goes (it must not block).
 pub type OnProgress<'a> = &'a (dyn Fn(Progress) + Sync);
-
-/// Locks per store path, shared by every [`Store`] of the process, so two pulls
-/// of one model or one blob never write the same files at once.
-fn path_lock(path: &Path) -> Arc<tokio::sync::Mutex<()>> {
-    static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
-    let mut map = LOCKS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    map.entry(path.to_path_buf()).or_default().clone()
-}
 
 /// The store. Cheap to clone.
 #[derive(Clone)]
