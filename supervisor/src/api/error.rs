@@ -72,6 +72,10 @@ pub enum ApiError {
     /// wants `{"error": "..."}` here, not the OpenAI shape.
     #[error("{0}")]
     RouterPull(String),
+    /// Another error on one of the router's routes: its status and
+    /// `Retry-After`, in the router's shape `{"error": "..."}` (contract §3.4).
+    #[error("{0}")]
+    Router(Box<ApiError>),
     /// The request waited or ran longer than the node allows (`what`: "its
     /// first token" or "the whole request").
     #[error("The request timed out waiting for {what} ({secs} s); retry later")]
@@ -130,8 +134,10 @@ impl ApiError {
                 StoreErrorKind::NoSpace => "store_no_space",
                 StoreErrorKind::Invalid => "store_invalid",
                 StoreErrorKind::Failed => "store_failed",
+                StoreErrorKind::Busy => "store_busy",
             },
             ApiError::RouterPull(_) => "router_pull_rejected",
+            ApiError::Router(inner) => inner.label(),
         }
     }
 
@@ -147,7 +153,7 @@ impl ApiError {
             ApiError::QueueFull(_) => "rate_limit_error",
             ApiError::Unauthorized => "authentication_error",
             ApiError::Store {
-                kind: StoreErrorKind::NoSpace | StoreErrorKind::Failed,
+                kind: StoreErrorKind::NoSpace | StoreErrorKind::Failed | StoreErrorKind::Busy,
                 ..
             } => "server_error",
             _ => "invalid_request_error",
@@ -183,6 +189,7 @@ impl ApiError {
                 StoreErrorKind::NoSpace => "no_space",
                 StoreErrorKind::Invalid => "invalid_model",
                 StoreErrorKind::Failed => "pull_failed",
+                StoreErrorKind::Busy => "pull_queue_full",
             }),
             _ => None,
         }
@@ -244,20 +251,25 @@ impl ResponseError for ApiError {
                 StoreErrorKind::NoSpace => StatusCode::INSUFFICIENT_STORAGE,
                 StoreErrorKind::Invalid => StatusCode::BAD_REQUEST,
                 StoreErrorKind::Failed => StatusCode::BAD_GATEWAY,
+                StoreErrorKind::Busy => StatusCode::SERVICE_UNAVAILABLE,
             },
             ApiError::RouterPull(_) => StatusCode::BAD_REQUEST,
+            ApiError::Router(inner) => inner.status_code(),
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        if let ApiError::RouterPull(message) = self {
-            return HttpResponse::BadRequest().json(serde_json::json!({ "error": message }));
-        }
         let mut response = HttpResponse::build(self.status_code());
         if let Some(seconds) = self.retry_after() {
             response.insert_header((header::RETRY_AFTER, seconds.to_string()));
         }
-        response.json(self.body())
+        match self {
+            ApiError::RouterPull(message) => response.json(serde_json::json!({ "error": message })),
+            ApiError::Router(inner) => {
+                response.json(serde_json::json!({ "error": inner.to_string() }))
+            }
+            _ => response.json(self.body()),
+        }
     }
 }
 
@@ -271,6 +283,12 @@ impl ApiError {
             ApiError::WorkerGone => Some(5),
             ApiError::QueueFull(_) | ApiError::ClientTooSlow { .. } => Some(1),
             ApiError::ShuttingDown => Some(10),
+            // A pull slot frees when a pull ends: not soon, but a retry is cheap.
+            ApiError::Store {
+                kind: StoreErrorKind::Busy,
+                ..
+            } => Some(10),
+            ApiError::Router(inner) => inner.retry_after(),
             _ => None,
         }
     }

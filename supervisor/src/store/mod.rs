@@ -21,6 +21,7 @@
 //! - [`file_pull`]: a router file into the named directories.
 //! - [`space`]: the disk-space ledger every pull reserves from before it writes.
 //! - `path_lock`: the per-path locks that keep two pulls off the same files.
+//! - [`pull_events`]: one listener's events of a pull (bounded: progress coalesced).
 //! - [`service`]: the node's side: the one pull runner (Ollama's `/api/pull`, the
 //!   router's `/pull` and sync) on the node's main arbiter, the one hot add;
 //!   startup registration of stored models; `rm` of an idle model.
@@ -38,6 +39,7 @@ pub mod layout;
 pub mod name;
 pub mod named_dirs;
 mod path_lock;
+pub mod pull_events;
 pub mod registry_client;
 pub mod service;
 pub mod space;
@@ -52,13 +54,14 @@ pub use download::sha256_hex;
 pub use file_pull::{FilePull, PulledFile};
 pub use layout::{Layout, LocalModel};
 pub use name::{ModelRef, NameError};
-pub use service::{PullEvent, PullOrder, PullSource, Service};
+pub use pull_events::{PullEvent, PullEvents};
+pub use service::{PullOrder, PullSource, Service};
 
 use download::{BlobRequest, DownloadError, Downloader};
 use hf::{Choice, HfError};
 use layout::{Layer, LayoutError, MEDIA_MODEL};
-use registry_client::RegistryError;
 use path_lock::path_lock;
+use registry_client::RegistryError;
 use space::{FreeBytes, Ledger, Reservation};
 
 /// Where models are stored and fetched from (flags and environment).
@@ -93,6 +96,12 @@ pub struct StoreArgs {
     /// Hugging Face token, sent as a bearer token (gated or private repos).
     #[arg(long, env = "HF_TOKEN", hide_env_values = true)]
     pub hf_token: Option<String>,
+
+    /// Distinct pulls that may wait while 2 run; more are refused (503 with
+    /// Retry-After) until one ends. A pull of a model already being pulled
+    /// joins it and is not counted again.
+    #[arg(long, env = "LLM_NODE_MAX_QUEUED_PULLS", default_value_t = service::DEFAULT_MAX_QUEUED_PULLS)]
+    pub max_queued_pulls: usize,
 
     /// Ranged parts downloaded at once per file.
     #[arg(long, env = "LLM_NODE_PULL_PARALLEL", default_value_t = 4)]
@@ -173,6 +182,9 @@ pub enum StoreError {
     /// The failure of a pull this one joined (the same model, pulled once).
     #[error("{0}")]
     Joined(String),
+    /// Too many distinct pulls wait already (`--max-queued-pulls`).
+    #[error("{queued} pulls are waiting already; retry when one has ended")]
+    Busy { queued: usize },
 }
 
 impl From<DownloadError> for StoreError {
@@ -205,6 +217,8 @@ pub enum StoreErrorKind {
     Invalid,
     /// The pull failed on the way (network, registry, conversion, disk).
     Failed,
+    /// The pull queue is full; retrying later may work.
+    Busy,
 }
 
 impl StoreError {
@@ -217,6 +231,7 @@ impl StoreError {
             StoreError::InUse(_) => StoreErrorKind::InUse,
             StoreError::ReadOnly { .. } => StoreErrorKind::ReadOnly,
             StoreError::NoSpace { .. } => StoreErrorKind::NoSpace,
+            StoreError::Busy { .. } => StoreErrorKind::Busy,
             e if e.is_client_error() => StoreErrorKind::Invalid,
             _ => StoreErrorKind::Failed,
         }
