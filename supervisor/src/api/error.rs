@@ -457,6 +457,38 @@ mod tests {
     }
 
     #[actix_rt::test]
+    async fn a_slow_reader_is_told_so_with_a_stable_code() {
+        let e = ApiError::from(WorkerError::TooSlow { unread: 4096 });
+        assert_eq!(e.label(), "client_too_slow");
+        let (status, retry, body) = render(e).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry.as_deref(), Some("1"));
+        assert_eq!(body["error"]["code"], "client_too_slow");
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("4096 events unread"));
+    }
+
+    #[actix_rt::test]
+    async fn a_full_pull_queue_is_a_503_with_retry_after_in_each_routes_shape() {
+        let busy = StoreError::Busy { queued: 64 };
+        let (status, retry, body) = render(ApiError::from(&busy)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry.as_deref(), Some("10"));
+        assert_eq!(body["error"]["code"], "pull_queue_full");
+        let router = ApiError::Router(Box::new(ApiError::from(&busy)));
+        assert_eq!(router.label(), "store_busy");
+        let (status, retry, body) = render(router).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry.as_deref(), Some("10"));
+        assert_eq!(
+            body,
+            json!({"error": "64 pulls are waiting already; retry when one has ended"})
+        );
+    }
+
+    #[actix_rt::test]
     async fn prompt_too_long_is_a_400_with_its_code() {
         let e = ApiError::from(WorkerError::Failed {
             kind: FailureKind::PromptTooLong,
