@@ -780,6 +780,17 @@ mod tests {
         fn recv(&self) -> Command {
             decode(&self.commands.recv().expect("command")).expect("decodes")
         }
+        /// The next command, if one comes within `limit`.
+        fn recv_within(&self, limit: Duration) -> Option<Command> {
+            let deadline = Instant::now() + limit;
+            while Instant::now() < deadline {
+                if let Ok(bytes) = self.commands.try_recv() {
+                    return Some(decode(&bytes).expect("decodes"));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            None
+        }
         fn send(&self, event: Event) {
             self.events
                 .send(&encode_events(&[event]))
@@ -851,7 +862,11 @@ mod tests {
             reason: FinishReason::Stop,
             usage: Usage::default(),
         });
-        assert_eq!(worker.recv(), Command::Cancel { id: slow_id });
+        assert_eq!(
+            worker.recv_within(Duration::from_secs(5)),
+            Some(Command::Cancel { id: slow_id }),
+            "the request nobody reads is cancelled in the worker"
+        );
         assert!(
             released.load(Ordering::SeqCst),
             "the lease is released at once"
