@@ -123,6 +123,13 @@ pub struct Args {
     #[arg(long, env = "LLM_NODE_REQUEST_TIMEOUT_SECS", default_value_t = 0)]
     pub request_timeout_secs: u64,
 
+    /// Events (about one per token) a request may leave unread, e.g. by a
+    /// client reading its stream slowly, before it is cancelled and ends with
+    /// a `client_too_slow` error.
+    #[arg(long, env = "LLM_NODE_STREAM_BUFFER", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..=1 << 20))]
+    pub stream_buffer: u32,
+
     /// Let clients send `ignore_eos` (generate past the end of the answer, for
     /// benchmarks); refused with a 400 otherwise.
     #[arg(long, env = "LLM_NODE_ALLOW_IGNORE_EOS")]
@@ -383,6 +390,7 @@ impl Args {
             ready_timeout: self.ready_timeout(),
             shutdown_timeout: self.shutdown_timeout(),
             lanes,
+            stream_buffer: self.stream_buffer as usize,
             chat_templates: self.chat_templates().unwrap_or_default(),
         }
     }

@@ -249,7 +249,7 @@ fn open_store(
     // One store for the whole node: startup, the Ollama routes and router pulls.
     let stored = store::Store::new(&args.store);
     let specs = args.startup_specs(stored.as_ref().ok())?;
-    let service = store::Service::new(stored?, args.pull_dir());
+    let service = store::Service::new(stored?, args.pull_dir(), args.store.max_queued_pulls);
     Ok((specs, std::sync::Arc::new(service)))
 }
 

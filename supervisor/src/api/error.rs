@@ -72,6 +72,10 @@ pub enum ApiError {
     /// wants `{"error": "..."}` here, not the OpenAI shape.
     #[error("{0}")]
     RouterPull(String),
+    /// Another error on one of the router's routes: its status and
+    /// `Retry-After`, in the router's shape `{"error": "..."}` (contract §3.4).
+    #[error("{0}")]
+    Router(Box<ApiError>),
     /// The request waited or ran longer than the node allows (`what`: "its
     /// first token" or "the whole request").
     #[error("The request timed out waiting for {what} ({secs} s); retry later")]
@@ -79,6 +83,14 @@ pub enum ApiError {
     /// The request body stopped arriving (`--body-timeout-secs`).
     #[error("The request body stopped arriving")]
     BodyTimeout,
+    /// The answer was not read fast enough: `unread` events waited (see
+    /// `--stream-buffer`), so the generation was cancelled. In a stream (the
+    /// usual case: a client not reading) this is its last event; 503 only when
+    /// the node itself fell behind a non-streaming answer.
+    #[error(
+        "The response was not read fast enough ({unread} events unread); the request was cancelled"
+    )]
+    ClientTooSlow { unread: usize },
     /// The client closed its connection before the answer (nginx's 499);
     /// nobody reads this answer, it names the outcome in logs and metrics.
     #[error("Client closed the request")]
@@ -112,6 +124,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Internal => "internal",
             ApiError::ClientClosed => "client_closed",
+            ApiError::ClientTooSlow { .. } => "client_too_slow",
             ApiError::BodyTimeout => "body_timeout",
             ApiError::Timeout { .. } => "timeout",
             ApiError::Store { kind, .. } => match kind {
@@ -121,8 +134,10 @@ impl ApiError {
                 StoreErrorKind::NoSpace => "store_no_space",
                 StoreErrorKind::Invalid => "store_invalid",
                 StoreErrorKind::Failed => "store_failed",
+                StoreErrorKind::Busy => "store_busy",
             },
             ApiError::RouterPull(_) => "router_pull_rejected",
+            ApiError::Router(inner) => inner.label(),
         }
     }
 
@@ -133,11 +148,12 @@ impl ApiError {
             | ApiError::WorkerGone
             | ApiError::Internal
             | ApiError::Timeout { .. }
+            | ApiError::ClientTooSlow { .. }
             | ApiError::ShuttingDown => "server_error",
             ApiError::QueueFull(_) => "rate_limit_error",
             ApiError::Unauthorized => "authentication_error",
             ApiError::Store {
-                kind: StoreErrorKind::NoSpace | StoreErrorKind::Failed,
+                kind: StoreErrorKind::NoSpace | StoreErrorKind::Failed | StoreErrorKind::Busy,
                 ..
             } => "server_error",
             _ => "invalid_request_error",
@@ -163,6 +179,7 @@ impl ApiError {
             ApiError::QueueFull(_) => Some("queue_full"),
             ApiError::ShuttingDown => Some("shutting_down"),
             ApiError::Timeout { .. } => Some("timeout"),
+            ApiError::ClientTooSlow { .. } => Some("client_too_slow"),
             ApiError::Unauthorized => Some("invalid_admin_key"),
             ApiError::Conflict(_) => Some("conflict"),
             ApiError::Store { kind, .. } => Some(match kind {
@@ -172,6 +189,7 @@ impl ApiError {
                 StoreErrorKind::NoSpace => "no_space",
                 StoreErrorKind::Invalid => "invalid_model",
                 StoreErrorKind::Failed => "pull_failed",
+                StoreErrorKind::Busy => "pull_queue_full",
             }),
             _ => None,
         }
@@ -222,7 +240,9 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::Timeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Timeout { .. } | ApiError::ClientTooSlow { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::ClientClosed => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
             ApiError::Store { kind, .. } => match kind {
@@ -231,20 +251,25 @@ impl ResponseError for ApiError {
                 StoreErrorKind::NoSpace => StatusCode::INSUFFICIENT_STORAGE,
                 StoreErrorKind::Invalid => StatusCode::BAD_REQUEST,
                 StoreErrorKind::Failed => StatusCode::BAD_GATEWAY,
+                StoreErrorKind::Busy => StatusCode::SERVICE_UNAVAILABLE,
             },
             ApiError::RouterPull(_) => StatusCode::BAD_REQUEST,
+            ApiError::Router(inner) => inner.status_code(),
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        if let ApiError::RouterPull(message) = self {
-            return HttpResponse::BadRequest().json(serde_json::json!({ "error": message }));
-        }
         let mut response = HttpResponse::build(self.status_code());
         if let Some(seconds) = self.retry_after() {
             response.insert_header((header::RETRY_AFTER, seconds.to_string()));
         }
-        response.json(self.body())
+        match self {
+            ApiError::RouterPull(message) => response.json(serde_json::json!({ "error": message })),
+            ApiError::Router(inner) => {
+                response.json(serde_json::json!({ "error": inner.to_string() }))
+            }
+            _ => response.json(self.body()),
+        }
     }
 }
 
@@ -256,8 +281,14 @@ impl ApiError {
             ApiError::NoCapacity(_) => Some(5),
             ApiError::ModelUnavailable { .. } => Some(30),
             ApiError::WorkerGone => Some(5),
-            ApiError::QueueFull(_) => Some(1),
+            ApiError::QueueFull(_) | ApiError::ClientTooSlow { .. } => Some(1),
             ApiError::ShuttingDown => Some(10),
+            // A pull slot frees when a pull ends: not soon, but a retry is cheap.
+            ApiError::Store {
+                kind: StoreErrorKind::Busy,
+                ..
+            } => Some(10),
+            ApiError::Router(inner) => inner.retry_after(),
             _ => None,
         }
     }
@@ -292,6 +323,7 @@ impl From<WorkerError> for ApiError {
                 tracing::error!("worker failed a request: {message}");
                 ApiError::Internal
             }
+            WorkerError::TooSlow { unread } => ApiError::ClientTooSlow { unread },
             WorkerError::Protocol(message) => {
                 tracing::error!("worker protocol error: {message}");
                 ApiError::Internal
@@ -422,6 +454,38 @@ mod tests {
         let (status, _, body) = render(e).await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(body["error"]["message"], "Internal error");
+    }
+
+    #[actix_rt::test]
+    async fn a_slow_reader_is_told_so_with_a_stable_code() {
+        let e = ApiError::from(WorkerError::TooSlow { unread: 4096 });
+        assert_eq!(e.label(), "client_too_slow");
+        let (status, retry, body) = render(e).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry.as_deref(), Some("1"));
+        assert_eq!(body["error"]["code"], "client_too_slow");
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("4096 events unread"));
+    }
+
+    #[actix_rt::test]
+    async fn a_full_pull_queue_is_a_503_with_retry_after_in_each_routes_shape() {
+        let busy = StoreError::Busy { queued: 64 };
+        let (status, retry, body) = render(ApiError::from(&busy)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry.as_deref(), Some("10"));
+        assert_eq!(body["error"]["code"], "pull_queue_full");
+        let router = ApiError::Router(Box::new(ApiError::from(&busy)));
+        assert_eq!(router.label(), "store_busy");
+        let (status, retry, body) = render(router).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry.as_deref(), Some("10"));
+        assert_eq!(
+            body,
+            json!({"error": "64 pulls are waiting already; retry when one has ended"})
+        );
     }
 
     #[actix_rt::test]

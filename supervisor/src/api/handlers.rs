@@ -131,11 +131,17 @@ async fn generate(
         let body = sse::response(writer, first, stream, assembler(), want_logprobs);
         return Ok(body);
     }
-    let mut choices = Vec::with_capacity(streams.len());
-    for mut stream in streams {
-        let first = first_token_deadline(queue, started, first_event(&mut stream, blame)).await?;
-        choices.push(collect(first, stream, assembler()).await?);
-    }
+    // Every choice is read as it comes: one read after another would leave
+    // its events unread meanwhile, and be cancelled as too slow (`--stream-buffer`).
+    let choices = futures_util::future::try_join_all(streams.into_iter().map(|mut stream| {
+        let assembler = assembler();
+        async move {
+            let first =
+                first_token_deadline(queue, started, first_event(&mut stream, blame)).await?;
+            collect(first, stream, assembler).await
+        }
+    }))
+    .await?;
     Ok(whole_answer(writer, choices, want_logprobs))
 }
 

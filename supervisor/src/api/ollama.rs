@@ -16,11 +16,10 @@ use std::collections::VecDeque;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 
 use super::error::ApiError;
 use super::state::{authorize, AppState};
-use crate::store::{sha256_hex, ModelRef, PullEvent, PullOrder, Service};
+use crate::store::{sha256_hex, ModelRef, PullEvent, PullEvents, PullOrder, Service};
 
 /// The store service, as app data: `web::Data<store::Service>`.
 type Store = web::Data<Service>;
@@ -58,7 +57,9 @@ pub async fn pull(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
     let (name, stream) = NameBody::parse(&body)?;
-    let mut events = service.submit(PullOrder::refresh(name));
+    let mut events = service
+        .submit(PullOrder::refresh(name))
+        .map_err(|e| ApiError::from(&e))?;
     if !stream {
         return answer_once(events).await;
     }
@@ -85,9 +86,7 @@ pub async fn pull(
 }
 
 /// `"stream": false`: one JSON answer once the pull ends.
-async fn answer_once(
-    mut events: mpsc::UnboundedReceiver<PullEvent>,
-) -> Result<HttpResponse, ApiError> {
+async fn answer_once(mut events: PullEvents) -> Result<HttpResponse, ApiError> {
     while let Some(event) = events.recv().await {
         if let PullEvent::Done(result) = event {
             return match result {
@@ -103,7 +102,7 @@ async fn answer_once(
 /// after `success` or with `{"error": …}`.
 fn ndjson(
     held: VecDeque<PullEvent>,
-    events: mpsc::UnboundedReceiver<PullEvent>,
+    events: PullEvents,
 ) -> impl futures_util::Stream<Item = Result<web::Bytes, actix_web::Error>> {
     futures_util::stream::unfold(
         (held, events, false),

@@ -9,12 +9,15 @@ use super::error::ApiError;
 use crate::router::{Member, PullJob, PullRequest};
 
 /// `POST /pull`: 200 `{"status":"accepted"}` at once, acquisition in the background
-/// (contract §3.4). Only a body without `model` (or not JSON) gets 400
-/// `{"error": "..."}` ([`ApiError::RouterPull`]).
+/// (contract §3.4). A body without `model` (or not JSON) gets 400
+/// `{"error": "..."}` ([`ApiError::RouterPull`]); a full pull queue 503
+/// `{"error": "..."}` with `Retry-After` (the router only logs a non-2xx).
 pub async fn pull(member: web::Data<Member>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     let request: PullRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::RouterPull(format!("invalid body: {e}")))?;
-    member.submit(PullJob::try_from(request)?);
+    member
+        .submit(PullJob::try_from(request)?)
+        .map_err(|e| ApiError::Router(Box::new(ApiError::from(&e))))?;
     Ok(HttpResponse::Ok().json(json!({"status": "accepted"})))
 }
 

@@ -445,6 +445,7 @@ mod tests {
             ready_timeout: Duration::from_secs(1),
             env: Vec::new(),
             lanes: None,
+            stream_buffer: crate::worker::client::DEFAULT_STREAM_BUFFER,
         };
         let spec = ModelSpec {
             name: "broken".into(),

@@ -878,6 +878,7 @@ mod tests {
             ready_timeout: Duration::from_secs(10),
             env: Vec::new(),
             lanes: None,
+            stream_buffer: crate::worker::client::DEFAULT_STREAM_BUFFER,
         }
     }
 

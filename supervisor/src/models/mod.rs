@@ -54,6 +54,8 @@ pub struct ModelSettings {
     pub shutdown_timeout: Duration,
     /// The HTTP threads' lanes, when workers should reply on them.
     pub lanes: Option<Arc<Lanes>>,
+    /// Events buffered per request before its reader counts as too slow.
+    pub stream_buffer: usize,
     /// Operator chat templates (`--chat-template`) by model key: they
     /// replace the GGUF's template and one a router sends.
     pub chat_templates: std::collections::HashMap<String, String>,

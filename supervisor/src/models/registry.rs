@@ -64,6 +64,7 @@ impl Factory {
             ready_timeout: s.ready_timeout,
             env: Vec::new(),
             lanes: s.lanes.clone(),
+            stream_buffer: s.stream_buffer,
         };
         ModelActor::new(spawn, s.shutdown_timeout, shared)
     }
@@ -619,4 +620,59 @@ fn eviction_candidates(statuses: &[(ModelEntry, ModelStatus)]) -> Vec<Candidate>
 
 fn capacity_error(model: &str) -> ModelsError {
     ModelsError::NoCapacity(model.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::testing::fake_models;
+
+    /// The robustness issue asked whether admission reads and increments the
+    /// count non-atomically. It does not: the actor's `Acquire` handler reads
+    /// the count and takes the lease in one message, so each acquire sees a
+    /// different count, and the one that would exceed the limit sees the limit.
+    #[actix_rt::test]
+    async fn concurrent_acquires_from_many_threads_never_exceed_the_queue_limit() {
+        let (models, _fakes) = fake_models(&["m"]);
+        let limit = 4 + models.supervision().max_queue; // the fake's slots, then the queue
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+        let arbiters: Vec<_> = (0..4).map(|_| actix::Arbiter::new()).collect();
+        let per_thread = limit; // 4 × the limit in all
+        for arbiter in &arbiters {
+            let (models, held, done_tx) = (models.clone(), held.clone(), done_tx.clone());
+            arbiter.spawn(async move {
+                let tries = (0..per_thread).map(|_| models.acquire("m"));
+                for result in join_all(tries).await {
+                    let refused = match result {
+                        Ok(lease) => {
+                            held.lock().unwrap().push(lease);
+                            false
+                        }
+                        Err(ModelsError::QueueFull(_)) => true,
+                        Err(e) => panic!("unexpected {e}"),
+                    };
+                    let _ = done_tx.send(refused);
+                }
+            });
+        }
+        let (mut admitted, mut refused) = (0, 0);
+        for _ in 0..4 * per_thread {
+            match done_rx.recv().await.unwrap() {
+                true => refused += 1,
+                false => admitted += 1,
+            }
+        }
+        assert!(admitted <= limit, "{admitted} admitted, limit {limit}");
+        assert!(refused >= 3 * limit, "{refused} refused");
+        assert_eq!(models.total_in_flight().await, admitted);
+        held.lock().unwrap().clear();
+        assert_eq!(models.total_in_flight().await, 0);
+        assert!(models.acquire("m").await.is_ok());
+        for arbiter in arbiters {
+            arbiter.stop();
+        }
+    }
 }

@@ -208,12 +208,19 @@ impl Member {
     /// Queues a router pull (`POST /pull`, model sync) with the store; it runs in
     /// the background, its progress reported to the router when it has a task id.
     /// Must run on an actix arbiter (the reporter is spawned there).
-    pub fn submit(&self, job: PullJob) {
+    ///
+    /// # Errors
+    /// [`StoreError::Busy`](crate::store::StoreError::Busy) when the pull queue is full.
+    pub fn submit(&self, job: PullJob) -> Result<(), crate::store::StoreError> {
         let client = self.inner.router.as_ref().map(|r| &r.client);
-        let events = self.inner.store.submit(job.order(client.map(|c| c.base())));
+        let events = self
+            .inner
+            .store
+            .submit(job.order(client.map(|c| c.base())))?;
         if let (Some(client), Some(task)) = (client, job.task_id) {
             actix_rt::spawn(pull::report(client.clone(), task, events));
         }
+        Ok(())
     }
 
     /// In router mode, starts registering, heartbeating and syncing, as tasks on

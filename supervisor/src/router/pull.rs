@@ -18,11 +18,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::client::{ProgressRequest, RouterClient};
 use crate::store::named_dirs::model_dir;
-use crate::store::{FilePull, Progress, PullEvent, PullOrder, PullSource};
+use crate::store::{FilePull, Progress, PullEvent, PullEvents, PullOrder, PullSource};
 
 /// Shortest time between two progress reports of one task.
 pub const REPORT_INTERVAL: Duration = Duration::from_millis(250);
@@ -159,11 +159,7 @@ impl Meter {
 
 /// Turns the store's events for one pull into the router's progress reports
 /// for `task`, ending with 1.0 once the model is served.
-pub async fn report(
-    router: RouterClient,
-    task: String,
-    mut events: mpsc::UnboundedReceiver<PullEvent>,
-) {
+pub async fn report(router: RouterClient, task: String, mut events: PullEvents) {
     let (latest, latest_rx) = watch::channel(None);
     let sender = actix_rt::spawn(send_latest(router.clone(), task.clone(), latest_rx));
     let mut meter = Meter::default();

@@ -64,7 +64,8 @@ pub async fn run(
             Ok(list) => {
                 let local = models.snapshot().await;
                 for job in missing_models(&list, &local) {
-                    member.submit(job);
+                    // A full pull queue was logged; the next round asks again.
+                    let _ = member.submit(job);
                 }
             }
             Err(CallError::Status { status: 401, .. }) if !warned_auth => {

@@ -20,6 +20,8 @@
 //! - [`download`]: the one downloader (ranged parts, resume, SHA-256, atomic install, local copies).
 //! - [`file_pull`]: a router file into the named directories.
 //! - [`space`]: the disk-space ledger every pull reserves from before it writes.
+//! - `path_lock`: the per-path locks that keep two pulls off the same files.
+//! - [`pull_events`]: one listener's events of a pull (bounded: progress coalesced).
 //! - [`service`]: the node's side: the one pull runner (Ollama's `/api/pull`, the
 //!   router's `/pull` and sync) on the node's main arbiter, the one hot add;
 //!   startup registration of stored models; `rm` of an idle model.
@@ -36,13 +38,14 @@ pub mod hf;
 pub mod layout;
 pub mod name;
 pub mod named_dirs;
+mod path_lock;
+pub mod pull_events;
 pub mod registry_client;
 pub mod service;
 pub mod space;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -51,11 +54,13 @@ pub use download::sha256_hex;
 pub use file_pull::{FilePull, PulledFile};
 pub use layout::{Layout, LocalModel};
 pub use name::{ModelRef, NameError};
-pub use service::{PullEvent, PullOrder, PullSource, Service};
+pub use pull_events::{PullEvent, PullEvents};
+pub use service::{PullOrder, PullSource, Service};
 
 use download::{BlobRequest, DownloadError, Downloader};
 use hf::{Choice, HfError};
 use layout::{Layer, LayoutError, MEDIA_MODEL};
+use path_lock::path_lock;
 use registry_client::RegistryError;
 use space::{FreeBytes, Ledger, Reservation};
 
@@ -91,6 +96,12 @@ pub struct StoreArgs {
     /// Hugging Face token, sent as a bearer token (gated or private repos).
     #[arg(long, env = "HF_TOKEN", hide_env_values = true)]
     pub hf_token: Option<String>,
+
+    /// Distinct pulls that may wait while 2 run; more are refused (503 with
+    /// Retry-After) until one ends. A pull of a model already being pulled
+    /// joins it and is not counted again.
+    #[arg(long, env = "LLM_NODE_MAX_QUEUED_PULLS", default_value_t = service::DEFAULT_MAX_QUEUED_PULLS)]
+    pub max_queued_pulls: usize,
 
     /// Ranged parts downloaded at once per file.
     #[arg(long, env = "LLM_NODE_PULL_PARALLEL", default_value_t = 4)]
@@ -171,6 +182,9 @@ pub enum StoreError {
     /// The failure of a pull this one joined (the same model, pulled once).
     #[error("{0}")]
     Joined(String),
+    /// Too many distinct pulls wait already (`--max-queued-pulls`).
+    #[error("{queued} pulls are waiting already; retry when one has ended")]
+    Busy { queued: usize },
 }
 
 impl From<DownloadError> for StoreError {
@@ -203,6 +217,8 @@ pub enum StoreErrorKind {
     Invalid,
     /// The pull failed on the way (network, registry, conversion, disk).
     Failed,
+    /// The pull queue is full; retrying later may work.
+    Busy,
 }
 
 impl StoreError {
@@ -215,6 +231,7 @@ impl StoreError {
             StoreError::InUse(_) => StoreErrorKind::InUse,
             StoreError::ReadOnly { .. } => StoreErrorKind::ReadOnly,
             StoreError::NoSpace { .. } => StoreErrorKind::NoSpace,
+            StoreError::Busy { .. } => StoreErrorKind::Busy,
             e if e.is_client_error() => StoreErrorKind::Invalid,
             _ => StoreErrorKind::Failed,
         }
@@ -257,17 +274,6 @@ impl Progress {
 
 /// Where progress goes (it must not block).
 pub type OnProgress<'a> = &'a (dyn Fn(Progress) + Sync);
-
-/// Locks per store path, shared by every [`Store`] of the process, so two pulls
-/// of one model or one blob never write the same files at once.
-fn path_lock(path: &Path) -> Arc<tokio::sync::Mutex<()>> {
-    static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
-    let mut map = LOCKS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    map.entry(path.to_path_buf()).or_default().clone()
-}
 
 /// The store. Cheap to clone.
 #[derive(Clone)]

@@ -15,28 +15,34 @@
 //! once (an order for an id already being pulled joins that pull and hears its
 //! end), and answers at once an order that wants nothing when the id is served.
 //! Removal needs no new actor and runs in the handler.
+//!
+//! # Bounds
+//! At most `--max-queued-pulls` distinct pulls wait for a turn; one more is
+//! refused at once ([`StoreError::Busy`]) until a pull ends. An order that
+//! joins a pull under way is not counted again. Each order's events are a
+//! [`pull_events`](super::pull_events) channel: progress coalesced, the end kept.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, Semaphore};
 
 use super::file_pull::{FilePull, PulledFile};
+pub use super::pull_events::PullEvent;
+use super::pull_events::{self, PullEvents, PullSender};
 use super::{jinja_template, ModelRef, Progress, Store, StoreError};
 use crate::models::{AddModelError, ModelSpec, Models, ModelsError};
 
 /// Pulls running at once; more wait their turn.
 pub const CONCURRENT_PULLS: usize = 2;
 
-/// What a pull reports: progress lines, then `Ok` (served under that id) or the error.
-#[derive(Debug)]
-pub enum PullEvent {
-    Progress(Progress),
-    Done(Result<String, StoreError>),
-}
+/// Distinct pulls that may wait for a turn unless configured (`--max-queued-pulls`):
+/// far more models than a node holds, few enough that a flood of distinct
+/// names is refused instead of queued for days.
+pub const DEFAULT_MAX_QUEUED_PULLS: usize = 64;
 
 /// Where a pulled model comes from.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,7 +83,34 @@ impl PullOrder {
 /// A pull for the runner.
 struct Job {
     order: PullOrder,
-    events: mpsc::UnboundedSender<PullEvent>,
+    events: PullSender,
+}
+
+/// Pulls queued or running, by lowercased id, with the listeners of the orders
+/// that joined each. Shared by [`Service::submit`] (which counts, joins and
+/// refuses) and the runner (which removes a pull when it ends, and tells its
+/// joiners under the same lock, so no order joins a pull that has already told).
+#[derive(Clone, Default)]
+struct Pulls(Arc<Mutex<HashMap<String, Vec<PullSender>>>>);
+
+impl Pulls {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Vec<PullSender>>> {
+        // A panic while holding this lock cannot leave the map inconsistent.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ends the pull of `key`: it, and every order that joined it, hear `result`.
+    fn end(&self, key: &str, events: &PullSender, result: Result<String, StoreError>) {
+        let joined = self.lock().remove(key).unwrap_or_default();
+        for events in &joined {
+            let shared = match &result {
+                Ok(id) => Ok(id.clone()),
+                Err(e) => Err(StoreError::Joined(e.to_string())),
+            };
+            finish(events, shared);
+        }
+        finish(events, result);
+    }
 }
 
 /// The node's store service; shared with handlers as `web::Data<Service>`.
@@ -86,17 +119,25 @@ pub struct Service {
     /// Where file pulls go (`--models-dir`, else the cache directory).
     models_dir: PathBuf,
     models: OnceLock<Models>,
-    tx: mpsc::UnboundedSender<Job>,
-    rx: Mutex<Option<mpsc::UnboundedReceiver<Job>>>,
+    pulls: Pulls,
+    /// Distinct pulls queued or running, at most.
+    max_pulls: usize,
+    /// Orders for the runner: one per entry of `pulls`, so never more than `max_pulls`.
+    tx: mpsc::Sender<Job>,
+    rx: Mutex<Option<mpsc::Receiver<Job>>>,
 }
 
 impl Service {
-    pub fn new(store: Store, models_dir: PathBuf) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
+    /// A service whose runner lets `max_queued` distinct pulls wait for a turn.
+    pub fn new(store: Store, models_dir: PathBuf, max_queued: usize) -> Self {
+        let max_pulls = CONCURRENT_PULLS + max_queued;
+        let (tx, rx) = mpsc::channel(max_pulls);
         Self {
             store,
             models_dir,
             models: OnceLock::new(),
+            pulls: Pulls::default(),
+            max_pulls,
             tx,
             rx: Mutex::new(Some(rx)),
         }
@@ -127,22 +168,49 @@ impl Service {
             store: self.store.clone(),
             models,
             models_dir: self.models_dir.clone(),
-            active: RefCell::default(),
+            pulls: self.pulls.clone(),
             limit: Semaphore::new(CONCURRENT_PULLS),
         };
         actix_rt::spawn(Rc::new(runner).run(rx));
     }
 
-    /// Queues a pull; its events arrive on the returned channel.
-    pub fn submit(&self, order: PullOrder) -> mpsc::UnboundedReceiver<PullEvent> {
-        tracing::info!(model = %order.id, "model pull queued");
-        let (events, rx) = mpsc::unbounded_channel();
-        if let Err(e) = self.tx.send(Job { order, events }) {
-            let _ = e.0.events.send(PullEvent::Done(Err(StoreError::Config(
-                "the node is not running".into(),
-            ))));
+    /// Queues a pull, or joins the pull of the same id under way; its events
+    /// arrive on the returned channel.
+    ///
+    /// # Errors
+    /// [`StoreError::Busy`] when `--max-queued-pulls` distinct pulls wait already.
+    pub fn submit(&self, order: PullOrder) -> Result<PullEvents, StoreError> {
+        let (events, rx) = pull_events::channel();
+        let key = order.id.to_lowercase();
+        let mut pulls = self.pulls.lock();
+        if let Some(joined) = pulls.get_mut(&key) {
+            tracing::info!(model = %order.id, "pull joins the one already under way");
+            joined.retain(|l| !l.is_closed());
+            joined.push(events);
+            return Ok(rx);
         }
-        rx
+        let id = order.id.clone();
+        let queued = pulls.len().saturating_sub(CONCURRENT_PULLS);
+        let refused = || {
+            tracing::warn!(model = %id, queued, "pull refused: the pull queue is full");
+            StoreError::Busy { queued }
+        };
+        if pulls.len() >= self.max_pulls {
+            return Err(refused());
+        }
+        match self.tx.try_send(Job { order, events }) {
+            Ok(()) => {
+                tracing::info!(model = %id, "model pull queued");
+                pulls.insert(key, Vec::new());
+            }
+            // Not reached: the queue holds one order per entry of `pulls`.
+            Err(TrySendError::Full(_)) => return Err(refused()),
+            Err(TrySendError::Closed(job)) => finish(
+                &job.events,
+                Err(StoreError::Config("the node is not running".into())),
+            ),
+        }
+        Ok(rx)
     }
 
     /// Stops serving `name` (refused while it has requests in flight or is
@@ -185,26 +253,20 @@ struct Runner {
     store: Store,
     models: Models,
     models_dir: PathBuf,
-    /// Pulls under way: lowercased id → the channels of the orders that joined it.
-    active: RefCell<HashMap<String, Vec<mpsc::UnboundedSender<PullEvent>>>>,
+    /// Shared with [`Service::submit`], which has entered each job's id.
+    pulls: Pulls,
     limit: Semaphore,
 }
 
 impl Runner {
-    async fn run(self: Rc<Self>, mut rx: mpsc::UnboundedReceiver<Job>) {
+    async fn run(self: Rc<Self>, mut rx: mpsc::Receiver<Job>) {
         while let Some(job) = rx.recv().await {
             let key = job.order.id.to_lowercase();
-            if let Some(joined) = self.active.borrow_mut().get_mut(&key) {
-                tracing::info!(model = %job.order.id, "pull joins the one already under way");
-                joined.push(job.events);
-                continue;
-            }
             if job.order.unless_served && self.serves(&job.order.id).await {
                 tracing::info!(model = %job.order.id, "pull: model already served");
-                finish(&job.events, Ok(job.order.id.clone()));
+                self.pulls.end(&key, &job.events, Ok(job.order.id.clone()));
                 continue;
             }
-            self.active.borrow_mut().insert(key.clone(), Vec::new());
             actix_rt::spawn(self.clone().execute(job, key));
         }
     }
@@ -222,26 +284,16 @@ impl Runner {
             Ok(_permit) => self.pull_and_add(&job).await,
             Err(_) => Err(StoreError::Config("the pull runner stopped".into())),
         };
-        let joined = self.active.borrow_mut().remove(&key).unwrap_or_default();
         match &result {
             Ok(_) => tracing::info!(model = %job.order.id, "model pulled and served"),
             Err(e) => tracing::error!(model = %job.order.id, "model pull failed: {e}"),
         }
-        for events in &joined {
-            let shared = match &result {
-                Ok(id) => Ok(id.clone()),
-                Err(e) => Err(StoreError::Joined(e.to_string())),
-            };
-            finish(events, shared);
-        }
-        finish(&job.events, result);
+        self.pulls.end(&key, &job.events, result);
     }
 
     async fn pull_and_add(&self, job: &Job) -> Result<String, StoreError> {
-        let events = job.events.clone();
-        let on_progress = move |p: Progress| {
-            let _ = events.send(PullEvent::Progress(p));
-        };
+        let events = &job.events;
+        let on_progress = move |p: Progress| events.progress(p);
         let order = &job.order;
         let pulled = match &order.source {
             PullSource::Store { name, refresh } => {
@@ -274,9 +326,9 @@ impl Runner {
 
 /// The last events of an order: `success` (only once it is served: a client may
 /// use the model as soon as it reads this), then the result.
-fn finish(events: &mpsc::UnboundedSender<PullEvent>, result: Result<String, StoreError>) {
+fn finish(events: &PullSender, result: Result<String, StoreError>) {
     if result.is_ok() {
-        let _ = events.send(PullEvent::Progress(Progress::status("success")));
+        events.progress(Progress::status("success"));
     }
-    let _ = events.send(PullEvent::Done(result));
+    events.finish(result);
 }

@@ -11,6 +11,16 @@
 //!
 //! A [`GenerationStream`] cancels its request in the worker when dropped before
 //! the end: that is how a client disconnect frees the slot.
+//!
+//! # Backpressure
+//! Each request's events wait in a buffer of `stream_buffer` events
+//! ([`DEFAULT_STREAM_BUFFER`] unless configured) until its consumer reads them.
+//! A lane reader never waits for a consumer: when a request's buffer is full,
+//! its consumer is too slow (a client not reading its stream), so the request
+//! is cancelled in the worker and forgotten here, and the consumer reads
+//! [`WorkerError::TooSlow`] after the events already buffered. One more slot
+//! is reserved per request for its last reply, so the end of a request (its
+//! terminal event, `Gone`, or `TooSlow`) is never lost to a full buffer.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +31,7 @@ use llm_node_protocol::{
     decode_events, encode, request_id, Command, Event, FailureKind, FinishReason, Prompt,
     RequestId, SamplingParams, Usage,
 };
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 
 use super::lanes::{current_lane, LaneFd, LaneRead, Lanes};
@@ -37,13 +48,56 @@ pub enum WorkerError {
     /// The worker answered with an event that does not fit the request.
     #[error("unexpected event from worker: {0}")]
     Protocol(String),
+    /// The consumer left this many events unread, so the request was cancelled
+    /// (see the module's Backpressure section).
+    #[error("client too slow: {unread} events unread")]
+    TooSlow { unread: usize },
 }
+
+/// Events buffered per request unless configured (`--stream-buffer`): at
+/// about a token an event, far more than any client that reads its stream
+/// leaves unread, and a few hundred KiB at most per request.
+pub const DEFAULT_STREAM_BUFFER: usize = 4096;
 
 /// What the reader thread delivers to one request.
 #[derive(Debug)]
 enum Reply {
     Event(Event),
     Gone(String),
+    /// The consumer's buffer overflowed; the request was cancelled.
+    TooSlow(usize),
+}
+
+/// What a request keeps alive while it runs (the lease counting it in flight),
+/// shared by its consumer and its [`Route`]: the consumer drops it with the
+/// request, the lane reader as soon as it cancels the request for a consumer
+/// that fell behind (which may never read again).
+type Held = Arc<Mutex<Option<Box<dyn Send + Sync>>>>;
+
+/// Where one request's events go.
+struct Route {
+    /// Every event but the last; only `try_send` (a lane reader never waits).
+    events: mpsc::Sender<Reply>,
+    /// The slot reserved for the last reply, so a full buffer cannot lose it.
+    last: mpsc::OwnedPermit<Reply>,
+    held: Held,
+}
+
+impl Route {
+    /// A route with `buffer` events of room, and its receiving end.
+    fn new(buffer: usize, held: Held) -> (Route, mpsc::Receiver<Reply>) {
+        let (events, rx) = mpsc::channel(buffer + 1);
+        let last = events
+            .clone()
+            .try_reserve_owned()
+            .unwrap_or_else(|_| unreachable!("a new channel has room"));
+        (Route { events, last, held }, rx)
+    }
+
+    /// Sends the last reply (the consumer may have gone a moment ago: fine).
+    fn finish(self, reply: Reply) {
+        self.last.send(reply);
+    }
 }
 
 /// One step of a generation as seen by the API layer.
@@ -79,9 +133,14 @@ pub struct WorkerClient {
 /// registered before the drain (and receives `Gone`) or sees `dead` and is
 /// refused. Without this, a request registered just after the drain would
 /// wait forever.
+///
+/// A request leaves `senders` exactly once: by its terminal event, by
+/// `cancel`, by overflowing its buffer (`too_slow`), or in the drain. Each
+/// `Route` holds a reserved slot for that last reply, so sending it never
+/// waits and never fails for lack of room.
 #[derive(Default)]
 struct Pending {
-    senders: HashMap<RequestId, mpsc::UnboundedSender<Reply>>,
+    senders: HashMap<RequestId, Route>,
     /// Liveness pings among `senders`: not requests, so not "in flight".
     pings: HashSet<RequestId>,
     dead: Option<String>,
@@ -102,6 +161,8 @@ struct Inner {
     commands: Mutex<IpcBytesSender>,
     pending: Mutex<Pending>,
     next_id: AtomicU64,
+    /// Events buffered per request before its consumer counts as too slow.
+    buffer: usize,
     /// Requests in flight, republished on every change (drains and the
     /// model pool wait on it instead of polling).
     in_flight: watch::Sender<usize>,
@@ -128,12 +189,13 @@ impl WorkerClient {
     /// # Panics
     /// If the OS refuses to start a thread.
     pub fn new(commands: IpcBytesSender, events: IpcBytesReceiver, model: &str) -> Self {
-        Self::with_lanes(commands, vec![events], model, None)
+        Self::with_lanes(commands, vec![events], model, None, DEFAULT_STREAM_BUFFER)
     }
 
     /// Wraps a connected worker's channels and starts a reader for each event
     /// lane: a task on the lane's HTTP thread when `lanes` knows it, a thread
-    /// otherwise (always for lane 0).
+    /// otherwise (always for lane 0). Each request may leave `buffer` events
+    /// unread (at least 1) before it is cancelled as too slow.
     ///
     /// # Panics
     /// If the OS refuses to start a thread, or `events` is empty.
@@ -142,6 +204,7 @@ impl WorkerClient {
         events: Vec<IpcBytesReceiver>,
         model: &str,
         lanes: Option<&Lanes>,
+        buffer: usize,
     ) -> Self {
         assert!(!events.is_empty(), "a worker has at least lane 0");
         let inner = Arc::new(Inner {
@@ -150,6 +213,7 @@ impl WorkerClient {
             commands: Mutex::new(commands),
             pending: Mutex::new(Pending::default()),
             next_id: AtomicU64::new(1),
+            buffer: buffer.max(1),
             in_flight: watch::channel(0).0,
             chat_format: std::sync::OnceLock::new(),
             slots: std::sync::OnceLock::new(),
@@ -242,11 +306,7 @@ impl WorkerClient {
             prompt,
             params,
         })?;
-        Ok(GenerationStream {
-            call,
-            meter: None,
-            held: None,
-        })
+        Ok(GenerationStream { call, meter: None })
     }
 
     /// Embeds each input; returns one vector per input and the prompt tokens used.
@@ -318,13 +378,14 @@ impl WorkerClient {
         };
         let seq = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let id = request_id(lane, seq);
-        let (tx, rx) = mpsc::unbounded_channel();
+        let held = Held::default();
+        let (route, rx) = Route::new(self.inner.buffer, Arc::clone(&held));
         {
             let mut pending = self.inner.pending();
             if let Some(why) = &pending.dead {
                 return Err(WorkerError::Gone(why.clone()));
             }
-            pending.senders.insert(id, tx);
+            pending.senders.insert(id, route);
             if ping {
                 pending.pings.insert(id);
             }
@@ -336,6 +397,7 @@ impl WorkerClient {
             id,
             rx,
             done: false,
+            held,
         };
         self.inner.send(&command(id))?;
         Ok(call)
@@ -364,30 +426,59 @@ impl Inner {
             .map_err(|e| WorkerError::Gone(format!("command channel: {e}")))
     }
 
-    /// Delivers an event to its request; unknown ids (cancelled requests) are dropped.
+    /// Delivers an event to its request; unknown ids (cancelled requests) are
+    /// dropped. Never waits: a request whose buffer is full is cancelled.
     fn route(&self, event: Event) {
         let Some(id) = event.request_id() else {
             tracing::warn!(model = %self.model, "unexpected handshake event after Ready");
             return;
         };
         let mut pending = self.pending();
-        let sender = match event.is_terminal() {
-            true => {
-                pending.pings.remove(&id);
-                let sender = pending.senders.remove(&id);
-                self.publish(&pending);
-                sender
+        if event.is_terminal() {
+            let route = self.forget(&mut pending, id);
+            drop(pending);
+            match route {
+                Some(route) => route.finish(Reply::Event(event)),
+                None => tracing::debug!(model = %self.model, id, "end of a finished request"),
             }
-            false => pending.senders.get(&id).cloned(),
-        };
-        drop(pending);
-        match sender {
-            // The receiver may have been dropped a moment ago; that is fine.
-            Some(sender) => {
-                let _ = sender.send(Reply::Event(event));
-            }
-            None => tracing::debug!(model = %self.model, id, "event for a finished request"),
+            return;
         }
+        let Some(route) = pending.senders.get(&id) else {
+            tracing::debug!(model = %self.model, id, "event for a finished request");
+            return;
+        };
+        match route.events.try_send(Reply::Event(event)) {
+            // Closed: the consumer is gone and its guard is cancelling the request.
+            Ok(()) | Err(TrySendError::Closed(_)) => {}
+            Err(TrySendError::Full(_)) => {
+                let route = self.forget(&mut pending, id);
+                drop(pending);
+                if let Some(route) = route {
+                    self.too_slow(id, route);
+                }
+            }
+        }
+    }
+
+    /// Unregisters request `id` and returns its route.
+    fn forget(&self, pending: &mut Pending, id: RequestId) -> Option<Route> {
+        pending.pings.remove(&id);
+        let route = pending.senders.remove(&id);
+        self.publish(pending);
+        route
+    }
+
+    /// Ends a request whose consumer left its whole buffer unread: its lease
+    /// is released now (the consumer may never read again), the consumer
+    /// reads `TooSlow` after its buffered events, and the worker stops it.
+    fn too_slow(&self, id: RequestId, route: Route) {
+        tracing::warn!(model = %self.model, id, unread = self.buffer,
+            "client too slow: request cancelled");
+        let held = route.held.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(held);
+        route.finish(Reply::TooSlow(self.buffer));
+        // A failed send means the worker is gone, which ends the request anyway.
+        let _ = self.send(&Command::Cancel { id });
     }
 
     /// Marks the connection dead and fails every request in flight.
@@ -401,8 +492,8 @@ impl Inner {
             self.publish(&pending);
             senders
         };
-        for sender in senders.into_values() {
-            let _ = sender.send(Reply::Gone(why.clone()));
+        for route in senders.into_values() {
+            route.finish(Reply::Gone(why.clone()));
         }
     }
 
@@ -490,9 +581,11 @@ fn unexpected(event: &Event) -> WorkerError {
 struct Call {
     client: WorkerClient,
     id: RequestId,
-    rx: mpsc::UnboundedReceiver<Reply>,
-    /// Set once a terminal event (or `Gone`) was received.
+    rx: mpsc::Receiver<Reply>,
+    /// Set once a terminal event (or `Gone`, or `TooSlow`) was received.
     done: bool,
+    /// Whatever the caller keeps alive with the request (see [`Held`]).
+    held: Held,
 }
 
 impl Call {
@@ -505,6 +598,10 @@ impl Call {
             Some(Reply::Gone(why)) => {
                 self.done = true;
                 return Err(WorkerError::Gone(why));
+            }
+            Some(Reply::TooSlow(unread)) => {
+                self.done = true;
+                return Err(WorkerError::TooSlow { unread });
             }
             // Our sender was removed without a reply: only `cancel(id)` does that.
             None => {
@@ -533,9 +630,6 @@ impl Drop for Call {
 pub struct GenerationStream {
     call: Call,
     meter: Option<Meter>,
-    /// Whatever the caller wants kept alive exactly as long as the stream (the
-    /// model lease that counts the request in flight); dropped last.
-    held: Option<Box<dyn Send + Sync>>,
 }
 
 /// Records one generation in the metrics: time to first text, tokens,
@@ -607,9 +701,11 @@ impl GenerationStream {
         });
     }
 
-    /// Keeps `guard` alive until this stream is dropped.
+    /// Keeps `guard` (the model lease that counts the request in flight)
+    /// alive until this stream is dropped, or until the request is cancelled
+    /// because this stream was not read fast enough.
     pub fn hold(&mut self, guard: impl Send + Sync + 'static) {
-        self.held = Some(Box::new(guard));
+        *self.call.held.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(guard));
     }
 
     /// The request id in the worker.
@@ -684,6 +780,17 @@ mod tests {
         fn recv(&self) -> Command {
             decode(&self.commands.recv().expect("command")).expect("decodes")
         }
+        /// The next command, if one comes within `limit`.
+        fn recv_within(&self, limit: Duration) -> Option<Command> {
+            let deadline = Instant::now() + limit;
+            while Instant::now() < deadline {
+                if let Ok(bytes) = self.commands.try_recv() {
+                    return Some(decode(&bytes).expect("decodes"));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            None
+        }
         fn send(&self, event: Event) {
             self.events
                 .send(&encode_events(&[event]))
@@ -700,6 +807,112 @@ mod tests {
             events: ev_tx,
         };
         (client, side)
+    }
+
+    /// A connection whose requests may leave `buffer` events unread.
+    fn connect_with_buffer(buffer: usize) -> (WorkerClient, WorkerSide) {
+        let (cmd_tx, cmd_rx) = ipc::bytes_channel().unwrap();
+        let (ev_tx, ev_rx) = ipc::bytes_channel().unwrap();
+        let client = WorkerClient::with_lanes(cmd_tx, vec![ev_rx], "test", None, buffer);
+        let side = WorkerSide {
+            commands: cmd_rx,
+            events: ev_tx,
+        };
+        (client, side)
+    }
+
+    fn piece(id: RequestId, text: &str) -> Event {
+        Event::Piece {
+            id,
+            text: text.into(),
+            tokens: 1,
+            logprobs: Vec::new(),
+        }
+    }
+
+    /// Sets its flag when dropped (stands in for a lease).
+    struct DropFlag(Arc<std::sync::atomic::AtomicBool>);
+
+    impl Drop for DropFlag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_consumer_that_stops_reading_is_cancelled_after_its_buffer() {
+        let (client, worker) = connect_with_buffer(4);
+        let mut slow = client
+            .generate(text("slow"), SamplingParams::default())
+            .unwrap();
+        let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        slow.hold(DropFlag(Arc::clone(&released)));
+        let mut other = client
+            .generate(text("other"), SamplingParams::default())
+            .unwrap();
+        let (slow_id, other_id) = (generate_id(worker.recv()), generate_id(worker.recv()));
+        // The worker floods the slow request, nobody reads it.
+        for i in 0..10 {
+            worker.send(piece(slow_id, &format!("t{i}")));
+        }
+        // The lane reader did not wait: the other request's events still arrive.
+        worker.send(piece(other_id, "fine"));
+        worker.send(Event::Finished {
+            id: other_id,
+            reason: FinishReason::Stop,
+            usage: Usage::default(),
+        });
+        assert_eq!(
+            worker.recv_within(Duration::from_secs(5)),
+            Some(Command::Cancel { id: slow_id }),
+            "the request nobody reads is cancelled in the worker"
+        );
+        assert!(
+            released.load(Ordering::SeqCst),
+            "the lease is released at once"
+        );
+        assert_eq!(
+            other.next().await,
+            Some(Ok(GenerationEvent::Piece {
+                text: "fine".into(),
+                tokens: 1,
+                logprobs: Vec::new()
+            }))
+        );
+        assert!(matches!(
+            other.next().await,
+            Some(Ok(GenerationEvent::Finished { .. }))
+        ));
+        assert_eq!(client.in_flight(), 0);
+        // The slow consumer reads what was buffered, then the reason.
+        for i in 0..4 {
+            let Some(Ok(GenerationEvent::Piece { text, .. })) = slow.next().await else {
+                panic!("buffered piece {i}");
+            };
+            assert_eq!(text, format!("t{i}"));
+        }
+        assert_eq!(
+            slow.next().await,
+            Some(Err(WorkerError::TooSlow { unread: 4 }))
+        );
+        assert_eq!(slow.next().await, None);
+        // The worker's late events for it are dropped; the connection lives on.
+        worker.send(piece(slow_id, "late"));
+        worker.send(Event::Finished {
+            id: slow_id,
+            reason: FinishReason::Cancelled,
+            usage: Usage::default(),
+        });
+        let pong = std::thread::spawn(move || {
+            let Command::Ping { id } = worker.recv() else {
+                panic!("expected Ping")
+            };
+            worker.send(Event::Pong { id });
+            worker
+        });
+        client.ping().await.unwrap();
+        assert!(client.is_alive());
+        let _worker = pong.join().unwrap();
     }
 
     fn text(s: &str) -> Prompt {

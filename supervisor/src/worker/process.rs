@@ -71,6 +71,9 @@ pub struct SpawnOptions {
     pub env: Vec<(String, String)>,
     /// The node's HTTP threads' event lanes; `None`: lane 0 only.
     pub lanes: Option<Arc<Lanes>>,
+    /// Events buffered per request before its reader counts as too slow
+    /// (`--stream-buffer`; see [`WorkerClient`]'s Backpressure section).
+    pub stream_buffer: usize,
 }
 
 /// Why a worker did not become ready.
@@ -107,6 +110,7 @@ pub struct WorkerProcess {
 pub struct Handshake {
     process: WorkerProcess,
     lanes: Option<Arc<Lanes>>,
+    stream_buffer: usize,
     server_name: String,
     timeout: Duration,
     result: oneshot::Receiver<Result<Connected, StartError>>,
@@ -180,6 +184,7 @@ pub fn spawn(opts: &SpawnOptions) -> Result<(WorkerProcess, Handshake), StartErr
     let handshake = Handshake {
         process: process.clone(),
         lanes: opts.lanes.clone(),
+        stream_buffer: opts.stream_buffer,
         server_name,
         timeout: opts.ready_timeout,
         result,
@@ -328,6 +333,7 @@ impl Handshake {
         let Handshake {
             process,
             lanes,
+            stream_buffer,
             server_name,
             timeout,
             mut result,
@@ -357,6 +363,7 @@ impl Handshake {
                     c.events,
                     &process.model,
                     lanes.as_deref(),
+                    stream_buffer,
                 );
                 client.set_chat_format(llm_node_chat::format::ChatFormat::detect(
                     &c.info.chat_template,
@@ -644,6 +651,7 @@ mod tests {
             ready_timeout,
             env: Vec::new(),
             lanes: None,
+            stream_buffer: crate::worker::client::DEFAULT_STREAM_BUFFER,
         }
     }
 
