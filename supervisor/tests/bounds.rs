@@ -21,6 +21,8 @@ async fn start(dir: &tempfile::TempDir, flags: &str, extra: &[String]) -> Node {
         "llm-node".to_string(),
         "--host=127.0.0.1".into(),
         "--port=0".into(),
+        // Never resolve a public host (see `llm_node::net`).
+        "--loopback-only".into(),
         format!("--model=m={}", path.display()),
         format!("--worker-bin={}", fake_worker().display()),
         "--shutdown-timeout-secs=2".into(),
