@@ -312,11 +312,12 @@ fn a_step_past_the_stall_limit_is_killed_as_stuck_and_reported_so() {
     let m = node.wait_admin(MODEL, "restarted", |m| {
         m["state"] == "ready" && m["restarts"].as_u64() >= Some(1)
     });
-    let last_exit = m["last_exit"].as_str().unwrap();
-    assert!(
-        last_exit.starts_with("killed: engine stuck in one step for 2."),
-        "{m}"
-    );
+    let stuck_ms = m["last_exit"]
+        .as_str()
+        .and_then(|e| e.strip_prefix("killed: engine stuck in one step for "))
+        .and_then(|e| e.strip_suffix(" ms"))
+        .and_then(|ms| ms.parse::<u64>().ok());
+    assert!(stuck_ms.is_some_and(|ms| ms > 2000), "{m}");
 }
 
 #[test]

@@ -600,10 +600,11 @@ impl LivenessKill {
     }
 }
 
-/// "312 s", or "0.4 s" under 10 s (test limits are short).
+/// "312 s", or "2001 ms" under 10 s (so a short limit and the step that
+/// passed it never print alike).
 fn secs(d: Duration) -> String {
     match d.as_secs() {
-        0..10 => format!("{:.1} s", d.as_secs_f64()),
+        0..10 => format!("{} ms", d.as_millis()),
         n => format!("{n} s"),
     }
 }
@@ -1076,12 +1077,12 @@ mod tests {
             "killed: engine stuck in one step for 312 s"
         );
         let short = LivenessKill::Stuck {
-            busy: Duration::from_millis(420),
-            limit: Duration::from_millis(300),
+            busy: Duration::from_millis(2001),
+            limit: Duration::from_secs(2),
         };
         assert_eq!(
-            short.last_exit(),
-            "killed: engine stuck in one step for 0.4 s"
+            short.reason(),
+            "engine stuck in one step for 2001 ms (limit 2000 ms)"
         );
         assert_eq!(
             LivenessKill::Unresponsive.reason(),
