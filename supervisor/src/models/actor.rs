@@ -19,8 +19,8 @@
 //! signal) and the liveness ping: a hung process answers no `Ping`, and a
 //! worker whose engine sits in one step past the stall limit answers with
 //! progress that says so (`policy::liveness`); either is killed, and the
-//! exit is reported as that kill. Restarts use capped exponential backoff with jitter, and too many
-//! crashes in the window park the model as `failed`.
+//! exit is reported as that kill. Restarts use capped exponential backoff
+//! with jitter, and too many crashes in the window park the model as `failed`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -316,16 +316,14 @@ impl ModelActor {
                     let (why, kill) = match result {
                         Ok(Ok(progress)) => {
                             let before = act.progress.replace(progress);
-                            match stuck_for(before, progress, liveness.stall) {
-                                None => return,
-                                Some(busy) => {
-                                    let kill = LivenessKill::Stuck {
-                                        busy,
-                                        limit: liveness.stall.unwrap_or_default(),
-                                    };
-                                    (kill.reason(), Some(kill))
-                                }
-                            }
+                            let Some(limit) = liveness.stall else {
+                                return; // a long step is never a reason
+                            };
+                            let Some(busy) = stuck_for(before, progress, limit) else {
+                                return; // alive
+                            };
+                            let kill = LivenessKill::Stuck { busy, limit };
+                            (kill.reason(), Some(kill))
                         }
                         Ok(Err(e)) => (format!("its connection is dead ({e})"), None),
                         Err(_) => (

@@ -18,16 +18,11 @@ use std::time::Duration;
 use llm_node_protocol::Progress;
 
 /// Whether an engine that answered with `now` is stuck: `Some(how long it has
-/// been inside its current turn)` when that exceeds `limit` and no turn
-/// completed since the previous answer (`before`, if there was one). `None`
-/// (alive) when `limit` is `None` (never judge a long step), the engine is
-/// idle, or its turns advanced.
-pub fn stuck_for(
-    before: Option<Progress>,
-    now: Progress,
-    limit: Option<Duration>,
-) -> Option<Duration> {
-    let limit = limit?;
+/// been inside its current turn)` when that exceeds the stall `limit` and no
+/// turn completed since the previous answer (`before`, if there was one).
+/// `None` (alive) when the engine is idle, within the limit, or its turns
+/// advanced.
+pub fn stuck_for(before: Option<Progress>, now: Progress, limit: Duration) -> Option<Duration> {
     let busy = Duration::from_millis(now.busy_ms);
     let advanced = before.is_some_and(|b| now.turns != b.turns);
     (busy > limit && !advanced).then_some(busy)
@@ -37,68 +32,35 @@ pub fn stuck_for(
 mod tests {
     use super::*;
 
-    fn p(turns: u64, busy_ms: u64) -> Progress {
-        Progress { turns, busy_ms }
+    fn p(turns: u64, busy_ms: u64) -> Option<Progress> {
+        Some(Progress { turns, busy_ms })
     }
 
     #[test]
     fn only_an_engine_inside_one_turn_past_the_limit_is_stuck() {
-        let limit = Some(Duration::from_secs(60));
-        let s = |ms| Some(Duration::from_millis(ms));
-        for (before, now, limit, want, case) in [
-            (None, p(0, 0), limit, None, "idle from the start"),
-            (
-                Some(p(5, 0)),
-                p(5, 0),
-                limit,
-                None,
-                "idle: no turns, no busy time",
-            ),
-            (Some(p(5, 100)), p(9, 200), limit, None, "turns advancing"),
-            (
-                Some(p(5, 30_000)),
-                p(5, 59_999),
-                limit,
-                None,
-                "a long step under the limit",
-            ),
-            (
-                Some(p(5, 30_000)),
-                p(5, 60_000),
-                limit,
-                None,
-                "exactly at the limit",
-            ),
-            (
-                Some(p(5, 30_000)),
-                p(5, 60_001),
-                limit,
-                s(60_001),
-                "one step past the limit",
-            ),
-            (
-                None,
-                p(7, 90_000),
-                limit,
-                s(90_000),
-                "first answer already past it",
-            ),
-            (
-                Some(p(5, 0)),
-                p(6, 90_000),
-                limit,
-                None,
-                "a turn completed since: a clock the worker forgot to reset is not a stall",
-            ),
-            (
-                Some(p(5, 1)),
-                p(5, u64::MAX),
-                None,
-                None,
-                "limit off: never stuck",
-            ),
-        ] {
-            assert_eq!(stuck_for(before, now, limit), want, "{case}");
+        let ms = |ms| Some(Duration::from_millis(ms));
+        #[rustfmt::skip]
+        let table = [
+            // previous answer, this answer, verdict, case
+            (None,          p(0, 0),        None,          "idle from the start"),
+            (p(5, 0),       p(5, 0),        None,          "idle: no turns, no busy time"),
+            (p(5, 100),     p(9, 200),      None,          "turns advancing"),
+            (p(5, 30_000),  p(5, 59_999),   None,          "a long step under the limit"),
+            (p(5, 30_000),  p(5, 60_000),   None,          "exactly at the limit"),
+            (p(5, 30_000),  p(5, 60_001),   ms(60_001),    "one step past the limit"),
+            (None,          p(7, 90_000),   ms(90_000),    "the first answer already past it"),
+            // A turn completed since the last answer: a clock the worker
+            // forgot to reset is not a stall.
+            (p(5, 0),       p(6, 90_000),   None,          "a turn completed since"),
+            (p(5, 1),       p(5, u64::MAX), ms(u64::MAX),  "no overflow at the extreme"),
+        ];
+        for (before, now, want, case) in table {
+            let now = now.unwrap();
+            assert_eq!(
+                stuck_for(before, now, Duration::from_secs(60)),
+                want,
+                "{case}"
+            );
         }
     }
 }
