@@ -30,6 +30,13 @@
 //! the thread that writes it to the client. Which lane carries an event never
 //! changes what it means: a supervisor may read every lane alike.
 //!
+//! # Liveness
+//! The worker's command reader answers [`Command::Ping`] itself, from
+//! progress counters its engine updates every turn ([`Progress`]), so a long
+//! decode step never delays the answer. A [`Event::Pong`] is therefore not
+//! ordered with the engine's events on the same lane; it belongs to no
+//! request but its ping.
+//!
 //! Every type here is bincode-safe: no `skip_serializing_if`, `flatten`,
 //! `untagged` or internally tagged enums. HTTP types live in the supervisor.
 
@@ -37,7 +44,7 @@ use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender};
 use serde::{Deserialize, Serialize};
 
 /// Version of this contract. A worker and supervisor with different versions refuse to talk.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// Identifies one request for its whole life in a worker. Unique per worker
 /// process. The top 16 bits are the event lane ([`lane_of`]).
@@ -284,8 +291,10 @@ pub enum Command {
     CountTokens { id: RequestId, prompt: Prompt },
     /// Stop a request; answered by `Finished` with [`FinishReason::Cancelled`] if it was running.
     Cancel { id: RequestId },
-    /// Liveness probe, answered by `Pong` between two decode steps: a worker
-    /// stuck inside llama.cpp or deadlocked does not answer.
+    /// Liveness probe, answered at once by the worker's command reader (not
+    /// by its engine) with a `Pong` carrying the engine's [`Progress`]: a
+    /// process that does not answer is hung; one whose engine sits in one
+    /// step for too long is stuck, and the supervisor judges that from `Progress`.
     Ping { id: RequestId },
     /// Finish nothing more, free everything and exit 0.
     Shutdown,
@@ -319,6 +328,19 @@ pub struct Usage {
     pub completion_tokens: u32,
     /// Prompt tokens whose KV was reused from an earlier request.
     pub cached_tokens: u32,
+}
+
+/// How far the worker's engine has got, as of a `Pong`. A long step (a big
+/// prompt batch on a slow machine) shows as a growing `busy_ms` with
+/// `turns` unchanged; a healthy engine keeps advancing `turns` or is idle.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Turns of the engine loop completed since the worker started (each
+    /// turn is at most one decode step and one embeddings input).
+    pub turns: u64,
+    /// How long the engine has been inside its current turn, in ms; 0 while
+    /// it is idle, waiting for work.
+    pub busy_ms: u64,
 }
 
 /// Why a request failed.
@@ -377,8 +399,8 @@ pub enum Event {
     },
     /// Answer to `CountTokens`.
     TokenCount { id: RequestId, count: u32 },
-    /// Answer to `Ping`.
-    Pong { id: RequestId },
+    /// Answer to `Ping`, with the engine's progress at the time.
+    Pong { id: RequestId, progress: Progress },
 }
 
 impl Event {
@@ -392,7 +414,7 @@ impl Event {
             | Event::Failed { id, .. }
             | Event::Embeddings { id, .. }
             | Event::TokenCount { id, .. }
-            | Event::Pong { id } => Some(*id),
+            | Event::Pong { id, .. } => Some(*id),
         }
     }
 
@@ -630,7 +652,17 @@ mod tests {
                 prompt_tokens: 4,
             },
             Event::TokenCount { id: 4, count: 11 },
-            Event::Pong { id: 5 },
+            Event::Pong {
+                id: 5,
+                progress: Progress::default(),
+            },
+            Event::Pong {
+                id: 6,
+                progress: Progress {
+                    turns: u64::MAX,
+                    busy_ms: 90_000,
+                },
+            },
         ] {
             round_trip(ev);
         }
@@ -645,7 +677,13 @@ mod tests {
                 tokens: 1,
                 logprobs: Vec::new(),
             },
-            Event::Pong { id: 6 },
+            Event::Pong {
+                id: 6,
+                progress: Progress {
+                    turns: 3,
+                    busy_ms: 0,
+                },
+            },
         ];
         assert_eq!(decode_events(&encode_events(&events)).unwrap(), events);
         assert_eq!(

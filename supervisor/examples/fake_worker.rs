@@ -15,14 +15,18 @@
 //! | `exit_at_start` | exit 3 before connecting, after printing to stderr |
 //! | `token_ms=N` | N ms between tokens (default 5) |
 //! | `crash_after=N` | `abort()` after N tokens in total |
-//! | `hang_after=N` | stop answering after N tokens in total |
+//! | `hang_after=N` | stop answering anything, pings included, after N tokens in total |
+//! | `stuck_after=N` | after N tokens in total the engine makes no more progress, while the reader keeps answering pings with a growing `busy_ms` |
 //! | `garbage_after=N` | after N tokens, send an undecodable message and live on silently |
 //!
 //! Each generated token is the piece `"tok{i} "`; `max_tokens` defaults to 16.
+//! As in the real worker, the command reader thread answers pings itself with
+//! the "engine's" progress (one turn per decode step).
 
 use std::collections::HashMap;
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use ipc_channel::ipc::{self, IpcSender};
 use llm_node_protocol::*;
@@ -38,6 +42,7 @@ struct Flags {
     crash_after: Option<u64>,
     hang_after: Option<u64>,
     garbage_after: Option<u64>,
+    stuck_after: Option<u64>,
 }
 
 fn parse(path: &str) -> Flags {
@@ -63,10 +68,34 @@ fn parse(path: &str) -> Flags {
             "crash_after" => f.crash_after = n,
             "hang_after" => f.hang_after = n,
             "garbage_after" => f.garbage_after = n,
+            "stuck_after" => f.stuck_after = n,
             _ => eprintln!("WARN fake worker: unknown flag {k}"),
         }
     }
     f
+}
+
+/// What the reader answers pings from: decode steps done, when the current
+/// one began (ms after `epoch`, plus one; 0 = idle), and whether the whole
+/// process plays dead (`hang_after`, `garbage_after`: no answers at all).
+struct Meter {
+    epoch: Instant,
+    turns: AtomicU64,
+    busy_since: AtomicU64,
+    silent: AtomicBool,
+}
+
+impl Meter {
+    fn progress(&self) -> Progress {
+        let now = self.epoch.elapsed().as_millis() as u64 + 1;
+        Progress {
+            turns: self.turns.load(Relaxed),
+            busy_ms: match self.busy_since.load(Relaxed) {
+                0 => 0,
+                since => now.saturating_sub(since),
+            },
+        }
+    }
 }
 
 struct Running {
@@ -91,6 +120,13 @@ fn main() {
             let _ = lane0.send(&[0xff; 16]);
         }
     };
+    let meter = Arc::new(Meter {
+        epoch: Instant::now(),
+        turns: AtomicU64::new(0),
+        busy_since: AtomicU64::new(0),
+        silent: AtomicBool::new(false),
+    });
+    let pong_tx = evt_tx.clone();
     // Each event on the lane its request id names, as the real worker does.
     let send = move |e: &Event| {
         let lane = e
@@ -106,9 +142,17 @@ fn main() {
         }
     };
     let (in_tx, in_rx) = mpsc::channel::<Command>();
+    let reader_meter = meter.clone();
     std::thread::spawn(move || {
         while let Ok(bytes) = cmd_rx.recv() {
             match decode::<Command>(&bytes) {
+                Ok(Command::Ping { id }) => {
+                    if !reader_meter.silent.load(Relaxed) {
+                        let progress = reader_meter.progress();
+                        let lane = lane_of(id).min(pong_tx.len() - 1);
+                        let _ = pong_tx[lane].send(&encode_events(&[Event::Pong { id, progress }]));
+                    }
+                }
                 Ok(c) => {
                     if in_tx.send(c).is_err() {
                         return;
@@ -261,7 +305,8 @@ fn main() {
                     };
                     send(&Event::TokenCount { id, count });
                 }
-                Command::Ping { id } => send(&Event::Pong { id }),
+                // Answered by the reader thread.
+                Command::Ping { .. } => {}
                 Command::Shutdown => std::process::exit(0),
                 Command::Init { .. } => {}
             }
@@ -277,6 +322,7 @@ fn main() {
             }
             if flags.garbage_after.is_some_and(|n| total > n) {
                 eprintln!("WARN fake worker: sending garbage, then living on silently");
+                meter.silent.store(true, Relaxed);
                 garbage();
                 loop {
                     std::thread::sleep(Duration::from_secs(3600));
@@ -284,6 +330,15 @@ fn main() {
             }
             if flags.hang_after.is_some_and(|n| total > n) {
                 eprintln!("WARN fake worker: hanging as asked");
+                meter.silent.store(true, Relaxed);
+                loop {
+                    std::thread::sleep(Duration::from_secs(3600));
+                }
+            }
+            if flags.stuck_after.is_some_and(|n| total > n) {
+                eprintln!("WARN fake worker: engine stuck as asked; pings still answered");
+                let now = meter.epoch.elapsed().as_millis() as u64 + 1;
+                meter.busy_since.store(now, Relaxed);
                 loop {
                     std::thread::sleep(Duration::from_secs(3600));
                 }
@@ -311,6 +366,7 @@ fn main() {
             }
         }
         admit(&mut waiting, &mut running, config.parallel as usize, &send);
+        meter.turns.fetch_add(1, Relaxed);
     }
 }
 

@@ -31,7 +31,7 @@
 //!   multiplexing requests over their IPC channels ([`worker::client`]).
 //!
 //! Leaves (bottom):
-//! - [`policy`]: pure decisions (admission, backoff, eviction, placement).
+//! - [`policy`]: pure decisions (admission, backoff, eviction, liveness, placement).
 //! - [`gpu`]: GPU detection (NVML, AMD sysfs, Apple, simulated) and pinning env.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`logbuf`]: the ring buffer of recent log lines behind `/api/logs`.

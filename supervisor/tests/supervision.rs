@@ -405,6 +405,72 @@ async fn a_hanging_fake_worker_is_killed_by_liveness_and_restarted() {
     t.node.stop().await;
 }
 
+/// The worker's reader answers pings even while its engine sits in one step,
+/// so what kills a worker whose process is fine is the engine's progress: a
+/// step past `--liveness-stall-ms` (not the ping timeout) gets it killed, with
+/// that reason; a worker whose steps keep completing is never killed, however
+/// long its work takes in all.
+#[actix_rt::test]
+async fn a_stuck_engine_is_killed_after_the_stall_limit_but_one_making_progress_never_is() {
+    let t = TestNode::start(
+        &[("stuck", "stuck_after=2"), ("steady", "token_ms=100")],
+        &[
+            "--liveness-interval-ms=50",
+            "--liveness-timeout-ms=200",
+            "--liveness-stall-ms=1500",
+            "--crash-loop-max=100",
+        ],
+    )
+    .await;
+    t.wait_state("stuck", "ready").await;
+    t.wait_state("steady", "ready").await;
+    let steady = {
+        let (http, url) = (t.http.clone(), t.url("/v1/chat/completions"));
+        // 25 steps of 100 ms: 2.5 s of work, longer than the stall limit.
+        let body = json!({"model": "steady", "max_tokens": 25,
+                          "messages": [{"role": "user", "content": "hi"}]});
+        actix_rt::spawn(async move {
+            let r = http.post(url).json(&body).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        })
+    };
+    let asked = Instant::now();
+    let (s, v) = t.chat("stuck", 10).await;
+    let cut_after = asked.elapsed();
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (503, Some("worker_unavailable")),
+        "{v}"
+    );
+    // Pings were answered all along (their timeout is 200 ms): only the
+    // stall limit ended it.
+    assert!(
+        cut_after >= Duration::from_millis(1500),
+        "killed after {cut_after:?}, before the stall limit"
+    );
+    let m = t
+        .wait_for("stuck", "restarted", |m| {
+            m["state"] == "ready" && m["restarts"].as_u64() >= Some(1)
+        })
+        .await;
+    let last_exit = m["last_exit"].as_str().unwrap();
+    assert!(
+        last_exit.starts_with("killed: engine stuck in one step for "),
+        "{m}"
+    );
+
+    let (s, v) = steady.await.unwrap();
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["usage"]["completion_tokens"], 25);
+    let m = t.model("steady").await;
+    assert_eq!(
+        (m["restarts"].as_u64(), &m["state"]),
+        (Some(0), &json!("ready")),
+        "{m}"
+    );
+    t.node.stop().await;
+}
+
 #[actix_rt::test]
 async fn shutdown_drains_in_flight_requests_and_refuses_new_ones() {
     let t = TestNode::start(&[("m", "token_ms=20")], &[]).await;

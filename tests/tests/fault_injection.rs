@@ -214,6 +214,111 @@ fn a_hung_worker_is_detected_by_liveness_killed_and_restarted() {
     );
 }
 
+/// A prompt of about `sentences` × 21 tokens, every sentence different (so
+/// nothing about it is cached or repeated).
+fn long_prompt(sentences: usize) -> String {
+    (0..sentences)
+        .map(|i| {
+            format!(
+                "Ship {i} left port {} with {} crates of tea and reached port {} after {} days. ",
+                i % 17,
+                i * 7 % 101,
+                i % 23,
+                i % 9 + 2
+            )
+        })
+        .collect()
+}
+
+/// The open finding this closes: the engine used to answer pings between two
+/// decode steps, so one step longer than `--liveness-timeout-ms` (a big
+/// prompt batch on a slow machine, a huge model) got a healthy worker killed
+/// and every stream on it cut. Here a prompt of ~1,600 tokens is evaluated in
+/// one decode call (the batch holds the whole prompt and nothing else runs)
+/// on one thread, which takes seconds (8-11 s on a busy 2-core VM), against
+/// a ping timeout of 500 ms. The worker's reader answers the pings meanwhile,
+/// so the request completes and the worker is never restarted.
+#[test]
+fn a_decode_step_longer_than_the_liveness_timeout_does_not_get_the_worker_killed() {
+    let node = Node::spawn_ctx(
+        1,
+        2048,
+        &[
+            "--batch-size",
+            "2048",
+            "--no-embeddings",
+            "--liveness-interval-ms",
+            "50",
+            "--liveness-timeout-ms",
+            "500",
+        ],
+    );
+    node.wait_ready(MODEL);
+    let body = chat(&long_prompt(60), json!({"max_tokens": 2, "temperature": 0}));
+    let sent = Instant::now();
+    let (status, v) = node.post("/v1/chat/completions", &body);
+    let took = sent.elapsed();
+    let m = node.admin_model(MODEL);
+    eprintln!(
+        "one decode step of {} prompt tokens: the request took {took:?}; model: {m}",
+        v["usage"]["prompt_tokens"]
+    );
+    assert_eq!(status, 200, "{v}; model: {m}");
+    assert!(
+        v["usage"]["prompt_tokens"].as_u64() > Some(1500),
+        "{}",
+        v["usage"]
+    );
+    // Otherwise this tests nothing: the step must outlast the ping timeout.
+    assert!(
+        took > Duration::from_secs(1),
+        "the prompt took only {took:?}; make it longer"
+    );
+    assert_eq!(m["restarts"], 0, "{m}");
+    assert_eq!(m["state"], "ready", "{m}");
+}
+
+/// The same step against a stall limit shorter than it: the real worker's
+/// pongs report the time spent inside the decode call, so the supervisor
+/// kills it as stuck once that passes `--liveness-stall-ms`, and says so.
+#[test]
+fn a_step_past_the_stall_limit_is_killed_as_stuck_and_reported_so() {
+    let node = Node::spawn_ctx(
+        1,
+        2048,
+        &[
+            "--batch-size",
+            "2048",
+            "--no-embeddings",
+            "--restart-base-ms",
+            "100",
+            "--liveness-interval-ms",
+            "50",
+            "--liveness-timeout-ms",
+            "1000",
+            "--liveness-stall-ms",
+            "2000",
+        ],
+    );
+    node.wait_ready(MODEL);
+    let body = chat(&long_prompt(60), json!({"max_tokens": 2, "temperature": 0}));
+    let sent = Instant::now();
+    let (status, v) = node.post("/v1/chat/completions", &body);
+    let took = sent.elapsed();
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(v["error"]["code"], "worker_unavailable", "{v}");
+    assert!(took >= Duration::from_secs(2), "cut after {took:?}");
+    let m = node.wait_admin(MODEL, "restarted", |m| {
+        m["state"] == "ready" && m["restarts"].as_u64() >= Some(1)
+    });
+    let stuck_ms = m["last_exit"]
+        .as_str()
+        .and_then(|e| e.strip_prefix("killed: engine stuck in one step for "))
+        .and_then(|e| e.strip_suffix(" ms"))
+        .and_then(|ms| ms.parse::<u64>().ok());
+    assert!(stuck_ms.is_some_and(|ms| ms > 2000), "{m}");
+}
+
 #[test]
 fn admin_restart_under_load_drains_first() {
     let node = Node::start_with(4, &["--no-embeddings"]);

@@ -18,6 +18,10 @@
 //! 5. decodes the batch, samples for every slot whose plan wants logits, and
 //!    hands each token to its [`Sequence`], which says what to stream.
 //!
+//! Each turn, from step 1's inputs to the flush of step 5's events, is marked
+//! on the [`Meter`] the reader thread answers liveness pings from: a long
+//! decode shows as a long turn, a stuck one as a turn that never ends.
+//!
 //! The rules of steps 2 and 3 live in `plan`, the way from a token to events
 //! in `sequence`, embeddings in `embed`, prompt preparation in `prep`; this
 //! file applies them to llama.cpp.
@@ -26,7 +30,7 @@
 //! cache for the next request, while a cancelled or failed one is cleared.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
@@ -44,6 +48,7 @@ use crate::ipc::{Disconnected, EventSink, Inbound};
 use crate::load::{load_template, new_context, threads, LoadError};
 use crate::plan::{self, Budget, Feed, SlotState, Work};
 use crate::prep::{self, Job, Prepared, Preparer};
+use crate::progress::Meter;
 use crate::sampling::logprobs;
 use crate::sequence::{Sampled, Sequence, Step, Waiting};
 
@@ -110,13 +115,15 @@ pub struct Engine<'m> {
     slots: Vec<Slot>,
     waiting: VecDeque<Waiting>,
     sink: EventSink,
+    /// Where each turn is marked for the reader's liveness answers.
+    meter: Arc<Meter>,
     piece_buf: Vec<u8>,
 }
 
 impl<'m> Engine<'m> {
     /// Creates the generation context; the embeddings context, when enabled,
     /// comes with the first embeddings request. Returns the [`Preparer`] that
-    /// the prep thread must run, serving `prep`.
+    /// the prep thread must run, serving `prep`. Every turn is marked on `meter`.
     ///
     /// # Errors
     /// [`LoadError`] when llama.cpp cannot allocate a context, or (permanent)
@@ -127,6 +134,7 @@ impl<'m> Engine<'m> {
         config: &WorkerConfig,
         sink: EventSink,
         prep: mpsc::Sender<Job>,
+        meter: Arc<Meter>,
     ) -> Result<(Self, Preparer<'m>), (LoadError, EventSink)> {
         let parts = new_context(backend, model, config)
             .and_then(|ctx| Ok((ctx, load_template(model, config)?)));
@@ -176,6 +184,7 @@ impl<'m> Engine<'m> {
             slots,
             waiting: VecDeque::new(),
             sink,
+            meter,
             piece_buf: Vec::with_capacity(32),
         };
         Ok((engine, preparer))
@@ -219,15 +228,18 @@ impl<'m> Engine<'m> {
             let idle = self.waiting.is_empty()
                 && self.embeds.is_empty()
                 && self.slots.iter().all(|s| s.active.is_none());
+            // A turn begins when there is work: at once when busy, after
+            // the wait for input when idle.
             if idle {
-                match inbound.recv() {
-                    Ok(msg) => {
-                        if !self.handle(msg)? {
-                            return self.sink.flush();
-                        }
-                    }
-                    Err(_) => return Ok(()),
+                let Ok(msg) = inbound.recv() else {
+                    return Ok(());
+                };
+                self.meter.begin();
+                if !self.handle(msg)? {
+                    return self.sink.flush();
                 }
+            } else {
+                self.meter.begin();
             }
             while let Ok(msg) = inbound.try_recv() {
                 if !self.handle(msg)? {
@@ -236,13 +248,14 @@ impl<'m> Engine<'m> {
             }
             self.admit()?;
             self.embed_step()?;
-            // Answers to commands (pongs, embeddings, failures, starts) go out
+            // Answers to commands (embeddings, failures, starts) go out
             // before the decode step, the step's tokens right after it.
             self.sink.flush()?;
             if self.slots.iter().any(|s| s.active.is_some()) {
                 self.step()?;
                 self.sink.flush()?;
             }
+            self.meter.end();
         }
     }
 
@@ -283,7 +296,12 @@ impl<'m> Engine<'m> {
                 self.send_to_prep(id, Job::Count { id, prompt })?
             }
             Command::Cancel { id } => self.cancel(id)?,
-            Command::Ping { id } => self.sink.send(Event::Pong { id })?,
+            // The reader thread answers pings (see `ipc`); one that got here
+            // anyway is answered the same way, from the meter.
+            Command::Ping { id } => self.sink.send(Event::Pong {
+                id,
+                progress: self.meter.progress(),
+            })?,
             Command::Shutdown => return Ok(false),
             Command::Init { .. } => {
                 tracing::warn!("ignoring a second Init");

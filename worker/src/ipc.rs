@@ -6,13 +6,30 @@
 //! polls between decode steps (and blocks on only when idle). The channel is
 //! the engine's: the prep thread sends into it too, so the reader delivers
 //! any type made `From<Inbound>`.
+//!
+//! # Pings
+//! The reader answers `Ping` itself, at once, with the engine's progress
+//! (`progress::Meter`), so a decode step longer than the supervisor's ping
+//! timeout does not get a healthy worker killed. Its `Pong` travels on a
+//! clone of the event lane's sender while the engine may be sending on the
+//! same lane. That is safe without a lock because each lane is a Unix
+//! `SOCK_SEQPACKET` socket and ipc-channel 0.23 sends every message as one
+//! `sendmsg` on it: a message too big for one packet sends only its first
+//! fragment there and the rest on a private channel whose receiving end rides
+//! with that fragment ("this way we avoid fragments of different messages
+//! interleaving in the receiver", `platform/unix/mod.rs`). Two senders can
+//! reorder whole messages, never mix them; the test
+//! `concurrent_senders_on_one_lane_never_mix_messages` holds ipc-channel to it.
 
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 
 use ipc_channel::ipc::{self, IpcBytesSender, IpcSender};
 use llm_node_protocol::{
-    decode, encode_into, lane_of, Bootstrap, Command, Event, PROTOCOL_VERSION,
+    decode, encode_events, encode_into, lane_of, Bootstrap, Command, Event, RequestId,
+    PROTOCOL_VERSION,
 };
+
+use crate::progress::Meter;
 
 /// Sends events to the supervisor. Events are queued per lane and sent by
 /// [`EventSink::flush`], once per turn of the engine loop, as one message per
@@ -112,9 +129,35 @@ pub enum Inbound {
     Closed(String),
 }
 
+/// Answers pings on the reader thread, from the engine's [`Meter`], on its
+/// own clones of the event lanes (see "Pings" above).
+struct Ponger {
+    lanes: Vec<IpcBytesSender>,
+    meter: Arc<Meter>,
+}
+
+impl Ponger {
+    /// Sends `Pong` on the lane `id` names, or lane 0 when that one is
+    /// missing or closed. A failure on lane 0 is ignored: the supervisor is
+    /// gone, and the command channel closing says so to the engine.
+    fn pong(&self, id: RequestId) {
+        let progress = self.meter.progress();
+        let bytes = encode_events(&[Event::Pong { id, progress }]);
+        let lane = lane_of(id);
+        let sent = self
+            .lanes
+            .get(lane)
+            .is_some_and(|tx| tx.send(&bytes).is_ok());
+        if !sent && lane != 0 {
+            let _ = self.lanes[0].send(&bytes);
+        }
+    }
+}
+
 /// Connects to the supervisor's one-shot server `server_name` with `lanes`
-/// event channels (at least one) and starts the reader thread, which sends
-/// every command to `deliver` until the command channel closes.
+/// event channels (at least one) and starts the reader thread, which answers
+/// pings from `meter` and sends every other command to `deliver` until the
+/// command channel closes.
 ///
 /// # Errors
 /// When the server cannot be reached or the bootstrap message cannot be sent.
@@ -122,6 +165,7 @@ pub fn connect<T: From<Inbound> + Send + 'static>(
     server_name: &str,
     lanes: usize,
     deliver: mpsc::Sender<T>,
+    meter: Arc<Meter>,
 ) -> anyhow::Result<EventSink> {
     let bootstrap_tx: IpcSender<Bootstrap> = IpcSender::connect(server_name.to_owned())?;
     let (cmd_tx, cmd_rx) = ipc::bytes_channel()?;
@@ -136,11 +180,19 @@ pub fn connect<T: From<Inbound> + Send + 'static>(
         events: receivers,
     })?;
 
+    let ponger = Ponger {
+        lanes: senders.clone(),
+        meter,
+    };
     std::thread::Builder::new()
         .name("ipc-reader".into())
         .spawn(move || loop {
             let msg = match cmd_rx.recv() {
                 Ok(bytes) => match decode::<Command>(&bytes) {
+                    Ok(Command::Ping { id }) => {
+                        ponger.pong(id);
+                        continue;
+                    }
                     Ok(cmd) => Inbound::Command(cmd),
                     Err(e) => Inbound::Closed(e.to_string()),
                 },
@@ -156,7 +208,10 @@ pub fn connect<T: From<Inbound> + Send + 'static>(
 
 #[cfg(test)]
 mod tests {
-    use llm_node_protocol::{decode_events, request_id};
+    use std::time::Duration;
+
+    use ipc_channel::ipc::IpcOneShotServer;
+    use llm_node_protocol::{decode_events, encode, request_id, Progress};
 
     use super::*;
 
@@ -208,5 +263,72 @@ mod tests {
         drop(rx0);
         sink.send(piece(5)).unwrap();
         assert!(sink.flush().is_err());
+    }
+
+    #[test]
+    fn pings_are_answered_by_the_reader_while_the_engine_is_busy() {
+        let (server, name) = IpcOneShotServer::<Bootstrap>::new().unwrap();
+        let accept = std::thread::spawn(move || server.accept().unwrap().1);
+        let (deliver, engine) = mpsc::channel::<Inbound>();
+        let meter = Arc::new(Meter::default());
+        let _sink = connect(&name, 2, deliver, meter.clone()).unwrap();
+        let boot = accept.join().unwrap();
+        // The engine is inside a long step: it reads no input for now.
+        meter.begin();
+        std::thread::sleep(Duration::from_millis(20));
+        let id = request_id(1, 7);
+        boot.commands.send(&encode(&Command::Ping { id })).unwrap();
+        let events = decode_events(&boot.events[1].recv().unwrap()).unwrap();
+        let [Event::Pong {
+            id: got,
+            progress: Progress { turns: 0, busy_ms },
+        }] = events[..]
+        else {
+            panic!("{events:?}");
+        };
+        assert_eq!(got, id);
+        assert!(busy_ms >= 20, "{busy_ms}");
+        // Pings never reach the engine; everything else does.
+        boot.commands
+            .send(&encode(&Command::Cancel { id: 3 }))
+            .unwrap();
+        match engine.recv_timeout(Duration::from_secs(5)).unwrap() {
+            Inbound::Command(Command::Cancel { id: 3 }) => {}
+            _ => panic!("expected the Cancel, not the Ping"),
+        }
+    }
+
+    /// The property the reader's `Pong`s rely on (see "Pings" in the module
+    /// doc): clones of one sender used by two threads at once, one of them
+    /// sending messages far larger than a socket packet, deliver every
+    /// message whole.
+    #[test]
+    fn concurrent_senders_on_one_lane_never_mix_messages() {
+        const BIG: usize = 1 << 20;
+        let (tx, rx) = ipc::bytes_channel().unwrap();
+        let (big_tx, small_tx) = (tx.clone(), tx);
+        let big = std::thread::spawn(move || {
+            for _ in 0..20 {
+                big_tx.send(&vec![0xbb; BIG]).unwrap();
+            }
+        });
+        let small = std::thread::spawn(move || {
+            for i in 0..2000u32 {
+                small_tx.send(&i.to_le_bytes()).unwrap();
+            }
+        });
+        let (mut bigs, mut next_small) = (0, 0u32);
+        while bigs < 20 || next_small < 2000 {
+            let msg = rx.recv().unwrap();
+            if msg.len() == BIG {
+                assert!(msg.iter().all(|&b| b == 0xbb), "a big message was mixed");
+                bigs += 1;
+            } else {
+                assert_eq!(msg, next_small.to_le_bytes(), "a small message was mixed");
+                next_small += 1;
+            }
+        }
+        big.join().unwrap();
+        small.join().unwrap();
     }
 }

@@ -8,7 +8,9 @@
 //! or not, takes down only this model.
 //!
 //! # Layout
-//! - `ipc`: the connection and the command reader thread.
+//! - `ipc`: the connection and the command reader thread, which answers
+//!   liveness pings itself.
+//! - `progress`: the engine's progress counters that those answers report.
 //! - `engine`: the llama.cpp thread and its continuous-batching loop; it
 //!   applies the decisions of the pure modules below.
 //! - `load`: the model, the generation context and the chat template.
@@ -30,13 +32,14 @@ mod ipc;
 mod load;
 mod plan;
 mod prep;
+mod progress;
 mod sampling;
 mod schema;
 mod sequence;
 mod text;
 
 use std::process::ExitCode;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llm_node_protocol::{Command, Event, PROTOCOL_VERSION};
@@ -87,7 +90,9 @@ fn serve(server: &str, lanes: usize) -> anyhow::Result<()> {
     // One channel into the engine: the reader thread's commands and the
     // prep thread's prepared requests.
     let (input_tx, inputs) = mpsc::channel::<Input>();
-    let sink = ipc::connect(server, lanes, input_tx.clone())?;
+    // The engine's progress, which the reader thread reports in its pongs.
+    let meter = Arc::new(progress::Meter::default());
+    let sink = ipc::connect(server, lanes, input_tx.clone(), meter.clone())?;
     let config = match inputs.recv()? {
         Input::Inbound(Inbound::Command(Command::Init {
             protocol_version,
@@ -115,7 +120,7 @@ fn serve(server: &str, lanes: usize) -> anyhow::Result<()> {
     std::thread::scope(|scope| {
         let (jobs_tx, jobs) = mpsc::channel();
         let (mut engine, preparer) =
-            match engine::Engine::new(&backend, &model, &config, sink, jobs_tx) {
+            match engine::Engine::new(&backend, &model, &config, sink, jobs_tx, meter) {
                 Ok(parts) => parts,
                 Err((e, sink)) => return Err(init_failed(&sink, e)),
             };

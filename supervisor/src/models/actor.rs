@@ -16,23 +16,26 @@
 //! actor decides. Every state change goes through [`ModelActor::set_state`],
 //! which logs it, updates the metrics and wakes whoever waits for capacity.
 //! Crashes are detected from two sides: the process waiter (exit status or
-//! signal) and the liveness ping (a hung worker answers no `Ping` and is
-//! killed). Restarts use capped exponential backoff with jitter, and too many
-//! crashes in the window park the model as `failed`.
+//! signal) and the liveness ping: a hung process answers no `Ping`, and a
+//! worker whose engine sits in one step past the stall limit answers with
+//! progress that says so (`policy::liveness`); either is killed, and the
+//! exit is reported as that kill. Restarts use capped exponential backoff
+//! with jitter, and too many crashes in the window park the model as `failed`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use llm_node_protocol::ModelInfo;
+use llm_node_protocol::{ModelInfo, Progress};
 use nix::sys::signal::Signal;
 use tokio::sync::{oneshot, Notify};
 
 use super::lease::{LeaseGuard, Leases};
 use super::state::ModelState;
-use super::supervision::Supervision;
+use super::supervision::{Liveness, Supervision};
 use crate::gpu::{visibility_env, Vendor};
 use crate::metrics::Metrics;
+use crate::policy::liveness::stuck_for;
 use crate::worker::process::StartError;
 use crate::worker::{process, SpawnOptions, WorkerClient, WorkerProcess};
 
@@ -93,8 +96,11 @@ pub struct ModelActor {
     /// GPUs the worker is pinned to (set by placement or an admin), if any.
     gpus: Vec<u32>,
     ping_pending: bool,
-    /// Set when the liveness check killed the worker, read by the exit handler.
-    hang_kill: bool,
+    /// The current worker's progress at its last `Pong` (None before the first).
+    progress: Option<Progress>,
+    /// Set when the liveness check killed the worker, read by the exit
+    /// handler, so the exit is reported as that kill (and only then).
+    liveness_kill: Option<LivenessKill>,
     /// Bumped on every start, so late callbacks of an older worker are ignored.
     generation: u64,
     /// Requests lent out and not yet over (see `lease`): busy from `Acquire` on.
@@ -153,7 +159,8 @@ impl ModelActor {
             last_exit: None,
             gpus: Vec::new(),
             ping_pending: false,
-            hang_kill: false,
+            progress: None,
+            liveness_kill: None,
             generation: 0,
             leases,
             retired: false,
@@ -263,21 +270,28 @@ impl ModelActor {
         self.ready_at = Some(Instant::now());
         self.last_used = Instant::now();
         self.set_state(ModelState::Ready);
-        if let Some((interval, timeout)) = self.shared.supervision.liveness {
+        self.progress = None;
+        if let Some(liveness) = self.shared.supervision.liveness {
             let generation = self.generation;
-            ctx.run_interval(interval, move |act, ctx| {
+            ctx.run_interval(liveness.interval, move |act, ctx| {
                 if act.generation == generation {
-                    act.probe(ctx, timeout);
+                    act.probe(ctx, liveness);
                 }
             });
         }
     }
 
-    /// Pings a ready worker; one that does not answer within `timeout` is killed
-    /// (the exit is then handled as a crash). So is one whose connection is
-    /// dead while its process lives (a channel that closed or sent something
-    /// undecodable): it could never serve again, yet would look ready.
-    fn probe(&mut self, ctx: &mut Context<Self>, timeout: Duration) {
+    /// Pings a ready worker. Its command reader answers at once with the
+    /// engine's progress, even in the middle of a long step, so:
+    /// - no answer within the timeout: the process is hung → killed;
+    /// - an answer showing the engine inside one step past the stall limit
+    ///   (`policy::liveness`): stuck → killed;
+    /// - a dead connection while the process lives (a channel that closed or
+    ///   sent something undecodable): it could never serve again, yet would
+    ///   look ready → killed.
+    ///
+    /// The exit is then handled as a crash, reported as the kill it was.
+    fn probe(&mut self, ctx: &mut Context<Self>, liveness: Liveness) {
         if self.ping_pending || !matches!(self.state, ModelState::Ready | ModelState::Draining) {
             return;
         }
@@ -286,26 +300,44 @@ impl ModelActor {
         };
         self.ping_pending = true;
         let generation = self.generation;
+        let timeout = liveness.timeout;
         ctx.spawn(
             async move { tokio::time::timeout(timeout, client.ping()).await }
                 .into_actor(self)
                 .map(move |result, act, _| {
                     act.ping_pending = false;
+                    if act.generation != generation {
+                        return;
+                    }
                     // A dead connection is usually a worker that just
-                    // exited (its exit is then reported as what it was);
-                    // only a silent worker is recorded as unresponsive.
-                    let (failure, hung) = match result {
-                        Ok(Ok(())) => (None, false),
-                        Ok(Err(e)) => (Some(format!("its connection is dead ({e})")), false),
-                        Err(_) => (Some(format!("it did not answer within {timeout:?}")), true),
-                    };
-                    if let (true, Some(why)) = (act.generation == generation, failure) {
-                        tracing::error!(model = %act.name, %why,
-                            "worker failed its liveness ping; killing it");
-                        act.hang_kill |= hung;
-                        if let Some(p) = &act.process {
-                            p.signal(Signal::SIGKILL);
+                    // exited (its exit is then reported as what it was), so
+                    // only a silent or stuck worker is recorded as killed
+                    // by this check.
+                    let (why, kill) = match result {
+                        Ok(Ok(progress)) => {
+                            let before = act.progress.replace(progress);
+                            let Some(limit) = liveness.stall else {
+                                return; // a long step is never a reason
+                            };
+                            let Some(busy) = stuck_for(before, progress, limit) else {
+                                return; // alive
+                            };
+                            let kill = LivenessKill::Stuck { busy, limit };
+                            (kill.reason(), Some(kill))
                         }
+                        Ok(Err(e)) => (format!("its connection is dead ({e})"), None),
+                        Err(_) => (
+                            format!("it did not answer within {timeout:?}"),
+                            Some(LivenessKill::Unresponsive),
+                        ),
+                    };
+                    tracing::error!(model = %act.name, %why,
+                        "worker failed its liveness check; killing it");
+                    if kill.is_some() {
+                        act.liveness_kill = kill;
+                    }
+                    if let Some(p) = &act.process {
+                        p.signal(Signal::SIGKILL);
                     }
                 }),
         );
@@ -386,11 +418,10 @@ impl ModelActor {
         if generation != self.generation {
             return;
         }
-        let unresponsive = std::mem::take(&mut self.hang_kill);
-        self.last_exit = Some(if unresponsive {
-            "killed: unresponsive".to_string()
-        } else {
-            describe_exit(status)
+        let killed = self.liveness_kill.take();
+        self.last_exit = Some(match killed {
+            Some(kill) => kill.last_exit(),
+            None => describe_exit(status),
         });
         self.client = None;
         match self.state {
@@ -407,15 +438,13 @@ impl ModelActor {
                             if act.generation != generation {
                                 return;
                             }
-                            let reason = match error {
-                                _ if unresponsive => {
-                                    "unresponsive to liveness pings; killed".to_string()
-                                }
+                            let reason = match (killed, error) {
+                                (Some(kill), _) => format!("{}; killed", kill.reason()),
                                 // It had been serving: not a failed start.
-                                StartError::Exited { status, tail } => {
+                                (None, StartError::Exited { status, tail }) => {
                                     format!("worker died ({status}); last stderr lines:\n{tail}")
                                 }
-                                other => format!("worker died: {other}"),
+                                (None, other) => format!("worker died: {other}"),
                             };
                             act.on_failure(ctx, reason);
                         }),
@@ -533,6 +562,48 @@ pub fn test_shared(crash_loop_max: usize) -> Shared {
         metrics: Metrics::new(),
         changed: Arc::new(Notify::new()),
         vendor: None,
+    }
+}
+
+/// Why the liveness check killed a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LivenessKill {
+    /// The process did not answer a ping within the timeout.
+    Unresponsive,
+    /// The engine sat inside one step for `busy`, past the stall `limit`.
+    Stuck { busy: Duration, limit: Duration },
+}
+
+impl LivenessKill {
+    /// Why, in words (the log line, and the backoff or failed state's reason).
+    fn reason(self) -> String {
+        match self {
+            LivenessKill::Unresponsive => "unresponsive to liveness pings".into(),
+            LivenessKill::Stuck { busy, limit } => format!(
+                "engine stuck in one step for {} (limit {})",
+                secs(busy),
+                secs(limit)
+            ),
+        }
+    }
+
+    /// The model's `last_exit`.
+    fn last_exit(self) -> String {
+        match self {
+            LivenessKill::Unresponsive => "killed: unresponsive".into(),
+            LivenessKill::Stuck { busy, .. } => {
+                format!("killed: engine stuck in one step for {}", secs(busy))
+            }
+        }
+    }
+}
+
+/// "312 s", or "2001 ms" under 10 s (so a short limit and the step that
+/// passed it never print alike).
+fn secs(d: Duration) -> String {
+    match d.as_secs() {
+        0..10 => format!("{} ms", d.as_millis()),
+        n => format!("{n} s"),
     }
 }
 
@@ -988,6 +1059,38 @@ mod tests {
         }
         let status = addr.send(GetStatus).await.unwrap();
         assert_eq!(status.pid, None);
+    }
+
+    #[test]
+    fn liveness_kills_are_reported_as_what_happened() {
+        let stuck = LivenessKill::Stuck {
+            busy: Duration::from_millis(312_400),
+            limit: Duration::from_secs(300),
+        };
+        assert_eq!(
+            stuck.reason(),
+            "engine stuck in one step for 312 s (limit 300 s)"
+        );
+        assert_eq!(
+            stuck.last_exit(),
+            "killed: engine stuck in one step for 312 s"
+        );
+        let short = LivenessKill::Stuck {
+            busy: Duration::from_millis(2001),
+            limit: Duration::from_secs(2),
+        };
+        assert_eq!(
+            short.reason(),
+            "engine stuck in one step for 2001 ms (limit 2000 ms)"
+        );
+        assert_eq!(
+            LivenessKill::Unresponsive.reason(),
+            "unresponsive to liveness pings"
+        );
+        assert_eq!(
+            LivenessKill::Unresponsive.last_exit(),
+            "killed: unresponsive"
+        );
     }
 
     #[test]

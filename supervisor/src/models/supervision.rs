@@ -68,10 +68,17 @@ pub struct SupervisionArgs {
     #[arg(long, env = "LLM_NODE_LIVENESS_INTERVAL_MS", default_value_t = 5_000)]
     pub liveness_interval_ms: u64,
 
-    /// A worker that does not answer a ping within this many ms is killed and restarted.
-    /// It answers between decode steps, so keep this above the longest step.
+    /// A worker that does not answer a ping within this many ms is hung: killed and restarted.
+    /// Its command reader answers at once, even while a long decode step runs.
     #[arg(long, env = "LLM_NODE_LIVENESS_TIMEOUT_MS", default_value_t = 30_000)]
     pub liveness_timeout_ms: u64,
+
+    /// A worker whose engine stays inside one step (one decode call, one
+    /// embeddings input) for longer than this many ms is stuck: killed and
+    /// restarted (0 = never kill for a long step). Keep it well above the
+    /// longest real step: a full prompt batch of the biggest model on the slowest device.
+    #[arg(long, env = "LLM_NODE_LIVENESS_STALL_MS", default_value_t = 300_000)]
+    pub liveness_stall_ms: u64,
 
     /// On SIGTERM or an admin unload/restart, how long in-flight requests may take to finish.
     #[arg(long, env = "LLM_NODE_DRAIN_TIMEOUT_SECS", default_value_t = 30)]
@@ -125,10 +132,22 @@ pub struct Supervision {
     pub max_queue: usize,
     pub restart: RestartPolicy,
     /// `None` disables liveness checks.
-    pub liveness: Option<(Duration, Duration)>,
+    pub liveness: Option<Liveness>,
     pub drain_timeout: Duration,
     pub admin_key: Option<String>,
     pub placement: PlacementPolicy,
+}
+
+/// How ready workers are checked (see `policy::liveness`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Liveness {
+    /// Time between two pings.
+    pub interval: Duration,
+    /// No answer within this: the process is hung.
+    pub timeout: Duration,
+    /// The engine inside one step for longer than this: stuck. `None` never
+    /// judges a long step.
+    pub stall: Option<Duration>,
 }
 
 /// A lifecycle flag that does not parse.
@@ -185,11 +204,11 @@ impl SupervisionArgs {
                 why: "must be in [0, 1)",
             });
         }
-        let liveness = (self.liveness_interval_ms > 0).then(|| {
-            (
-                Duration::from_millis(self.liveness_interval_ms),
-                Duration::from_millis(self.liveness_timeout_ms.max(1)),
-            )
+        let liveness = (self.liveness_interval_ms > 0).then(|| Liveness {
+            interval: Duration::from_millis(self.liveness_interval_ms),
+            timeout: Duration::from_millis(self.liveness_timeout_ms.max(1)),
+            stall: (self.liveness_stall_ms > 0)
+                .then(|| Duration::from_millis(self.liveness_stall_ms)),
         });
         Ok(Supervision {
             preload,
@@ -305,7 +324,19 @@ mod tests {
         assert_eq!(s.max_loaded, 0);
         assert_eq!(s.ttl("x"), Duration::ZERO);
         assert_eq!(s.restart.max_crashes, 5);
-        assert!(s.liveness.is_some());
+        assert_eq!(
+            s.liveness,
+            Some(Liveness {
+                interval: Duration::from_secs(5),
+                timeout: Duration::from_secs(30),
+                stall: Some(Duration::from_secs(300)),
+            })
+        );
+        let never = parse(&["--liveness-stall-ms", "0"])
+            .unwrap()
+            .liveness
+            .unwrap();
+        assert_eq!(never.stall, None, "0 never kills for a long step");
         assert!(s.admin_key.is_none());
     }
 

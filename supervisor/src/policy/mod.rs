@@ -1,9 +1,10 @@
 //! Decisions as pure functions over plain data: restart backoff, crash-loop
-//! detection, GPU placement, eviction and admission. Actors apply the results;
-//! nothing here logs, sleeps or touches a process (llama-swap's rule for
+//! detection, liveness, GPU placement, eviction and admission. Actors apply
+//! the results; nothing here logs, sleeps or touches a process (llama-swap's rule for
 //! `EvictionFor`), so every rule is table-tested.
 
 pub mod admission;
 pub mod backoff;
 pub mod eviction;
+pub mod liveness;
 pub mod placement;

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender};
 use llm_node_protocol::{
-    decode_events, encode, request_id, Command, Event, FailureKind, FinishReason, Prompt,
+    decode_events, encode, request_id, Command, Event, FailureKind, FinishReason, Progress, Prompt,
     RequestId, SamplingParams, Usage,
 };
 use tokio::sync::mpsc::error::TrySendError;
@@ -277,15 +277,15 @@ impl WorkerClient {
         self.inner.in_flight.subscribe()
     }
 
-    /// Liveness probe: resolves when the worker answers `Ping` between two
-    /// decode steps.
+    /// Liveness probe: resolves with the engine's progress when the worker's
+    /// command reader answers `Ping` (at once, even during a long step).
     ///
     /// # Errors
     /// [`WorkerError::Gone`] when the worker is unreachable.
-    pub async fn ping(&self) -> Result<(), WorkerError> {
+    pub async fn ping(&self) -> Result<Progress, WorkerError> {
         let mut call = self.call_with(|id| Command::Ping { id }, true)?;
         match call.next().await? {
-            Event::Pong { .. } => Ok(()),
+            Event::Pong { progress, .. } => Ok(progress),
             other => Err(unexpected(&other)),
         }
     }

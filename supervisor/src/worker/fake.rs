@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use ipc_channel::ipc::{self, IpcBytesReceiver, IpcBytesSender};
 use llm_node_protocol::{
-    decode, encode_events, Command, Event, FailureKind, FinishReason, Prompt, RequestId,
+    decode, encode_events, Command, Event, FailureKind, FinishReason, Progress, Prompt, RequestId,
     SamplingParams, Usage,
 };
 
@@ -125,7 +125,10 @@ fn serve(
                     });
                 }
             }
-            Command::Ping { id } => send(Event::Pong { id }),
+            Command::Ping { id } => send(Event::Pong {
+                id,
+                progress: Progress::default(),
+            }),
             Command::Shutdown | Command::Init { .. } => return,
         }
     }

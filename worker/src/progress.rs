@@ -1,0 +1,102 @@
+//! The engine's progress, published for the command reader thread so that it
+//! can answer liveness pings itself.
+//!
+//! Why: the engine thread spends most of its time inside llama.cpp, and one
+//! call (a 2,048-token prompt batch of a big model on a slow CPU) can take
+//! longer than the supervisor's ping timeout. When the engine answered pings
+//! between two steps, such a step got a healthy worker killed and every
+//! stream on it cut. Now the reader answers at once with this [`Meter`]'s
+//! [`Progress`], and the supervisor tells a long step (turns advance from one
+//! ping to the next, or `busy_ms` stays under its stall limit) from a stuck
+//! one.
+//!
+//! The engine marks each turn of its loop, from taking its inputs to flushing
+//! the step's events, with [`Meter::begin`] and [`Meter::end`]: everything
+//! that can block it for long (a decode call, an embeddings input, an event
+//! lane the supervisor does not read) lies inside a turn, and only its wait
+//! for work lies outside.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use llm_node_protocol::Progress;
+
+/// Turns completed and when the current one began, shared by the engine
+/// (writer) and the reader thread (reader).
+///
+/// The two values are independent atomics, read with `Relaxed`: a ping that
+/// races a turn boundary may pair the old count with the new turn's start or
+/// the other way round, and either reads as "a turn just began or ended",
+/// never as a long stall.
+pub struct Meter {
+    epoch: Instant,
+    turns: AtomicU64,
+    /// Milliseconds from `epoch` to the start of the current turn, plus one;
+    /// 0 while the engine waits for work.
+    busy_since: AtomicU64,
+}
+
+impl Default for Meter {
+    fn default() -> Self {
+        Self {
+            epoch: Instant::now(),
+            turns: AtomicU64::new(0),
+            busy_since: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Meter {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// The engine starts a turn's work.
+    pub fn begin(&self) {
+        self.busy_since.store(self.now_ms() + 1, Ordering::Relaxed);
+    }
+
+    /// The engine finished a turn and may now wait for work.
+    pub fn end(&self) {
+        self.busy_since.store(0, Ordering::Relaxed);
+        self.turns.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The progress a `Pong` reports now.
+    pub fn progress(&self) -> Progress {
+        let turns = self.turns.load(Ordering::Relaxed);
+        let busy_ms = match self.busy_since.load(Ordering::Relaxed) {
+            0 => 0,
+            since => (self.now_ms() + 1).saturating_sub(since),
+        };
+        Progress { turns, busy_ms }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn busy_time_grows_inside_a_turn_and_resets_when_it_ends() {
+        let meter = Meter::default();
+        assert_eq!(meter.progress(), Progress::default(), "idle at start");
+        meter.begin();
+        std::thread::sleep(Duration::from_millis(30));
+        let inside = meter.progress();
+        assert_eq!(inside.turns, 0);
+        assert!(inside.busy_ms >= 30, "{inside:?}");
+        meter.end();
+        assert_eq!(
+            meter.progress(),
+            Progress {
+                turns: 1,
+                busy_ms: 0
+            }
+        );
+        meter.begin();
+        assert!(meter.progress().busy_ms < 30, "a new turn starts from 0");
+    }
+}
