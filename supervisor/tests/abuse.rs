@@ -69,16 +69,16 @@ impl Counts {
         self.lost += o.lost;
     }
 
-    fn row(&self, name: &str) -> String {
+    fn row(&self, name: &str, seen: &str) -> String {
         format!(
-            "| {name:<24} | {:>4} | {:>6} | {:>6} | {:>6} | {:>4} |",
+            "| {name:<24} | {:>4} | {:>6} | {:>6} | {:>6} | {:>4} | {seen}",
             self.five_xx, self.panics, self.deaths, self.wedged, self.lost
         )
     }
 
     fn header() -> String {
-        "| case                     | 5xx  | panics | deaths | wedged | lost |\n\
-         |--------------------------|------|--------|--------|--------|------|"
+        "| case                     | 5xx  | panics | deaths | wedged | lost | seen\n\
+         |--------------------------|------|--------|--------|--------|------|-----"
             .to_string()
     }
 }
@@ -112,7 +112,9 @@ impl TestNode {
         argv.push("--restart-max-ms=200".into());
         argv.push("--registry-url=http://127.0.0.1:9".into());
         argv.push("--hf-endpoint=http://127.0.0.1:9".into());
-        argv.push(format!("--models-dir={}", dir.path().join("store").display()));
+        let store = dir.path().join("store");
+        std::fs::create_dir(&store).unwrap();
+        argv.push(format!("--models-dir={}", store.display()));
         argv.extend(extra.iter().map(|s| s.to_string()));
         let node = Node::start(Args::try_parse_from(argv).unwrap())
             .await
@@ -237,9 +239,19 @@ fn applies(fault: &str, stage: &str) -> bool {
     )
 }
 
+/// What a parked model's `detail` must say for a start failure.
+fn reason(fault: &str, stage: &str) -> &'static str {
+    match (fault, stage) {
+        ("exit", _) => "exited before it was ready",
+        ("hang", _) => "not ready after",
+        ("garbage", "bootstrap") => "ipc handshake failed: accept",
+        _ => "broke the handshake",
+    }
+}
+
 /// One worker fault on a node serving `victim` and `other`; `other` serves
 /// a request every few ms throughout and must never see an error.
-async fn stage_case(fault: &str, stage: &str) -> Counts {
+async fn stage_case(fault: &str, stage: &str) -> (Counts, String) {
     let panics = PANICS.load(Ordering::SeqCst);
     let before_ready = matches!(stage, "connect" | "bootstrap" | "init");
     let flags = format!("{fault}_at={stage}&flood_n=20000");
@@ -305,13 +317,32 @@ async fn stage_case(fault: &str, stage: &str) -> Counts {
     // Requests after the fault fired, while the model recovers.
     let answer = t.ask("/v1/chat/completions", "victim", true, 4).await;
     judge(&mut c, &answer, true, &format!("{fault}@{stage} second"));
+    let mut seen: Vec<String> = answers
+        .iter()
+        .chain([&answer])
+        .map(|(s, body)| {
+            let error = body.contains("\"error\"");
+            format!("{s}{}", if error { "+error" } else { "" })
+        })
+        .collect();
+    // A flood of a real request's pieces reaches its client.
+    if (fault, stage) == ("flood", "stream")
+        && !answers.iter().any(|(_, body)| body.contains(&"x".repeat(20_000)))
+    {
+        eprintln!("WEDGED flood@stream: the flood never reached the client");
+        c.wedged += 1;
+    }
 
     if before_ready {
         // The restart policy: a model that never got Ready is parked, with the reason.
         match t.wait_for("victim", |m| m["state"] == "failed").await {
-            Ok(m) if !m["detail"].as_str().unwrap_or_default().is_empty() => {}
+            Ok(m) if m["detail"].as_str().unwrap_or_default().contains(reason(fault, stage)) => {
+                let detail = m["detail"].as_str().unwrap_or_default();
+                let last = detail.split("last: ").nth(1).unwrap_or(detail);
+                seen.push(format!("parked: {:.60}", last.replace('\n', " ")));
+            }
             other => {
-                eprintln!("WEDGED {fault}@{stage}: not parked with a reason: {other:?}");
+                eprintln!("WEDGED {fault}@{stage}: not parked with the reason: {other:?}");
                 c.wedged += 1;
             }
         }
@@ -326,16 +357,24 @@ async fn stage_case(fault: &str, stage: &str) -> Counts {
             eprintln!("WEDGED {fault}@{stage}: the admin restart failed");
             c.wedged += 1;
         }
-    } else if fault != "flood" {
+    } else {
+        // `once` blanks the model file as the fault fires.
+        let fired = std::fs::read_to_string(t.model_file("victim")).unwrap();
+        assert!(fired.is_empty(), "{fault}@{stage} never fired");
+    }
+    if !before_ready && fault != "flood" {
         // A fault after Ready: the worker is killed and restarted, never parked.
         let restarted = t
             .wait_for("victim", |m| {
                 m["state"] == "ready" && m["restarts"].as_u64() >= Some(1)
             })
             .await;
-        if let Err(m) = restarted {
-            eprintln!("WEDGED {fault}@{stage}: not restarted: {m}");
-            c.wedged += 1;
+        match restarted {
+            Ok(m) => seen.push(format!("restarted: {}", m["last_exit"])),
+            Err(m) => {
+                eprintln!("WEDGED {fault}@{stage}: not restarted: {m}");
+                c.wedged += 1;
+            }
         }
     }
     if !t.serves_again("victim").await {
@@ -363,7 +402,7 @@ async fn stage_case(fault: &str, stage: &str) -> Counts {
     }
     t.node.stop().await;
     c.panics = PANICS.load(Ordering::SeqCst) - panics;
-    c
+    (c, seen.join(" "))
 }
 
 impl TestNode {
@@ -410,8 +449,8 @@ async fn worker_faults_at_every_protocol_stage_leave_no_5xx_panic_death_wedge_or
     for chunk in cases.chunks(4) {
         let counts =
             futures_util::future::join_all(chunk.iter().map(|(f, s)| stage_case(f, s))).await;
-        for ((f, s), c) in chunk.iter().zip(counts) {
-            rows.push(c.row(&format!("{f} at {s}")));
+        for ((f, s), (c, seen)) in chunk.iter().zip(counts) {
+            rows.push(c.row(&format!("{f} at {s}"), &seen));
             total.add(c);
         }
     }
@@ -423,7 +462,7 @@ async fn worker_faults_at_every_protocol_stage_leave_no_5xx_panic_death_wedge_or
         t0.elapsed().as_secs_f64(),
         Counts::header(),
         rows.join("\n"),
-        total.row("TOTAL")
+        total.row("TOTAL", "")
     );
     assert_eq!(total, Counts::default(), "see the table above");
 }
@@ -559,7 +598,7 @@ async fn slow_and_disconnecting_clients_leave_the_node_healthy_and_nothing_in_fl
         if t.models().await.is_none() {
             row.deaths += 1;
         }
-        rows.push(row.row(&format!("{client:?}")));
+        rows.push(row.row(&format!("{client:?}"), ""));
         c.add(row);
     }
     // Routes this node does not have are 404s, not 5xx.
@@ -576,7 +615,7 @@ async fn slow_and_disconnecting_clients_leave_the_node_healthy_and_nothing_in_fl
         t0.elapsed().as_secs_f64(),
         Counts::header(),
         rows.join("\n"),
-        c.row("TOTAL")
+        c.row("TOTAL", "")
     );
     t.node.stop().await;
     assert_eq!(c, Counts::default(), "see the table above");

@@ -82,6 +82,11 @@ pub enum StartError {
     Ipc(String),
     #[error("worker speaks protocol {0}, this supervisor {PROTOCOL_VERSION}")]
     ProtocolMismatch(u32),
+    /// The worker answered `Init` with something undecodable or other than
+    /// `Ready`/`InitFailed`. Apart from [`StartError::Ipc`] because the
+    /// worker's exit after it (it sees its channel close) is not the reason.
+    #[error("worker broke the handshake: {0}")]
+    Protocol(String),
     /// The worker could not load its model; `permanent` when retrying cannot help.
     #[error("model failed to load: {message}")]
     InitFailed { message: String, permanent: bool },
@@ -277,10 +282,10 @@ fn handshake(
         .recv()
         .map_err(|e| ipc_err("wait for Ready", &e))?;
     let first = decode_events(&bytes)
-        .map_err(|e| ipc_err("decode", &e))?
+        .map_err(|e| StartError::Protocol(format!("undecodable first message: {e}")))?
         .into_iter()
         .next();
-    match first.ok_or_else(|| StartError::Ipc("empty first message".into()))? {
+    match first.ok_or_else(|| StartError::Protocol("empty first message".into()))? {
         Event::Ready(info) => Ok(Connected {
             commands: boot.commands,
             events: boot.events,
@@ -289,7 +294,10 @@ fn handshake(
         Event::InitFailed { message, permanent } => {
             Err(StartError::InitFailed { message, permanent })
         }
-        other => Err(StartError::Ipc(format!("expected Ready, got {other:?}"))),
+        other => Err(StartError::Protocol(format!(
+            "expected Ready, got {:.200}",
+            format!("{other:?}")
+        ))),
     }
 }
 
