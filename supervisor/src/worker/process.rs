@@ -347,7 +347,14 @@ impl Handshake {
             },
             status = process.exited() => {
                 unblock_accept(&server_name);
-                Err(process.exit_error(status).await)
+                // A worker answers `InitFailed` and exits at once; when its exit
+                // is seen first, its answer still says why, and whether a retry
+                // can help (a permanent failure is parked, not restarted).
+                // Without this a bad file was restarted as a crash now and then.
+                match tokio::time::timeout(Duration::from_secs(1), &mut result).await {
+                    Ok(Ok(Err(e @ StartError::InitFailed { .. }))) => Err(e),
+                    _ => Err(process.exit_error(status).await),
+                }
             }
             () = tokio::time::sleep(timeout) => {
                 unblock_accept(&server_name);
