@@ -155,7 +155,13 @@ fn parse(paths: &[&str]) -> Flags {
     };
     let content: String = paths
         .iter()
-        .map(|p| std::fs::read_to_string(p).unwrap_or_default().trim().to_string() + "&")
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+                + "&"
+        })
         .collect();
     for kv in content
         .trim()

@@ -312,7 +312,12 @@ async fn stage_case(fault: &str, stage: &str) -> (Counts, String) {
     )
     .await;
     for (answer, (path, stream)) in answers.iter().zip(requests) {
-        judge(&mut c, answer, true, &format!("{fault}@{stage} {path} stream={stream}"));
+        judge(
+            &mut c,
+            answer,
+            true,
+            &format!("{fault}@{stage} {path} stream={stream}"),
+        );
     }
     // Requests after the fault fired, while the model recovers.
     let answer = t.ask("/v1/chat/completions", "victim", true, 4).await;
@@ -327,7 +332,9 @@ async fn stage_case(fault: &str, stage: &str) -> (Counts, String) {
         .collect();
     // A flood of a real request's pieces reaches its client.
     if (fault, stage) == ("flood", "stream")
-        && !answers.iter().any(|(_, body)| body.contains(&"x".repeat(20_000)))
+        && !answers
+            .iter()
+            .any(|(_, body)| body.contains(&"x".repeat(20_000)))
     {
         eprintln!("WEDGED flood@stream: the flood never reached the client");
         c.wedged += 1;
@@ -336,7 +343,12 @@ async fn stage_case(fault: &str, stage: &str) -> (Counts, String) {
     if before_ready {
         // The restart policy: a model that never got Ready is parked, with the reason.
         match t.wait_for("victim", |m| m["state"] == "failed").await {
-            Ok(m) if m["detail"].as_str().unwrap_or_default().contains(reason(fault, stage)) => {
+            Ok(m)
+                if m["detail"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains(reason(fault, stage)) =>
+            {
                 let detail = m["detail"].as_str().unwrap_or_default();
                 let last = detail.split("last: ").nth(1).unwrap_or(detail);
                 seen.push(format!("parked: {:.60}", last.replace('\n', " ")));
@@ -410,7 +422,8 @@ impl TestNode {
     fn probe(
         http: reqwest::Client,
         base: String,
-    ) -> impl Fn(&'static str, bool) -> futures_util::future::BoxFuture<'static, (u16, String)> {
+    ) -> impl Fn(&'static str, bool) -> futures_util::future::BoxFuture<'static, (u16, String)>
+    {
         move |path, stream| {
             let (http, url) = (http.clone(), format!("{base}{path}"));
             Box::pin(async move {

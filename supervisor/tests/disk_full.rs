@@ -113,7 +113,11 @@ async fn start(dir: &Path, hub: &FakeHub) -> Jailed {
         .await
         .is_err()
     {
-        assert!(Instant::now() < deadline, "node never listened: {}", jailed.log());
+        assert!(
+            Instant::now() < deadline,
+            "node never listened: {}",
+            jailed.log()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     jailed
@@ -175,7 +179,8 @@ impl Jailed {
 }
 
 #[actix_rt::test]
-async fn a_disk_that_fills_mid_pull_is_a_clear_507_leaves_no_partial_files_and_the_next_pull_works() {
+async fn a_disk_that_fills_mid_pull_is_a_clear_507_leaves_no_partial_files_and_the_next_pull_works()
+{
     require_user_namespaces();
     let t0 = Instant::now();
     let hub = FakeHub::start();
@@ -214,7 +219,11 @@ async fn a_disk_that_fills_mid_pull_is_a_clear_507_leaves_no_partial_files_and_t
     for f in &new {
         let bytes = std::fs::read(node.store.join(f)).unwrap();
         let whole = f.strip_prefix("blobs/") == Some(&sha256(&bytes).replace(':', "-"));
-        assert!(whole && bytes.len() < 4096, "left by the failed pull: {f} ({} bytes)", bytes.len());
+        assert!(
+            whole && bytes.len() < 4096,
+            "left by the failed pull: {f} ({} bytes)",
+            bytes.len()
+        );
     }
     println!("left by the failed pull: {new:?} (whole small layers)");
     // The served model never noticed; the node is alive.
