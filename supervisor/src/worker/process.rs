@@ -341,18 +341,25 @@ impl Handshake {
             mut result,
         } = self;
         let outcome = tokio::select! {
+            // The worker's own answer first, when it is there with the exit.
+            biased;
             res = &mut result => match res {
                 Ok(res) => res,
                 Err(_) => Err(StartError::Ipc("handshake thread vanished".into())),
             },
             status = process.exited() => {
                 unblock_accept(&server_name);
-                // A worker answers `InitFailed` and exits at once; when its exit
-                // is seen first, its answer still says why, and whether a retry
-                // can help (a permanent failure is parked, not restarted).
-                // Without this a bad file was restarted as a crash now and then.
+                // A worker answers `InitFailed` and exits at once, and one that
+                // broke the handshake exits when its channel closes; when the
+                // exit is seen first, the answer still says why (and whether a
+                // retry can help: a permanent failure is parked, not
+                // restarted). Without this a bad file was now and then
+                // restarted as a crash, and a flood before Ready reported as
+                // `exit status: 0`.
                 match tokio::time::timeout(Duration::from_secs(1), &mut result).await {
-                    Ok(Ok(Err(e @ StartError::InitFailed { .. }))) => Err(e),
+                    Ok(Ok(Err(e @ (StartError::InitFailed { .. } | StartError::Protocol(_))))) => {
+                        Err(e)
+                    }
                     _ => Err(process.exit_error(status).await),
                 }
             }
@@ -403,6 +410,11 @@ impl WorkerProcess {
 
     pub fn has_exited(&self) -> bool {
         self.exited.borrow().is_some()
+    }
+
+    /// How the process ended, once it has.
+    pub fn exit_status(&self) -> Option<ExitStatus> {
+        *self.exited.borrow()
     }
 
     /// Resolves when the process has exited; `None` if its waiter failed.
