@@ -18,6 +18,27 @@
 //! | `hang_after=N` | stop answering anything, pings included, after N tokens in total |
 //! | `stuck_after=N` | after N tokens in total the engine makes no more progress, while the reader keeps answering pings with a growing `busy_ms` |
 //! | `garbage_after=N` | after N tokens, send an undecodable message and live on silently |
+//! | `exit_at=STAGE` | exit 4 at STAGE (see below), after printing to stderr |
+//! | `hang_at=STAGE` | stop answering anything at STAGE (pings included) |
+//! | `garbage_at=STAGE` | send an undecodable message at STAGE, then live on silently |
+//! | `flood_at=STAGE` | send `flood_n` events as fast as it can at STAGE, then go on normally: for unknown request ids, except at `stream`, where they are pieces of the running request |
+//! | `flood_n=N` | events in a flood (default 100000, sent 64 to a message) |
+//! | `once` | a fault fires in one life only: the worker blanks its model file (and removes the armed file) first |
+//!
+//! The stages of a worker's life, in order: `connect` (before connecting to
+//! the supervisor's one-shot server), `bootstrap` (connected, before sending
+//! `Bootstrap`; garbage here is a message that is not a `Bootstrap`), `init`
+//! (`Init` received, before `Ready`), `ready` (right after `Ready`),
+//! `request` (a `Generate` received, before its first event; garbage goes on
+//! that request's lane), `stream` (right after a request's first piece) and
+//! `finished` (right after a request's `Finished`).
+//!
+//! Flags for `connect` and `bootstrap` cannot come from the model file, which
+//! the worker learns only with `Init`: they are read from the *armed file*,
+//! the worker's `argv[0]` plus `.flags` (a test serves through a symlink to
+//! this binary in its own directory and writes `exit_at=connect` there while
+//! the model it wants hit loads). The armed file's flags apply to every
+//! worker started while it exists, on top of the model file's.
 //!
 //! Each generated token is the piece `"tok{i} "`; `max_tokens` defaults to 16.
 //! As in the real worker, the command reader thread answers pings itself with
@@ -43,14 +64,120 @@ struct Flags {
     hang_after: Option<u64>,
     garbage_after: Option<u64>,
     stuck_after: Option<u64>,
+    /// `exit_at` / `hang_at` / `garbage_at` / `flood_at`.
+    faults: Vec<(Fault, Stage)>,
+    flood_n: usize,
+    once: bool,
 }
 
-fn parse(path: &str) -> Flags {
+/// Where in its life a worker misbehaves (`*_at=STAGE`); see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Stage {
+    Connect,
+    Bootstrap,
+    Init,
+    Ready,
+    Request,
+    Stream,
+    Finished,
+}
+
+impl Stage {
+    fn parse(s: &str) -> Option<Stage> {
+        Some(match s {
+            "connect" => Stage::Connect,
+            "bootstrap" => Stage::Bootstrap,
+            "init" => Stage::Init,
+            "ready" => Stage::Ready,
+            "request" => Stage::Request,
+            "stream" => Stage::Stream,
+            "finished" => Stage::Finished,
+            _ => return None,
+        })
+    }
+}
+
+/// How a worker misbehaves at its stage.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fault {
+    Exit,
+    Hang,
+    Garbage,
+    Flood,
+}
+
+impl Flags {
+    fn fault_at(&self, stage: Stage) -> Option<Fault> {
+        self.faults
+            .iter()
+            .find(|(_, s)| *s == stage)
+            .map(|(fault, _)| *fault)
+    }
+
+    /// Fires the fault set for `stage`, if any: exits, hangs, sends garbage
+    /// (then hangs) or floods (then returns). `model_path` is blanked first
+    /// under `once`. A hang silences the ping reader too (`meter`, once it runs).
+    fn trip(
+        &self,
+        stage: Stage,
+        model_path: Option<&str>,
+        meter: Option<&Meter>,
+        garbage: impl Fn(),
+        flood: impl Fn(),
+    ) {
+        let Some(fault) = self.fault_at(stage) else {
+            return;
+        };
+        if self.once {
+            if let Some(path) = model_path {
+                let _ = std::fs::write(path, "");
+            }
+            let _ = std::fs::remove_file(armed_file());
+        }
+        eprintln!("WARN fake worker: {fault:?} at {stage:?} as asked");
+        if let (Fault::Hang | Fault::Garbage, Some(meter)) = (fault, meter) {
+            meter.silent.store(true, Relaxed);
+        }
+        match fault {
+            Fault::Exit => std::process::exit(4),
+            Fault::Hang => sleep_forever(),
+            Fault::Garbage => {
+                garbage();
+                sleep_forever()
+            }
+            Fault::Flood => flood(),
+        }
+    }
+}
+
+fn sleep_forever() -> ! {
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// `argv[0]` plus `.flags`: flags for stages before `Init` (module docs).
+fn armed_file() -> String {
+    format!("{}.flags", std::env::args().next().unwrap_or_default())
+}
+
+/// The flags in the files at `paths` (missing files have none).
+fn parse(paths: &[&str]) -> Flags {
     let mut f = Flags {
         token_ms: 5,
+        flood_n: 100_000,
         ..Flags::default()
     };
-    let content = std::fs::read_to_string(path).unwrap_or_default();
+    let content: String = paths
+        .iter()
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+                + "&"
+        })
+        .collect();
     for kv in content
         .trim()
         .split('&')
@@ -69,6 +196,20 @@ fn parse(path: &str) -> Flags {
             "hang_after" => f.hang_after = n,
             "garbage_after" => f.garbage_after = n,
             "stuck_after" => f.stuck_after = n,
+            "exit_at" | "hang_at" | "garbage_at" | "flood_at" => {
+                let fault = match k {
+                    "exit_at" => Fault::Exit,
+                    "hang_at" => Fault::Hang,
+                    "garbage_at" => Fault::Garbage,
+                    _ => Fault::Flood,
+                };
+                match Stage::parse(v) {
+                    Some(stage) => f.faults.push((fault, stage)),
+                    None => eprintln!("WARN fake worker: unknown stage {v}"),
+                }
+            }
+            "flood_n" => f.flood_n = n.unwrap_or(100_000) as usize,
+            "once" => f.once = true,
             _ => eprintln!("WARN fake worker: unknown flag {k}"),
         }
     }
@@ -106,6 +247,15 @@ struct Running {
 
 fn main() {
     let server = std::env::args().nth(1).expect("server name");
+    let armed = parse(&[&armed_file()]);
+    armed.trip(Stage::Connect, None, None, || {}, || {});
+    // A message that is not a `Bootstrap` on the one-shot server.
+    let bad_bootstrap = || {
+        if let Ok(tx) = IpcSender::<Vec<u8>>::connect(server.clone()) {
+            let _ = tx.send(vec![0xff; 16]);
+        }
+    };
+    armed.trip(Stage::Bootstrap, None, None, bad_bootstrap, || {});
     let boot: IpcSender<Bootstrap> = IpcSender::connect(server).expect("connect");
     let lanes: usize = std::env::args()
         .nth(2)
@@ -113,11 +263,34 @@ fn main() {
     let (cmd_tx, cmd_rx) = ipc::bytes_channel().unwrap();
     let (evt_tx, evt_rx): (Vec<_>, Vec<_>) =
         (0..lanes).map(|_| ipc::bytes_channel().unwrap()).unzip();
-    // An undecodable message on lane 0 (`garbage_after`).
+    // An undecodable message on the lane of request `id` (lane 0: `None`).
     let garbage = {
-        let lane0 = evt_tx[0].clone();
-        move || {
-            let _ = lane0.send(&[0xff; 16]);
+        let evt_tx = evt_tx.clone();
+        move |id: Option<RequestId>| {
+            let lane = id.map(lane_of).filter(|&l| l < lanes).unwrap_or(0);
+            let _ = evt_tx[lane].send(&[0xff; 16]);
+        }
+    };
+    // `n` events as fast as the channel takes them, 64 to a message: pieces
+    // of request `id`, or (`None`) of ids the supervisor never issued.
+    let flood = {
+        let evt_tx = evt_tx.clone();
+        move |id: Option<RequestId>, n: usize| {
+            let lane = id.map(lane_of).filter(|&l| l < lanes).unwrap_or(0);
+            let batch: Vec<Event> = (0..64u64)
+                .map(|i| Event::Piece {
+                    id: id.unwrap_or(request_id(0, (1 << 47) + i)),
+                    text: "x".into(),
+                    tokens: 1,
+                    logprobs: Vec::new(),
+                })
+                .collect();
+            let bytes = encode_events(&batch);
+            for _ in 0..n.div_ceil(64) {
+                if evt_tx[lane].send(&bytes).is_err() {
+                    std::process::exit(0);
+                }
+            }
         }
     };
     let meter = Arc::new(Meter {
@@ -172,7 +345,18 @@ fn main() {
     let Ok(Command::Init { config, .. }) = in_rx.recv() else {
         std::process::exit(2);
     };
-    let flags = parse(&config.model_path);
+    let flags = parse(&[&armed_file(), &config.model_path]);
+    let path = Some(config.model_path.as_str());
+    // The fault of one stage, with garbage and a flood of unknown ids on lane 0.
+    let trip = |stage| {
+        flags.trip(
+            stage,
+            path,
+            Some(&meter),
+            || garbage(None),
+            || flood(None, flags.flood_n),
+        )
+    };
     eprintln!("INFO fake worker for {} starting", config.model_name);
     if flags.exit_at_start {
         eprintln!("ERROR fake worker: exiting at start as asked");
@@ -196,11 +380,10 @@ fn main() {
         std::process::exit(1);
     }
     if flags.never_ready {
-        loop {
-            std::thread::sleep(Duration::from_secs(3600));
-        }
+        sleep_forever();
     }
     std::thread::sleep(Duration::from_millis(flags.load_ms));
+    trip(Stage::Init);
     send(&Event::Ready(ModelInfo {
         model_name: config.model_name.clone(),
         ctx_per_slot: config.ctx_per_slot,
@@ -213,6 +396,7 @@ fn main() {
         model_size_bytes: 1 << 20,
         n_params: 1 << 20,
     }));
+    trip(Stage::Ready);
 
     let mut running: HashMap<RequestId, Running> = HashMap::new();
     let mut waiting = std::collections::VecDeque::new();
@@ -249,6 +433,13 @@ fn main() {
                         });
                         continue;
                     }
+                    flags.trip(
+                        Stage::Request,
+                        path,
+                        Some(&meter),
+                        || garbage(Some(id)),
+                        || flood(None, flags.flood_n),
+                    );
                     let r = Running {
                         remaining: params.max_tokens.unwrap_or(16),
                         emitted: 0,
@@ -323,25 +514,19 @@ fn main() {
             if flags.garbage_after.is_some_and(|n| total > n) {
                 eprintln!("WARN fake worker: sending garbage, then living on silently");
                 meter.silent.store(true, Relaxed);
-                garbage();
-                loop {
-                    std::thread::sleep(Duration::from_secs(3600));
-                }
+                garbage(None);
+                sleep_forever();
             }
             if flags.hang_after.is_some_and(|n| total > n) {
                 eprintln!("WARN fake worker: hanging as asked");
                 meter.silent.store(true, Relaxed);
-                loop {
-                    std::thread::sleep(Duration::from_secs(3600));
-                }
+                sleep_forever();
             }
             if flags.stuck_after.is_some_and(|n| total > n) {
                 eprintln!("WARN fake worker: engine stuck as asked; pings still answered");
                 let now = meter.epoch.elapsed().as_millis() as u64 + 1;
                 meter.busy_since.store(now, Relaxed);
-                loop {
-                    std::thread::sleep(Duration::from_secs(3600));
-                }
+                sleep_forever();
             }
             let r = running.get_mut(&id).unwrap();
             send(&Event::Piece {
@@ -352,6 +537,16 @@ fn main() {
             });
             r.emitted += 1;
             r.remaining -= 1;
+            if r.emitted == 1 {
+                flags.trip(
+                    Stage::Stream,
+                    path,
+                    Some(&meter),
+                    || garbage(Some(id)),
+                    || flood(Some(id), flags.flood_n),
+                );
+            }
+            let r = running.get_mut(&id).unwrap();
             if r.remaining == 0 {
                 let r = running.remove(&id).unwrap();
                 send(&Event::Finished {
@@ -363,6 +558,7 @@ fn main() {
                         cached_tokens: 0,
                     },
                 });
+                trip(Stage::Finished);
             }
         }
         admit(&mut waiting, &mut running, config.parallel as usize, &send);

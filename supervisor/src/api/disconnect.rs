@@ -68,7 +68,6 @@ pub async fn gone(conn: Option<Connection>) {
     };
     loop {
         tokio::time::sleep(CHECK_EVERY).await;
-        eprintln!("DEBUG poll fd={} hung={}", conn.0, conn.hung_up());
         if conn.hung_up() {
             return;
         }

@@ -271,6 +271,13 @@ impl ModelActor {
         self.last_used = Instant::now();
         self.set_state(ModelState::Ready);
         self.progress = None;
+        // A worker can exit between its `Ready` and this line; that exit
+        // reached `on_exit` while starting and was left to the handshake,
+        // which had already succeeded. Without this the model stayed `ready`
+        // on a dead worker for good (the abuse suite's `exit at ready`).
+        if let Some(status) = self.process.as_ref().and_then(|p| p.exit_status()) {
+            return self.on_exit(ctx, self.generation, Some(status));
+        }
         if let Some(liveness) = self.shared.supervision.liveness {
             let generation = self.generation;
             ctx.run_interval(liveness.interval, move |act, ctx| {

@@ -85,6 +85,11 @@ pub enum StartError {
     Ipc(String),
     #[error("worker speaks protocol {0}, this supervisor {PROTOCOL_VERSION}")]
     ProtocolMismatch(u32),
+    /// The worker answered `Init` with something undecodable or other than
+    /// `Ready`/`InitFailed`. Apart from [`StartError::Ipc`] because the
+    /// worker's exit after it (it sees its channel close) is not the reason.
+    #[error("worker broke the handshake: {0}")]
+    Protocol(String),
     /// The worker could not load its model; `permanent` when retrying cannot help.
     #[error("model failed to load: {message}")]
     InitFailed { message: String, permanent: bool },
@@ -282,10 +287,10 @@ fn handshake(
         .recv()
         .map_err(|e| ipc_err("wait for Ready", &e))?;
     let first = decode_events(&bytes)
-        .map_err(|e| ipc_err("decode", &e))?
+        .map_err(|e| StartError::Protocol(format!("undecodable first message: {e}")))?
         .into_iter()
         .next();
-    match first.ok_or_else(|| StartError::Ipc("empty first message".into()))? {
+    match first.ok_or_else(|| StartError::Protocol("empty first message".into()))? {
         Event::Ready(info) => Ok(Connected {
             commands: boot.commands,
             events: boot.events,
@@ -294,7 +299,10 @@ fn handshake(
         Event::InitFailed { message, permanent } => {
             Err(StartError::InitFailed { message, permanent })
         }
-        other => Err(StartError::Ipc(format!("expected Ready, got {other:?}"))),
+        other => Err(StartError::Protocol(format!(
+            "expected Ready, got {:.200}",
+            format!("{other:?}")
+        ))),
     }
 }
 
@@ -339,13 +347,27 @@ impl Handshake {
             mut result,
         } = self;
         let outcome = tokio::select! {
+            // The worker's own answer first, when it is there with the exit.
+            biased;
             res = &mut result => match res {
                 Ok(res) => res,
                 Err(_) => Err(StartError::Ipc("handshake thread vanished".into())),
             },
             status = process.exited() => {
                 unblock_accept(&server_name);
-                Err(process.exit_error(status).await)
+                // A worker answers `InitFailed` and exits at once, and one that
+                // broke the handshake exits when its channel closes; when the
+                // exit is seen first, the answer still says why (and whether a
+                // retry can help: a permanent failure is parked, not
+                // restarted). Without this a bad file was now and then
+                // restarted as a crash, and a flood before Ready reported as
+                // `exit status: 0`.
+                match tokio::time::timeout(Duration::from_secs(1), &mut result).await {
+                    Ok(Ok(Err(e @ (StartError::InitFailed { .. } | StartError::Protocol(_))))) => {
+                        Err(e)
+                    }
+                    _ => Err(process.exit_error(status).await),
+                }
             }
             () = tokio::time::sleep(timeout) => {
                 unblock_accept(&server_name);
@@ -395,6 +417,11 @@ impl WorkerProcess {
 
     pub fn has_exited(&self) -> bool {
         self.exited.borrow().is_some()
+    }
+
+    /// How the process ended, once it has.
+    pub fn exit_status(&self) -> Option<ExitStatus> {
+        *self.exited.borrow()
     }
 
     /// Resolves when the process has exited; `None` if its waiter failed.
