@@ -562,6 +562,12 @@ async fn read_lane(inner: Arc<Inner>, lane: usize, fd: LaneFd) {
                     if let Err(why) = inner.deliver(&bytes) {
                         return inner.stop_reading(why);
                     }
+                    // The consumers of these events run on this thread too:
+                    // let them read before the next message, or a burst
+                    // longer than a request's buffer (a worker flooding one
+                    // request, found by the abuse suite) would cancel a
+                    // client as too slow that was never given the chance.
+                    tokio::task::yield_now().await;
                 }
                 LaneRead::Empty => {
                     ready.clear_ready();
@@ -907,7 +913,10 @@ mod tests {
             let Command::Ping { id } = worker.recv() else {
                 panic!("expected Ping")
             };
-            worker.send(Event::Pong { id });
+            worker.send(Event::Pong {
+                id,
+                progress: llm_node_protocol::Progress::default(),
+            });
             worker
         });
         client.ping().await.unwrap();
