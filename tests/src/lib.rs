@@ -55,7 +55,7 @@ pub struct Node {
     /// Log lines where the node refused to resolve a public host.
     refused: Arc<Mutex<Vec<String>>>,
     /// Closed when the node's stderr ends (every log line was read).
-    log_done: mpsc::Receiver<()>,
+    log_done: Mutex<mpsc::Receiver<()>>,
 }
 
 /// What the node logs when `--loopback-only` refuses a host name
@@ -152,7 +152,7 @@ impl Node {
         Node {
             child,
             refused,
-            log_done,
+            log_done: Mutex::new(log_done),
             base,
             http: reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(120))
@@ -223,7 +223,11 @@ impl Node {
     /// Like [`Node::take_refused_hosts`] once the node has exited: waits for
     /// the end of its log (briefly: a stray child could hold it open).
     fn refused_after_exit(&self) -> Vec<String> {
-        let _ = self.log_done.recv_timeout(Duration::from_secs(2));
+        let _ = self
+            .log_done
+            .lock()
+            .unwrap()
+            .recv_timeout(Duration::from_secs(2));
         std::mem::take(&mut *self.refused.lock().unwrap())
     }
 
