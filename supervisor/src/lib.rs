@@ -41,6 +41,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod cloud;
 pub mod config;
 pub mod gpu;
 pub mod logbuf;

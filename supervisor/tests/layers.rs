@@ -28,6 +28,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("models", 1),
     ("store", 1),
     ("router", 1),
+    ("cloud", 1),
     ("worker", 1),
     ("policy", 2),
     ("gpu", 2),

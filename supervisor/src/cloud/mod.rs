@@ -1,0 +1,6 @@
+//! Cloud models by prefix (`openai:`, `anthropic:`, `google:`), served through
+//! the node's OpenAI API.
+//!
+//! - `translate`: the contract every translated provider implements.
+
+pub mod translate;
