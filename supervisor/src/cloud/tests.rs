@@ -1,0 +1,1 @@
+//! The dispatcher against fake providers on loopback.
