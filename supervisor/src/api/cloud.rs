@@ -98,3 +98,33 @@ pub fn listed(state: &AppState) -> Vec<Value> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::CloudError;
+
+    #[test]
+    fn pieces_are_framed_as_the_node_frames_its_own_streams() {
+        let chunk = json!({"object": "chat.completion.chunk", "choices": []});
+        assert_eq!(
+            bytes_of(Piece::Chunk(chunk.clone())),
+            format!("data: {chunk}\n\n").as_bytes()
+        );
+        assert_eq!(bytes_of(Piece::Done), DONE);
+        assert_eq!(
+            bytes_of(Piece::Raw(Bytes::from_static(b"x"))),
+            "x".as_bytes()
+        );
+        let failed = bytes_of(Piece::Failed(CloudError::Timeout {
+            provider: "google",
+            secs: 5,
+        }));
+        let text = std::str::from_utf8(&failed).unwrap();
+        let (error, done) = text.split_once("\n\n").unwrap();
+        let error: Value = serde_json::from_str(error.strip_prefix("data: ").unwrap()).unwrap();
+        assert_eq!(error["error"]["code"], "timeout");
+        assert_eq!(error["error"]["type"], "server_error");
+        assert_eq!(done, "data: [DONE]\n\n");
+    }
+}

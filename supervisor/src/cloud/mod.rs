@@ -186,7 +186,11 @@ impl Cloud {
         let (prefix, rest) = model.split_once(':')?;
         let provider = match prefix {
             "openai" => "openai",
-            _ => self.provider(prefix)?.name(),
+            // A provider without an endpoint in `CloudArgs` cannot be called.
+            _ => self
+                .provider(prefix)
+                .filter(|p| self.args.endpoint(p.name()).is_some())?
+                .name(),
         };
         Some(Route {
             provider,
