@@ -11,6 +11,8 @@
 //! - [`translate`]: the contract a translated provider implements.
 //! - [`sse`]: the server-sent events parser for providers' streams.
 //! - [`error`]: [`CloudError`], with a stable label and status per kind.
+//! - `stream`: reading a provider's stream (relayed or translated) into [`Piece`]s.
+//! - `meter`: the metrics of one request, by provider.
 //!
 //! # Two paths
 //! `openai:<m>` is passed through: the body goes upstream unchanged but for
@@ -27,21 +29,24 @@
 
 pub mod config;
 pub mod error;
+mod meter;
 pub mod sse;
+mod stream;
 pub mod translate;
 
 use std::pin::Pin;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use serde_json::Value;
 
 pub use config::CloudArgs;
 use config::Endpoint;
 pub use error::CloudError;
-use translate::{ChatStream, Provider, SseEvent, TranslateError};
+use meter::Meter;
+use stream::{relay, translate_stream};
+use translate::{Provider, TranslateError};
 
 use crate::metrics::Metrics;
 
@@ -68,7 +73,7 @@ pub enum Api {
 
 impl Api {
     /// The metrics label and the path after OpenAI's base URL.
-    fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Api::Chat => "chat",
             Api::Completions => "completions",
@@ -401,258 +406,13 @@ fn openai_message(text: &str) -> Option<String> {
     v["error"]["message"].as_str().map(str::to_owned)
 }
 
-fn translate_error(provider: &'static str, e: TranslateError) -> CloudError {
+pub(crate) fn translate_error(provider: &'static str, e: TranslateError) -> CloudError {
     match e {
         TranslateError::BadRequest { message, param } => CloudError::BadRequest { message, param },
         TranslateError::Upstream(message) => CloudError::BadAnswer {
             provider,
             message: message.chars().take(MAX_MESSAGE_CHARS).collect(),
         },
-    }
-}
-
-/// The next piece of an upstream body, within `idle`; `None` at its end.
-async fn next_bytes(
-    body: &mut (impl Stream<Item = reqwest::Result<Bytes>> + Unpin),
-    idle: Duration,
-    provider: &'static str,
-) -> Option<Result<Bytes, CloudError>> {
-    match tokio::time::timeout(idle, body.next()).await {
-        Err(_) => Some(Err(CloudError::Timeout {
-            provider,
-            secs: idle.as_secs(),
-        })),
-        Ok(None) => None,
-        Ok(Some(Ok(bytes))) => Some(Ok(bytes)),
-        Ok(Some(Err(e))) => {
-            tracing::warn!(provider, "cloud stream cut: {}", crate::net::describe(&e));
-            Some(Err(cut(provider)))
-        }
-    }
-}
-
-fn cut(provider: &'static str) -> CloudError {
-    CloudError::BadAnswer {
-        provider,
-        message: "the stream was cut before its end".into(),
-    }
-}
-
-/// An OpenAI stream relayed byte for byte. It is also parsed on the side, to
-/// know whether `[DONE]` came (else the stream was cut: an error event and
-/// `[DONE]` are added) and to count the usage it reports.
-fn relay(
-    response: reqwest::Response,
-    idle: Duration,
-    provider: &'static str,
-    meter: Meter,
-) -> PieceStream {
-    struct State<B> {
-        body: B,
-        parser: sse::Parser,
-        saw_done: bool,
-        over: bool,
-        meter: Meter,
-    }
-    let state = State {
-        body: Box::pin(response.bytes_stream()),
-        parser: sse::Parser::default(),
-        saw_done: false,
-        over: false,
-        meter,
-    };
-    Box::pin(futures_util::stream::unfold(
-        state,
-        move |mut s| async move {
-            if s.over {
-                return None;
-            }
-            let piece = match next_bytes(&mut s.body, idle, provider).await {
-                Some(Ok(bytes)) => {
-                    for event in s.parser.push(&bytes) {
-                        if event.data == "[DONE]" {
-                            s.saw_done = true;
-                        } else if let Ok(v) = serde_json::from_str::<Value>(&event.data) {
-                            s.meter.usage(&v);
-                        }
-                    }
-                    Piece::Raw(bytes)
-                }
-                Some(Err(e)) => {
-                    s.over = true;
-                    Piece::Failed(e)
-                }
-                None if s.saw_done => {
-                    s.meter.end("ok");
-                    return None;
-                }
-                None => {
-                    s.over = true;
-                    Piece::Failed(cut(provider))
-                }
-            };
-            Some((piece, s))
-        },
-    ))
-}
-
-/// A provider's SSE stream translated into OpenAI chunks, then `[DONE]`.
-fn translate_stream(
-    response: reqwest::Response,
-    translator: Box<dyn ChatStream>,
-    idle: Duration,
-    provider: &'static str,
-) -> PieceStream {
-    struct State<B> {
-        body: B,
-        parser: sse::Parser,
-        translator: Box<dyn ChatStream>,
-        /// Pieces translated and not yet handed out.
-        ready: std::collections::VecDeque<Piece>,
-        over: bool,
-    }
-    let state = State {
-        body: Box::pin(response.bytes_stream()),
-        parser: sse::Parser::default(),
-        translator,
-        ready: Default::default(),
-        over: false,
-    };
-    Box::pin(futures_util::stream::unfold(
-        state,
-        move |mut s| async move {
-            loop {
-                if let Some(piece) = s.ready.pop_front() {
-                    return Some((piece, s));
-                }
-                if s.over {
-                    return None;
-                }
-                let chunks = match next_bytes(&mut s.body, idle, provider).await {
-                    Some(Ok(bytes)) => s
-                        .parser
-                        .push(&bytes)
-                        .iter()
-                        .try_fold(Vec::new(), |mut out, e| {
-                            let event = SseEvent {
-                                event: e.event.as_deref(),
-                                data: &e.data,
-                            };
-                            out.extend(s.translator.feed(event)?);
-                            Ok(out)
-                        })
-                        .map_err(|e| translate_error(provider, e)),
-                    Some(Err(e)) => Err(e),
-                    None => {
-                        s.over = true;
-                        let end = s.translator.finish();
-                        end.map_err(|e| translate_error(provider, e))
-                    }
-                };
-                match chunks {
-                    Ok(chunks) => {
-                        s.ready.extend(chunks.into_iter().map(Piece::Chunk));
-                        if s.over {
-                            s.ready.push_back(Piece::Done);
-                        }
-                    }
-                    Err(e) => {
-                        s.over = true;
-                        s.ready.push_back(Piece::Failed(e));
-                    }
-                }
-            }
-        },
-    ))
-}
-
-/// Metrics of one cloud request: recorded once, when the last holder drops
-/// it; a stream dropped before its end (the client left) is `client_closed`.
-#[derive(Clone)]
-struct Meter {
-    inner: Arc<MeterInner>,
-}
-
-struct MeterInner {
-    metrics: Metrics,
-    provider: &'static str,
-    api: Api,
-    started: Instant,
-    outcome: std::sync::Mutex<Option<&'static str>>,
-}
-
-impl Meter {
-    fn new(metrics: &Metrics, provider: &'static str, api: Api) -> Self {
-        Self {
-            inner: Arc::new(MeterInner {
-                metrics: metrics.clone(),
-                provider,
-                api,
-                started: Instant::now(),
-                outcome: std::sync::Mutex::new(None),
-            }),
-        }
-    }
-
-    /// Sets the outcome (the first one set wins).
-    fn end(&self, outcome: &'static str) {
-        let mut slot = self.inner.outcome.lock().unwrap_or_else(|e| e.into_inner());
-        slot.get_or_insert(outcome);
-    }
-
-    /// Counts the tokens of an OpenAI `usage` object, if `v` has one.
-    fn usage(&self, v: &Value) {
-        let m = &self.inner.metrics;
-        for (field, kind) in [
-            ("prompt_tokens", "prompt"),
-            ("completion_tokens", "completion"),
-        ] {
-            if let Some(n) = v["usage"][field].as_u64() {
-                m.cloud_tokens
-                    .with_label_values(&[self.inner.provider, kind])
-                    .inc_by(n);
-            }
-        }
-    }
-
-    /// `pieces`, timing the first and recording the outcome at the end.
-    fn watch(self, pieces: PieceStream) -> PieceStream {
-        let mut first = true;
-        Box::pin(pieces.map(move |piece| {
-            if std::mem::take(&mut first) {
-                self.inner
-                    .metrics
-                    .cloud_time_to_first_token
-                    .with_label_values(&[self.inner.provider])
-                    .observe(self.inner.started.elapsed().as_secs_f64());
-            }
-            match &piece {
-                Piece::Chunk(v) => self.usage(v),
-                Piece::Done => self.end("ok"),
-                Piece::Failed(e) => self.end(e.label()),
-                Piece::Raw(_) => {}
-            }
-            piece
-        }))
-    }
-}
-
-impl Drop for MeterInner {
-    fn drop(&mut self) {
-        let outcome = self
-            .outcome
-            .get_mut()
-            .map(|o| o.unwrap_or("client_closed"))
-            .unwrap_or("client_closed");
-        let labels = [self.provider, self.api.label()];
-        self.metrics
-            .cloud_requests
-            .with_label_values(&[self.provider, self.api.label(), outcome])
-            .inc();
-        self.metrics
-            .cloud_request_duration
-            .with_label_values(&labels)
-            .observe(self.started.elapsed().as_secs_f64());
     }
 }
 
