@@ -88,6 +88,14 @@ impl Drop for MeterInner {
             .map(|o| o.unwrap_or("client_closed"))
             .unwrap_or("client_closed");
         let labels = [self.provider, self.api.label()];
+        let secs = self.started.elapsed().as_secs_f64();
+        tracing::info!(
+            provider = self.provider,
+            endpoint = self.api.label(),
+            outcome,
+            secs,
+            "cloud request ended"
+        );
         self.metrics
             .cloud_requests
             .with_label_values(&[self.provider, self.api.label(), outcome])
@@ -95,6 +103,6 @@ impl Drop for MeterInner {
         self.metrics
             .cloud_request_duration
             .with_label_values(&labels)
-            .observe(self.started.elapsed().as_secs_f64());
+            .observe(secs);
     }
 }
