@@ -247,3 +247,27 @@ async fn unknown_prefixes_stay_404_and_listed_cloud_models_show_in_v1_models() {
     assert!(fake.received().is_empty());
     node.stop().await;
 }
+
+#[actix_rt::test]
+async fn a_client_leaving_mid_stream_is_metered_as_client_closed() {
+    let fake = FakeCloud::start(fake_cloud::openai).await;
+    let node = TestNode::start(&fake, &[]).await;
+    let mut r = node.chat("openai:gpt-long", true).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.chunk().await.unwrap().is_some());
+    drop(r);
+    let wanted = "llm_node_cloud_requests_total{endpoint=\"chat\",outcome=\"client_closed\",provider=\"openai\"} 1";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let metrics = node.http.get(node.url("/metrics")).send().await.unwrap();
+        if metrics.text().await.unwrap().contains(wanted) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never metered as client_closed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    node.stop().await;
+}

@@ -229,7 +229,7 @@ pub fn openai_error(message: &str, kind: &str, code: &str) -> Value {
 ///   usage when asked, `[DONE]`), a text completion, an embedding;
 /// - `gpt-unauthorized`: 401; `gpt-busy`: 429 with `Retry-After: 7`;
 ///   `gpt-broken`: 500; `gpt-cut`: a stream cut after its first content chunk;
-///   `gpt-slow`: answers after 3 s.
+///   `gpt-slow`: answers after 3 s; `gpt-long`: a stream of 500 chunks 20 ms apart.
 pub fn openai(request: &Recorded) -> Reply {
     let model = request.body["model"].as_str().unwrap_or("").to_owned();
     let stream = request.body["stream"] == json!(true);
@@ -278,6 +278,12 @@ pub fn openai(request: &Recorded) -> Reply {
             ];
             if model == "gpt-cut" {
                 return Reply::sse(frames).cut();
+            }
+            if model == "gpt-long" {
+                let more = (0..500).map(|_| data(&chunk(json!({"content": "x"}), Value::Null)));
+                let mut reply = Reply::sse(frames.into_iter().chain(more));
+                reply.gap = Duration::from_millis(20);
+                return reply;
             }
             frames.push(data(&chunk(json!({"content": "lo"}), Value::Null)));
             frames.push(data(&chunk(json!({}), json!("stop"))));
