@@ -177,6 +177,10 @@ pub struct Args {
     #[command(flatten)]
     pub router: crate::router::RouterArgs,
 
+    /// Cloud models by prefix (`openai:`, `anthropic:`, `google:`; see docs/cloud.md).
+    #[command(flatten)]
+    pub cloud: crate::cloud::CloudArgs,
+
     /// Model store (`--store-dir`, `--ollama-models`, registry, Hugging Face; see docs/models.md).
     #[command(flatten)]
     pub store: crate::store::StoreArgs,
@@ -225,6 +229,8 @@ pub enum ConfigError {
     BatchSize,
     #[error("worker binary {0:?} not found (set --worker-bin or LLM_NODE_WORKER_BIN)")]
     WorkerBin(PathBuf),
+    #[error("cloud HTTP client: {0}")]
+    Cloud(String),
     #[error("chat template for {name}: cannot read {path:?}: {source}")]
     ChatTemplate {
         name: String,

@@ -27,6 +27,8 @@
 //!   `--models-dir` discovery.
 //! - [`router`]: llm-router membership: register, heartbeat, session, model sync,
 //!   request stats; a router pull is a store pull whose progress it reports.
+//! - [`cloud`]: cloud models by prefix (`openai:`, `anthropic:`, `google:`):
+//!   keys, the HTTP calls, SSE, and the translation contract of each provider.
 //! - [`worker`]: spawning and stopping worker processes ([`worker::process`]) and
 //!   multiplexing requests over their IPC channels ([`worker::client`]).
 //!
@@ -176,7 +178,11 @@ impl Node {
             queue_timeout: secs(args.queue_timeout_secs),
             request_timeout: secs(args.request_timeout_secs),
         };
-        let state = AppState::with_limits(models.clone(), limits).into_data();
+        let cloud = cloud::Cloud::new(args.cloud.clone(), models.metrics().clone())
+            .map_err(|e| ConfigError::Cloud(e.to_string()))?;
+        let state = AppState::with_limits(models.clone(), limits)
+            .with_cloud(cloud)
+            .into_data();
         let _ = state_slot.set(state.clone());
         let handle = spawn_server(server.run());
         tracing::info!("listening on http://{addr}");

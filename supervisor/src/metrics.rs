@@ -28,6 +28,12 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
     pub time_to_first_token: HistogramVec,
+    /// Cloud requests (`openai:`, `anthropic:`, `google:`), by provider,
+    /// endpoint and outcome (ok, or the error's stable label).
+    pub cloud_requests: IntCounterVec,
+    pub cloud_request_duration: HistogramVec,
+    pub cloud_time_to_first_token: HistogramVec,
+    pub cloud_tokens: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -119,7 +125,29 @@ impl Metrics {
                 "llm_node_time_to_first_token_seconds",
                 "Time from arrival to the first generated text",
                 &["model"],
+                latency.clone(),
+            ),
+            cloud_requests: counter(
+                "llm_node_cloud_requests_total",
+                "Requests sent to a cloud provider, by endpoint and outcome (ok or an error label)",
+                &["provider", "endpoint", "outcome"],
+            ),
+            cloud_request_duration: histogram(
+                "llm_node_cloud_request_duration_seconds",
+                "Cloud request latency from arrival to the last byte",
+                &["provider", "endpoint"],
+                latency.clone(),
+            ),
+            cloud_time_to_first_token: histogram(
+                "llm_node_cloud_time_to_first_token_seconds",
+                "Time from arrival to the first streamed byte of a cloud answer",
+                &["provider"],
                 latency,
+            ),
+            cloud_tokens: counter(
+                "llm_node_cloud_tokens_total",
+                "Tokens a cloud provider reported in usage, by kind (prompt, completion)",
+                &["provider", "kind"],
             ),
             registry,
         }

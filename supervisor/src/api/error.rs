@@ -11,6 +11,7 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use llm_node_protocol::FailureKind;
 use serde::Serialize;
 
+use crate::cloud::CloudError;
 use crate::models::{ModelState, ModelsError};
 use crate::router::PullRejected;
 use crate::store::{StoreError, StoreErrorKind};
@@ -95,6 +96,11 @@ pub enum ApiError {
     /// nobody reads this answer, it names the outcome in logs and metrics.
     #[error("Client closed the request")]
     ClientClosed,
+    /// A cloud model's request failed (`openai:`, `anthropic:`, `google:`):
+    /// the provider's status class, `Retry-After` and message, or the node's
+    /// own reason (no key, timeout, unreachable).
+    #[error("{0}")]
+    Cloud(CloudError),
 }
 
 impl ApiError {
@@ -138,6 +144,7 @@ impl ApiError {
             },
             ApiError::RouterPull(_) => "router_pull_rejected",
             ApiError::Router(inner) => inner.label(),
+            ApiError::Cloud(e) => e.label(),
         }
     }
 
@@ -152,6 +159,13 @@ impl ApiError {
             | ApiError::ShuttingDown => "server_error",
             ApiError::QueueFull(_) => "rate_limit_error",
             ApiError::Unauthorized => "authentication_error",
+            ApiError::Cloud(e) => match e.status() {
+                401 => "authentication_error",
+                403 => "permission_error",
+                429 => "rate_limit_error",
+                500.. => "server_error",
+                _ => "invalid_request_error",
+            },
             ApiError::Store {
                 kind: StoreErrorKind::NoSpace | StoreErrorKind::Failed | StoreErrorKind::Busy,
                 ..
@@ -164,6 +178,7 @@ impl ApiError {
         match self {
             ApiError::InvalidRequest { param, .. } => param.as_deref(),
             ApiError::ModelNotFound(_) | ApiError::Store { .. } => Some("model"),
+            ApiError::Cloud(CloudError::BadRequest { param, .. }) => param.as_deref(),
             _ => None,
         }
     }
@@ -182,6 +197,9 @@ impl ApiError {
             ApiError::ClientTooSlow { .. } => Some("client_too_slow"),
             ApiError::Unauthorized => Some("invalid_admin_key"),
             ApiError::Conflict(_) => Some("conflict"),
+            // The label less its `cloud_` (`missing_api_key` reads better).
+            ApiError::Cloud(CloudError::MissingKey { .. }) => Some("missing_api_key"),
+            ApiError::Cloud(e) => Some(e.label().trim_start_matches("cloud_")),
             ApiError::Store { kind, .. } => Some(match kind {
                 StoreErrorKind::NotFound => "model_not_found",
                 StoreErrorKind::InUse => "model_in_use",
@@ -255,6 +273,9 @@ impl ResponseError for ApiError {
             },
             ApiError::RouterPull(_) => StatusCode::BAD_REQUEST,
             ApiError::Router(inner) => inner.status_code(),
+            ApiError::Cloud(e) => {
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_GATEWAY)
+            }
         }
     }
 
@@ -262,6 +283,16 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(self.status_code());
         if let Some(seconds) = self.retry_after() {
             response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        // The provider's own Retry-After, as it sent it (seconds or a date).
+        if let ApiError::Cloud(CloudError::Upstream {
+            retry_after: Some(value),
+            ..
+        }) = self
+        {
+            if let Ok(value) = header::HeaderValue::from_str(value) {
+                response.insert_header((header::RETRY_AFTER, value));
+            }
         }
         match self {
             ApiError::RouterPull(message) => response.json(serde_json::json!({ "error": message })),
@@ -354,6 +385,12 @@ impl From<ModelsError> for ApiError {
     }
 }
 
+impl From<CloudError> for ApiError {
+    fn from(e: CloudError) -> Self {
+        ApiError::Cloud(e)
+    }
+}
+
 impl From<&StoreError> for ApiError {
     fn from(e: &StoreError) -> Self {
         ApiError::Store {
@@ -384,16 +421,21 @@ pub fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error
         {
             ApiError::BodyTimeout
         }
-        JsonPayloadError::Deserialize(e) => ApiError::InvalidRequest {
-            message: short(&format!("Invalid JSON body: {e}")),
-            param: field_of(&e.to_string()),
-        },
+        JsonPayloadError::Deserialize(e) => invalid_body(e),
         _ => ApiError::InvalidRequest {
             message: "Could not read the request body".into(),
             param: None,
         },
     };
     api.into()
+}
+
+/// A body that is JSON but not the request's shape (a 400 naming the field).
+pub fn invalid_body(e: &serde_json::Error) -> ApiError {
+    ApiError::InvalidRequest {
+        message: short(&format!("Invalid JSON body: {e}")),
+        param: field_of(&e.to_string()),
+    }
 }
 
 /// The field a serde error names (``missing field `model` ``), for `param`.

@@ -1,13 +1,13 @@
 //! The HTTP endpoints. Each handler validates its body into a job, finds the
-//! model's client through its actor, and renders the worker's answer.
+//! model's client through its actor, and renders the worker's answer. A body
+//! whose model has a cloud prefix (`openai:`, …) goes to [`super::cloud`] first.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use llm_node_protocol::{Constraint, TokenLogprob, Usage};
 use serde_json::json;
 
 use super::chat::Plan;
-use super::disconnect;
-use super::error::ApiError;
+use super::error::{invalid_body, ApiError};
 use super::output::{self, Assembler};
 use super::response::{
     finish_reason, response_id, unix_now, ChatChoice, ChatCompletion, EmbeddingData, EmbeddingList,
@@ -19,15 +19,40 @@ use super::types::{
     ChatCompletionRequest, CompletionRequest, EmbeddingJob, EmbeddingRequest, EncodingFormat,
     GenerationJob,
 };
+use super::{cloud, disconnect};
+use crate::cloud::Api;
 use crate::models::{Lease, ModelEntry, ModelStatus};
 use crate::worker::{GenerationEvent, GenerationStream};
+
+/// The body as `T`, unless its model is a cloud one: then the cloud's answer.
+async fn local_or_cloud<T: serde::de::DeserializeOwned>(
+    req: &HttpRequest,
+    state: &AppState,
+    api: Api,
+    body: serde_json::Value,
+) -> Result<Result<T, HttpResponse>, ApiError> {
+    match cloud::route(state, body) {
+        Ok((route, body)) => {
+            let answer = cloud::answer(state, api, route, body);
+            Ok(Err(until_client_leaves(req, answer).await?))
+        }
+        Err(body) => Ok(Ok(
+            serde_json::from_value(body).map_err(|e| invalid_body(&e))?
+        )),
+    }
+}
 
 pub async fn chat_completions(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Json<ChatCompletionRequest>,
+    body: web::Json<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
-    let job = GenerationJob::try_from(body.into_inner())?;
+    let body: ChatCompletionRequest =
+        match local_or_cloud(&req, &state, Api::Chat, body.into_inner()).await? {
+            Ok(body) => body,
+            Err(answer) => return Ok(answer),
+        };
+    let job = GenerationJob::try_from(body)?;
     let answer = within_deadlines(&state, job.stream, generate(&state, job, ChunkKind::Chat));
     until_client_leaves(&req, answer).await
 }
@@ -35,9 +60,14 @@ pub async fn chat_completions(
 pub async fn completions(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Json<CompletionRequest>,
+    body: web::Json<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
-    let job = GenerationJob::try_from(body.into_inner())?;
+    let body: CompletionRequest =
+        match local_or_cloud(&req, &state, Api::Completions, body.into_inner()).await? {
+            Ok(body) => body,
+            Err(answer) => return Ok(answer),
+        };
+    let job = GenerationJob::try_from(body)?;
     let answer = within_deadlines(&state, job.stream, generate(&state, job, ChunkKind::Text));
     until_client_leaves(&req, answer).await
 }
@@ -330,10 +360,16 @@ async fn collect(
 }
 
 pub async fn embeddings(
+    req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Json<EmbeddingRequest>,
+    body: web::Json<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
-    let job = EmbeddingJob::try_from(body.into_inner())?;
+    let body: EmbeddingRequest =
+        match local_or_cloud(&req, &state, Api::Embeddings, body.into_inner()).await? {
+            Ok(body) => body,
+            Err(answer) => return Ok(answer),
+        };
+    let job = EmbeddingJob::try_from(body)?;
     let (model, client) = state.client(&job.model).await?;
     let started = std::time::Instant::now();
     let result = client.embed(job.inputs).await;
@@ -374,10 +410,11 @@ pub async fn embeddings(
 
 pub async fn list_models(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let statuses = state.models.statuses().await;
-    let data: Vec<_> = statuses
+    let mut data: Vec<_> = statuses
         .iter()
         .map(|(entry, status)| model_object(&state, entry, status))
         .collect();
+    data.extend(cloud::listed(&state));
     // What the router reads from its registration probe (contract §3.6).
     let (initializing, ready_models) =
         crate::router::readiness(statuses.iter().map(|(_, s)| &s.state));
@@ -392,6 +429,9 @@ pub async fn get_model(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
+    if let Some(listed) = cloud::listed(&state).into_iter().find(|m| m["id"] == id) {
+        return Ok(HttpResponse::Ok().json(listed));
+    }
     let entry = state.models.entry(&id)?;
     let status = state.models.status(&entry).await?;
     Ok(HttpResponse::Ok().json(model_object(&state, &entry, &status)))

@@ -4,6 +4,7 @@
 //!
 //! - [`routes`]: the whole route table ([`configure`]).
 //! - [`handlers`]: the OpenAI endpoints (chat, completions, embeddings, models).
+//! - [`cloud`]: cloud models by prefix on those endpoints (`openai:`, …).
 //! - [`admin`]: `/admin`, `/metrics`, readiness.
 //! - [`ollama`]: the store's Ollama routes (`/api/pull`, `/api/tags`, `/api/delete`).
 //! - [`router`]: llm-router's `/pull` and `/api/logs`.
@@ -21,6 +22,7 @@
 pub mod admin;
 pub mod body_timeout;
 pub mod chat;
+pub mod cloud;
 pub mod disconnect;
 pub mod error;
 pub mod handlers;

@@ -7,6 +7,7 @@ use actix_web::{web, HttpRequest};
 
 use super::error::ApiError;
 use super::response::unix_now;
+use crate::cloud::Cloud;
 use crate::models::{Lease, Models};
 
 /// Largest JSON body accepted.
@@ -31,6 +32,8 @@ pub struct AppState {
     pub limits: RequestLimits,
     /// Unix seconds when the node started; the `created` of every model.
     pub created: u64,
+    /// Cloud models by prefix; `None` serves local models only.
+    pub cloud: Option<Cloud>,
     /// Set at shutdown: readiness and new requests answer 503.
     draining: AtomicBool,
 }
@@ -45,8 +48,15 @@ impl AppState {
             models,
             limits,
             created: unix_now(),
+            cloud: None,
             draining: AtomicBool::new(false),
         }
+    }
+
+    /// Serves cloud models through `cloud`.
+    pub fn with_cloud(mut self, cloud: Cloud) -> Self {
+        self.cloud = Some(cloud);
+        self
     }
 
     /// Stop admitting new requests.
