@@ -3,4 +3,6 @@
 //!
 //! - `translate`: the contract every translated provider implements.
 
+pub mod anthropic;
+pub mod google;
 pub mod translate;

@@ -1,0 +1,159 @@
+//! The fake cloud providers (`fake_cloud/`) answer as documented, and the
+//! node's translations (`llm_node::cloud::{anthropic, google}`) read those
+//! answers: whole and streamed replies, tool calls, and each fault. The
+//! dispatcher's own end-to-end tests use the same fakes through the node.
+
+mod fake_cloud;
+
+use fake_cloud::anthropic::{self as fa, FakeAnthropic};
+use fake_cloud::google::{self as fg, FakeGoogle};
+use fake_cloud::Fault;
+use llm_node::cloud::anthropic::Anthropic;
+use llm_node::cloud::google::Google;
+use llm_node::cloud::translate::{Provider, SseEvent, TranslateError};
+use serde_json::{json, Value};
+
+fn chat(stream: bool, tools: bool) -> Value {
+    let mut r = json!({
+        "model": "x",
+        "messages": [{"role": "system", "content": "Be brief."},
+                     {"role": "user", "content": "Weather in SF?"}],
+        "stream": stream,
+    });
+    if tools {
+        r["tools"] = json!([{"type": "function", "function": {"name": "get_weather",
+            "parameters": {"type": "object", "properties": {"location": {"type": "string"}}}}}]);
+    }
+    r
+}
+
+/// Posts the translated request; `(status, retry-after, body)`.
+async fn post(
+    p: &dyn Provider,
+    base: &str,
+    openai: &Value,
+    model: &str,
+) -> (u16, Option<String>, Result<String, reqwest::Error>) {
+    let stream = openai["stream"] == json!(true);
+    let up = p.chat_request(openai, model, stream).unwrap();
+    let req = reqwest::Client::new()
+        .post(format!("{base}{}", up.path))
+        .json(&up.body);
+    let req = match p.name() {
+        "anthropic" => req
+            .header("x-api-key", fa::KEY)
+            .header("anthropic-version", "2023-06-01"),
+        _ => req.header("x-goog-api-key", fg::KEY),
+    };
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, retry, resp.text().await)
+}
+
+/// Splits an SSE body into events (LF or CRLF framing) and translates them.
+fn translate_stream(p: &dyn Provider, body: &str) -> Result<Vec<Value>, TranslateError> {
+    let body = body.replace("\r\n", "\n");
+    let mut s = p.chat_stream("m", true);
+    let mut out = Vec::new();
+    for block in body.split("\n\n").filter(|b| !b.trim().is_empty()) {
+        let event = block.lines().find_map(|l| l.strip_prefix("event: "));
+        let data: Vec<&str> = block
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .collect();
+        out.extend(s.feed(SseEvent {
+            event,
+            data: &data.join("\n"),
+        })?);
+    }
+    out.extend(s.finish()?);
+    Ok(out)
+}
+
+fn finish_reasons(chunks: &[Value]) -> Vec<String> {
+    chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["finish_reason"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[actix_rt::test]
+async fn fakes_serve_whole_and_streamed_answers_the_translations_read() {
+    let anthropic = FakeAnthropic::start();
+    let google = FakeGoogle::start();
+    let cases: [(&dyn Provider, String, &str); 2] = [
+        (&Anthropic, anthropic.url(), "claude-sonnet-4-5"),
+        (&Google, google.url(), "gemini-2.0-flash"),
+    ];
+    for (p, base, model) in cases {
+        for tools in [false, true] {
+            let (status, _, body) = post(p, &base, &chat(false, tools), model).await;
+            assert_eq!(status, 200, "{}", p.name());
+            let whole = p
+                .chat_response(serde_json::from_str(&body.unwrap()).unwrap(), "m")
+                .unwrap();
+            let want = if tools { "tool_calls" } else { "stop" };
+            assert_eq!(whole["choices"][0]["finish_reason"], want, "{}", p.name());
+
+            let (status, _, body) = post(p, &base, &chat(true, tools), model).await;
+            assert_eq!(status, 200);
+            let chunks = translate_stream(p, &body.unwrap()).unwrap();
+            assert_eq!(finish_reasons(&chunks), vec![want], "{}", p.name());
+            let last = chunks.last().unwrap();
+            assert_eq!(last["choices"], json!([]));
+            assert!(last["usage"]["total_tokens"].as_u64().unwrap() > 0);
+        }
+    }
+    let seen = anthropic.requests();
+    assert_eq!(seen.len(), 4);
+    assert_eq!(seen[0].body["system"], "Be brief.");
+    assert!(google.requests()[3].uri.ends_with(":streamGenerateContent?alt=sse"));
+    anthropic.stop().await;
+    google.stop().await;
+}
+
+#[actix_rt::test]
+async fn fakes_answer_faults_in_the_providers_error_shapes() {
+    let anthropic = FakeAnthropic::start();
+    let google = FakeGoogle::start();
+    let faults = [
+        (Fault::Unauthorized, 401, None),
+        (Fault::RateLimited { retry_after_secs: 7 }, 429, Some("7".to_owned())),
+        (Fault::ServerError, 500, None),
+    ];
+    for (fault, want_status, want_retry) in faults {
+        anthropic.set_fault(fault);
+        google.set_fault(fault);
+        for (p, base) in [
+            (&Anthropic as &dyn Provider, anthropic.url()),
+            (&Google, google.url()),
+        ] {
+            let (status, retry, body) = post(p, &base, &chat(false, false), "m").await;
+            assert_eq!((status, &retry), (want_status, &want_retry), "{}", p.name());
+            let message = p.error_message(status, &body.unwrap());
+            assert!(!message.starts_with('{'), "{message}");
+        }
+    }
+    anthropic.set_fault(Fault::CutStream { after_events: 3 });
+    google.set_fault(Fault::CutStream { after_events: 1 });
+    for (p, base) in [
+        (&Anthropic as &dyn Provider, anthropic.url()),
+        (&Google, google.url()),
+    ] {
+        let (status, _, body) = post(p, &base, &chat(true, false), "m").await;
+        assert_eq!(status, 200);
+        // The body either breaks off, or what came is not a whole stream.
+        if let Ok(body) = body {
+            assert!(matches!(
+                translate_stream(p, &body),
+                Err(TranslateError::Upstream(_))
+            ));
+        }
+    }
+    anthropic.stop().await;
+    google.stop().await;
+}
