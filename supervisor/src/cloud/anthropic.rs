@@ -153,13 +153,13 @@ fn request_body(openai: &Value, model: &str, stream: bool) -> Result<Value, Tran
             format!("`{field}` is not supported for Anthropic models"),
         ));
     }
-    let field = |k: &str| req.get(k).filter(|v| !v.is_null());
+    let field = |k: &str| field(req, k);
 
     let (mut system, messages) = messages(field("messages"))?;
     let mut body = Map::new();
     body.insert("model".into(), model.into());
     body.insert("messages".into(), messages);
-    body.insert("max_tokens".into(), max_tokens(&field)?.into());
+    body.insert("max_tokens".into(), max_tokens(req)?.into());
     if stream {
         body.insert("stream".into(), true.into());
     }
@@ -212,9 +212,14 @@ fn request_body(openai: &Value, model: &str, stream: bool) -> Result<Value, Tran
     Ok(Value::Object(body))
 }
 
-fn max_tokens(field: &dyn Fn(&str) -> Option<&Value>) -> Result<u64, TranslateError> {
+/// A field of the request, `null` counting as absent.
+fn field<'a>(req: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    req.get(name).filter(|v| !v.is_null())
+}
+
+fn max_tokens(req: &Map<String, Value>) -> Result<u64, TranslateError> {
     for name in ["max_completion_tokens", "max_tokens"] {
-        if let Some(v) = field(name) {
+        if let Some(v) = field(req, name) {
             return v
                 .as_u64()
                 .filter(|n| *n > 0)

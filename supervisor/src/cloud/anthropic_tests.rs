@@ -328,7 +328,7 @@ fn text_events(stop_reason: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn borrowed(events: &[(&'static str, String)]) -> Vec<(&'static str, &str)> {
+fn borrowed<'a>(events: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     events.iter().map(|(e, d)| (*e, d.as_str())).collect()
 }
 

@@ -217,7 +217,7 @@ fn request_body(openai: &Value) -> Result<Value, TranslateError> {
             format!("`{field}` is not supported for Google models"),
         ));
     }
-    let field = |k: &str| req.get(k).filter(|v| !v.is_null());
+    let field = |k: &str| req.get(k).filter(|v: &&Value| !v.is_null());
 
     let (system, contents) = contents(field("messages"))?;
     let mut body = Map::new();
