@@ -56,8 +56,16 @@ async fn post(
 
 /// Splits an SSE body into events (LF or CRLF framing) and translates them.
 fn translate_stream(p: &dyn Provider, body: &str) -> Result<Vec<Value>, TranslateError> {
+    translate_stream_with(p, body, true)
+}
+
+fn translate_stream_with(
+    p: &dyn Provider,
+    body: &str,
+    include_usage: bool,
+) -> Result<Vec<Value>, TranslateError> {
     let body = body.replace("\r\n", "\n");
-    let mut s = p.chat_stream("m", true);
+    let mut s = p.chat_stream("m", include_usage);
     let mut out = Vec::new();
     for block in body.split("\n\n").filter(|b| !b.trim().is_empty()) {
         let event = block.lines().find_map(|l| l.strip_prefix("event: "));
@@ -111,7 +119,9 @@ async fn fakes_serve_whole_and_streamed_answers_the_translations_read() {
     let seen = anthropic.requests();
     assert_eq!(seen.len(), 4);
     assert_eq!(seen[0].body["system"], "Be brief.");
-    assert!(google.requests()[3].uri.ends_with(":streamGenerateContent?alt=sse"));
+    assert!(google.requests()[3]
+        .uri
+        .ends_with(":streamGenerateContent?alt=sse"));
     anthropic.stop().await;
     google.stop().await;
 }
@@ -122,7 +132,13 @@ async fn fakes_answer_faults_in_the_providers_error_shapes() {
     let google = FakeGoogle::start();
     let faults = [
         (Fault::Unauthorized, 401, None),
-        (Fault::RateLimited { retry_after_secs: 7 }, 429, Some("7".to_owned())),
+        (
+            Fault::RateLimited {
+                retry_after_secs: 7,
+            },
+            429,
+            Some("7".to_owned()),
+        ),
         (Fault::ServerError, 500, None),
     ];
     for (fault, want_status, want_retry) in faults {
@@ -156,4 +172,93 @@ async fn fakes_answer_faults_in_the_providers_error_shapes() {
     }
     anthropic.stop().await;
     google.stop().await;
+}
+
+fn venv_python() -> String {
+    let cache = std::env::var("LLM_NODE_CACHE").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/llm-node",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    let python = format!("{cache}/venv/bin/python");
+    assert!(
+        std::path::Path::new(&python).is_file(),
+        "no Python client environment at {python}: run scripts/setup.sh (the README's test command does)"
+    );
+    python
+}
+
+/// The chunks translated from each fake's streams, framed as the dispatcher
+/// frames them (`data: …` then `data: [DONE]`), are read by the unmodified
+/// `openai` SDK (tests/python/openai_cloud_chunks.py): its raw iterator and
+/// its accumulating `stream()` helper.
+#[actix_rt::test]
+async fn the_openai_sdk_reads_the_translated_streams() {
+    let python = venv_python();
+    let anthropic = FakeAnthropic::start();
+    let google = FakeGoogle::start();
+    let dir = tempfile::tempdir().unwrap();
+    let weather = json!([{"name": "get_weather", "arguments": {"location": "San Francisco, CA"}}]);
+    let cases: [(&dyn Provider, String, &str, [Value; 2], [Value; 2]); 2] = [
+        (
+            &Anthropic,
+            anthropic.url(),
+            "claude-sonnet-4-5",
+            [json!(fa::TEXT), json!("I'll look that up.")],
+            [
+                json!({"prompt_tokens": 25, "completion_tokens": 15, "total_tokens": 40}),
+                json!({"prompt_tokens": 25, "completion_tokens": 15, "total_tokens": 40}),
+            ],
+        ),
+        (
+            &Google,
+            google.url(),
+            "gemini-2.0-flash",
+            [json!(fg::TEXT.concat()), json!("")],
+            [
+                json!({"prompt_tokens": 9, "completion_tokens": 11, "total_tokens": 20}),
+                json!({"prompt_tokens": 9, "completion_tokens": 7, "total_tokens": 16}),
+            ],
+        ),
+    ];
+    for (p, base, model, contents, usages) in cases {
+        for (t, tools) in [false, true].into_iter().enumerate() {
+            let (_, _, body) = post(p, &base, &chat(true, tools), model).await;
+            let body = body.unwrap();
+            for include_usage in [false, true] {
+                let chunks = translate_stream_with(p, &body, include_usage).unwrap();
+                let mut sse: String = chunks.iter().map(|c| format!("data: {c}\n\n")).collect();
+                sse.push_str("data: [DONE]\n\n");
+                let name = format!("{}-tools{tools}-usage{include_usage}", p.name());
+                let want = json!({
+                    "content": contents[t],
+                    "tool_calls": if tools { weather.clone() } else { json!([]) },
+                    "finish_reason": if tools { "tool_calls" } else { "stop" },
+                    "usage": if include_usage { usages[t].clone() } else { Value::Null },
+                });
+                std::fs::write(dir.path().join(format!("{name}.sse")), sse).unwrap();
+                std::fs::write(dir.path().join(format!("{name}.json")), want.to_string()).unwrap();
+            }
+        }
+    }
+    anthropic.stop().await;
+    google.stop().await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/python/openai_cloud_chunks.py"
+    );
+    let out = tokio::process::Command::new(python)
+        .arg(script)
+        .arg(dir.path())
+        .output()
+        .await
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("all checks passed (8 streams)"),
+        "openai_cloud_chunks.py failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
 }

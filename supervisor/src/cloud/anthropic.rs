@@ -165,7 +165,10 @@ fn request_body(openai: &Value, model: &str, stream: bool) -> Result<Value, Tran
     }
     if let Some(n) = field("n") {
         if n.as_u64() != Some(1) {
-            return Err(bad("n", "Anthropic models return one choice: `n` must be 1"));
+            return Err(bad(
+                "n",
+                "Anthropic models return one choice: `n` must be 1",
+            ));
         }
     }
     if let Some(t) = field("temperature") {
@@ -233,7 +236,10 @@ fn stop_sequences(stop: &Value) -> Result<Value, TranslateError> {
     match stop {
         Value::String(s) => Ok(json!([s])),
         Value::Array(items) if items.iter().all(Value::is_string) => Ok(stop.clone()),
-        _ => Err(bad("stop", "`stop` must be a string or an array of strings")),
+        _ => Err(bad(
+            "stop",
+            "`stop` must be a string or an array of strings",
+        )),
     }
 }
 
@@ -305,7 +311,10 @@ fn text_only(content: Option<&Value>, param: &str) -> Result<String, TranslateEr
             })
             .collect::<Result<Vec<_>, _>>()
             .map(|t| t.join("")),
-        Some(_) => Err(bad(param, "`content` must be a string or an array of parts")),
+        Some(_) => Err(bad(
+            param,
+            "`content` must be a string or an array of parts",
+        )),
     }
 }
 
@@ -313,7 +322,10 @@ fn user_blocks(content: Option<&Value>, param: &str) -> Result<Vec<Value>, Trans
     match content {
         Some(Value::String(s)) => Ok(vec![json!({ "type": "text", "text": s })]),
         Some(Value::Array(parts)) => parts.iter().map(|p| user_part(p, param)).collect(),
-        _ => Err(bad(param, "`content` must be a string or an array of parts")),
+        _ => Err(bad(
+            param,
+            "`content` must be a string or an array of parts",
+        )),
     }
 }
 
@@ -369,11 +381,11 @@ fn assistant_blocks(m: &Value, i: usize) -> Result<Vec<Value>, TranslateError> {
             .unwrap_or("{}");
         let input: Value = serde_json::from_str(if args.trim().is_empty() { "{}" } else { args })
             .map_err(|_| {
-                bad(
-                    format!("{param}.function.arguments"),
-                    "`arguments` is not valid JSON",
-                )
-            })?;
+            bad(
+                format!("{param}.function.arguments"),
+                "`arguments` is not valid JSON",
+            )
+        })?;
         blocks.push(json!({ "type": "tool_use", "id": id, "name": name, "input": input }));
     }
     if blocks.is_empty() {
@@ -387,7 +399,12 @@ fn tool_result(m: &Value, i: usize) -> Result<Value, TranslateError> {
     let id = m
         .get("tool_call_id")
         .and_then(Value::as_str)
-        .ok_or_else(|| bad(format!("messages[{i}].tool_call_id"), "`tool_call_id` is missing"))?;
+        .ok_or_else(|| {
+            bad(
+                format!("messages[{i}].tool_call_id"),
+                "`tool_call_id` is missing",
+            )
+        })?;
     let content = text_only(m.get("content"), &format!("messages[{i}].content"))?;
     Ok(json!({ "type": "tool_result", "tool_use_id": id, "content": content }))
 }
@@ -471,10 +488,14 @@ fn usage(input: u64, output: u64) -> Value {
 }
 
 fn input_tokens(u: &Value) -> u64 {
-    ["input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"]
-        .iter()
-        .filter_map(|k| u.get(*k).and_then(Value::as_u64))
-        .sum()
+    [
+        "input_tokens",
+        "cache_creation_input_tokens",
+        "cache_read_input_tokens",
+    ]
+    .iter()
+    .filter_map(|k| u.get(*k).and_then(Value::as_u64))
+    .sum()
 }
 
 fn response(up: &Value, model: &str, created: u64) -> Result<Value, TranslateError> {
@@ -581,7 +602,9 @@ impl AnthropicStream {
         let kind = ev.get("type").and_then(Value::as_str).unwrap_or_default();
         let index = ev.get("index").and_then(Value::as_u64).unwrap_or(0);
         if kind != "message_start" && kind != "ping" && kind != "error" && !self.started {
-            return Err(upstream(format!("Anthropic sent `{kind}` before message_start")));
+            return Err(upstream(format!(
+                "Anthropic sent `{kind}` before message_start"
+            )));
         }
         Ok(match kind {
             "message_start" => {
@@ -593,7 +616,10 @@ impl AnthropicStream {
                 self.input_tokens = input_tokens(u);
                 self.output_tokens = u.get("output_tokens").and_then(Value::as_u64).unwrap_or(0);
                 self.started = true;
-                vec![self.chunk(json!({ "role": "assistant", "content": "", "refusal": null }), None)]
+                vec![self.chunk(
+                    json!({ "role": "assistant", "content": "", "refusal": null }),
+                    None,
+                )]
             }
             "content_block_start" => {
                 let block = ev.get("content_block").unwrap_or(&Value::Null);
@@ -626,7 +652,10 @@ impl AnthropicStream {
                         vec![self.chunk(json!({ "content": t }), None)]
                     }
                     Some("input_json_delta") => {
-                        let part = delta.get("partial_json").and_then(Value::as_str).unwrap_or("");
+                        let part = delta
+                            .get("partial_json")
+                            .and_then(Value::as_str)
+                            .unwrap_or("");
                         match self.tools.get(&index) {
                             Some(at) if !part.is_empty() => vec![self.chunk(
                                 json!({ "tool_calls": [{ "index": at, "function": { "arguments": part } }] }),

@@ -177,11 +177,17 @@ fn unsupported_requests_name_the_param() {
         (json!({"messages": user, "n": 2}), "n"),
         (json!({"messages": user, "seed": 1}), "seed"),
         (json!({"messages": user, "logprobs": true}), "logprobs"),
-        (json!({"messages": user, "frequency_penalty": 0.5}), "frequency_penalty"),
+        (
+            json!({"messages": user, "frequency_penalty": 0.5}),
+            "frequency_penalty",
+        ),
         (json!({"messages": user, "temperature": 1.5}), "temperature"),
         (json!({"messages": user, "stop": 3}), "stop"),
         (json!({"messages": []}), "messages"),
-        (json!({"messages": [{"role": "robot", "content": "x"}]}), "messages[0].role"),
+        (
+            json!({"messages": [{"role": "robot", "content": "x"}]}),
+            "messages[0].role",
+        ),
         (
             json!({"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]}),
             "messages[0].content",
@@ -197,7 +203,11 @@ fn unsupported_requests_name_the_param() {
         ),
     ];
     for (r, param) in cases {
-        assert_eq!(param_of(req(r.clone()).unwrap_err()), Some(param.into()), "{r}");
+        assert_eq!(
+            param_of(req(r.clone()).unwrap_err()),
+            Some(param.into()),
+            "{r}"
+        );
     }
     // Harmless or null fields pass.
     req(json!({"messages": user, "n": 1, "seed": null, "store": false})).unwrap();
@@ -368,18 +378,54 @@ fn tool_use_stream_gives_ids_names_and_argument_fragments() {
     // The documented tool-use stream, with two tool_use blocks after a text block.
     let events = [
         START,
-        ("content_block_start", r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#),
-        ("content_block_delta", r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Checking."}}"#),
-        ("content_block_stop", r#"{"type":"content_block_stop","index":0}"#),
-        ("content_block_start", r#"{"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_a","name":"get_weather","input":{}}}"#),
-        ("content_block_delta", r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":""}}"#),
-        ("content_block_delta", r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"location\": \"San Fra"}}"#),
-        ("content_block_delta", r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"ncisco\"}"}}"#),
-        ("content_block_stop", r#"{"type":"content_block_stop","index":1}"#),
-        ("content_block_start", r#"{"type":"content_block_start","index":2,"content_block":{"type":"tool_use","id":"toolu_b","name":"get_time","input":{}}}"#),
-        ("content_block_delta", r#"{"type":"content_block_delta","index":2,"delta":{"type":"input_json_delta","partial_json":"{}"}}"#),
-        ("content_block_stop", r#"{"type":"content_block_stop","index":2}"#),
-        ("message_delta", r#"{"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":89}}"#),
+        (
+            "content_block_start",
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+        ),
+        (
+            "content_block_delta",
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Checking."}}"#,
+        ),
+        (
+            "content_block_stop",
+            r#"{"type":"content_block_stop","index":0}"#,
+        ),
+        (
+            "content_block_start",
+            r#"{"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_a","name":"get_weather","input":{}}}"#,
+        ),
+        (
+            "content_block_delta",
+            r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":""}}"#,
+        ),
+        (
+            "content_block_delta",
+            r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"location\": \"San Fra"}}"#,
+        ),
+        (
+            "content_block_delta",
+            r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"ncisco\"}"}}"#,
+        ),
+        (
+            "content_block_stop",
+            r#"{"type":"content_block_stop","index":1}"#,
+        ),
+        (
+            "content_block_start",
+            r#"{"type":"content_block_start","index":2,"content_block":{"type":"tool_use","id":"toolu_b","name":"get_time","input":{}}}"#,
+        ),
+        (
+            "content_block_delta",
+            r#"{"type":"content_block_delta","index":2,"delta":{"type":"input_json_delta","partial_json":"{}"}}"#,
+        ),
+        (
+            "content_block_stop",
+            r#"{"type":"content_block_stop","index":2}"#,
+        ),
+        (
+            "message_delta",
+            r#"{"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":89}}"#,
+        ),
         STOP,
     ];
     let call = |i: u64, id: &str, name: &str| {
@@ -414,7 +460,10 @@ fn tool_use_stream_gives_ids_names_and_argument_fragments() {
 fn error_event_fails_the_stream() {
     let events = [
         START,
-        ("error", r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#),
+        (
+            "error",
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+        ),
     ];
     assert_eq!(
         run(&events, false).unwrap_err(),

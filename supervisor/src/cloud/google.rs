@@ -247,7 +247,12 @@ fn request_body(openai: &Value) -> Result<Value, TranslateError> {
         let stops = match stop {
             Value::String(s) => json!([s]),
             Value::Array(a) if a.iter().all(Value::is_string) => stop.clone(),
-            _ => return Err(bad("stop", "`stop` must be a string or an array of strings")),
+            _ => {
+                return Err(bad(
+                    "stop",
+                    "`stop` must be a string or an array of strings",
+                ))
+            }
         };
         config.insert("stopSequences".into(), stops);
     }
@@ -301,7 +306,10 @@ pub fn clean_schema(schema: &Value, param: &str) -> Result<Value, TranslateError
         return Ok(schema.clone());
     };
     if obj.contains_key("$ref") {
-        return Err(bad(param, "schemas with `$ref` are not supported by Google models"));
+        return Err(bad(
+            param,
+            "schemas with `$ref` are not supported by Google models",
+        ));
     }
     let mut out = Map::new();
     for (k, v) in obj {
@@ -438,19 +446,29 @@ fn parts(content: Option<&Value>, param: &str, images: bool) -> Result<Vec<Value
         Some(Value::Array(items)) => items
             .iter()
             .map(|p| match p.get("type").and_then(Value::as_str) {
-                Some("text") => Ok(json!({ "text": p.get("text").and_then(Value::as_str).unwrap_or("") })),
+                Some("text") => {
+                    Ok(json!({ "text": p.get("text").and_then(Value::as_str).unwrap_or("") }))
+                }
                 Some("image_url") if images => {
-                    let url = p.pointer("/image_url/url").and_then(Value::as_str).unwrap_or("");
+                    let url = p
+                        .pointer("/image_url/url")
+                        .and_then(Value::as_str)
+                        .unwrap_or("");
                     let (mime, data) = url
                         .strip_prefix("data:")
                         .and_then(|r| r.split_once(";base64,"))
-                        .ok_or_else(|| bad(param, "Google models take images as data: URLs only"))?;
+                        .ok_or_else(|| {
+                            bad(param, "Google models take images as data: URLs only")
+                        })?;
                     Ok(json!({ "inlineData": { "mimeType": mime, "data": data } }))
                 }
                 _ => Err(bad(param, "unsupported content part")),
             })
             .collect(),
-        Some(_) => Err(bad(param, "`content` must be a string or an array of parts")),
+        Some(_) => Err(bad(
+            param,
+            "`content` must be a string or an array of parts",
+        )),
     }
 }
 
@@ -544,7 +562,12 @@ fn usage(meta: &Value) -> Value {
 fn candidate_parts(c: &Value) -> (String, Vec<(String, String)>) {
     let mut text = String::new();
     let mut calls = Vec::new();
-    for p in c.pointer("/content/parts").and_then(Value::as_array).into_iter().flatten() {
+    for p in c
+        .pointer("/content/parts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         if p.get("thought").and_then(Value::as_bool) == Some(true) {
             continue;
         }
@@ -552,7 +575,11 @@ fn candidate_parts(c: &Value) -> (String, Vec<(String, String)>) {
             text.push_str(t);
         }
         if let Some(f) = p.get("functionCall") {
-            let name = f.get("name").and_then(Value::as_str).unwrap_or("").to_owned();
+            let name = f
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
             let args = f.get("args").cloned().unwrap_or_else(|| json!({}));
             calls.push((name, args.to_string()));
         }
@@ -568,7 +595,10 @@ fn candidates(up: &Value) -> Result<&[Value], TranslateError> {
     if !up.is_object() {
         return Err(upstream("Google's answer is not a GenerateContentResponse"));
     }
-    Ok(up.get("candidates").and_then(Value::as_array).map_or(&[], Vec::as_slice))
+    Ok(up
+        .get("candidates")
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice))
 }
 
 fn response(up: &Value, model: &str, ids: &Ids) -> Result<Value, TranslateError> {
@@ -594,7 +624,10 @@ fn response(up: &Value, model: &str, ids: &Ids) -> Result<Value, TranslateError>
             message["tool_calls"] = calls.into();
         }
         let called = message.get("tool_calls").is_some();
-        let reason = c.get("finishReason").and_then(Value::as_str).unwrap_or("STOP");
+        let reason = c
+            .get("finishReason")
+            .and_then(Value::as_str)
+            .unwrap_or("STOP");
         choices.push(json!({
             "index": c.get("index").and_then(Value::as_u64).unwrap_or(pos as u64),
             "message": message,

@@ -27,11 +27,17 @@ fn param_of(e: TranslateError) -> Option<String> {
 fn paths_for_whole_and_streamed_answers() {
     let r = json!({"messages": [{"role": "user", "content": "x"}]});
     assert_eq!(
-        Google.chat_request(&r, "gemini-2.0-flash", false).unwrap().path,
+        Google
+            .chat_request(&r, "gemini-2.0-flash", false)
+            .unwrap()
+            .path,
         "/v1beta/models/gemini-2.0-flash:generateContent"
     );
     assert_eq!(
-        Google.chat_request(&r, "gemini-2.0-flash", true).unwrap().path,
+        Google
+            .chat_request(&r, "gemini-2.0-flash", true)
+            .unwrap()
+            .path,
         "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse"
     );
 }
@@ -170,10 +176,19 @@ fn unsupported_requests_name_the_param() {
     let user = json!([{"role": "user", "content": "x"}]);
     let cases = [
         (json!({"messages": user, "logprobs": true}), "logprobs"),
-        (json!({"messages": user, "logit_bias": {"1": 2}}), "logit_bias"),
-        (json!({"messages": user, "temperature": "hot"}), "temperature"),
+        (
+            json!({"messages": user, "logit_bias": {"1": 2}}),
+            "logit_bias",
+        ),
+        (
+            json!({"messages": user, "temperature": "hot"}),
+            "temperature",
+        ),
         (json!({"messages": user, "stop": [1]}), "stop"),
-        (json!({"messages": user, "tool_choice": "sometimes"}), "tool_choice"),
+        (
+            json!({"messages": user, "tool_choice": "sometimes"}),
+            "tool_choice",
+        ),
         (
             json!({"messages": user, "response_format": {"type": "json_schema",
                 "json_schema": {"schema": {"$ref": "#/$defs/a"}}}}),
@@ -188,10 +203,17 @@ fn unsupported_requests_name_the_param() {
             json!({"messages": [{"role": "tool", "tool_call_id": "nope", "content": "1"}]}),
             "messages[0].tool_call_id",
         ),
-        (json!({"messages": user, "tools": [{"type": "code_interpreter"}]}), "tools[0]"),
+        (
+            json!({"messages": user, "tools": [{"type": "code_interpreter"}]}),
+            "tools[0]",
+        ),
     ];
     for (r, param) in cases {
-        assert_eq!(param_of(req(r.clone()).unwrap_err()), Some(param.into()), "{r}");
+        assert_eq!(
+            param_of(req(r.clone()).unwrap_err()),
+            Some(param.into()),
+            "{r}"
+        );
     }
 }
 
@@ -239,7 +261,11 @@ fn blocked_prompt_and_error_bodies() {
         Err(TranslateError::Upstream(_))
     ));
     assert_eq!(
-        response(&json!({"error": {"code": 400, "message": "bad", "status": "INVALID_ARGUMENT"}}), "m", &ids()),
+        response(
+            &json!({"error": {"code": 400, "message": "bad", "status": "INVALID_ARGUMENT"}}),
+            "m",
+            &ids()
+        ),
         Err(TranslateError::Upstream("bad".into()))
     );
 }
@@ -263,8 +289,14 @@ fn finish_reason_table() {
 #[test]
 fn error_message_reads_the_documented_shape() {
     let body = r#"{"error":{"code":429,"message":"Resource has been exhausted","status":"RESOURCE_EXHAUSTED"}}"#;
-    assert_eq!(Google.error_message(429, body), "Resource has been exhausted");
-    assert_eq!(Google.error_message(429, &format!("[{body}]")), "Resource has been exhausted");
+    assert_eq!(
+        Google.error_message(429, body),
+        "Resource has been exhausted"
+    );
+    assert_eq!(
+        Google.error_message(429, &format!("[{body}]")),
+        "Resource has been exhausted"
+    );
     assert_eq!(Google.error_message(500, "oops"), "oops");
 }
 
@@ -333,10 +365,18 @@ fn function_call_stream_gives_whole_calls_and_tool_calls_finish() {
         run(&events, false).unwrap(),
         vec![
             role(0),
-            chunk(0, json!({"tool_calls": [{"index": 0, "id": "call_x0", "type": "function",
-                "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]}), Value::Null),
-            chunk(0, json!({"tool_calls": [{"index": 1, "id": "call_x1", "type": "function",
-                "function": {"name": "get_time", "arguments": "{}"}}]}), Value::Null),
+            chunk(
+                0,
+                json!({"tool_calls": [{"index": 0, "id": "call_x0", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]}),
+                Value::Null
+            ),
+            chunk(
+                0,
+                json!({"tool_calls": [{"index": 1, "id": "call_x1", "type": "function",
+                "function": {"name": "get_time", "arguments": "{}"}}]}),
+                Value::Null
+            ),
             chunk(0, json!({}), json!("tool_calls")),
         ]
     );
@@ -376,7 +416,10 @@ fn error_event_and_cut_stream_fail() {
             "cut at {cut}"
         );
     }
-    assert!(matches!(run(&["not json"], false), Err(TranslateError::Upstream(_))));
+    assert!(matches!(
+        run(&["not json"], false),
+        Err(TranslateError::Upstream(_))
+    ));
 }
 
 #[test]

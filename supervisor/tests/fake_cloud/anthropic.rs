@@ -101,11 +101,19 @@ async fn messages(state: web::Data<Shared>, req: HttpRequest, body: web::Bytes) 
         return error(401, "authentication_error", "invalid x-api-key");
     }
     if seen.header("anthropic-version").is_none() {
-        return error(400, "invalid_request_error", "anthropic-version header is required");
+        return error(
+            400,
+            "invalid_request_error",
+            "anthropic-version header is required",
+        );
     }
     match fault {
         Fault::RateLimited { retry_after_secs } => {
-            let mut r = error(429, "rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit");
+            let mut r = error(
+                429,
+                "rate_limit_error",
+                "Number of request tokens has exceeded your per-minute rate limit",
+            );
             r.headers_mut().insert(
                 actix_web::http::header::RETRY_AFTER,
                 retry_after_secs.to_string().parse().unwrap(),
@@ -117,9 +125,14 @@ async fn messages(state: web::Data<Shared>, req: HttpRequest, body: web::Bytes) 
     }
     let b = &seen.body;
     let (Some(model), Some(_)) = (b["model"].as_str(), b["max_tokens"].as_u64()) else {
-        return error(400, "invalid_request_error", "model and max_tokens are required");
+        return error(
+            400,
+            "invalid_request_error",
+            "model and max_tokens are required",
+        );
     };
-    let tool = wants_tool_call(b, "tool_result").then(|| b["tools"][0]["name"].as_str().unwrap_or("tool").to_owned());
+    let tool = wants_tool_call(b, "tool_result")
+        .then(|| b["tools"][0]["name"].as_str().unwrap_or("tool").to_owned());
     if b["stream"] == json!(true) {
         let cut = match fault {
             Fault::CutStream { after_events } => Some(after_events),
@@ -162,36 +175,64 @@ fn event(name: &str, data: Value) -> String {
 /// The documented streamed answer, framed as SSE.
 pub fn stream_events(model: &str, tool: Option<&str>) -> Vec<String> {
     let mut out = vec![
-        event("message_start", json!({"type": "message_start", "message": {
+        event(
+            "message_start",
+            json!({"type": "message_start", "message": {
             "id": "msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY", "type": "message", "role": "assistant",
             "content": [], "model": model, "stop_reason": null, "stop_sequence": null,
-            "usage": {"input_tokens": 25, "output_tokens": 1}}})),
-        event("content_block_start", json!({"type": "content_block_start", "index": 0,
-            "content_block": {"type": "text", "text": ""}})),
+            "usage": {"input_tokens": 25, "output_tokens": 1}}}),
+        ),
+        event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0,
+            "content_block": {"type": "text", "text": ""}}),
+        ),
         event("ping", json!({"type": "ping"})),
     ];
-    let text: &[&str] = if tool.is_some() { &["I'll look ", "that up."] } else { &["Hello! ", "How can I help?"] };
+    let text: &[&str] = if tool.is_some() {
+        &["I'll look ", "that up."]
+    } else {
+        &["Hello! ", "How can I help?"]
+    };
     for t in text {
-        out.push(event("content_block_delta", json!({"type": "content_block_delta", "index": 0,
-            "delta": {"type": "text_delta", "text": t}})));
+        out.push(event(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "text_delta", "text": t}}),
+        ));
     }
-    out.push(event("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
+    out.push(event(
+        "content_block_stop",
+        json!({"type": "content_block_stop", "index": 0}),
+    ));
     let stop = match tool {
         Some(name) => {
-            out.push(event("content_block_start", json!({"type": "content_block_start", "index": 1,
+            out.push(event(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 1,
                 "content_block": {"type": "tool_use", "id": "toolu_01T1x1fJ34qAmk2tNTrN7Up6",
-                                  "name": name, "input": {}}})));
+                                  "name": name, "input": {}}}),
+            ));
             for part in ["", "{\"location\":", " \"San Francisco, CA\"}"] {
-                out.push(event("content_block_delta", json!({"type": "content_block_delta", "index": 1,
-                    "delta": {"type": "input_json_delta", "partial_json": part}})));
+                out.push(event(
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": 1,
+                    "delta": {"type": "input_json_delta", "partial_json": part}}),
+                ));
             }
-            out.push(event("content_block_stop", json!({"type": "content_block_stop", "index": 1})));
+            out.push(event(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": 1}),
+            ));
             "tool_use"
         }
         None => "end_turn",
     };
-    out.push(event("message_delta", json!({"type": "message_delta",
-        "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": 15}})));
+    out.push(event(
+        "message_delta",
+        json!({"type": "message_delta",
+        "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": 15}}),
+    ));
     out.push(event("message_stop", json!({"type": "message_stop"})));
     out
 }

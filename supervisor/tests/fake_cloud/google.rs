@@ -106,14 +106,26 @@ async fn generate(
         .split('&')
         .find_map(|kv| kv.strip_prefix("key="));
     if seen.header("x-goog-api-key").or(query_key) != Some(KEY) {
-        return error(400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.");
+        return error(
+            400,
+            "INVALID_ARGUMENT",
+            "API key not valid. Please pass a valid API key.",
+        );
     }
     match fault {
         Fault::Unauthorized => {
-            return error(401, "UNAUTHENTICATED", "Request had invalid authentication credentials.")
+            return error(
+                401,
+                "UNAUTHENTICATED",
+                "Request had invalid authentication credentials.",
+            )
         }
         Fault::RateLimited { retry_after_secs } => {
-            let mut r = error(429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota).");
+            let mut r = error(
+                429,
+                "RESOURCE_EXHAUSTED",
+                "Resource has been exhausted (e.g. check quota).",
+            );
             r.headers_mut().insert(
                 actix_web::http::header::RETRY_AFTER,
                 retry_after_secs.to_string().parse().unwrap(),
@@ -126,8 +138,17 @@ async fn generate(
     let Some((model, action)) = call.split_once(':') else {
         return error(404, "NOT_FOUND", "Method not found.");
     };
-    if seen.body.get("contents").and_then(Value::as_array).is_none_or(Vec::is_empty) {
-        return error(400, "INVALID_ARGUMENT", "* GenerateContentRequest.contents: contents is not specified");
+    if seen
+        .body
+        .get("contents")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty)
+    {
+        return error(
+            400,
+            "INVALID_ARGUMENT",
+            "* GenerateContentRequest.contents: contents is not specified",
+        );
     }
     let tool = wants_tool_call(&seen.body, "functionResponse").then(|| {
         seen.body["tools"][0]["functionDeclarations"][0]["name"]
@@ -185,8 +206,10 @@ pub fn whole(model: &str, tool: Option<&str>) -> Value {
 
 /// The documented streamed answer: one `GenerateContentResponse` per event.
 pub fn stream_chunks(model: &str, tool: Option<&str>) -> Vec<Value> {
-    let chunk = |c: Value, n: u64| json!({ "candidates": [c], "usageMetadata": usage(n),
-                                           "modelVersion": model });
+    let chunk = |c: Value, n: u64| {
+        json!({ "candidates": [c], "usageMetadata": usage(n),
+                                           "modelVersion": model })
+    };
     match tool {
         Some(name) => vec![chunk(candidate(json!([call_part(name)]), Some("STOP")), 7)],
         None => vec![

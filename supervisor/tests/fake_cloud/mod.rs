@@ -83,9 +83,9 @@ pub(crate) fn sse(events: Vec<String>, cut_after: Option<usize>) -> HttpResponse
     });
     // An error item makes actix abort the chunked body: the client sees a
     // connection dropped mid-stream, not a clean end.
-    let tail = stream::iter(cut.then(|| {
-        Err::<Bytes, _>(actix_web::error::ErrorInternalServerError("cut"))
-    }));
+    let tail = stream::iter(
+        cut.then(|| Err::<Bytes, _>(actix_web::error::ErrorInternalServerError("cut"))),
+    );
     HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("cache-control", "no-cache"))
