@@ -200,7 +200,9 @@ async fn the_openai_sdk_reads_the_translated_streams() {
     let google = FakeGoogle::start();
     let dir = tempfile::tempdir().unwrap();
     let weather = json!([{"name": "get_weather", "arguments": {"location": "San Francisco, CA"}}]);
-    let cases: [(&dyn Provider, String, &str, [Value; 2], [Value; 2]); 2] = [
+    // (provider, base URL, model, contents and usages without / with tools)
+    type Case<'a> = (&'a dyn Provider, String, &'a str, [Value; 2], [Value; 2]);
+    let cases: [Case; 2] = [
         (
             &Anthropic,
             anthropic.url(),
