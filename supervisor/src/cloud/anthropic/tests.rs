@@ -1,5 +1,7 @@
 //! Tests of `anthropic.rs` on the documented Messages API shapes.
 
+use serde_json::json;
+
 use super::*;
 
 fn req(openai: Value) -> Result<Value, TranslateError> {

@@ -1,5 +1,7 @@
 //! Tests of `google.rs` on the documented Gemini API shapes.
 
+use serde_json::json;
+
 use super::*;
 
 fn ids() -> Ids {
