@@ -92,10 +92,14 @@ pub(crate) fn sse(events: Vec<String>, cut_after: Option<usize>) -> HttpResponse
         .streaming(futures_util::StreamExt::chain(body, tail))
 }
 
-/// Does the last message of an OpenAI-shaped `messages`-or-`contents` list
-/// already carry a tool result? (Then the fakes answer with text.)
+/// Should the fake answer with a tool call? Yes when the provider request
+/// offers tools, does not forbid them (Anthropic `tool_choice.type: none`,
+/// Gemini mode `NONE`), and holds no tool result yet (`results_key`:
+/// `tool_result` or `functionResponse`).
 pub(crate) fn wants_tool_call(body: &Value, results_key: &str) -> bool {
     let offered = body.get("tools").is_some_and(|t| !t.is_null());
+    let forbidden = body.pointer("/tool_choice/type") == Some(&Value::from("none"))
+        || body.pointer("/toolConfig/functionCallingConfig/mode") == Some(&Value::from("NONE"));
     let has_result = body.to_string().contains(results_key);
-    offered && !has_result
+    offered && !forbidden && !has_result
 }

@@ -30,8 +30,8 @@
 //!
 //! # Response and stream (Gemini → OpenAI)
 //! One choice per candidate; `text` parts → content (thought parts dropped);
-//! `functionCall` parts → `tool_calls` with generated ids (`call_…`), their
-//! whole arguments in one delta when streamed. finishReason STOP → `stop`
+//! `functionCall` parts → `tool_calls` with Gemini's `id`, else generated
+//! ids (`call_…`), their whole arguments in one delta when streamed. finishReason STOP → `stop`
 //! (`tool_calls` when the candidate called a function), MAX_TOKENS →
 //! `length`, SAFETY/RECITATION/BLOCKLIST/PROHIBITED_CONTENT/SPII/
 //! IMAGE_SAFETY/LANGUAGE → `content_filter`, anything else → `stop`. A

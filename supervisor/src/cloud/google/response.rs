@@ -26,8 +26,16 @@ pub(super) fn usage(meta: &Value) -> Value {
     })
 }
 
+/// One `functionCall` part: Gemini's own id when it sends one, name, and
+/// arguments serialized.
+pub(super) struct Call {
+    pub id: Option<String>,
+    pub name: String,
+    pub args: String,
+}
+
 /// `(text, function calls)` of one candidate; thought parts are skipped.
-pub(super) fn candidate_parts(c: &Value) -> (String, Vec<(String, String)>) {
+pub(super) fn candidate_parts(c: &Value) -> (String, Vec<Call>) {
     let mut text = String::new();
     let mut calls = Vec::new();
     for p in c
@@ -49,7 +57,12 @@ pub(super) fn candidate_parts(c: &Value) -> (String, Vec<(String, String)>) {
                 .unwrap_or("")
                 .to_owned();
             let args = f.get("args").cloned().unwrap_or_else(|| json!({}));
-            calls.push((name, args.to_string()));
+            let id = f.get("id").and_then(Value::as_str).map(str::to_owned);
+            calls.push(Call {
+                id,
+                name,
+                args: args.to_string(),
+            });
         }
     }
     (text, calls)
@@ -83,9 +96,10 @@ pub(super) fn response(up: &Value, model: &str, ids: &Ids) -> Result<Value, Tran
         if !calls.is_empty() {
             let calls: Vec<Value> = calls
                 .into_iter()
-                .map(|(name, args)| {
+                .map(|Call { id, name, args }| {
                     n += 1;
-                    json!({ "id": ids.call(n - 1), "type": "function",
+                    let id = id.unwrap_or_else(|| ids.call(n - 1));
+                    json!({ "id": id, "type": "function",
                             "function": { "name": name, "arguments": args } })
                 })
                 .collect();

@@ -72,9 +72,9 @@ impl GoogleStream {
         if !text.is_empty() {
             out.push(self.chunk(index, json!({ "content": text }), None));
         }
-        for (name, args) in calls {
+        for Call { id, name, args } in calls {
             let at = *self.calls.entry(index).and_modify(|n| *n += 1).or_insert(0);
-            let id = self.ids.call(self.call_ids);
+            let id = id.unwrap_or_else(|| self.ids.call(self.call_ids));
             self.call_ids += 1;
             out.push(self.chunk(
                 index,

@@ -361,7 +361,7 @@ fn text_stream_becomes_role_content_finish_and_usage_chunks() {
 #[test]
 fn function_call_stream_gives_whole_calls_and_tool_calls_finish() {
     let events = [
-        r#"{"candidates": [{"content": {"parts": [{"functionCall": {"name": "get_weather","args": {"city": "Paris"}}},{"functionCall": {"name": "get_time","args": {}}}],"role": "model"},"finishReason": "STOP","index": 0}],"usageMetadata": {"promptTokenCount": 20,"candidatesTokenCount": 10,"totalTokenCount": 30}}"#,
+        r#"{"candidates": [{"content": {"parts": [{"functionCall": {"name": "get_weather","args": {"city": "Paris"}}},{"functionCall": {"id": "gem-7", "name": "get_time","args": {}}}],"role": "model"},"finishReason": "STOP","index": 0}],"usageMetadata": {"promptTokenCount": 20,"candidatesTokenCount": 10,"totalTokenCount": 30}}"#,
     ];
     assert_eq!(
         run(&events, false).unwrap(),
@@ -375,7 +375,7 @@ fn function_call_stream_gives_whole_calls_and_tool_calls_finish() {
             ),
             chunk(
                 0,
-                json!({"tool_calls": [{"index": 1, "id": "call_x1", "type": "function",
+                json!({"tool_calls": [{"index": 1, "id": "gem-7", "type": "function",
                 "function": {"name": "get_time", "arguments": "{}"}}]}),
                 Value::Null
             ),
