@@ -170,6 +170,23 @@ async fn fakes_answer_faults_in_the_providers_error_shapes() {
             ));
         }
     }
+    anthropic.set_fault(Fault::ErrorEvent { after_events: 3 });
+    google.set_fault(Fault::ErrorEvent { after_events: 1 });
+    for (p, base, message) in [
+        (&Anthropic as &dyn Provider, anthropic.url(), "Overloaded"),
+        (
+            &Google,
+            google.url(),
+            "The model is overloaded. Please try again later.",
+        ),
+    ] {
+        let (status, _, body) = post(p, &base, &chat(true, false), "m").await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            translate_stream(p, &body.unwrap()),
+            Err(TranslateError::Upstream(message.into()))
+        );
+    }
     anthropic.stop().await;
     google.stop().await;
 }

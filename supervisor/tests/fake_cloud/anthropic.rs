@@ -134,11 +134,20 @@ async fn messages(state: web::Data<Shared>, req: HttpRequest, body: web::Bytes) 
     let tool = wants_tool_call(b, "tool_result")
         .then(|| b["tools"][0]["name"].as_str().unwrap_or("tool").to_owned());
     if b["stream"] == json!(true) {
+        let mut events = stream_events(model, tool.as_deref());
         let cut = match fault {
             Fault::CutStream { after_events } => Some(after_events),
+            Fault::ErrorEvent { after_events } => {
+                events.truncate(after_events);
+                events.push(event(
+                    "error",
+                    json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+                ));
+                None
+            }
             _ => None,
         };
-        return sse(stream_events(model, tool.as_deref()), cut);
+        return sse(events, cut);
     }
     HttpResponse::Ok().json(whole(model, tool.as_deref()))
 }

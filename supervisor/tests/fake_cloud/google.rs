@@ -159,11 +159,18 @@ async fn generate(
     match action {
         "generateContent" => HttpResponse::Ok().json(whole(model, tool.as_deref())),
         "streamGenerateContent" if req.query_string().contains("alt=sse") => {
+            let mut chunks = stream_chunks(model, tool.as_deref());
             let cut = match fault {
                 Fault::CutStream { after_events } => Some(after_events),
+                Fault::ErrorEvent { after_events } => {
+                    chunks.truncate(after_events);
+                    chunks.push(json!({"error": {"code": 503, "status": "UNAVAILABLE",
+                        "message": "The model is overloaded. Please try again later."}}));
+                    None
+                }
                 _ => None,
             };
-            let events = stream_chunks(model, tool.as_deref())
+            let events = chunks
                 .into_iter()
                 .map(|c| format!("data: {c}\r\n\r\n"))
                 .collect();

@@ -8,8 +8,9 @@
 //! Both answer with the providers' documented example replies: text, or a
 //! tool call when the request offers tools and holds no tool result yet.
 //! Faults ([`Fault`]): the provider's own 401, 429 with `Retry-After`, 500,
-//! and a stream cut mid-way (the connection drops after a few events,
-//! before the provider's end of message). Every request is recorded.
+//! a stream cut mid-way (the connection drops after a few events, before the
+//! provider's end of message), and a mid-stream error event. Every request is
+//! recorded.
 
 #![allow(dead_code)]
 
@@ -37,6 +38,10 @@ pub enum Fault {
     /// Streams drop the connection after this many events (whole answers
     /// are unaffected).
     CutStream { after_events: usize },
+    /// Streams send the provider's mid-stream error event after this many
+    /// events, then end (Anthropic `event: error` with `overloaded_error`,
+    /// Gemini a `data:` whose body is an `error`).
+    ErrorEvent { after_events: usize },
 }
 
 /// One request a fake received.
