@@ -8,7 +8,8 @@
 //!   or a [`CloudError`]; the API face turns both into HTTP.
 //! - [`config`]: [`CloudArgs`] (flags and environment) and the per-provider
 //!   [`config::Endpoint`]; keys are redacted from every `Debug`.
-//! - [`translate`]: the contract a translated provider implements.
+//! - [`translate`]: the contract a translated provider implements;
+//!   [`anthropic`] (Messages API) and [`google`] (Gemini) implement it.
 //! - [`sse`]: the server-sent events parser for providers' streams.
 //! - [`error`]: [`CloudError`], with a stable label and status per kind.
 //! - `stream`: reading a provider's stream (relayed or translated) into [`Piece`]s.
@@ -27,8 +28,10 @@
 //! error event and `[DONE]`). Dropping the stream (the client left) drops the
 //! upstream connection.
 
+pub mod anthropic;
 pub mod config;
 pub mod error;
+pub mod google;
 mod meter;
 pub mod sse;
 mod stream;
@@ -55,12 +58,10 @@ const MAX_MESSAGE_CHARS: usize = 300;
 
 /// The translated providers, by prefix.
 ///
-/// MERGE POINT: the one place translated providers are registered. Add
-/// `Box::new(anthropic::Anthropic)` and `Box::new(google::Google)` here when
-/// `anthropic.rs` and `google.rs` join this module. A prefix without a
+/// The one place translated providers are registered. A prefix without a
 /// provider here is not a cloud prefix (its model is looked up locally: 404).
 pub fn providers() -> Vec<Box<dyn Provider>> {
-    Vec::new()
+    vec![Box::new(anthropic::Anthropic), Box::new(google::Google)]
 }
 
 /// The OpenAI endpoint a request came in on.

@@ -1,0 +1,228 @@
+//! A fake Gemini API on loopback: `POST /v1beta/models/{model}:generateContent`
+//! and `:streamGenerateContent?alt=sse` (each SSE event one whole
+//! `GenerateContentResponse`, framed `data: …\r\n\r\n` as Google does).
+//!
+//! The key comes in `x-goog-api-key` or `?key=`; a wrong one gets Google's
+//! 400 `INVALID_ARGUMENT` "API key not valid" (what Google answers), the
+//! [`Fault::Unauthorized`] fault a 401 `UNAUTHENTICATED`. Answers: text, or a
+//! `functionCall` of the first declared function while the request holds no
+//! `functionResponse`.
+
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use serde_json::{json, Value};
+
+use super::{seen, sse, wants_tool_call, Fault, Seen};
+
+/// The key the fake accepts.
+pub const KEY: &str = "AIza-test";
+/// The text of every text answer, as its streamed pieces.
+pub const TEXT: [&str; 2] = ["The sky is blue", " because of Rayleigh scattering."];
+
+#[derive(Default)]
+pub struct State {
+    pub fault: Fault,
+    pub requests: Vec<Seen>,
+}
+
+type Shared = Arc<Mutex<State>>;
+
+/// The fake Gemini API. Must be used inside an actix `System`.
+pub struct FakeGoogle {
+    pub port: u16,
+    pub state: Shared,
+    handle: ServerHandle,
+}
+
+impl FakeGoogle {
+    /// Serves on a free loopback port.
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state: Shared = Arc::default();
+        let data = state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(data.clone()))
+                .route("/v1beta/models/{call}", web::post().to(generate))
+        })
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(0)
+        .listen(listener)
+        .unwrap()
+        .run();
+        let handle = server.handle();
+        actix_rt::spawn(server);
+        Self {
+            port,
+            state,
+            handle,
+        }
+    }
+
+    /// The base URL (the dispatcher appends `/v1beta/models/…`).
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn set_fault(&self, fault: Fault) {
+        self.state.lock().unwrap().fault = fault;
+    }
+
+    pub fn requests(&self) -> Vec<Seen> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    pub async fn stop(self) {
+        self.handle.stop(false).await;
+    }
+}
+
+/// Google's documented error body.
+fn error(code: u16, status: &str, message: &str) -> HttpResponse {
+    HttpResponse::build(actix_web::http::StatusCode::from_u16(code).unwrap()).json(json!({
+        "error": { "code": code, "message": message, "status": status }
+    }))
+}
+
+async fn generate(
+    state: web::Data<Shared>,
+    req: HttpRequest,
+    call: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let seen = seen(&req, &body);
+    let fault = {
+        let mut s = state.lock().unwrap();
+        s.requests.push(seen.clone());
+        s.fault
+    };
+    let query_key = req
+        .query_string()
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("key="));
+    if seen.header("x-goog-api-key").or(query_key) != Some(KEY) {
+        return error(
+            400,
+            "INVALID_ARGUMENT",
+            "API key not valid. Please pass a valid API key.",
+        );
+    }
+    match fault {
+        Fault::Unauthorized => {
+            return error(
+                401,
+                "UNAUTHENTICATED",
+                "Request had invalid authentication credentials.",
+            )
+        }
+        Fault::RateLimited { retry_after_secs } => {
+            let mut r = error(
+                429,
+                "RESOURCE_EXHAUSTED",
+                "Resource has been exhausted (e.g. check quota).",
+            );
+            r.headers_mut().insert(
+                actix_web::http::header::RETRY_AFTER,
+                retry_after_secs.to_string().parse().unwrap(),
+            );
+            return r;
+        }
+        Fault::ServerError => return error(500, "INTERNAL", "Internal error encountered."),
+        _ => {}
+    }
+    let Some((model, action)) = call.split_once(':') else {
+        return error(404, "NOT_FOUND", "Method not found.");
+    };
+    if seen
+        .body
+        .get("contents")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty)
+    {
+        return error(
+            400,
+            "INVALID_ARGUMENT",
+            "* GenerateContentRequest.contents: contents is not specified",
+        );
+    }
+    let tool = wants_tool_call(&seen.body, "functionResponse").then(|| {
+        seen.body["tools"][0]["functionDeclarations"][0]["name"]
+            .as_str()
+            .unwrap_or("tool")
+            .to_owned()
+    });
+    match action {
+        "generateContent" => HttpResponse::Ok().json(whole(model, tool.as_deref())),
+        "streamGenerateContent" if req.query_string().contains("alt=sse") => {
+            let mut chunks = stream_chunks(model, tool.as_deref());
+            let cut = match fault {
+                Fault::CutStream { after_events } => Some(after_events),
+                Fault::ErrorEvent { after_events } => {
+                    chunks.truncate(after_events);
+                    chunks.push(json!({"error": {"code": 503, "status": "UNAVAILABLE",
+                        "message": "The model is overloaded. Please try again later."}}));
+                    None
+                }
+                _ => None,
+            };
+            let events = chunks
+                .into_iter()
+                .map(|c| format!("data: {c}\r\n\r\n"))
+                .collect();
+            sse(events, cut)
+        }
+        _ => error(404, "NOT_FOUND", "Method not found."),
+    }
+}
+
+fn usage(candidates: u64) -> Value {
+    json!({ "promptTokenCount": 9, "candidatesTokenCount": candidates,
+            "totalTokenCount": 9 + candidates })
+}
+
+fn candidate(parts: Value, finish: Option<&str>) -> Value {
+    let mut c = json!({ "content": { "parts": parts, "role": "model" }, "index": 0 });
+    if let Some(f) = finish {
+        c["finishReason"] = f.into();
+    }
+    c
+}
+
+fn call_part(name: &str) -> Value {
+    json!({ "functionCall": { "name": name, "args": { "location": "San Francisco, CA" } } })
+}
+
+/// The documented whole answer.
+pub fn whole(model: &str, tool: Option<&str>) -> Value {
+    let parts = match tool {
+        Some(name) => json!([call_part(name)]),
+        None => json!([{ "text": TEXT.concat() }]),
+    };
+    json!({
+        "candidates": [candidate(parts, Some("STOP"))],
+        "usageMetadata": usage(11),
+        "modelVersion": model,
+        "responseId": "Gx3Hd0ocFqvY7fQ",
+    })
+}
+
+/// The documented streamed answer: one `GenerateContentResponse` per event.
+pub fn stream_chunks(model: &str, tool: Option<&str>) -> Vec<Value> {
+    let chunk = |c: Value, n: u64| {
+        json!({ "candidates": [c], "usageMetadata": usage(n),
+                                           "modelVersion": model })
+    };
+    match tool {
+        Some(name) => vec![chunk(candidate(json!([call_part(name)]), Some("STOP")), 7)],
+        None => vec![
+            chunk(candidate(json!([{ "text": TEXT[0] }]), None), 4),
+            chunk(candidate(json!([{ "text": TEXT[1] }]), None), 10),
+            chunk(candidate(json!([{ "text": "" }]), Some("STOP")), 11),
+        ],
+    }
+}
