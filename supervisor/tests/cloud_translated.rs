@@ -94,7 +94,11 @@ fn assemble(data: &[String]) -> (String, Vec<(String, String)>, Option<String>) 
             continue;
         };
         text.push_str(choice["delta"]["content"].as_str().unwrap_or_default());
-        for call in choice["delta"]["tool_calls"].as_array().into_iter().flatten() {
+        for call in choice["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
             let i = call["index"].as_u64().unwrap() as usize;
             if calls.len() <= i {
                 calls.resize(i + 1, Default::default());
@@ -126,9 +130,15 @@ async fn translated_models_answer_whole_with_text_and_tool_calls() {
         assert_eq!(body["object"], "chat.completion");
         assert_eq!(body["model"], model);
         let text = body["choices"][0]["message"]["content"].as_str().unwrap();
-        assert!(text == fa::TEXT || text == fg::TEXT.concat(), "{model}: {body}");
+        assert!(
+            text == fa::TEXT || text == fg::TEXT.concat(),
+            "{model}: {body}"
+        );
         assert_eq!(body["choices"][0]["finish_reason"], "stop");
-        assert!(body["usage"]["total_tokens"].as_u64().unwrap() > 0, "{body}");
+        assert!(
+            body["usage"]["total_tokens"].as_u64().unwrap() > 0,
+            "{body}"
+        );
 
         let body: Value = node.chat(model, false, true).await.json().await.unwrap();
         let call = &body["choices"][0]["message"]["tool_calls"][0];
@@ -147,7 +157,11 @@ async fn translated_models_answer_whole_with_text_and_tool_calls() {
     assert_eq!(seen.body["model"], "claude-sonnet-4-5");
     let seen = &g.requests()[0];
     assert_eq!(seen.header("x-goog-api-key"), Some(fg::KEY));
-    assert!(seen.uri.contains("gemini-2.0-flash:generateContent"), "{}", seen.uri);
+    assert!(
+        seen.uri.contains("gemini-2.0-flash:generateContent"),
+        "{}",
+        seen.uri
+    );
     assert!(seen.body["systemInstruction"].is_object(), "{}", seen.body);
     node.node.stop().await;
     a.stop().await;
@@ -167,7 +181,10 @@ async fn translated_streams_become_openai_chunks_ending_in_done() {
         let data = sse_data(&r.text().await.unwrap());
         assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
         let (text, calls, finish) = assemble(&data);
-        assert!(text == fa::TEXT || text == fg::TEXT.concat(), "{model}: {text:?}");
+        assert!(
+            text == fa::TEXT || text == fg::TEXT.concat(),
+            "{model}: {text:?}"
+        );
         assert!(calls.is_empty());
         assert_eq!(finish.as_deref(), Some("stop"), "{model}");
 
@@ -197,7 +214,10 @@ async fn provider_errors_keep_their_status_and_a_cut_stream_ends_in_an_error_eve
         assert_eq!(r.status(), 401, "{model}");
         let body: Value = r.json().await.unwrap();
         let message = body["error"]["message"].as_str().unwrap();
-        assert!(!message.contains(fa::KEY) && !message.contains(fg::KEY), "{message}");
+        assert!(
+            !message.contains(fa::KEY) && !message.contains(fg::KEY),
+            "{message}"
+        );
 
         set(Fault::RateLimited {
             retry_after_secs: 7,
@@ -209,7 +229,11 @@ async fn provider_errors_keep_their_status_and_a_cut_stream_ends_in_an_error_eve
         assert!(body["error"]["message"].is_string(), "{body}");
 
         set(Fault::ServerError);
-        assert_eq!(node.chat(model, false, false).await.status(), 500, "{model}");
+        assert_eq!(
+            node.chat(model, false, false).await.status(),
+            500,
+            "{model}"
+        );
 
         set(Fault::CutStream { after_events: 2 });
         let r = node.chat(model, true, false).await;
@@ -220,7 +244,11 @@ async fn provider_errors_keep_their_status_and_a_cut_stream_ends_in_an_error_eve
         assert!(last["error"]["message"].is_string(), "{model}: {data:?}");
 
         set(Fault::None);
-        assert_eq!(node.chat(model, false, false).await.status(), 200, "{model}");
+        assert_eq!(
+            node.chat(model, false, false).await.status(),
+            200,
+            "{model}"
+        );
     }
     node.node.stop().await;
     a.stop().await;

@@ -1,7 +1,9 @@
 //! Real client libraries against the real node on the bundled model: the
 //! unmodified `openai` Python SDK runs a tool loop, `parse()` with a Pydantic
 //! model, logprobs and 22 `response_format` JSON schemas, each answer checked
-//! by the `jsonschema` validator (tests/python/openai_chat.py).
+//! by the `jsonschema` validator (tests/python/openai_chat.py); and it streams
+//! `anthropic:` and `google:` models through the node in front of a loopback
+//! fake of both providers (tests/python/openai_cloud.py).
 //!
 //! The Python packages live in the virtual environment `scripts/setup.sh`
 //! makes in `$LLM_NODE_CACHE/venv` (default `~/.cache/llm-node/venv`).
@@ -41,6 +43,189 @@ fn the_openai_sdk_runs_tool_loops_structured_output_and_logprobs() {
     assert!(
         out.status.success() && stdout.contains("all checks passed"),
         "openai_chat.py failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+}
+
+/// A fake of Anthropic's Messages API and Gemini's generateContent on one
+/// loopback port, answering with the providers' documented shapes (text, or a
+/// call of `get_weather` when the request offers tools), streamed (SSE) or
+/// whole. One request per connection (`Connection: close`).
+fn fake_providers() -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming().map_while(Result::ok) {
+            let mut reader = BufReader::new(conn);
+            let (mut line, mut path, mut length) = (String::new(), String::new(), 0usize);
+            while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                if path.is_empty() {
+                    path = line
+                        .split_whitespace()
+                        .nth(1)
+                        .unwrap_or_default()
+                        .to_owned();
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let tools = request.get("tools").is_some();
+            let (kind, answer) = if path.starts_with("/v1/messages") {
+                anthropic_answer(request["stream"] == true, tools)
+            } else {
+                gemini_answer(path.contains("streamGenerateContent"), tools)
+            };
+            let mut conn = reader.into_inner();
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\ncontent-type: {kind}\r\nconnection: close\r\n\r\n{answer}"
+            );
+        }
+    });
+    url
+}
+
+fn anthropic_answer(stream: bool, tool: bool) -> (&'static str, String) {
+    use serde_json::json;
+    if !stream {
+        let content = match tool {
+            true => json!([{"type": "tool_use", "id": "toolu_01A09q90qw90lq917835lq9",
+                            "name": "get_weather", "input": {"location": "San Francisco, CA"}}]),
+            false => json!([{"type": "text", "text": "Hello! How can I help?"}]),
+        };
+        let stop = if tool { "tool_use" } else { "end_turn" };
+        let body = json!({"id": "msg_013Zva2CMHLNnXjNJJKqJ2EF", "type": "message",
+            "role": "assistant", "model": "claude-sonnet-4-5", "content": content,
+            "stop_reason": stop, "stop_sequence": null,
+            "usage": {"input_tokens": 25, "output_tokens": 12}});
+        return ("application/json", body.to_string());
+    }
+    let event = |name: &str, data: serde_json::Value| format!("event: {name}\ndata: {data}\n\n");
+    let mut out = event(
+        "message_start",
+        json!({"type": "message_start", "message": {
+        "id": "msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY", "type": "message", "role": "assistant",
+        "content": [], "model": "claude-sonnet-4-5", "stop_reason": null, "stop_sequence": null,
+        "usage": {"input_tokens": 25, "output_tokens": 1}}}),
+    );
+    let (block, deltas, stop) = match tool {
+        true => (
+            json!({"type": "tool_use", "id": "toolu_01T1x1fJ34qAmk2tNTrN7Up6",
+                   "name": "get_weather", "input": {}}),
+            vec![
+                json!({"type": "input_json_delta", "partial_json": "{\"location\":"}),
+                json!({"type": "input_json_delta", "partial_json": " \"San Francisco, CA\"}"}),
+            ],
+            "tool_use",
+        ),
+        false => (
+            json!({"type": "text", "text": ""}),
+            vec![
+                json!({"type": "text_delta", "text": "Hello!"}),
+                json!({"type": "text_delta", "text": " How can I help?"}),
+            ],
+            "end_turn",
+        ),
+    };
+    out += &event(
+        "content_block_start",
+        json!({"type": "content_block_start", "index": 0, "content_block": block}),
+    );
+    out += &event("ping", json!({"type": "ping"}));
+    for delta in deltas {
+        out += &event(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0, "delta": delta}),
+        );
+    }
+    out += &event(
+        "content_block_stop",
+        json!({"type": "content_block_stop", "index": 0}),
+    );
+    out += &event(
+        "message_delta",
+        json!({"type": "message_delta",
+        "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": 12}}),
+    );
+    out += &event("message_stop", json!({"type": "message_stop"}));
+    ("text/event-stream", out)
+}
+
+fn gemini_answer(stream: bool, tool: bool) -> (&'static str, String) {
+    use serde_json::json;
+    let chunk = |parts: serde_json::Value, finish: Option<&str>, out_tokens: u32| {
+        let mut candidate = json!({"content": {"parts": parts, "role": "model"}, "index": 0});
+        if let Some(f) = finish {
+            candidate["finishReason"] = json!(f);
+        }
+        json!({"candidates": [candidate], "usageMetadata": {"promptTokenCount": 8,
+            "candidatesTokenCount": out_tokens, "totalTokenCount": 8 + out_tokens},
+            "modelVersion": "gemini-2.0-flash"})
+    };
+    let chunks = match (tool, stream) {
+        (true, _) => vec![chunk(
+            json!([{"functionCall": {"name": "get_weather",
+                                     "args": {"location": "San Francisco, CA"}}}]),
+            Some("STOP"),
+            7,
+        )],
+        (false, true) => vec![
+            chunk(json!([{"text": "The sky is blue"}]), None, 4),
+            chunk(
+                json!([{"text": " because of Rayleigh scattering."}]),
+                Some("STOP"),
+                10,
+            ),
+        ],
+        (false, false) => vec![chunk(
+            json!([{"text": "The sky is blue because of Rayleigh scattering."}]),
+            Some("STOP"),
+            10,
+        )],
+    };
+    match stream {
+        true => (
+            "text/event-stream",
+            chunks
+                .iter()
+                .map(|c| format!("data: {c}\r\n\r\n"))
+                .collect(),
+        ),
+        false => ("application/json", chunks[0].to_string()),
+    }
+}
+
+#[test]
+fn the_openai_sdk_streams_anthropic_and_google_models_through_the_node() {
+    let python = venv_python();
+    let fake = fake_providers();
+    let node = Node::start(&[
+        "--anthropic-base-url",
+        &fake,
+        "--anthropic-api-key",
+        "sk-ant-test",
+        "--google-base-url",
+        &fake,
+        "--google-api-key",
+        "AIza-test",
+    ]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/openai_cloud.py");
+    let out = Command::new(python)
+        .arg(script)
+        .arg(format!("{}/v1", node.base))
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("all checks passed"),
+        "openai_cloud.py failed ({}):\n{stdout}\n{stderr}",
         out.status
     );
 }
