@@ -254,3 +254,51 @@ async fn provider_errors_keep_their_status_and_a_cut_stream_ends_in_an_error_eve
     a.stop().await;
     g.stop().await;
 }
+
+#[actix_rt::test]
+async fn google_embeddings_come_back_in_openai_shape_and_anthropic_has_none() {
+    let (a, g, node) = both().await;
+    let url = format!("http://{}/v1/embeddings", node.node.addr());
+    let post = |body: Value| node.http.post(&url).json(&body).send();
+    let r = post(
+        json!({"model": "google:text-embedding-004", "input": ["ab", "xyz"],
+                        "dimensions": 3}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["object"], "list");
+    assert_eq!(body["model"], "google:text-embedding-004");
+    // The fake's values: text length + index + first byte / 256.
+    let first = f64::from(b'x') / 256.0;
+    assert_eq!(body["data"][1]["index"], 1);
+    assert_eq!(
+        body["data"][1]["embedding"],
+        json!([3.0 + first, 4.0 + first, 5.0 + first])
+    );
+    let seen = g.requests().pop().unwrap();
+    assert!(
+        seen.uri.ends_with("text-embedding-004:batchEmbedContents"),
+        "{}",
+        seen.uri
+    );
+    assert_eq!(seen.body["requests"][0]["outputDimensionality"], 3);
+
+    let r = post(json!({"model": "google:text-embedding-004", "input": [[1, 2]]}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["param"], "input", "{body}");
+
+    let r = post(json!({"model": "anthropic:claude-sonnet-4-5", "input": "x"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unsupported", "{body}");
+    node.node.stop().await;
+    a.stop().await;
+    g.stop().await;
+}

@@ -54,6 +54,13 @@ def main() -> None:
         # Whole answer.
         r = client.chat.completions.create(model=model, messages=messages)
         assert r.choices[0].message.content == expected, (model, r)
+    # Gemini embeddings, the SDK's default base64 encoding decoded by the SDK.
+    e = client.embeddings.create(model="google:text-embedding-004", input=["ab", "xyz"],
+                                 dimensions=3)
+    assert [d.index for d in e.data] == [0, 1], e
+    assert all(len(d.embedding) == 3 for d in e.data), e
+    assert e.data[1].embedding[0] == 3.0 + ord("x") / 256.0, e.data[1].embedding
+    print(f"google embeddings: {[len(d.embedding) for d in e.data]}")
     print("all checks passed")
 
 

@@ -78,6 +78,8 @@ fn fake_providers() -> String {
             let tools = request.get("tools").is_some();
             let (kind, answer) = if path.starts_with("/v1/messages") {
                 anthropic_answer(request["stream"] == true, tools)
+            } else if path.contains(":batchEmbedContents") {
+                gemini_embeddings(&request)
             } else {
                 gemini_answer(path.contains("streamGenerateContent"), tools)
             };
@@ -199,6 +201,30 @@ fn gemini_answer(stream: bool, tool: bool) -> (&'static str, String) {
         ),
         false => ("application/json", chunks[0].to_string()),
     }
+}
+
+/// Gemini's `batchEmbedContents` answer: per request, `outputDimensionality`
+/// values (default 4) of text length + index + first byte / 256.
+fn gemini_embeddings(request: &serde_json::Value) -> (&'static str, String) {
+    let embeddings: Vec<serde_json::Value> = request["requests"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            let text = r["content"]["parts"][0]["text"]
+                .as_str()
+                .unwrap_or_default();
+            let n = r["outputDimensionality"].as_u64().unwrap_or(4) as usize;
+            let first = f64::from(text.bytes().next().unwrap_or(0)) / 256.0;
+            let values: Vec<f64> = (0..n).map(|i| (text.len() + i) as f64 + first).collect();
+            serde_json::json!({ "values": values })
+        })
+        .collect();
+    (
+        "application/json",
+        serde_json::json!({ "embeddings": embeddings }).to_string(),
+    )
 }
 
 #[test]

@@ -225,6 +225,13 @@ impl Cloud {
             "openai" => self.pass_through(api, &route.model, body, &meter).await,
             name => match (api, self.provider(name)) {
                 (Api::Chat, Some(p)) => self.translated(p, &route.model, body).await,
+                (Api::Embeddings, Some(p)) => match p.embeddings_request(&body, &route.model) {
+                    Some(call) => self.embedded(p, &route.model, call, body).await,
+                    None => Err(CloudError::Unsupported {
+                        provider: route.provider,
+                        endpoint: api.public_path(),
+                    }),
+                },
                 _ => Err(CloudError::Unsupported {
                     provider: route.provider,
                     endpoint: api.public_path(),
@@ -326,6 +333,36 @@ impl Cloud {
             })?;
         let answer = provider
             .chat_response(upstream, &asked)
+            .map_err(|e| translate_error(endpoint.provider, e))?;
+        Ok(Answer::Whole(answer))
+    }
+
+    /// Embeddings of a translated provider: `call` (already translated from
+    /// `body`) upstream, the answer back in OpenAI's shape.
+    async fn embedded(
+        &self,
+        provider: &dyn Provider,
+        model: &str,
+        call: Result<translate::UpstreamRequest, translate::TranslateError>,
+        body: Value,
+    ) -> Result<Answer, CloudError> {
+        let endpoint = self.endpoint(provider.name());
+        let call = call.map_err(|e| translate_error(provider.name(), e))?;
+        let url = format!("{}{}", endpoint.base_url, call.path);
+        let response = self
+            .post(&endpoint, &url, &call.body, |status, text| {
+                provider.error_message(status, text)
+            })
+            .await?;
+        let bytes = self.read_body(response, endpoint.provider).await?;
+        let upstream: Value =
+            serde_json::from_slice(&bytes).map_err(|_| CloudError::BadAnswer {
+                provider: endpoint.provider,
+                message: "the answer is not JSON".into(),
+            })?;
+        let asked = format!("{}:{model}", provider.name());
+        let answer = provider
+            .embeddings_response(upstream, &body, &asked)
             .map_err(|e| translate_error(endpoint.provider, e))?;
         Ok(Answer::Whole(answer))
     }

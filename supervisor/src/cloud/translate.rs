@@ -71,6 +71,33 @@ pub trait Provider: Send + Sync {
     /// `usage`.
     fn chat_stream(&self, model: &str, include_usage: bool) -> Box<dyn ChatStream>;
 
+    /// The upstream call for an OpenAI `/v1/embeddings` body, or `None` when
+    /// the provider has no embeddings API (the dispatcher then answers 400).
+    ///
+    /// # Errors
+    /// [`TranslateError::BadRequest`] for what the provider cannot take.
+    fn embeddings_request(
+        &self,
+        _openai: &Value,
+        _model: &str,
+    ) -> Option<Result<UpstreamRequest, TranslateError>> {
+        None
+    }
+
+    /// An OpenAI embeddings `list` from the provider's answer; `openai` is the
+    /// client's request (for `encoding_format`), `model` the name it asked for.
+    ///
+    /// # Errors
+    /// [`TranslateError::Upstream`] when the answer is not the documented shape.
+    fn embeddings_response(
+        &self,
+        _upstream: Value,
+        _openai: &Value,
+        _model: &str,
+    ) -> Result<Value, TranslateError> {
+        Err(TranslateError::Upstream("no embeddings API".into()))
+    }
+
     /// The human-readable message of an error reply (`status`, raw `body`),
     /// from the provider's documented error shape, else the body itself
     /// (truncated). The dispatcher maps the status.

@@ -138,6 +138,9 @@ async fn generate(
     let Some((model, action)) = call.split_once(':') else {
         return error(404, "NOT_FOUND", "Method not found.");
     };
+    if action == "batchEmbedContents" {
+        return batch_embed(model, &seen.body);
+    }
     if seen
         .body
         .get("contents")
@@ -225,4 +228,37 @@ pub fn stream_chunks(model: &str, tool: Option<&str>) -> Vec<Value> {
             chunk(candidate(json!([{ "text": "" }]), Some("STOP")), 11),
         ],
     }
+}
+
+/// `batchEmbedContents`: one embedding per request, each checked to name the
+/// model of the URL; the values derive from the text (its length and first
+/// byte), `outputDimensionality` of them (default 4).
+fn batch_embed(model: &str, body: &Value) -> HttpResponse {
+    let Some(requests) = body["requests"].as_array().filter(|r| !r.is_empty()) else {
+        return error(
+            400,
+            "INVALID_ARGUMENT",
+            "* BatchEmbedContentsRequest.requests: empty",
+        );
+    };
+    let mut embeddings = Vec::new();
+    for r in requests {
+        if r["model"] != format!("models/{model}") {
+            return error(
+                400,
+                "INVALID_ARGUMENT",
+                "* model: must match the URL's model",
+            );
+        }
+        let text = r["content"]["parts"][0]["text"]
+            .as_str()
+            .unwrap_or_default();
+        let n = r["outputDimensionality"].as_u64().unwrap_or(4) as usize;
+        let first = f64::from(text.bytes().next().unwrap_or(0));
+        let values: Vec<f64> = (0..n)
+            .map(|i| (text.len() + i) as f64 + first / 256.0)
+            .collect();
+        embeddings.push(json!({ "values": values }));
+    }
+    HttpResponse::Ok().json(json!({ "embeddings": embeddings }))
 }

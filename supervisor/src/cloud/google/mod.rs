@@ -28,6 +28,9 @@
 //! - Other fields → [`TranslateError::BadRequest`] naming them; `user`,
 //!   `store`, `stream_options`, `parallel_tool_calls` and `null`s are ignored.
 //!
+//! # Embeddings
+//! `/v1/embeddings` ↔ `batchEmbedContents` (see `embed`).
+//!
 //! # Response and stream (Gemini → OpenAI)
 //! One choice per candidate; `text` parts → content (thought parts dropped);
 //! `functionCall` parts → `tool_calls` with Gemini's `id`, else generated
@@ -107,6 +110,23 @@ impl Provider for Google {
         Box::new(GoogleStream::new(model, include_usage, Ids::fresh()))
     }
 
+    fn embeddings_request(
+        &self,
+        openai: &Value,
+        model: &str,
+    ) -> Option<Result<UpstreamRequest, TranslateError>> {
+        Some(embed::request(openai, model))
+    }
+
+    fn embeddings_response(
+        &self,
+        upstream: Value,
+        openai: &Value,
+        model: &str,
+    ) -> Result<Value, TranslateError> {
+        embed::response(&upstream, openai, model)
+    }
+
     fn error_message(&self, status: u16, body: &str) -> String {
         let parsed: Option<Value> = serde_json::from_str(body).ok();
         // Some gateways wrap the error in a one-element array.
@@ -171,6 +191,7 @@ fn upstream(message: impl Into<String>) -> TranslateError {
     TranslateError::Upstream(message.into())
 }
 
+mod embed;
 mod request;
 mod response;
 mod stream;
