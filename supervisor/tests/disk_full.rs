@@ -210,6 +210,11 @@ async fn a_disk_that_fills_mid_pull_is_a_clear_507_leaves_no_partial_files_and_t
     println!("pull on a full disk: {status} {body}");
     assert_eq!(status, 507, "{body}");
     assert_eq!(body["error"]["code"], "no_space", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("disk") && !message.contains(&*node.store.to_string_lossy()),
+        "the answer names no path of the store: {message}"
+    );
     // No partial or half-installed files: besides the filler, only small
     // layers that completed before the disk filled (whole, verified blobs
     // that the next pull reuses); not the model's blob, no manifest.

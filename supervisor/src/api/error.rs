@@ -395,7 +395,7 @@ impl From<&StoreError> for ApiError {
     fn from(e: &StoreError) -> Self {
         ApiError::Store {
             kind: e.kind(),
-            message: e.to_string(),
+            message: e.public_message(),
         }
     }
 }

@@ -117,7 +117,7 @@ fn ndjson(
             let (line, over) = match event {
                 PullEvent::Progress(p) => (serde_json::to_value(p).unwrap_or(Value::Null), false),
                 PullEvent::Done(Ok(_)) => return Some((Ok(web::Bytes::new()), (held, rx, true))),
-                PullEvent::Done(Err(e)) => (json!({"error": e.to_string()}), true),
+                PullEvent::Done(Err(e)) => (json!({"error": e.public_message()}), true),
             };
             let mut bytes = line.to_string().into_bytes();
             bytes.push(b'\n');

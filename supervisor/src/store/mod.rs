@@ -192,10 +192,8 @@ impl From<DownloadError> for StoreError {
         match e {
             DownloadError::NoSpace { path } => StoreError::NoSpace {
                 dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
-                reason: format!(
-                    "the disk filled up writing {}; the partial download was deleted",
-                    path.display()
-                ),
+                reason: "the disk filled up during the download; the partial download was deleted"
+                    .into(),
             },
             e => StoreError::Download(e),
         }
@@ -222,6 +220,17 @@ pub enum StoreErrorKind {
 }
 
 impl StoreError {
+    /// The message a client gets: [`Display`](std::fmt::Display) less the
+    /// store's paths on disk (the log keeps them).
+    pub fn public_message(&self) -> String {
+        match self {
+            StoreError::NoSpace { reason, .. } => {
+                format!("not enough disk space for the model store: {reason}")
+            }
+            e => e.to_string(),
+        }
+    }
+
     /// The kind of this failure.
     pub fn kind(&self) -> StoreErrorKind {
         match self {
@@ -707,6 +716,11 @@ mod tests {
             e.to_string().contains("partial download was deleted"),
             "{e}"
         );
+        // The log names the directory; a client is not told where the store is.
+        assert!(e.to_string().contains("/store/blobs"), "{e}");
+        let public = e.public_message();
+        assert!(!public.contains("/store"), "{public}");
+        assert!(public.starts_with("not enough disk space"), "{public}");
         let other = StoreError::from(DownloadError::Io("x".into()));
         assert_eq!(other.kind(), StoreErrorKind::Failed);
     }
