@@ -308,6 +308,7 @@ impl ModelActor {
         self.ping_pending = true;
         let generation = self.generation;
         let timeout = liveness.timeout;
+        let connection = client.clone();
         ctx.spawn(
             async move { tokio::time::timeout(timeout, client.ping()).await }
                 .into_actor(self)
@@ -332,7 +333,16 @@ impl ModelActor {
                             let kill = LivenessKill::Stuck { busy, limit };
                             (kill.reason(), Some(kill))
                         }
-                        Ok(Err(e)) => (format!("its connection is dead ({e})"), None),
+                        // A worker that sent garbage is alive and silent:
+                        // this kill is the only end it gets, so it is
+                        // reported as what it was.
+                        Ok(Err(e)) => match connection.protocol_error() {
+                            Some(why) => {
+                                let kill = LivenessKill::Protocol(why);
+                                (kill.reason(), Some(kill))
+                            }
+                            None => (format!("its connection is dead ({e})"), None),
+                        },
                         Err(_) => (
                             format!("it did not answer within {timeout:?}"),
                             Some(LivenessKill::Unresponsive),
@@ -426,7 +436,7 @@ impl ModelActor {
             return;
         }
         let killed = self.liveness_kill.take();
-        self.last_exit = Some(match killed {
+        self.last_exit = Some(match &killed {
             Some(kill) => kill.last_exit(),
             None => describe_exit(status),
         });
@@ -573,33 +583,40 @@ pub fn test_shared(crash_loop_max: usize) -> Shared {
 }
 
 /// Why the liveness check killed a worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum LivenessKill {
     /// The process did not answer a ping within the timeout.
     Unresponsive,
     /// The engine sat inside one step for `busy`, past the stall `limit`.
     Stuck { busy: Duration, limit: Duration },
+    /// The worker sent a message that is not the protocol (why, from the client).
+    Protocol(String),
 }
 
 impl LivenessKill {
     /// Why, in words (the log line, and the backoff or failed state's reason).
-    fn reason(self) -> String {
+    fn reason(&self) -> String {
         match self {
             LivenessKill::Unresponsive => "unresponsive to liveness pings".into(),
+            LivenessKill::Protocol(why) => format!("broke the protocol ({why})"),
             LivenessKill::Stuck { busy, limit } => format!(
                 "engine stuck in one step for {} (limit {})",
-                secs(busy),
-                secs(limit)
+                secs(*busy),
+                secs(*limit)
             ),
         }
     }
 
     /// The model's `last_exit`.
-    fn last_exit(self) -> String {
+    fn last_exit(&self) -> String {
         match self {
             LivenessKill::Unresponsive => "killed: unresponsive".into(),
+            LivenessKill::Protocol(why) => {
+                let why: String = why.chars().take(200).collect();
+                format!("killed: broke the protocol ({why})")
+            }
             LivenessKill::Stuck { busy, .. } => {
-                format!("killed: engine stuck in one step for {}", secs(busy))
+                format!("killed: engine stuck in one step for {}", secs(*busy))
             }
         }
     }

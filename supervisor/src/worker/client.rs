@@ -170,6 +170,9 @@ struct Inner {
     chat_format: std::sync::OnceLock<llm_node_chat::format::ChatFormat>,
     /// The worker's slots (set once at Ready).
     slots: std::sync::OnceLock<u32>,
+    /// Set when the worker sent a message that is not the protocol (the
+    /// connection is then given up): the supervisor kills the worker for it.
+    broken: std::sync::OnceLock<String>,
 }
 
 impl std::fmt::Debug for WorkerClient {
@@ -216,6 +219,7 @@ impl WorkerClient {
             buffer: buffer.max(1),
             in_flight: watch::channel(0).0,
             chat_format: std::sync::OnceLock::new(),
+            broken: std::sync::OnceLock::new(),
             slots: std::sync::OnceLock::new(),
         });
         for (lane, rx) in events.into_iter().enumerate() {
@@ -265,6 +269,12 @@ impl WorkerClient {
     /// Whether the connection is still usable.
     pub fn is_alive(&self) -> bool {
         self.inner.pending().dead.is_none()
+    }
+
+    /// Why the connection was given up when the worker broke the protocol
+    /// (an undecodable message), as opposed to closing its end.
+    pub fn protocol_error(&self) -> Option<String> {
+        self.inner.broken.get().cloned()
     }
 
     /// Requests currently waiting on the worker.
@@ -501,7 +511,11 @@ impl Inner {
     fn deliver(&self, bytes: &[u8]) -> Result<(), String> {
         match decode_events(bytes) {
             Ok(events) => events.into_iter().for_each(|e| self.route(e)),
-            Err(e) => return Err(format!("undecodable event: {e}")),
+            Err(e) => {
+                let why = format!("undecodable event: {e}");
+                let _ = self.broken.set(why.clone());
+                return Err(why);
+            }
         }
         Ok(())
     }
