@@ -5,8 +5,8 @@
 
 mod fake_providers;
 
-use fake_providers::anthropic::{self as fa, FakeAnthropic};
-use fake_providers::google::{self as fg, FakeGoogle};
+use fake_providers::anthropic as fa;
+use fake_providers::google as fg;
 use fake_providers::Fault;
 use llm_node::cloud::anthropic::Anthropic;
 use llm_node::cloud::google::Google;
@@ -91,8 +91,8 @@ fn finish_reasons(chunks: &[Value]) -> Vec<String> {
 
 #[actix_rt::test]
 async fn fakes_serve_whole_and_streamed_answers_the_translations_read() {
-    let anthropic = FakeAnthropic::start();
-    let google = FakeGoogle::start();
+    let anthropic = fa::start();
+    let google = fg::start();
     let cases: [(&dyn Provider, String, &str); 2] = [
         (&Anthropic, anthropic.url(), "claude-sonnet-4-5"),
         (&Google, google.url(), "gemini-2.0-flash"),
@@ -128,8 +128,8 @@ async fn fakes_serve_whole_and_streamed_answers_the_translations_read() {
 
 #[actix_rt::test]
 async fn fakes_answer_faults_in_the_providers_error_shapes() {
-    let anthropic = FakeAnthropic::start();
-    let google = FakeGoogle::start();
+    let anthropic = fa::start();
+    let google = fg::start();
     let faults = [
         (Fault::Unauthorized, 401, None),
         (
@@ -213,8 +213,8 @@ fn venv_python() -> String {
 #[actix_rt::test]
 async fn the_openai_sdk_reads_the_translated_streams() {
     let python = venv_python();
-    let anthropic = FakeAnthropic::start();
-    let google = FakeGoogle::start();
+    let anthropic = fa::start();
+    let google = fg::start();
     let dir = tempfile::tempdir().unwrap();
     let weather = json!([{"name": "get_weather", "arguments": {"location": "San Francisco, CA"}}]);
     // (provider, base URL, model, contents and usages without / with tools)

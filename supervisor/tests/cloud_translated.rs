@@ -114,8 +114,8 @@ fn assemble(data: &[String]) -> (String, Vec<(String, String)>, Option<String>) 
 }
 
 async fn both() -> (FakeAnthropic, FakeGoogle, TestNode) {
-    let a = FakeAnthropic::start();
-    let g = FakeGoogle::start();
+    let a = fa::start();
+    let g = fg::start();
     let node = TestNode::start(&a, &g).await;
     (a, g, node)
 }

@@ -4,7 +4,7 @@
 //! the provider's and back, with no I/O, so they are tested on the documented
 //! wire formats alone.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// One upstream call, less the base URL and the credentials.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,4 +119,55 @@ pub trait ChatStream: Send {
     /// [`TranslateError::Upstream`] when it ended before the provider's own
     /// end of message (a cut stream).
     fn finish(&mut self) -> Result<Vec<Value>, TranslateError>;
+}
+
+// Helpers shared by the translations.
+
+/// [`TranslateError::BadRequest`] naming `param`.
+pub(crate) fn bad(param: impl Into<String>, message: impl Into<String>) -> TranslateError {
+    TranslateError::BadRequest {
+        message: message.into(),
+        param: Some(param.into()),
+    }
+}
+
+/// [`TranslateError::Upstream`].
+pub(crate) fn upstream(message: impl Into<String>) -> TranslateError {
+    TranslateError::Upstream(message.into())
+}
+
+/// An error body with no documented shape: the body itself, cut at 500 bytes
+/// (on a character boundary), or the status when it is empty.
+pub(crate) fn truncated(status: u16, body: &str) -> String {
+    let body = body.trim();
+    if body.is_empty() {
+        return format!("upstream answered {status}");
+    }
+    let mut end = body.len().min(500);
+    while !body.is_char_boundary(end) {
+        end -= 1;
+    }
+    body[..end].to_owned()
+}
+
+/// The request body as an object whose non-null fields are all in `known`;
+/// any other field is refused naming it (`provider` says for whom).
+pub(crate) fn known_fields<'a>(
+    openai: &'a Value,
+    known: &[&str],
+    provider: &str,
+) -> Result<&'a Map<String, Value>, TranslateError> {
+    let req = openai
+        .as_object()
+        .ok_or_else(|| bad("messages", "the body must be a JSON object"))?;
+    match req
+        .iter()
+        .find(|(k, v)| !v.is_null() && !known.contains(&k.as_str()))
+    {
+        Some((field, _)) => Err(bad(
+            field.clone(),
+            format!("`{field}` is not supported for {provider} models"),
+        )),
+        None => Ok(req),
+    }
 }

@@ -8,78 +8,22 @@
 //! `functionCall` of the first declared function while the request holds no
 //! `functionResponse`.
 
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
-
-use actix_web::dev::ServerHandle;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
-use super::{seen, sse, wants_tool_call, Fault, Seen};
+use super::{seen, sse, wants_tool_call, FakeServer, Fault, Shared};
 
 /// The key the fake accepts.
 pub const KEY: &str = "AIza-test";
 /// The text of every text answer, as its streamed pieces.
 pub const TEXT: [&str; 2] = ["The sky is blue", " because of Rayleigh scattering."];
 
-#[derive(Default)]
-pub struct State {
-    pub fault: Fault,
-    pub requests: Vec<Seen>,
-}
+/// The fake, on a free loopback port. Must be used inside an actix `System`.
+pub type FakeGoogle = FakeServer;
 
-type Shared = Arc<Mutex<State>>;
-
-/// The fake Gemini API. Must be used inside an actix `System`.
-pub struct FakeGoogle {
-    pub port: u16,
-    pub state: Shared,
-    handle: ServerHandle,
-}
-
-impl FakeGoogle {
-    /// Serves on a free loopback port.
-    pub fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let state: Shared = Arc::default();
-        let data = state.clone();
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(web::Data::new(data.clone()))
-                .route("/v1beta/models/{call}", web::post().to(generate))
-        })
-        .workers(1)
-        .disable_signals()
-        .shutdown_timeout(0)
-        .listen(listener)
-        .unwrap()
-        .run();
-        let handle = server.handle();
-        actix_rt::spawn(server);
-        Self {
-            port,
-            state,
-            handle,
-        }
-    }
-
-    /// The base URL (the dispatcher appends `/v1beta/models/…`).
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    pub fn set_fault(&self, fault: Fault) {
-        self.state.lock().unwrap().fault = fault;
-    }
-
-    pub fn requests(&self) -> Vec<Seen> {
-        self.state.lock().unwrap().requests.clone()
-    }
-
-    pub async fn stop(self) {
-        self.handle.stop(false).await;
-    }
+/// Starts the fake.
+pub fn start() -> FakeGoogle {
+    FakeServer::start("/v1beta/models/{call}", generate)
 }
 
 /// Google's documented error body.

@@ -17,12 +17,84 @@
 pub mod anthropic;
 pub mod google;
 
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix_web::HttpResponse;
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpResponse, HttpServer};
 use bytes::Bytes;
 use futures_util::stream;
 use serde_json::Value;
+
+/// What a fake provider shares with its handler: the fault to play and the
+/// requests seen.
+#[derive(Default)]
+pub struct State {
+    pub fault: Fault,
+    pub requests: Vec<Seen>,
+}
+
+pub(crate) type Shared = Arc<Mutex<State>>;
+
+/// One fake provider's HTTP server on a free loopback port, its state
+/// handed to its handler as `web::Data<Shared>`. Must be used inside an
+/// actix `System`.
+pub struct FakeServer {
+    pub port: u16,
+    pub state: Shared,
+    handle: ServerHandle,
+}
+
+impl FakeServer {
+    /// Serves `POST path` with `handler`.
+    pub(crate) fn start<F, Args>(path: &'static str, handler: F) -> Self
+    where
+        F: actix_web::Handler<Args> + Clone + Send + 'static,
+        Args: actix_web::FromRequest + 'static,
+        F::Output: actix_web::Responder + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state: Shared = Arc::default();
+        let data = state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(data.clone()))
+                .route(path, web::post().to(handler.clone()))
+        })
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(0)
+        .listen(listener)
+        .unwrap()
+        .run();
+        let handle = server.handle();
+        actix_rt::spawn(server);
+        Self {
+            port,
+            state,
+            handle,
+        }
+    }
+
+    /// The base URL (the dispatcher appends the provider's paths).
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn set_fault(&self, fault: Fault) {
+        self.state.lock().unwrap().fault = fault;
+    }
+
+    pub fn requests(&self) -> Vec<Seen> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    pub async fn stop(self) {
+        self.handle.stop(false).await;
+    }
+}
 
 /// How a fake provider answers the next requests.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]

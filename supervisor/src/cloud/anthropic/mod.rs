@@ -37,7 +37,10 @@
 
 use serde_json::Value;
 
-use super::translate::{ChatStream, Provider, SseEvent, TranslateError, UpstreamRequest};
+use super::translate::{
+    bad, known_fields, truncated, upstream, ChatStream, Provider, SseEvent, TranslateError,
+    UpstreamRequest,
+};
 
 /// `max_tokens` sent when the client sets neither `max_tokens` nor
 /// `max_completion_tokens` (Anthropic requires one; 4096 is the smallest
@@ -95,30 +98,6 @@ fn now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-/// The body itself when no documented error shape is found, cut at 500 bytes.
-fn truncated(status: u16, body: &str) -> String {
-    let body = body.trim();
-    if body.is_empty() {
-        return format!("upstream answered {status}");
-    }
-    let mut end = body.len().min(500);
-    while !body.is_char_boundary(end) {
-        end -= 1;
-    }
-    body[..end].to_owned()
-}
-
-fn bad(param: impl Into<String>, message: impl Into<String>) -> TranslateError {
-    TranslateError::BadRequest {
-        message: message.into(),
-        param: Some(param.into()),
-    }
-}
-
-fn upstream(message: impl Into<String>) -> TranslateError {
-    TranslateError::Upstream(message.into())
 }
 
 mod request;

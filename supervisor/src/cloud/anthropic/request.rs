@@ -30,18 +30,7 @@ pub(super) fn request_body(
     model: &str,
     stream: bool,
 ) -> Result<Value, TranslateError> {
-    let req = openai
-        .as_object()
-        .ok_or_else(|| bad("messages", "the body must be a JSON object"))?;
-    if let Some((field, _)) = req
-        .iter()
-        .find(|(k, v)| !v.is_null() && !KNOWN_FIELDS.contains(&k.as_str()))
-    {
-        return Err(bad(
-            field.clone(),
-            format!("`{field}` is not supported for Anthropic models"),
-        ));
-    }
+    let req = known_fields(openai, KNOWN_FIELDS, "Anthropic")?;
     let field = |k: &str| field(req, k);
 
     let (mut system, messages) = messages(field("messages"))?;

@@ -10,14 +10,7 @@
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use crate::cloud::translate::{TranslateError, UpstreamRequest};
-
-fn bad(message: impl Into<String>, param: &str) -> TranslateError {
-    TranslateError::BadRequest {
-        message: message.into(),
-        param: Some(param.into()),
-    }
-}
+use crate::cloud::translate::{bad, TranslateError, UpstreamRequest};
 
 /// The `batchEmbedContents` call for an OpenAI embeddings body.
 pub(super) fn request(openai: &Value, model: &str) -> Result<UpstreamRequest, TranslateError> {
@@ -28,16 +21,16 @@ pub(super) fn request(openai: &Value, model: &str) -> Result<UpstreamRequest, Tr
             .map(|i| {
                 i.as_str().ok_or_else(|| {
                     bad(
-                        "google: models embed text; `input` must be strings",
                         "input",
+                        "google: models embed text; `input` must be strings",
                     )
                 })
             })
             .collect::<Result<_, _>>()?,
         _ => {
             return Err(bad(
-                "`input` must be a string or a non-empty list of strings",
                 "input",
+                "`input` must be a string or a non-empty list of strings",
             ))
         }
     };
@@ -46,15 +39,15 @@ pub(super) fn request(openai: &Value, model: &str) -> Result<UpstreamRequest, Tr
         v => Some(
             v.as_u64()
                 .filter(|&d| d > 0)
-                .ok_or_else(|| bad("`dimensions` must be a positive integer", "dimensions"))?,
+                .ok_or_else(|| bad("dimensions", "`dimensions` must be a positive integer"))?,
         ),
     };
     match openai["encoding_format"].as_str() {
         None | Some("float") | Some("base64") => {}
         Some(other) => {
             return Err(bad(
-                format!("unknown encoding_format {other:?}"),
                 "encoding_format",
+                format!("unknown encoding_format {other:?}"),
             ))
         }
     }
@@ -84,9 +77,9 @@ pub(super) fn response(
     model: &str,
 ) -> Result<Value, TranslateError> {
     let base64 = openai["encoding_format"] == "base64";
-    let embeddings = upstream["embeddings"]
-        .as_array()
-        .ok_or_else(|| TranslateError::Upstream("google: an answer without `embeddings`".into()))?;
+    let embeddings = upstream["embeddings"].as_array().ok_or_else(|| {
+        crate::cloud::translate::upstream("google: an answer without `embeddings`")
+    })?;
     let data = embeddings
         .iter()
         .enumerate()
@@ -94,13 +87,13 @@ pub(super) fn response(
             let values: Vec<f32> = e["values"]
                 .as_array()
                 .ok_or_else(|| {
-                    TranslateError::Upstream("google: an embedding without `values`".into())
+                    crate::cloud::translate::upstream("google: an embedding without `values`")
                 })?
                 .iter()
                 .map(|v| v.as_f64().map(|f| f as f32))
                 .collect::<Option<_>>()
                 .ok_or_else(|| {
-                    TranslateError::Upstream("google: a value that is not a number".into())
+                    crate::cloud::translate::upstream("google: a value that is not a number")
                 })?;
             let embedding = match base64 {
                 true => {

@@ -49,7 +49,10 @@
 
 use serde_json::Value;
 
-use super::translate::{ChatStream, Provider, SseEvent, TranslateError, UpstreamRequest};
+use super::translate::{
+    bad, known_fields, truncated, upstream, ChatStream, Provider, SseEvent, TranslateError,
+    UpstreamRequest,
+};
 
 /// Keywords of Gemini's `Schema` object; every other keyword is stripped.
 pub const SCHEMA_KEYWORDS: &[&str] = &[
@@ -166,29 +169,6 @@ impl Ids {
     fn call(&self, n: usize) -> String {
         format!("call_{}{n}", self.calls)
     }
-}
-
-fn truncated(status: u16, body: &str) -> String {
-    let body = body.trim();
-    if body.is_empty() {
-        return format!("upstream answered {status}");
-    }
-    let mut end = body.len().min(500);
-    while !body.is_char_boundary(end) {
-        end -= 1;
-    }
-    body[..end].to_owned()
-}
-
-fn bad(param: impl Into<String>, message: impl Into<String>) -> TranslateError {
-    TranslateError::BadRequest {
-        message: message.into(),
-        param: Some(param.into()),
-    }
-}
-
-fn upstream(message: impl Into<String>) -> TranslateError {
-    TranslateError::Upstream(message.into())
 }
 
 mod embed;

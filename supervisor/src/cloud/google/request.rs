@@ -42,18 +42,7 @@ pub(super) const GENERATION_FIELDS: &[(&str, &str)] = &[
 ];
 
 pub(super) fn request_body(openai: &Value) -> Result<Value, TranslateError> {
-    let req = openai
-        .as_object()
-        .ok_or_else(|| bad("messages", "the body must be a JSON object"))?;
-    if let Some((field, _)) = req
-        .iter()
-        .find(|(k, v)| !v.is_null() && !KNOWN_FIELDS.contains(&k.as_str()))
-    {
-        return Err(bad(
-            field.clone(),
-            format!("`{field}` is not supported for Google models"),
-        ));
-    }
+    let req = known_fields(openai, KNOWN_FIELDS, "Google")?;
     let field = |k: &str| req.get(k).filter(|v: &&Value| !v.is_null());
 
     let (system, contents) = contents(field("messages"))?;
