@@ -83,15 +83,15 @@ PY
   rm -rf "$CORPUS" && mv "$CORPUS.tmp" "$CORPUS"
 fi
 # The client libraries the test suite drives the node with (the `openai` SDK,
-# `jsonschema` to validate structured output, `pydantic` for parse()), in a
-# virtual environment of their own.
+# the `ollama` client, `jsonschema` to validate structured output, `pydantic`
+# for parse()), in a virtual environment of their own.
 VENV="$CACHE/venv"
-if [ ! -f "$VENV/.complete-1" ]; then
+if [ ! -f "$VENV/.complete-2" ]; then
   echo "setup: installing the Python test clients into $VENV" >&2
   rm -rf "$VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check \
-    'openai>=1.40,<3' 'jsonschema>=4.20,<5' 'pydantic>=2,<3'
-  touch "$VENV/.complete-1"
+    'openai>=1.40,<3' 'ollama>=0.4,<1' 'jsonschema>=4.20,<5' 'pydantic>=2,<3'
+  touch "$VENV/.complete-2"
 fi
 echo "$MODEL_DIR/$MODEL_FILE"

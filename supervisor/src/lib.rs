@@ -150,6 +150,7 @@ impl Node {
                 .wrap(actix_web::middleware::from_fn(
                     api::body_timeout::middleware,
                 ))
+                .wrap(actix_web::middleware::from_fn(api::shape::middleware))
                 .wrap(actix_web::middleware::from_fn(api::request_id::middleware))
                 .configure(configure)
         })

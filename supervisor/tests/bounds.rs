@@ -177,7 +177,8 @@ async fn pulls_beyond_the_queue_are_refused_in_each_routes_shape() {
     assert_eq!(r.status().as_u16(), 503);
     assert!(r.headers().get("retry-after").is_some());
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "pull_queue_full", "{body}");
+    // In Ollama's shape.
+    assert!(body["error"].as_str().unwrap().contains("pull"), "{body}");
     // The node serves on.
     assert_eq!(chat(&http, &node).await, 200);
     node.stop().await;

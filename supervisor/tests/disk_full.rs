@@ -209,8 +209,8 @@ async fn a_disk_that_fills_mid_pull_is_a_clear_507_leaves_no_partial_files_and_t
     let ((status, body), ()) = tokio::join!(pull, fill);
     println!("pull on a full disk: {status} {body}");
     assert_eq!(status, 507, "{body}");
-    assert_eq!(body["error"]["code"], "no_space", "{body}");
-    let message = body["error"]["message"].as_str().unwrap_or_default();
+    // Ollama's shape: `{"error": "…"}`.
+    let message = body["error"].as_str().unwrap_or_default();
     assert!(
         message.contains("disk") && !message.contains(&*node.store.to_string_lossy()),
         "the answer names no path of the store: {message}"

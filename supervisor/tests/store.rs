@@ -424,10 +424,9 @@ async fn hf_quant_pull_fetches_every_part_of_a_split_gguf_with_the_token() {
 /// The body of a 4xx answer must be OpenAI's error shape naming `model`.
 fn assert_model_error(status: u16, lines: &[Value], expected: u16, needle: &str) {
     assert_eq!(status, expected, "{lines:?}");
-    let error = &lines[0]["error"];
-    assert_eq!(error["param"], "model", "{lines:?}");
-    assert!(error["type"].is_string(), "{lines:?}");
-    let message = error["message"].as_str().unwrap();
+    // Ollama's shape: `{"error": "…"}` and nothing else.
+    assert_eq!(lines[0].as_object().map(|o| o.len()), Some(1), "{lines:?}");
+    let message = lines[0]["error"].as_str().unwrap();
     assert!(message.contains(needle), "{message:?} lacks {needle:?}");
 }
 
@@ -470,7 +469,7 @@ async fn bad_names_and_unservable_repos_are_refused_with_clear_errors() {
         assert_model_error(status, &lines, 400, needle);
     }
     let (status, lines) = pull(&node, "hf.co/org/plain").await;
-    let message = lines[0]["error"]["message"].as_str().unwrap().to_string();
+    let message = lines[0]["error"].as_str().unwrap().to_string();
     assert!(
         message.contains("torch") && message.contains("transformers"),
         "{message}; {status}"
@@ -521,13 +520,7 @@ async fn rm_refuses_a_model_in_use_and_removes_an_idle_one() {
         let resp = delete().await;
         if resp.status() == 409 {
             let body: Value = resp.json().await.unwrap();
-            assert!(
-                body["error"]["message"]
-                    .as_str()
-                    .unwrap()
-                    .contains("in use"),
-                "{body}"
-            );
+            assert!(body["error"].as_str().unwrap().contains("in use"), "{body}");
             refused = true;
             break;
         }

@@ -298,11 +298,8 @@ fn a_node_under_test_never_resolves_a_public_host() {
         .unwrap();
     let status = resp.status().as_u16();
     let body: Value = resp.json().unwrap();
-    // Ollama's `{"error": "…"}` or, before any streaming, the OpenAI body.
-    let error = body["error"]
-        .as_str()
-        .or(body["error"]["message"].as_str())
-        .unwrap_or_default();
+    // Ollama's `{"error": "…"}`, before streaming as after.
+    let error = body["error"].as_str().unwrap_or_default();
     assert!(
         status >= 400 && error.contains("registry.ollama.ai is not a loopback host"),
         "the pull should fail on the guard, naming the host: {status} {body}"

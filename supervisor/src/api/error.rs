@@ -77,6 +77,10 @@ pub enum ApiError {
     /// `Retry-After`, in the router's shape `{"error": "..."}` (contract §3.4).
     #[error("{0}")]
     Router(Box<ApiError>),
+    /// An error on one of Ollama's `/api/*` routes: its status and
+    /// `Retry-After`, in Ollama's shape `{"error": "..."}`.
+    #[error("{0}")]
+    Ollama(Box<ApiError>),
     /// The request waited or ran longer than the node allows (`what`: "its
     /// first token" or "the whole request").
     #[error("The request timed out waiting for {what} ({secs} s); retry later")]
@@ -112,6 +116,16 @@ impl ApiError {
         }
     }
 
+    /// This error in Ollama's shape `{"error": "..."}` (same status), for the
+    /// `/api/*` routes. Wrapping twice changes nothing.
+    pub fn ollama(self) -> Self {
+        match self {
+            ApiError::Ollama(_) => self,
+            ApiError::Router(inner) => ApiError::Ollama(inner),
+            other => ApiError::Ollama(Box::new(other)),
+        }
+    }
+
     /// A stable label per variant, for logs and metrics.
     pub fn label(&self) -> &'static str {
         match self {
@@ -143,7 +157,7 @@ impl ApiError {
                 StoreErrorKind::Busy => "store_busy",
             },
             ApiError::RouterPull(_) => "router_pull_rejected",
-            ApiError::Router(inner) => inner.label(),
+            ApiError::Router(inner) | ApiError::Ollama(inner) => inner.label(),
             ApiError::Cloud(e) => e.label(),
         }
     }
@@ -272,7 +286,7 @@ impl ResponseError for ApiError {
                 StoreErrorKind::Busy => StatusCode::SERVICE_UNAVAILABLE,
             },
             ApiError::RouterPull(_) => StatusCode::BAD_REQUEST,
-            ApiError::Router(inner) => inner.status_code(),
+            ApiError::Router(inner) | ApiError::Ollama(inner) => inner.status_code(),
             ApiError::Cloud(e) => {
                 StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_GATEWAY)
             }
@@ -296,7 +310,7 @@ impl ResponseError for ApiError {
         }
         match self {
             ApiError::RouterPull(message) => response.json(serde_json::json!({ "error": message })),
-            ApiError::Router(inner) => {
+            ApiError::Router(inner) | ApiError::Ollama(inner) => {
                 response.json(serde_json::json!({ "error": inner.to_string() }))
             }
             _ => response.json(self.body()),
@@ -319,7 +333,7 @@ impl ApiError {
                 kind: StoreErrorKind::Busy,
                 ..
             } => Some(10),
-            ApiError::Router(inner) => inner.retry_after(),
+            ApiError::Router(inner) | ApiError::Ollama(inner) => inner.retry_after(),
             _ => None,
         }
     }

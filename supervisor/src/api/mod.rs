@@ -9,6 +9,7 @@
 //! - [`ollama`]: the store's Ollama routes (`/api/pull`, `/api/tags`, `/api/delete`).
 //! - [`router`]: llm-router's `/pull` and `/api/logs`.
 //! - [`request_id`]: the request id middleware (header, span, scope).
+//! - [`shape`]: errors on Ollama's routes in Ollama's shape (middleware).
 //! - [`types`]: request bodies and their validation into protocol types.
 //! - [`body_timeout`]: a request body that stops arriving is cut off (408).
 //! - [`disconnect`]: noticing a client that left while its handler waits.
@@ -32,6 +33,7 @@ pub mod request_id;
 pub mod response;
 pub mod router;
 pub mod routes;
+pub mod shape;
 pub mod sse;
 pub mod state;
 pub mod types;

@@ -8,7 +8,7 @@
 //! - `DELETE /api/delete {"model"|"name"}`: stop serving and remove (409 while in use).
 //!
 //! Requests that are wrong (a bad name, a repo that cannot give a model) are
-//! answered before any streaming, with the OpenAI error body. When the node has
+//! answered before any streaming, in Ollama's shape (see [`super::shape`]). When the node has
 //! an admin key, pull and delete need it (as `/admin` does).
 
 use std::collections::VecDeque;

@@ -32,8 +32,11 @@ fn resource(path: &str, route: Route) -> Resource {
 /// Registers the API's routes, body limits and error shapes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(
+        // `curl -d '{…}'` sends no JSON Content-Type (Ollama's documentation
+        // uses exactly that form; llama-server accepts it too).
         web::JsonConfig::default()
             .limit(MAX_BODY_BYTES)
+            .content_type_required(false)
             .error_handler(json_error),
     )
     .service(resource(
@@ -76,9 +79,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/admin/models/{id:.+}/gpus",
         web::put().to(admin::pin),
     ))
-    .service(web::resource("/api/pull").route(web::post().to(ollama::pull)))
-    .service(web::resource("/api/tags").route(web::get().to(ollama::tags)))
-    .service(web::resource("/api/delete").route(web::delete().to(ollama::delete)))
+    .service(resource("/api/pull", web::post().to(ollama::pull)))
+    .service(resource("/api/tags", web::get().to(ollama::tags)))
+    .service(resource("/api/delete", web::delete().to(ollama::delete)))
     .service(web::resource("/pull").route(web::post().to(router::pull)))
     .service(web::resource("/api/logs").route(web::get().to(router::logs)))
     .default_service(web::to(handlers::not_found));
@@ -112,6 +115,9 @@ mod tests {
         test::init_service(
             App::new()
                 .app_data(AppState::new(models).into_data())
+                .wrap(actix_web::middleware::from_fn(
+                    crate::api::shape::middleware,
+                ))
                 .wrap(actix_web::middleware::from_fn(
                     crate::api::request_id::middleware,
                 ))
@@ -232,6 +238,48 @@ mod tests {
         assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
         let body: Value = test::read_body_json(resp).await;
         assert!(body["error"]["message"].is_string());
+    }
+
+    #[actix_rt::test]
+    async fn ollama_routes_answer_errors_in_ollamas_shape() {
+        let (models, _fakes) = fake_models(&["m"]);
+        let app = service(models).await;
+        let cases = [
+            (
+                test::TestRequest::get().uri("/api/nothing"),
+                StatusCode::NOT_FOUND,
+            ),
+            (
+                test::TestRequest::post().uri("/api/tags"),
+                StatusCode::METHOD_NOT_ALLOWED,
+            ),
+        ];
+        for (req, status) in cases {
+            let resp = test::call_service(&app, req.to_request()).await;
+            assert_eq!(resp.status(), status);
+            let body: Value = test::read_body_json(resp).await;
+            // Exactly `{"error": "…"}`, as Ollama answers.
+            assert_eq!(body.as_object().map(|o| o.len()), Some(1), "{body}");
+            assert!(body["error"].as_str().is_some_and(|m| !m.is_empty()));
+        }
+        // llm-router's `/api/logs` keeps its own shape; OpenAI's routes theirs.
+        let req = test::TestRequest::get().uri("/v1/nothing").to_request();
+        let body: Value = test::read_body_json(test::call_service(&app, req).await).await;
+        assert!(body["error"]["message"].is_string(), "{body}");
+    }
+
+    #[actix_rt::test]
+    async fn a_json_body_without_content_type_is_accepted() {
+        let (models, _fakes) = fake_models(&["m"]);
+        let app = service(models).await;
+        // `curl -d '{…}'` sends `application/x-www-form-urlencoded`.
+        let req = test::TestRequest::post()
+            .uri("/v1/chat/completions")
+            .insert_header(("content-type", "application/x-www-form-urlencoded"))
+            .set_payload(chat(json!({"max_tokens": 2})).to_string())
+            .to_request();
+        let resp = test::call_service(&app, req).await;
+        assert_eq!(resp.status(), StatusCode::OK);
     }
 
     #[actix_rt::test]
