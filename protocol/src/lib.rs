@@ -44,7 +44,7 @@ use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender};
 use serde::{Deserialize, Serialize};
 
 /// Version of this contract. A worker and supervisor with different versions refuse to talk.
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// Identifies one request for its whole life in a worker. Unique per worker
 /// process. The top 16 bits are the event lane ([`lane_of`]).
@@ -341,6 +341,11 @@ pub struct Progress {
     /// How long the engine has been inside its current turn, in ms; 0 while
     /// it is idle, waiting for work.
     pub busy_ms: u64,
+    /// Slots holding a request (prompt or decode), as of the last turn's end.
+    pub busy_slots: u32,
+    /// KV cache cells in use over all sequences (tokens whose KV is kept,
+    /// cached prefixes included), as of the last turn's end.
+    pub kv_cells: u64,
 }
 
 /// Why a request failed.
@@ -661,6 +666,8 @@ mod tests {
                 progress: Progress {
                     turns: u64::MAX,
                     busy_ms: 90_000,
+                    busy_slots: 4,
+                    kv_cells: 8_192,
                 },
             },
         ] {
@@ -682,6 +689,8 @@ mod tests {
                 progress: Progress {
                     turns: 3,
                     busy_ms: 0,
+                    busy_slots: 1,
+                    kv_cells: 17,
                 },
             },
         ];

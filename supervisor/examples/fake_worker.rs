@@ -224,6 +224,10 @@ struct Meter {
     turns: AtomicU64,
     busy_since: AtomicU64,
     silent: AtomicBool,
+    /// Running requests and their tokens so far (prompt and generated), as
+    /// of the last turn: the fake's busy slots and KV cells.
+    busy_slots: AtomicU64,
+    kv_cells: AtomicU64,
 }
 
 impl Meter {
@@ -235,6 +239,8 @@ impl Meter {
                 0 => 0,
                 since => now.saturating_sub(since),
             },
+            busy_slots: self.busy_slots.load(Relaxed) as u32,
+            kv_cells: self.kv_cells.load(Relaxed),
         }
     }
 }
@@ -298,6 +304,8 @@ fn main() {
         turns: AtomicU64::new(0),
         busy_since: AtomicU64::new(0),
         silent: AtomicBool::new(false),
+        busy_slots: AtomicU64::new(0),
+        kv_cells: AtomicU64::new(0),
     });
     let pong_tx = evt_tx.clone();
     // Each event on the lane its request id names, as the real worker does.
@@ -562,6 +570,11 @@ fn main() {
             }
         }
         admit(&mut waiting, &mut running, config.parallel as usize, &send);
+        meter.busy_slots.store(running.len() as u64, Relaxed);
+        let cells = running
+            .values()
+            .map(|r| u64::from(r.prompt_tokens + r.emitted));
+        meter.kv_cells.store(cells.sum(), Relaxed);
         meter.turns.fetch_add(1, Relaxed);
     }
 }

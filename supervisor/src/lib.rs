@@ -124,7 +124,9 @@ impl Node {
         let supervision =
             std::sync::Arc::new(args.supervision.resolve().map_err(ConfigError::from)?);
         let gpus = detect_gpus(&args)?;
-        let member = router::Member::new(args.member_settings(store.clone()), gpus.clone())?;
+        let metrics = metrics::Metrics::new();
+        let member_settings = args.member_settings(store.clone());
+        let member = router::Member::new(member_settings, gpus.clone(), metrics.clone())?;
         let member_app = member.clone();
         // Bind before spawning workers, so a taken port costs no model load.
         let state_slot =
@@ -151,6 +153,7 @@ impl Node {
                     api::body_timeout::middleware,
                 ))
                 .wrap(actix_web::middleware::from_fn(api::shape::middleware))
+                .wrap(actix_web::middleware::from_fn(api::rejections::middleware))
                 .wrap(actix_web::middleware::from_fn(api::request_id::middleware))
                 .configure(configure)
         })
@@ -169,7 +172,7 @@ impl Node {
             args.model_settings(bin, Some(lanes)),
             specs,
             supervision,
-            metrics::Metrics::new(),
+            metrics,
             gpus,
         );
         let secs = |s: u64| (s > 0).then(|| std::time::Duration::from_secs(s));

@@ -255,6 +255,9 @@ impl<'m> Engine<'m> {
                 self.step()?;
                 self.sink.flush()?;
             }
+            let busy = self.slots.iter().filter(|s| s.active.is_some()).count();
+            let cells = self.slots.iter().map(|s| s.cached.len()).sum();
+            self.meter.occupancy(busy, cells);
             self.meter.end();
         }
     }

@@ -281,7 +281,9 @@ mod tests {
         let events = decode_events(&boot.events[1].recv().unwrap()).unwrap();
         let [Event::Pong {
             id: got,
-            progress: Progress { turns: 0, busy_ms },
+            progress: Progress {
+                turns: 0, busy_ms, ..
+            },
         }] = events[..]
         else {
             panic!("{events:?}");

@@ -34,6 +34,9 @@ pub struct Meter {
     /// Milliseconds from `epoch` to the start of the current turn, plus one;
     /// 0 while the engine waits for work.
     busy_since: AtomicU64,
+    /// Busy slots and KV cells in use at the end of the last turn.
+    busy_slots: AtomicU64,
+    kv_cells: AtomicU64,
 }
 
 impl Default for Meter {
@@ -42,6 +45,8 @@ impl Default for Meter {
             epoch: Instant::now(),
             turns: AtomicU64::new(0),
             busy_since: AtomicU64::new(0),
+            busy_slots: AtomicU64::new(0),
+            kv_cells: AtomicU64::new(0),
         }
     }
 }
@@ -54,6 +59,13 @@ impl Meter {
     /// The engine starts a turn's work.
     pub fn begin(&self) {
         self.busy_since.store(self.now_ms() + 1, Ordering::Relaxed);
+    }
+
+    /// The engine's occupancy after a turn: slots holding a request and KV
+    /// cells in use (reported by the next `Pong`s).
+    pub fn occupancy(&self, busy_slots: usize, kv_cells: usize) {
+        self.busy_slots.store(busy_slots as u64, Ordering::Relaxed);
+        self.kv_cells.store(kv_cells as u64, Ordering::Relaxed);
     }
 
     /// The engine finished a turn and may now wait for work.
@@ -69,7 +81,12 @@ impl Meter {
             0 => 0,
             since => (self.now_ms() + 1).saturating_sub(since),
         };
-        Progress { turns, busy_ms }
+        Progress {
+            turns,
+            busy_ms,
+            busy_slots: self.busy_slots.load(Ordering::Relaxed) as u32,
+            kv_cells: self.kv_cells.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -93,10 +110,30 @@ mod tests {
             meter.progress(),
             Progress {
                 turns: 1,
-                busy_ms: 0
+                ..Progress::default()
             }
         );
         meter.begin();
         assert!(meter.progress().busy_ms < 30, "a new turn starts from 0");
+    }
+
+    #[test]
+    fn occupancy_is_reported_until_the_next_turn_changes_it() {
+        let meter = Meter::default();
+        meter.begin();
+        meter.occupancy(2, 300);
+        meter.end();
+        let p = meter.progress();
+        assert_eq!((p.busy_slots, p.kv_cells), (2, 300));
+        meter.begin();
+        assert_eq!(meter.progress().busy_slots, 2, "kept while a turn runs");
+        meter.occupancy(0, 120);
+        meter.end();
+        let p = meter.progress();
+        assert_eq!(
+            (p.busy_slots, p.kv_cells),
+            (0, 120),
+            "a cached prefix keeps cells"
+        );
     }
 }

@@ -158,9 +158,22 @@ pub async fn pin(
     current(&state, &entry).await
 }
 
-/// Prometheus text format; live gauges are refreshed from the actors first.
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+/// Prometheus text format; live gauges are refreshed first: in flight and
+/// queue depth from the actors, GPU memory from the probe (no GPU, no
+/// series), the store's disk space from `statvfs`.
+pub async fn metrics(
+    state: web::Data<AppState>,
+    store: Option<web::Data<crate::store::Service>>,
+) -> HttpResponse {
     let m = state.models.metrics();
+    m.set_gpus(&state.models.gpu_probe().devices());
+    if let Some(store) = store {
+        let root = store.store.layout().root.clone();
+        match crate::store::download::disk_bytes(&root) {
+            Ok((free, total)) => m.set_store_space(&root.to_string_lossy(), free, total),
+            Err(e) => tracing::warn!("cannot measure the store's disk ({}): {e}", root.display()),
+        }
+    }
     for (entry, s) in state.models.statuses().await {
         let name = entry.spec.name.as_str();
         m.in_flight

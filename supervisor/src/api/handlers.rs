@@ -128,6 +128,12 @@ async fn generate(
     let started = tokio::time::Instant::now();
     let queue = state.limits.queue_timeout;
     let (model, client) = first_token_deadline(queue, started, state.client(&job.model)).await?;
+    state
+        .models
+        .metrics()
+        .queue_wait
+        .with_label_values(&[&model])
+        .observe(started.elapsed().as_secs_f64());
     if let Some(slots) = client.slots().filter(|s| job.n > *s) {
         return Err(ApiError::invalid(
             "n",
@@ -143,7 +149,8 @@ async fn generate(
     }
     let blame = plan.as_ref().and_then(|p| p.constraint_param);
     let assembler = || assembler(plan.as_ref(), &client);
-    let mut streams = start_choices(state, &job, &client, &model, kind)?;
+    let arrived = started.into_std();
+    let mut streams = start_choices(state, &job, &client, (&model, arrived), kind)?;
     let writer = ChunkWriter {
         kind,
         id: response_id(match kind {
@@ -189,12 +196,13 @@ fn assembler(plan: Option<&Plan>, client: &Lease) -> Assembler {
     }
 }
 
-/// Starts the request's `n` generations (seeds `seed`, `seed + 1`, …).
+/// Starts the request's `n` generations (seeds `seed`, `seed + 1`, …),
+/// metered under `model` from the request's arrival.
 fn start_choices(
     state: &AppState,
     job: &GenerationJob,
     client: &Lease,
-    model: &str,
+    (model, arrived): (&str, std::time::Instant),
     kind: ChunkKind,
 ) -> Result<Vec<GenerationStream>, ApiError> {
     let endpoint = match kind {
@@ -206,7 +214,7 @@ fn start_choices(
             let mut params = job.params.clone();
             params.seed = params.seed.map(|s| s.wrapping_add(i));
             let mut stream = client.generate(job.prompt.clone(), params)?;
-            stream.meter(state.models.metrics(), model, endpoint);
+            stream.meter(state.models.metrics(), model, endpoint, arrived);
             Ok(stream)
         })
         .collect()

@@ -10,6 +10,7 @@
 //! - [`router`]: llm-router's `/pull` and `/api/logs`.
 //! - [`request_id`]: the request id middleware (header, span, scope).
 //! - [`shape`]: errors on Ollama's routes in Ollama's shape (middleware).
+//! - [`rejections`]: every error answer counted by label and status (middleware).
 //! - [`types`]: request bodies and their validation into protocol types.
 //! - [`body_timeout`]: a request body that stops arriving is cut off (408).
 //! - [`disconnect`]: noticing a client that left while its handler waits.
@@ -29,6 +30,7 @@ pub mod error;
 pub mod handlers;
 pub mod ollama;
 pub mod output;
+pub mod rejections;
 pub mod request_id;
 pub mod response;
 pub mod router;

@@ -82,6 +82,8 @@ pub struct ModelActor {
     client: Option<WorkerClient>,
     info: Option<ModelInfo>,
     ready_since: Option<Instant>,
+    /// When the current start began (spawn), for the load-time histogram.
+    starting_since: Option<Instant>,
     last_used: Instant,
     /// Waiters for the end of `Starting`.
     waiters: Vec<oneshot::Sender<ModelState>>,
@@ -150,6 +152,7 @@ impl ModelActor {
             client: None,
             info: None,
             ready_since: None,
+            starting_since: None,
             last_used: Instant::now(),
             waiters: Vec::new(),
             crashes: Vec::new(),
@@ -184,6 +187,7 @@ impl ModelActor {
             }
         }
         self.ready_since = (next == ModelState::Ready).then(Instant::now);
+        self.meter_transition(&next);
         if next != ModelState::Starting {
             for waiter in self.waiters.drain(..) {
                 let _ = waiter.send(next.clone());
@@ -192,6 +196,28 @@ impl ModelActor {
         self.shared.metrics.set_state(&self.name, next.label());
         self.state = next;
         self.shared.changed.notify_waiters();
+    }
+
+    /// Load time on `Starting → Ready`; a worker's occupancy is forgotten
+    /// once it no longer serves.
+    fn meter_transition(&mut self, next: &ModelState) {
+        let metrics = &self.shared.metrics;
+        match next {
+            ModelState::Starting => self.starting_since = Some(Instant::now()),
+            ModelState::Ready => {
+                if let Some(since) = self.starting_since.take() {
+                    metrics
+                        .model_load_duration
+                        .with_label_values(&[&self.name])
+                        .observe(since.elapsed().as_secs_f64());
+                }
+            }
+            ModelState::Draining => {}
+            _ => {
+                self.starting_since = None;
+                metrics.clear_occupancy(&self.name);
+            }
+        }
     }
 
     fn start_worker(&mut self, ctx: &mut Context<Self>) {
@@ -265,6 +291,15 @@ impl ModelActor {
             }
             .into_actor(self),
         );
+        let metrics = &self.shared.metrics;
+        metrics
+            .slots
+            .with_label_values(&[&self.name])
+            .set(i64::from(info.parallel));
+        metrics
+            .kv_cells_total
+            .with_label_values(&[&self.name])
+            .set(i64::from(info.parallel).saturating_mul(i64::from(info.ctx_per_slot)));
         self.client = Some(client);
         self.info = Some(info);
         self.ready_at = Some(Instant::now());
@@ -286,6 +321,19 @@ impl ModelActor {
                 }
             });
         }
+    }
+
+    /// The worker's occupancy as its `Pong` reported it.
+    fn meter_progress(&self, progress: Progress) {
+        let metrics = &self.shared.metrics;
+        metrics
+            .busy_slots
+            .with_label_values(&[&self.name])
+            .set(i64::from(progress.busy_slots));
+        metrics
+            .kv_cells_used
+            .with_label_values(&[&self.name])
+            .set(i64::try_from(progress.kv_cells).unwrap_or(i64::MAX));
     }
 
     /// Pings a ready worker. Its command reader answers at once with the
@@ -323,6 +371,7 @@ impl ModelActor {
                     // by this check.
                     let (why, kill) = match result {
                         Ok(Ok(progress)) => {
+                            act.meter_progress(progress);
                             let before = act.progress.replace(progress);
                             let Some(limit) = liveness.stall else {
                                 return; // a long step is never a reason

@@ -33,7 +33,11 @@ mod tests {
     use super::*;
 
     fn p(turns: u64, busy_ms: u64) -> Option<Progress> {
-        Some(Progress { turns, busy_ms })
+        Some(Progress {
+            turns,
+            busy_ms,
+            ..Progress::default()
+        })
     }
 
     #[test]

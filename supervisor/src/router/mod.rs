@@ -130,6 +130,7 @@ struct Inner {
     /// Runs the pulls.
     store: Arc<crate::store::Service>,
     running: Mutex<Option<Running>>,
+    metrics: crate::metrics::Metrics,
 }
 
 struct RouterSetup {
@@ -149,16 +150,24 @@ struct Running {
 impl Member {
     /// Checks the router settings and the GPU gate against `gpus`, the node's probe
     /// (`--simulated-gpus` included). Standalone (no router URL) always succeeds.
+    /// Membership is recorded in `metrics` (`llm_node_router_*`).
     ///
     /// # Errors
     /// [`RouterError::NoGpu`] in router mode without a (simulated) GPU; a bad URL.
-    pub fn new(settings: MemberSettings, gpus: Arc<dyn GpuProbe>) -> Result<Self, RouterError> {
+    pub fn new(
+        settings: MemberSettings,
+        gpus: Arc<dyn GpuProbe>,
+        metrics: crate::metrics::Metrics,
+    ) -> Result<Self, RouterError> {
         let router = match settings.router.enabled() {
             true => Some(Self::setup(&settings, gpus)?),
             false => None,
         };
+        metrics.router_configured.set(i64::from(router.is_some()));
+        metrics.router_registered.set(0);
         Ok(Self {
             inner: Arc::new(Inner {
+                metrics,
                 router,
                 stats: RequestStats::default(),
                 store: settings.store,
@@ -248,6 +257,7 @@ impl Member {
                 interval: router.args.heartbeat_interval(),
                 identity: identity.clone(),
                 registrations,
+                metrics: self.inner.metrics.clone(),
             };
             tasks.push(actix_rt::spawn(session.run(shutdown_rx.clone())));
             if let Some(interval) = router.args.model_sync_interval() {
@@ -281,6 +291,7 @@ impl Member {
             .take();
         let Some(running) = running else { return };
         let _ = running.shutdown.send(true);
+        self.inner.metrics.router_registered.set(0);
         for task in &running.tasks {
             task.abort();
         }

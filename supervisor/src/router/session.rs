@@ -27,6 +27,7 @@ use super::register::{backoff_bounds, choose_ip, register_request, retry_delay, 
 use super::stats::RequestStats;
 use super::NodeModels;
 use crate::gpu::GpuProbe;
+use crate::metrics::Metrics;
 
 /// What the router knows us by; replaced on every registration.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +52,8 @@ pub struct Session {
     pub identity: Arc<Mutex<Option<Identity>>>,
     /// Bumped after every successful registration.
     pub registrations: watch::Sender<u64>,
+    /// Membership figures: registered, heartbeat failures, last success.
+    pub metrics: Metrics,
 }
 
 impl Session {
@@ -64,12 +67,16 @@ impl Session {
             };
             *self.identity.lock().unwrap_or_else(|e| e.into_inner()) = Some(identity.clone());
             self.registrations.send_modify(|n| *n += 1);
+            self.metrics.router_registered.set(1);
             // First heartbeat at once: real figures instead of the probe's guesses.
             loop {
-                match self.heartbeat(&identity, &mut sampler).await {
+                let result = self.heartbeat(&identity, &mut sampler).await;
+                self.meter_heartbeat(&result);
+                match result {
                     Ok(()) => {}
                     Err(e) if e.needs_registration() => {
                         tracing::warn!("router no longer knows this node ({e}); registering again");
+                        self.metrics.router_registered.set(0);
                         break;
                     }
                     Err(e) => tracing::warn!("heartbeat failed: {e}"),
@@ -79,6 +86,19 @@ impl Session {
                     _ = shutdown.wait_for(|stop| *stop) => return,
                 }
             }
+        }
+    }
+
+    /// A heartbeat's outcome in the membership metrics.
+    fn meter_heartbeat(&self, result: &Result<(), CallError>) {
+        match result {
+            Ok(()) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                self.metrics.router_last_heartbeat.set(now.as_secs_f64());
+            }
+            Err(_) => self.metrics.router_heartbeat_failures.inc(),
         }
     }
 

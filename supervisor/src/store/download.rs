@@ -815,12 +815,25 @@ fn concat_hashing(parts: &[PathBuf], out: &Path) -> Result<(String, u64), Assemb
 /// # Errors
 /// The `statvfs` error.
 pub fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    disk_bytes(dir).map(|(free, _)| free)
+}
+
+/// Free bytes (for an unprivileged user) and size of the filesystem holding
+/// `dir` (its nearest existing ancestor).
+///
+/// # Errors
+/// The `statvfs` error.
+pub fn disk_bytes(dir: &Path) -> std::io::Result<(u64, u64)> {
     let mut probe = dir;
     while !probe.exists() {
         probe = probe.parent().unwrap_or(Path::new("/"));
     }
     let st = nix::sys::statvfs::statvfs(probe).map_err(std::io::Error::from)?;
-    Ok((st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64))
+    let block = st.fragment_size() as u64;
+    Ok((
+        (st.blocks_available() as u64).saturating_mul(block),
+        (st.blocks() as u64).saturating_mul(block),
+    ))
 }
 
 /// Whether `need` more bytes fit in `free`, keeping a margin (1 GiB or 5 %,

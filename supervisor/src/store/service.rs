@@ -280,10 +280,18 @@ impl Runner {
 
     /// Pulls and serves one order, then tells it and every order that joined it.
     async fn execute(self: Rc<Self>, job: Job, key: String) {
+        let metrics = self.models.metrics().clone();
         let result = match self.limit.acquire().await {
-            Ok(_permit) => self.pull_and_add(&job).await,
+            Ok(_permit) => {
+                metrics.pulls_started.inc();
+                self.pull_and_add(&job).await
+            }
             Err(_) => Err(StoreError::Config("the pull runner stopped".into())),
         };
+        metrics
+            .pulls_finished
+            .with_label_values(&[pull_outcome(&result)])
+            .inc();
         match &result {
             Ok(_) => tracing::info!(model = %job.order.id, "model pulled and served"),
             Err(e) => tracing::error!(model = %job.order.id, "model pull failed: {e}"),
@@ -293,7 +301,11 @@ impl Runner {
 
     async fn pull_and_add(&self, job: &Job) -> Result<String, StoreError> {
         let events = &job.events;
-        let on_progress = move |p: Progress| events.progress(p);
+        let bytes = ByteMeter::new(self.models.metrics().pull_bytes.clone());
+        let on_progress = move |p: Progress| {
+            bytes.observe(&p);
+            events.progress(p)
+        };
         let order = &job.order;
         let pulled = match &order.source {
             PullSource::Store { name, refresh } => {
@@ -321,6 +333,51 @@ impl Runner {
         .await
         .map_err(|e| StoreError::Config(format!("cannot serve the model: {e}")))?;
         Ok(order.id.clone())
+    }
+}
+
+/// A pull's outcome label: `ok`, or the failure's kind.
+fn pull_outcome(result: &Result<String, StoreError>) -> &'static str {
+    use super::StoreErrorKind as K;
+    match result.as_ref().map_err(StoreError::kind) {
+        Ok(_) => "ok",
+        Err(K::NotFound) => "not_found",
+        Err(K::InUse) => "in_use",
+        Err(K::ReadOnly) => "read_only",
+        Err(K::NoSpace) => "no_space",
+        Err(K::Invalid) => "invalid",
+        Err(K::Failed) => "failed",
+        Err(K::Busy) => "busy",
+    }
+}
+
+/// Turns a pull's progress lines (bytes completed so far, per digest) into
+/// increments of the downloaded-bytes counter.
+struct ByteMeter {
+    counter: prometheus::IntCounter,
+    /// Bytes already counted, per digest (or status line when it has none).
+    seen: Mutex<HashMap<String, u64>>,
+}
+
+impl ByteMeter {
+    fn new(counter: prometheus::IntCounter) -> Self {
+        Self {
+            counter,
+            seen: Default::default(),
+        }
+    }
+
+    fn observe(&self, p: &Progress) {
+        let Some(completed) = p.completed else { return };
+        let key = p.digest.clone().unwrap_or_else(|| p.status.clone());
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let before = seen.entry(key).or_default();
+        // A resumed or restarted part may report less than before: only
+        // growth is new bytes.
+        if completed > *before {
+            self.counter.inc_by(completed - *before);
+            *before = completed;
+        }
     }
 }
 

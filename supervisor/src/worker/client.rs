@@ -652,26 +652,37 @@ pub struct GenerationStream {
     meter: Option<Meter>,
 }
 
-/// Records one generation in the metrics: time to first text, tokens,
-/// duration and outcome (`ok`, `error`, or `cancelled` when dropped early).
+/// Records one generation in the metrics: time to first text and between
+/// pieces, tokens, duration and outcome (`ok`, `error`, or `cancelled` when
+/// dropped early). Times count from the request's arrival, so admission,
+/// queueing and a cold load are part of TTFT and duration.
 struct Meter {
     metrics: crate::metrics::Metrics,
     model: String,
     endpoint: &'static str,
     started: std::time::Instant,
-    first_text: bool,
+    /// When the previous piece arrived (None before the first).
+    last_piece: Option<std::time::Instant>,
     outcome: Option<&'static str>,
 }
 
 impl Meter {
     fn observe(&mut self, event: &Result<GenerationEvent, WorkerError>) {
         match event {
-            Ok(GenerationEvent::Piece { .. }) if !self.first_text => {
-                self.first_text = true;
-                self.metrics
-                    .time_to_first_token
-                    .with_label_values(&[&self.model])
-                    .observe(self.started.elapsed().as_secs_f64());
+            Ok(GenerationEvent::Piece { tokens, .. }) => {
+                let now = std::time::Instant::now();
+                match self.last_piece.replace(now) {
+                    None => self
+                        .metrics
+                        .time_to_first_token
+                        .with_label_values(&[&self.model])
+                        .observe(now.duration_since(self.started).as_secs_f64()),
+                    Some(before) => self
+                        .metrics
+                        .inter_token_latency
+                        .with_label_values(&[&self.model])
+                        .observe(per_token(now.duration_since(before), *tokens)),
+                }
             }
             Ok(GenerationEvent::Finished { usage, .. }) => {
                 let m = &self.metrics;
@@ -703,20 +714,28 @@ impl Drop for Meter {
     }
 }
 
+/// Seconds per token of a gap that delivered `tokens` tokens (a piece may
+/// carry several: a multi-token UTF-8 character, a batch of stop-held text).
+fn per_token(gap: std::time::Duration, tokens: u32) -> f64 {
+    gap.as_secs_f64() / f64::from(tokens.max(1))
+}
+
 impl GenerationStream {
-    /// Records this generation in `metrics` under `model` and `endpoint`.
+    /// Records this generation in `metrics` under `model` and `endpoint`,
+    /// its times counted from `arrived` (when the HTTP request arrived).
     pub fn meter(
         &mut self,
         metrics: &crate::metrics::Metrics,
         model: &str,
         endpoint: &'static str,
+        arrived: std::time::Instant,
     ) {
         self.meter = Some(Meter {
             metrics: metrics.clone(),
             model: model.to_string(),
             endpoint,
-            started: std::time::Instant::now(),
-            first_text: false,
+            started: arrived,
+            last_piece: None,
             outcome: None,
         });
     }
