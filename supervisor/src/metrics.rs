@@ -321,6 +321,13 @@ impl Metrics {
         }
     }
 
+    /// Starts `model`'s counters at 0, so that `increase()` sees its first
+    /// restart or crash (a series born at 1 looks like no change).
+    pub fn add_model(&self, model: &str) {
+        self.restarts.with_label_values(&[model]);
+        self.crashes.with_label_values(&[model]);
+    }
+
     /// Forgets a worker's occupancy (it stopped or crashed).
     pub fn clear_occupancy(&self, model: &str) {
         for g in [

@@ -142,6 +142,7 @@ impl ModelActor {
 
     fn with_launch(name: String, launch: Launch, shared: Shared) -> Self {
         shared.metrics.set_state(&name, "stopped");
+        shared.metrics.add_model(&name);
         let leases = Leases::new(shared.changed.clone());
         Self {
             name,
@@ -292,6 +293,7 @@ impl ModelActor {
             .into_actor(self),
         );
         let metrics = &self.shared.metrics;
+        metrics.clear_occupancy(&self.name);
         metrics
             .slots
             .with_label_values(&[&self.name])
