@@ -75,6 +75,21 @@ async fn get_json(node: &Node, path: &str) -> Value {
         .unwrap()
 }
 
+/// The value of the unlabelled metric `name` on the node's `/metrics`.
+async fn metric(node: &Node, name: &str) -> f64 {
+    let page = client()
+        .get(format!("http://{}/metrics", node.addr()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not on /metrics:\n{page}"))
+}
+
 async fn pull(node: &Node, body: Value) -> (u16, Value) {
     let resp = client()
         .post(format!("http://{}/pull", node.addr()))
@@ -197,6 +212,11 @@ async fn heartbeat_401_reregisters_and_carries_on_with_the_new_token() {
         .map(|h| h.token.clone())
         .collect();
     assert_eq!(rejected.len(), 1, "one 401, then re-registration");
+    assert_eq!(
+        metric(&node, "llm_node_router_heartbeat_failures_total").await,
+        1.0
+    );
+    assert_eq!(metric(&node, "llm_node_router_registered").await, 1.0);
     node.stop().await;
 }
 
@@ -216,12 +236,31 @@ async fn node_registers_once_the_router_appears_and_serves_meanwhile() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     let (status, body) = chat(&node, "a").await;
     assert_eq!(status, 200, "serves while the router is down: {body}");
+    assert_eq!(metric(&node, "llm_node_router_configured").await, 1.0);
+    assert_eq!(metric(&node, "llm_node_router_registered").await, 0.0);
+    let last = "llm_node_router_last_heartbeat_success_timestamp_seconds";
+    assert_eq!(metric(&node, last).await, 0.0);
     router.start_http();
     let appeared = Instant::now();
     wait_for("registration once the router is up", 5.0, || {
         !router.accepted_heartbeats().is_empty()
     })
     .await;
+    assert_eq!(metric(&node, "llm_node_router_registered").await, 1.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    // The router records the heartbeat before the node reads its answer.
+    let mut beat = 0.0;
+    for _ in 0..40 {
+        beat = metric(&node, last).await;
+        if beat > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!((now - 10.0..=now + 1.0).contains(&beat), "{beat} vs {now}");
     assert!(
         appeared.elapsed() < Duration::from_secs(2),
         "backoff is capped by the heartbeat interval: {:?}",

