@@ -152,8 +152,9 @@ impl Node {
                 .wrap(actix_web::middleware::from_fn(
                     api::body_timeout::middleware,
                 ))
-                .wrap(actix_web::middleware::from_fn(api::shape::middleware))
+                // Inside `shape`: it counts the handler's own error.
                 .wrap(actix_web::middleware::from_fn(api::rejections::middleware))
+                .wrap(actix_web::middleware::from_fn(api::shape::middleware))
                 .wrap(actix_web::middleware::from_fn(api::request_id::middleware))
                 .configure(configure)
         })

@@ -278,6 +278,15 @@ async fn a_full_queue_answers_429_with_retry_after() {
     assert_eq!(r3.headers()["retry-after"], "1");
     let v: Value = r3.json().await.unwrap();
     assert_eq!(v["error"]["code"], "queue_full");
+    // Counted once, under the error's label and the status it was sent with;
+    // the two served requests waited in the queue and were metered from arrival.
+    let metrics = t.metrics().await;
+    let refused = r#"llm_node_rejections_total{reason="queue_full",status="429"} 1"#;
+    assert!(metrics.contains(refused), "{metrics}");
+    assert!(
+        metrics.contains(r#"llm_node_queue_wait_seconds_count{model="m"} 2"#),
+        "{metrics}"
+    );
     t.node.stop().await;
 }
 

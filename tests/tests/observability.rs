@@ -296,7 +296,10 @@ fn metric_names_are_read_out_of_promql() {
         ),
         ("a / b < 0.10 unless c offset 5m", &["a", "b", "c"]),
         ("histogram_quantile(0.95, x) > 5e9", &["x"]),
-        ("sum without (state) (y) * on () group_left () z", &["y", "z"]),
+        (
+            "sum without (state) (y) * on () group_left () z",
+            &["y", "z"],
+        ),
     ];
     for (expr, want) in table {
         let got: Vec<String> = metric_names(expr).into_iter().collect();
@@ -345,14 +348,31 @@ fn every_metric_of_the_dashboard_and_the_alerts_is_on_a_live_node() {
     assert!(checked.len() >= 30, "{checked:?}");
     // Each figure is real, not just registered.
     for (series, at_least) in [
-        ("llm_node_rejections_total{reason=\"invalid_request\",status=\"400\"}", 1.0),
+        (
+            "llm_node_rejections_total{reason=\"invalid_request\",status=\"400\"}",
+            1.0,
+        ),
+        // The failed pull's error on Ollama's route, counted as rendered.
+        (
+            "llm_node_rejections_total{reason=\"store_failed\",status=\"502\"}",
+            1.0,
+        ),
         ("llm_node_pulls_finished_total{outcome=\"failed\"}", 1.0),
         ("llm_node_pulls_started_total", 1.0),
         ("llm_node_slots{model=\"smollm2\"}", 4.0),
         ("llm_node_kv_cells_total{model=\"smollm2\"}", 4096.0),
-        ("llm_node_gpu_memory_used_bytes{gpu=\"0\"", 20.0 * 1024.0 * 1024.0 * 1024.0),
-        ("llm_node_model_load_duration_seconds_count{model=\"smollm2\"}", 1.0),
-        ("llm_node_inter_token_latency_seconds_count{model=\"smollm2\"}", 1.0),
+        (
+            "llm_node_gpu_memory_used_bytes{gpu=\"0\"",
+            20.0 * 1024.0 * 1024.0 * 1024.0,
+        ),
+        (
+            "llm_node_model_load_duration_seconds_count{model=\"smollm2\"}",
+            1.0,
+        ),
+        (
+            "llm_node_inter_token_latency_seconds_count{model=\"smollm2\"}",
+            1.0,
+        ),
         ("llm_node_queue_wait_seconds_count{model=\"smollm2\"}", 1.0),
         ("llm_node_store_free_bytes", 1.0),
         ("process_resident_memory_bytes", 1e6),
@@ -428,8 +448,14 @@ fn start_prometheus(target: &str) -> Prometheus {
     std::fs::write(dir.join("prometheus.yml"), config).unwrap();
     let port = free_port();
     let child = Command::new(prometheus_tool("prometheus"))
-        .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -467,7 +493,10 @@ fn poll(prom: &Prometheus, what: &str, done: impl Fn(&Value) -> bool) -> Value {
 #[test]
 fn prometheus_scrapes_a_node_and_answers_a_per_model_query() {
     let node = Node::start(&[]);
-    let (status, body) = node.post("/v1/chat/completions", &chat("Hi", json!({"max_tokens": 4})));
+    let (status, body) = node.post(
+        "/v1/chat/completions",
+        &chat("Hi", json!({"max_tokens": 4})),
+    );
     assert_eq!(status, 200, "{body}");
     let target = node.base.trim_start_matches("http://").to_string();
     let prom = start_prometheus(&target);
@@ -481,7 +510,9 @@ fn prometheus_scrapes_a_node_and_answers_a_per_model_query() {
     let generated: f64 = series["value"][1].as_str().unwrap().parse().unwrap();
     assert!(generated >= 1.0, "{data}");
     // The target is healthy and the alert rules loaded and evaluate cleanly.
-    poll(&prom, "targets", |d| d["activeTargets"][0]["health"] == "up");
+    poll(&prom, "targets", |d| {
+        d["activeTargets"][0]["health"] == "up"
+    });
     let rules = poll(&prom, "rules", |d| {
         let rules = d["groups"][0]["rules"].as_array();
         rules.is_some_and(|r| r.iter().all(|r| r["health"] == "ok"))
