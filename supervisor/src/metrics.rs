@@ -46,7 +46,8 @@ pub struct Metrics {
     pub cloud_tokens: IntCounterVec,
     /// Error answers by the error's stable label and HTTP status.
     pub rejections: IntCounterVec,
-    /// From arrival to the lease (admission, cold load, waiting for a slot).
+    /// From arrival until a worker slot takes the request (admission, cold
+    /// load, the model's queue).
     pub queue_wait: HistogramVec,
     pub inter_token_latency: HistogramVec,
     /// Slots holding a request and KV cells in use, as of the last `Pong`.
@@ -225,8 +226,8 @@ impl Metrics {
             ),
             queue_wait: histogram(
                 "llm_node_queue_wait_seconds",
-                "Time from the request's arrival until the model lent it a slot \
-                 (admission, a cold load, waiting for capacity)",
+                "Time from the request's arrival until a worker slot took it \
+                 (admission, a cold load, the model's queue)",
                 &["model"],
                 latency,
             ),

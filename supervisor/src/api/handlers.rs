@@ -128,12 +128,6 @@ async fn generate(
     let started = tokio::time::Instant::now();
     let queue = state.limits.queue_timeout;
     let (model, client) = first_token_deadline(queue, started, state.client(&job.model)).await?;
-    state
-        .models
-        .metrics()
-        .queue_wait
-        .with_label_values(&[&model])
-        .observe(started.elapsed().as_secs_f64());
     if let Some(slots) = client.slots().filter(|s| job.n > *s) {
         return Err(ApiError::invalid(
             "n",

@@ -652,8 +652,9 @@ pub struct GenerationStream {
     meter: Option<Meter>,
 }
 
-/// Records one generation in the metrics: time to first text and between
-/// pieces, tokens, duration and outcome (`ok`, `error`, or `cancelled` when
+/// Records one generation in the metrics: queue wait (until a worker slot
+/// takes it: `Started`), time to first text and between pieces, tokens,
+/// duration and outcome (`ok`, `error`, or `cancelled` when
 /// dropped early). Times count from the request's arrival, so admission,
 /// queueing and a cold load are part of TTFT and duration.
 struct Meter {
@@ -669,6 +670,12 @@ struct Meter {
 impl Meter {
     fn observe(&mut self, event: &Result<GenerationEvent, WorkerError>) {
         match event {
+            // The worker's slot took the request: the wait is over.
+            Ok(GenerationEvent::Started { .. }) => self
+                .metrics
+                .queue_wait
+                .with_label_values(&[&self.model])
+                .observe(self.started.elapsed().as_secs_f64()),
             Ok(GenerationEvent::Piece { tokens, .. }) => {
                 let now = std::time::Instant::now();
                 match self.last_piece.replace(now) {
@@ -695,7 +702,6 @@ impl Meter {
                 self.outcome = Some("ok");
             }
             Err(_) => self.outcome = Some("error"),
-            Ok(_) => {}
         }
     }
 }
