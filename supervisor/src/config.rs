@@ -181,6 +181,14 @@ pub struct Args {
     #[command(flatten)]
     pub cloud: crate::cloud::CloudArgs,
 
+    /// Access control: API keys, `/pull` sources, CORS (see docs/operations.md, "Security model").
+    #[command(flatten)]
+    pub access: crate::api::access::AccessArgs,
+
+    /// Log files and rotation (see docs/operations.md, "Tracing and logs").
+    #[command(flatten)]
+    pub logs: crate::logging::LogArgs,
+
     /// Model store (`--store-dir`, `--ollama-models`, registry, Hugging Face; see docs/models.md).
     #[command(flatten)]
     pub store: crate::store::StoreArgs,
@@ -231,6 +239,8 @@ pub enum ConfigError {
     WorkerBin(PathBuf),
     #[error("cloud HTTP client: {0}")]
     Cloud(String),
+    #[error("access control: {0}")]
+    Access(String),
     #[error("chat template for {name}: cannot read {path:?}: {source}")]
     ChatTemplate {
         name: String,

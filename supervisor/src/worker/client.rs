@@ -335,7 +335,14 @@ impl WorkerClient {
                 vectors,
                 prompt_tokens,
                 ..
-            } => Ok((vectors, prompt_tokens)),
+            } => {
+                if let Some(slot) = crate::request_id::usage() {
+                    let mut usage = slot.lock().unwrap_or_else(|e| e.into_inner());
+                    usage.model.get_or_insert_with(|| self.inner.model.clone());
+                    usage.prompt_tokens += u64::from(prompt_tokens);
+                }
+                Ok((vectors, prompt_tokens))
+            }
             other => Err(unexpected(&other)),
         }
     }
@@ -661,6 +668,8 @@ struct Meter {
     started: std::time::Instant,
     first_text: bool,
     outcome: Option<&'static str>,
+    /// The HTTP request's record, for its access log line.
+    usage: Option<crate::request_id::UsageSlot>,
 }
 
 impl Meter {
@@ -668,10 +677,12 @@ impl Meter {
         match event {
             Ok(GenerationEvent::Piece { .. }) if !self.first_text => {
                 self.first_text = true;
+                let ttft = self.started.elapsed();
                 self.metrics
                     .time_to_first_token
                     .with_label_values(&[&self.model])
-                    .observe(self.started.elapsed().as_secs_f64());
+                    .observe(ttft.as_secs_f64());
+                self.record(|u| u.ttft = Some(ttft));
             }
             Ok(GenerationEvent::Finished { usage, .. }) => {
                 let m = &self.metrics;
@@ -682,9 +693,26 @@ impl Meter {
                     .with_label_values(&[&self.model])
                     .inc_by(u64::from(usage.prompt_tokens));
                 self.outcome = Some("ok");
+                let (prompt, completion) = (usage.prompt_tokens, usage.completion_tokens);
+                self.record(|u| {
+                    // `n` choices are generations of their own: the prompt counts once.
+                    u.prompt_tokens = u.prompt_tokens.max(u64::from(prompt));
+                    u.completion_tokens += u64::from(completion);
+                });
             }
             Err(_) => self.outcome = Some("error"),
             Ok(_) => {}
+        }
+    }
+}
+
+impl Meter {
+    /// Updates the HTTP request's usage record, if there is one.
+    fn record(&self, f: impl FnOnce(&mut crate::request_id::Usage)) {
+        if let Some(slot) = &self.usage {
+            let mut usage = slot.lock().unwrap_or_else(|e| e.into_inner());
+            usage.model.get_or_insert_with(|| self.model.clone());
+            f(&mut usage);
         }
     }
 }
@@ -718,6 +746,7 @@ impl GenerationStream {
             started: std::time::Instant::now(),
             first_text: false,
             outcome: None,
+            usage: crate::request_id::usage(),
         });
     }
 
