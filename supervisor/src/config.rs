@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use llm_node_protocol::WorkerConfig;
 
 use crate::models::ModelSettings;
@@ -198,14 +198,7 @@ pub struct Args {
     pub command: Option<crate::cli::AdminCommand>,
 }
 
-/// How logs are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+pub use crate::logging::LogFormat;
 
 /// A configuration that cannot work; reported once at startup.
 #[derive(Debug, thiserror::Error)]

@@ -20,10 +20,17 @@ use tracing_subscriber::layer::{Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Registry};
 
-use crate::config::LogFormat;
-
 /// Level used when neither `RUST_LOG` nor a later [`set_level`] says otherwise.
 pub const DEFAULT_LEVEL: &str = "info";
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
 
 /// Log file flags.
 #[derive(Debug, Clone, clap::Args)]

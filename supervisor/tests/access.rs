@@ -94,7 +94,10 @@ async fn inference_needs_an_api_key_in_each_apis_shape_and_health_stays_open() {
     let node = start(dir.path(), "127.0.0.1", &[("m", "")], &["--api-key=k1,k2"]).await;
     node.wait_ready().await.unwrap();
     let (addr, http) = (node.addr(), local());
-    let chat = || http.post(url(addr, "/v1/chat/completions")).json(&chat_body());
+    let chat = || {
+        http.post(url(addr, "/v1/chat/completions"))
+            .json(&chat_body())
+    };
 
     let (status, body) = answer(chat()).await;
     assert_eq!(status, 401, "{body}");
@@ -141,10 +144,16 @@ async fn admin_routes_refuse_a_non_loopback_client_without_an_admin_key() {
         (reqwest::Method::POST, "/api/pull"),
         (reqwest::Method::DELETE, "/api/delete"),
     ] {
-        let (status, body) =
-            answer(far.request(method, url(addr, path)).json(&json!({"model": "m"}))).await;
+        let (status, body) = answer(
+            far.request(method, url(addr, path))
+                .json(&json!({"model": "m"})),
+        )
+        .await;
         assert_eq!(status, 403, "{path}: {body}");
-        assert!(body["error"].is_string(), "Ollama's shape on {path}: {body}");
+        assert!(
+            body["error"].is_string(),
+            "Ollama's shape on {path}: {body}"
+        );
     }
     let (status, body) = answer(far.post(url(addr, "/admin/models/m/unload"))).await;
     assert_eq!(status, 403, "{body}");
@@ -170,7 +179,10 @@ async fn an_admin_key_opens_admin_routes_to_remote_clients() {
     .await;
     let (addr, far) = (node.addr(), remote());
     let (status, body) = answer(far.get(url(addr, "/admin/models"))).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("invalid_admin_key")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("invalid_admin_key"))
+    );
     let (status, _) = answer(far.get(url(addr, "/admin/models")).bearer_auth("adm")).await;
     assert_eq!(status, 200);
     let (status, _) = answer(local().get(url(addr, "/admin/models"))).await;
@@ -241,7 +253,11 @@ async fn router_pull_refuses_local_files_metadata_and_file_urls_and_writes_nothi
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(std::fs::read(&copied).unwrap(), b"GGUF", "an allowed path is copied");
+    assert_eq!(
+        std::fs::read(&copied).unwrap(),
+        b"GGUF",
+        "an allowed path is copied"
+    );
     node.stop().await;
 }
 
@@ -261,7 +277,10 @@ async fn cors_preflights_are_answered_for_allowed_origins_only() {
         http.request(reqwest::Method::OPTIONS, url(addr, "/v1/chat/completions"))
             .header("origin", origin)
             .header("access-control-request-method", "POST")
-            .header("access-control-request-headers", "authorization,content-type")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type",
+            )
     };
     let r = preflight("https://app.example.com").send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
@@ -272,7 +291,10 @@ async fn cors_preflights_are_answered_for_allowed_origins_only() {
     );
     let methods = h["access-control-allow-methods"].to_str().unwrap();
     assert!(methods.contains("POST"), "{methods}");
-    let headers = h["access-control-allow-headers"].to_str().unwrap().to_lowercase();
+    let headers = h["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_lowercase();
     assert!(headers.contains("authorization"), "{headers}");
 
     let r = preflight("https://evil.example.net").send().await.unwrap();
@@ -297,7 +319,10 @@ async fn cors_preflights_are_answered_for_allowed_origins_only() {
         .to_str()
         .unwrap()
         .to_lowercase();
-    assert!(exposed.contains("x-request-id") && exposed.contains("traceparent"), "{exposed}");
+    assert!(
+        exposed.contains("x-request-id") && exposed.contains("traceparent"),
+        "{exposed}"
+    );
     node.stop().await;
 }
 
@@ -351,10 +376,18 @@ async fn the_request_id_and_traceparent_come_back() {
     let back = r.headers()["traceparent"].to_str().unwrap().to_string();
     let parts: Vec<&str> = back.split('-').collect();
     assert_eq!(parts.len(), 4, "{back}");
-    assert_eq!((parts[0], parts[1], parts[3]), ("00", trace, "01"), "{back}");
+    assert_eq!(
+        (parts[0], parts[1], parts[3]),
+        ("00", trace, "01"),
+        "{back}"
+    );
     assert_ne!(parts[2], "00f067aa0ba902b7", "a span of our own");
     assert_eq!(parts[2].len(), 16);
-    assert_eq!(r.headers()["x-request-id"], trace, "the trace id names the request");
+    assert_eq!(
+        r.headers()["x-request-id"],
+        trace,
+        "the trace id names the request"
+    );
 
     let r = http
         .get(url(addr, "/v1/models"))
