@@ -297,7 +297,7 @@ impl Access {
         })
     }
 
-    fn from_router(&self, peer: Option<IpAddr>) -> bool {
+    fn is_router(&self, peer: Option<IpAddr>) -> bool {
         peer.is_some_and(|ip| self.router_ips.iter().any(|r| same_ip(*r, ip)))
     }
 
@@ -318,7 +318,7 @@ impl Access {
             admin
                 || self.is_api_key(creds.bearer)
                 || self.is_api_key(creds.api_key)
-                || (self.trust_router && self.from_router(peer))
+                || (self.trust_router && self.is_router(peer))
         };
         match class {
             Class::Open => Ok(()),
@@ -336,8 +336,7 @@ impl Access {
             Class::Router => {
                 let secret = matches!((&self.pull_secret, creds.pull_secret),
                     (Some(s), Some(given)) if same(given, s));
-                if secret || admin || self.from_router(peer) || (loopback && self.loopback_admin())
-                {
+                if secret || admin || self.is_router(peer) || (loopback && self.loopback_admin()) {
                     Ok(())
                 } else {
                     Err(ApiError::Router(Box::new(ApiError::Forbidden(
