@@ -44,7 +44,7 @@ use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender};
 use serde::{Deserialize, Serialize};
 
 /// Version of this contract. A worker and supervisor with different versions refuse to talk.
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// Identifies one request for its whole life in a worker. Unique per worker
 /// process. The top 16 bits are the event lane ([`lane_of`]).
@@ -296,6 +296,10 @@ pub enum Command {
     /// process that does not answer is hung; one whose engine sits in one
     /// step for too long is stuck, and the supervisor judges that from `Progress`.
     Ping { id: RequestId },
+    /// Replace the worker's log filter (`RUST_LOG` syntax, e.g. `debug,llama-cpp-2=warn`),
+    /// applied by the command reader at once; not answered. An invalid filter is
+    /// logged and ignored. (Version 8.)
+    SetLogLevel { filter: String },
     /// Finish nothing more, free everything and exit 0.
     Shutdown,
 }
@@ -591,6 +595,9 @@ mod tests {
             },
             Command::Cancel { id: 4 },
             Command::Ping { id: 5 },
+            Command::SetLogLevel {
+                filter: "debug,llm_node_worker=trace".into(),
+            },
             Command::Shutdown,
         ] {
             round_trip(cmd);

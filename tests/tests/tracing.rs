@@ -3,8 +3,9 @@
 //! names the worker's own log lines about the request (protocol field `trace`),
 //! as the supervisor re-emits them into its log file.
 //!
-//! The worker logs per-request lines at `debug`; workers take their level from
-//! `RUST_LOG` at start, which this test binary (one test) sets for its node.
+//! The worker logs per-request lines at `debug`; the node starts at `info`
+//! and the level is raised at run time (`PUT /admin/log-level`), which reaches
+//! the running worker through the protocol (`SetLogLevel`).
 
 use std::time::{Duration, Instant};
 
@@ -13,16 +14,29 @@ use serde_json::{json, Value};
 
 #[test]
 fn a_request_id_names_the_workers_log_lines_of_its_request() {
-    // Only this test runs in this binary: the variable reaches only its node.
-    std::env::set_var(
-        "RUST_LOG",
-        "info,llm_node::worker=debug,llm_node_worker=debug",
-    );
+    // Only this test runs in this binary: the node starts at the default level.
+    std::env::remove_var("RUST_LOG");
     let dir = std::env::temp_dir().join(format!("llm-node-tracing-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let prefix = dir.join("node");
     let log_file = format!("--log-file={}", prefix.display());
     let node = Node::start(&["--log-format=json", &log_file]);
+    let quiet = "req-before-the-switch";
+    let r = node
+        .http
+        .post(node.url("/v1/chat/completions"))
+        .header("x-request-id", quiet)
+        .json(&chat("Say hi.", json!({"max_tokens": 4})))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = node
+        .http
+        .put(node.url("/admin/log-level"))
+        .json(&json!({"level": "info,llm_node::worker=debug,llm_node_worker=debug"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
     let id = "req-trace-4242";
     let r = node
         .http
@@ -77,6 +91,12 @@ fn a_request_id_names_the_workers_log_lines_of_its_request() {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
+    assert!(
+        !lines()
+            .iter()
+            .any(|l| l["target"] == "llm_node::worker" && l.to_string().contains(quiet)),
+        "the worker logged per-request lines before the level was raised"
+    );
     // queued → started → finished, each naming the request, with the worker's model and pid.
     assert!(worker.len() >= 3, "{worker:#?}");
     assert!(

@@ -3,9 +3,10 @@
 //!
 //! `PUT {"level": "debug,llm_node=trace"}` (`RUST_LOG` syntax) swaps the filter
 //! of the supervisor's subscriber ([`crate::logging::set_level`]) and answers
-//! `{"level": …}`; an invalid filter is a 400 naming `level`. Worker processes
-//! keep the level they started with (see `docs/operations.md`); their lines,
-//! re-emitted by the supervisor, pass the new filter.
+//! `{"level": …}`; an invalid filter is a 400 naming `level`. The same filter
+//! goes to every worker (protocol `SetLogLevel`), running or started later, so
+//! a worker's own lines (`trace=…` at debug) follow it; the lines the
+//! supervisor re-emits pass its new filter too.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
@@ -34,7 +35,10 @@ pub async fn put(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
     match logging::set_level(&body.level) {
-        Ok(()) => Ok(HttpResponse::Ok().json(json!({"level": logging::level()}))),
+        Ok(()) => {
+            state.models.set_worker_log_level(body.level.trim()).await;
+            Ok(HttpResponse::Ok().json(json!({"level": logging::level()})))
+        }
         Err(e @ LogError::BadLevel { .. }) => Err(ApiError::invalid("level", e.to_string())),
         Err(e) => {
             tracing::error!("cannot change the log level: {e}");

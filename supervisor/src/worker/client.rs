@@ -371,6 +371,16 @@ impl WorkerClient {
         let _ = self.inner.send(&Command::Cancel { id });
     }
 
+    /// Replaces the worker's log filter (`RUST_LOG` syntax); not answered.
+    ///
+    /// # Errors
+    /// [`WorkerError::Gone`] when the command channel is broken.
+    pub fn set_log_level(&self, filter: &str) -> Result<(), WorkerError> {
+        self.inner.send(&Command::SetLogLevel {
+            filter: filter.to_string(),
+        })
+    }
+
     /// Tells the worker to free everything and exit.
     ///
     /// # Errors
