@@ -296,6 +296,10 @@ pub enum Command {
     /// process that does not answer is hung; one whose engine sits in one
     /// step for too long is stuck, and the supervisor judges that from `Progress`.
     Ping { id: RequestId },
+    /// Replace the worker's log filter (`RUST_LOG` syntax, e.g. `debug,llama-cpp-2=warn`),
+    /// applied by the command reader at once; not answered. An invalid filter is
+    /// logged and ignored. (Version 8.)
+    SetLogLevel { filter: String },
     /// Finish nothing more, free everything and exit 0.
     Shutdown,
 }
@@ -596,6 +600,9 @@ mod tests {
             },
             Command::Cancel { id: 4 },
             Command::Ping { id: 5 },
+            Command::SetLogLevel {
+                filter: "debug,llm_node_worker=trace".into(),
+            },
             Command::Shutdown,
         ] {
             round_trip(cmd);

@@ -505,7 +505,7 @@ fn main() {
                     send(&Event::TokenCount { id, count });
                 }
                 // Answered by the reader thread.
-                Command::Ping { .. } => {}
+                Command::Ping { .. } | Command::SetLogLevel { .. } => {}
                 Command::Shutdown => std::process::exit(0),
                 Command::Init { .. } => {}
             }

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use llm_node_protocol::WorkerConfig;
 
 use crate::models::ModelSettings;
@@ -181,6 +181,14 @@ pub struct Args {
     #[command(flatten)]
     pub cloud: crate::cloud::CloudArgs,
 
+    /// Access control: API keys, `/pull` sources, CORS (see docs/operations.md, "Security model").
+    #[command(flatten)]
+    pub access: crate::api::access::AccessArgs,
+
+    /// Log files and rotation (see docs/operations.md, "Tracing and logs").
+    #[command(flatten)]
+    pub logs: crate::logging::LogArgs,
+
     /// Model store (`--store-dir`, `--ollama-models`, registry, Hugging Face; see docs/models.md).
     #[command(flatten)]
     pub store: crate::store::StoreArgs,
@@ -190,14 +198,7 @@ pub struct Args {
     pub command: Option<crate::cli::AdminCommand>,
 }
 
-/// How logs are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+pub use crate::logging::LogFormat;
 
 /// A configuration that cannot work; reported once at startup.
 #[derive(Debug, thiserror::Error)]
@@ -231,6 +232,8 @@ pub enum ConfigError {
     WorkerBin(PathBuf),
     #[error("cloud HTTP client: {0}")]
     Cloud(String),
+    #[error("access control: {0}")]
+    Access(String),
     #[error("chat template for {name}: cannot read {path:?}: {source}")]
     ChatTemplate {
         name: String,

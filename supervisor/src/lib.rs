@@ -12,9 +12,11 @@
 //! - [`config`]: every flag and environment variable ([`Args`]), startup
 //!   validation, and the small settings struct each subsystem takes.
 //! - [`api`]: the whole route table and every handler (OpenAI, admin, the
-//!   Ollama store routes, the router's `/pull` and `/api/logs`), [`api::AppState`]
-//!   and authorisation, request ids, and the one error renderer.
+//!   Ollama store routes, the router's `/pull` and `/api/logs`), [`api::AppState`],
+//!   access control and CORS, request ids and the access log, and the one error renderer.
 //! - [`cli`]: every CLI verb (`ps`, `load`, `pull`, `list`, `rm`, …) and its HTTP helper.
+//! - [`logging`]: the global subscriber (stderr, rotated files, the `/api/logs`
+//!   ring) and the level, changeable at run time.
 //!
 //! Subsystems:
 //! - [`models`]: the only holder of model actors: [`models::Models`] (loading,
@@ -47,6 +49,7 @@ pub mod cloud;
 pub mod config;
 pub mod gpu;
 pub mod logbuf;
+pub mod logging;
 pub mod metrics;
 pub mod models;
 pub mod net;
@@ -64,9 +67,6 @@ use std::net::SocketAddr;
 use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpServer};
 use tokio::signal::unix::{signal, SignalKind};
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::EnvFilter;
 
 pub use config::{Args, LogFormat};
 
@@ -136,6 +136,16 @@ impl Node {
         let lanes_app = lanes.clone();
         let body_timeout =
             api::body_timeout::BodyTimeout(std::time::Duration::from_secs(args.body_timeout_secs));
+        let access = actix_web::web::Data::new(
+            api::access::Access::new(
+                &args.access,
+                supervision.admin_key.clone(),
+                args.router.router_url.as_deref(),
+            )
+            .map_err(|e| ConfigError::Access(e.to_string()))?,
+        );
+        let cors_origins = api::cors::origins(&args.access.cors_origins)
+            .map_err(|e| ConfigError::Access(e.to_string()))?;
         let server = HttpServer::new(move || {
             // Runs once on each HTTP thread as it starts.
             lanes_app.register_current_thread();
@@ -146,15 +156,21 @@ impl Node {
             App::new()
                 .app_data(body_timeout)
                 .app_data(state)
+                .app_data(access.clone())
                 .app_data(actix_web::web::Data::new(member_app.clone()))
                 .app_data(store_app.clone())
                 .wrap(member_app.stats().middleware())
                 .wrap(actix_web::middleware::from_fn(
                     api::body_timeout::middleware,
                 ))
-                // Inside `shape`: it counts the handler's own error.
+                // Inside `shape`, so refusals on /api/* come out in Ollama's shape;
+                // inside CORS, so preflights are answered without credentials.
+                .wrap(actix_web::middleware::from_fn(api::access::middleware))
+                // Inside `shape`: it counts the handler's own error and the
+                // access refusals.
                 .wrap(actix_web::middleware::from_fn(api::rejections::middleware))
                 .wrap(actix_web::middleware::from_fn(api::shape::middleware))
+                .wrap(api::cors::middleware(&cors_origins))
                 .wrap(actix_web::middleware::from_fn(api::request_id::middleware))
                 .configure(configure)
         })
@@ -191,6 +207,7 @@ impl Node {
         let _ = state_slot.set(state.clone());
         let handle = spawn_server(server.run());
         tracing::info!("listening on http://{addr}");
+        warn_if_open(&args, &addr);
         member.start(std::sync::Arc::new(models.clone()), addr);
         // Stored models are served by name:tag; pulls hot-add on this arbiter.
         store.start(models.clone()).await;
@@ -253,6 +270,36 @@ impl Node {
     }
 }
 
+/// Says at start what is open to whom (docs/operations.md, "Security model").
+fn warn_if_open(args: &Args, addr: &SocketAddr) {
+    let remote = !addr.ip().is_loopback();
+    if args
+        .supervision
+        .admin_key
+        .as_deref()
+        .unwrap_or_default()
+        .is_empty()
+    {
+        tracing::warn!(
+            "no --admin-key: /admin, /api/pull, /api/delete and the other store-changing \
+             routes answer loopback clients only (403 to others)"
+        );
+    }
+    let keyed = !args.access.api_keys.is_empty() || args.access.api_key_file.is_some();
+    if !keyed && remote {
+        tracing::warn!(
+            "no --api-key: inference routes (/v1/*, /api/*) are open to every client \
+             that reaches {addr}"
+        );
+    }
+    if keyed && args.router.enabled() && !args.access.trust_router {
+        tracing::warn!(
+            "--api-key with a router: the router sends no key, so its requests get 401 \
+             unless --trust-router is set"
+        );
+    }
+}
+
 /// The startup models and the store service (the one pull runner). As
 /// `args.validate()`, but a node whose models are all in the store may name none.
 fn open_store(
@@ -310,19 +357,9 @@ pub async fn run(args: Args) -> Result<(), NodeError> {
     Ok(())
 }
 
-/// Installs the global tracing subscriber: `RUST_LOG` filter (default `info`),
-/// written to stderr as text or JSON. Does nothing if one is already installed.
+/// Installs the global tracing subscriber without log files ([`logging::init`]):
+/// `RUST_LOG` filter (default `info`), written to stderr as text or JSON. Does
+/// nothing if one is already installed.
 pub fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    // The ring buffer behind `GET /api/logs` sees what the filter lets through.
-    let registry = tracing_subscriber::registry()
-        .with(filter)
-        .with(logbuf::layer());
-    let _ = match format {
-        LogFormat::Text => registry.with(fmt).try_init(),
-        LogFormat::Json => registry.with(fmt.json()).try_init(),
-    };
+    let _ = logging::init(format, &logging::LogArgs::default());
 }

@@ -11,7 +11,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(cmd) = &args.command {
         std::process::exit(llm_node::cli::run(cmd));
     }
-    llm_node::init_logging(args.log_format);
+    llm_node::logging::init(args.log_format, &args.logs)?;
     actix_rt::System::new().block_on(llm_node::run(args))?;
     Ok(())
 }

@@ -35,6 +35,11 @@ pub fn set_loopback_only(on: bool) {
     LOOPBACK_ONLY.store(on, Ordering::Relaxed);
 }
 
+/// Whether `--loopback-only` is on.
+pub fn loopback_only() -> bool {
+    LOOPBACK_ONLY.load(Ordering::Relaxed)
+}
+
 /// Host names refused by [`LoopbackOnly`] since the process started.
 pub fn refused() -> u64 {
     REFUSED.load(Ordering::Relaxed)

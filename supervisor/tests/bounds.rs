@@ -141,7 +141,16 @@ async fn pulls_beyond_the_queue_are_refused_in_each_routes_shape() {
     let sink = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = |name: &str| format!("http://{}/{name}.gguf", sink.local_addr().unwrap());
     let dir = tempfile::tempdir().unwrap();
-    let node = start(&dir, "", &["--max-queued-pulls=1".into()]).await;
+    // The sink is on loopback, which `/pull` downloads from only when allowed.
+    let node = start(
+        &dir,
+        "",
+        &[
+            "--max-queued-pulls=1".into(),
+            "--pull-allow-local-urls".into(),
+        ],
+    )
+    .await;
     let http = reqwest::Client::new();
     let router_pull = |model: &'static str| {
         let body = json!({"model": model, "task_id": null, "download_url": url(model)});

@@ -25,6 +25,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("api", 0),
     ("cli", 0),
     ("config", 0),
+    ("logging", 0),
     ("models", 1),
     ("store", 1),
     ("router", 1),

@@ -380,15 +380,17 @@ async fn pull_from_a_readable_path_is_served_at_once() {
     let router = FakeRouter::start();
     router.state().auto_distribute = false;
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(args(dir.path(), &router.url(), &[], &[]))
+    let source = dir.path().join("router-side/shared_model.gguf");
+    std::fs::create_dir_all(source.parent().unwrap()).unwrap();
+    // A `path` is copied only from the directories the operator allows.
+    let allow = format!("--pull-path-allow={}", source.parent().unwrap().display());
+    let node = Node::start(args(dir.path(), &router.url(), &[], &[&allow]))
         .await
         .unwrap();
     wait_for("registered", 10.0, || {
         !router.accepted_heartbeats().is_empty()
     })
     .await;
-    let source = dir.path().join("router-side/shared_model.gguf");
-    std::fs::create_dir_all(source.parent().unwrap()).unwrap();
     std::fs::write(&source, b"GGUF").unwrap();
     let (status, _) = pull(
         &node,

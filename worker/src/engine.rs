@@ -306,6 +306,8 @@ impl<'m> Engine<'m> {
                 progress: self.meter.progress(),
             })?,
             Command::Shutdown => return Ok(false),
+            // The reader thread applies it (see `ipc`); one that got here anyway too.
+            Command::SetLogLevel { filter } => crate::set_log_filter(&filter),
             Command::Init { .. } => {
                 tracing::warn!("ignoring a second Init");
             }

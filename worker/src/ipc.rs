@@ -193,6 +193,11 @@ pub fn connect<T: From<Inbound> + Send + 'static>(
                         ponger.pong(id);
                         continue;
                     }
+                    // Applied here, not by the engine: a busy engine must not delay it.
+                    Ok(Command::SetLogLevel { filter }) => {
+                        crate::set_log_filter(&filter);
+                        continue;
+                    }
                     Ok(cmd) => Inbound::Command(cmd),
                     Err(e) => Inbound::Closed(e.to_string()),
                 },

@@ -74,16 +74,41 @@ fn main() -> ExitCode {
 
 /// Plain lines on stderr (`LEVEL target: message`) that the supervisor re-emits
 /// with the model name and pid; llama.cpp's own logs are routed here too.
+/// The reload handle of the worker's log filter ([`set_log_filter`]).
+static LOG_FILTER: std::sync::OnceLock<
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>,
+> = std::sync::OnceLock::new();
+
 fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,llama-cpp-2=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .without_time()
+    // Behind a reload handle: the supervisor changes it at run time (`SetLogLevel`).
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .without_time(),
+        )
         .init();
+    let _ = LOG_FILTER.set(handle);
     llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+}
+
+/// Replaces the log filter (`Command::SetLogLevel`); an invalid one is logged and ignored.
+pub(crate) fn set_log_filter(spec: &str) {
+    match tracing_subscriber::EnvFilter::builder().parse(spec) {
+        Ok(filter) => {
+            if let Some(handle) = LOG_FILTER.get() {
+                let _ = handle.reload(filter);
+            }
+        }
+        Err(e) => tracing::warn!("ignoring log filter {spec:?}: {e}"),
+    }
 }
 
 fn serve(server: &str, lanes: usize) -> anyhow::Result<()> {

@@ -194,6 +194,22 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     if state.is_draining() {
         return HttpResponse::ServiceUnavailable().json(json!({"status": "draining"}));
     }
+    preload(&state).await
+}
+
+/// Startup probe: 503 until every preloaded model has been ready once, then
+/// 200 for good (also while draining, so an orchestrator never restarts a
+/// node that is finishing its requests).
+pub async fn startup(state: web::Data<AppState>) -> HttpResponse {
+    if state.has_started() {
+        return HttpResponse::Ok().json(json!({"status": "started"}));
+    }
+    preload(&state).await
+}
+
+/// 200 when every preloaded model is ready (and marks the node started), else
+/// 503 naming those still waiting.
+async fn preload(state: &AppState) -> HttpResponse {
     let statuses = state.models.statuses().await;
     let waiting: Vec<&str> = statuses
         .iter()
@@ -201,6 +217,7 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
         .map(|(e, _)| e.spec.name.as_str())
         .collect();
     if waiting.is_empty() {
+        state.mark_started();
         HttpResponse::Ok().json(json!({"status": "ready"}))
     } else {
         HttpResponse::ServiceUnavailable().json(json!({"status": "starting", "waiting": waiting}))

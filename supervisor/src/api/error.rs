@@ -51,6 +51,13 @@ pub enum ApiError {
     /// /admin without the admin key.
     #[error("Missing or wrong admin key")]
     Unauthorized,
+    /// An inference route without a valid API key (`--api-key`).
+    #[error("Missing or wrong API key (send it as `Authorization: Bearer KEY`)")]
+    InvalidApiKey,
+    /// A caller this route does not serve (not loopback, not the router), or a
+    /// request it refuses to act on (a `/pull` source outside the allowed ones).
+    #[error("{0}")]
+    Forbidden(String),
     /// An admin action that does not fit the model's state.
     #[error("{0}")]
     Conflict(String),
@@ -138,6 +145,8 @@ impl ApiError {
             ApiError::QueueFull(_) => "queue_full",
             ApiError::ShuttingDown => "shutting_down",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::InvalidApiKey => "invalid_api_key",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::Conflict(_) => "conflict",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::NotFound { .. } => "not_found",
@@ -172,7 +181,8 @@ impl ApiError {
             | ApiError::ClientTooSlow { .. }
             | ApiError::ShuttingDown => "server_error",
             ApiError::QueueFull(_) => "rate_limit_error",
-            ApiError::Unauthorized => "authentication_error",
+            ApiError::Unauthorized | ApiError::InvalidApiKey => "authentication_error",
+            ApiError::Forbidden(_) => "permission_error",
             ApiError::Cloud(e) => match e.status() {
                 401 => "authentication_error",
                 403 => "permission_error",
@@ -210,6 +220,8 @@ impl ApiError {
             ApiError::Timeout { .. } => Some("timeout"),
             ApiError::ClientTooSlow { .. } => Some("client_too_slow"),
             ApiError::Unauthorized => Some("invalid_admin_key"),
+            ApiError::InvalidApiKey => Some("invalid_api_key"),
+            ApiError::Forbidden(_) => Some("forbidden"),
             ApiError::Conflict(_) => Some("conflict"),
             // The label less its `cloud_` (`missing_api_key` reads better).
             ApiError::Cloud(CloudError::MissingKey { .. }) => Some("missing_api_key"),
@@ -269,7 +281,8 @@ impl ResponseError for ApiError {
             | ApiError::WorkerGone
             | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::InvalidApiKey => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Timeout { .. } | ApiError::ClientTooSlow { .. } => {

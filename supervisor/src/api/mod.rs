@@ -5,10 +5,13 @@
 //! - [`routes`]: the whole route table ([`configure`]).
 //! - [`handlers`]: the OpenAI endpoints (chat, completions, embeddings, models).
 //! - [`cloud`]: cloud models by prefix on those endpoints (`openai:`, …).
-//! - [`admin`]: `/admin`, `/metrics`, readiness.
+//! - [`admin`]: `/admin`, `/metrics`, readiness and startup.
+//! - [`log_level`]: `/admin/log-level`, the log filter at run time.
 //! - [`ollama`]: the store's Ollama routes (`/api/pull`, `/api/tags`, `/api/delete`).
 //! - [`router`]: llm-router's `/pull` and `/api/logs`.
-//! - [`request_id`]: the request id middleware (header, span, scope).
+//! - [`access`]: who may call which route (API keys, admin key, loopback, router), one middleware.
+//! - [`cors`]: CORS for browsers (`--cors-origin`).
+//! - [`request_id`]: the request id middleware (`x-request-id`, `traceparent`, span, scope, access log).
 //! - [`shape`]: errors on Ollama's routes in Ollama's shape (middleware).
 //! - [`rejections`]: every error answer counted by label and status (middleware).
 //! - [`types`]: request bodies and their validation into protocol types.
@@ -18,16 +21,19 @@
 //! - [`output`]: generated text → OpenAI message, deltas, tool calls, logprobs.
 //! - [`response`]: response bodies.
 //! - [`sse`]: streaming responses.
-//! - [`state`]: [`AppState`] and [`authorize`](state::authorize).
+//! - [`state`]: [`AppState`] and [`authorize`](state::authorize) (the access middleware's mark).
 //! - [`error`]: every error answer, rendered in one place, with a stable label each.
 
+pub mod access;
 pub mod admin;
 pub mod body_timeout;
 pub mod chat;
 pub mod cloud;
+pub mod cors;
 pub mod disconnect;
 pub mod error;
 pub mod handlers;
+pub mod log_level;
 pub mod ollama;
 pub mod output;
 pub mod rejections;

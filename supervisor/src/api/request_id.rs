@@ -1,21 +1,94 @@
-//! Gives every HTTP request an id, so one request is one trace.
+//! Gives every HTTP request an id and a trace, so one request is one trace,
+//! and writes its access log line.
 //!
 //! The id is the client's `x-request-id` header when it sends a sane one (1 to
-//! 128 visible ASCII characters), else a fresh one; the response echoes it in
-//! `x-request-id`. The handler runs inside a `request` span carrying the id and
-//! inside [`crate::request_id::scope`], from which `WorkerClient` copies the id
-//! into the `trace` field of `Generate` and `Embed`, so the worker's log lines
-//! name the request too. (A streamed body is polled after the handler returns,
-//! outside the span; the command that carries the id is sent before.)
+//! 128 visible ASCII characters), else the trace id of its W3C `traceparent`,
+//! else a fresh one (32 hex digits, a valid trace id); the response echoes it in
+//! `x-request-id`. The trace id is the `traceparent`'s when the client sent a
+//! valid one, else the id when it is 32 hex digits, else a fresh one; the
+//! response carries `traceparent: 00-{trace id}-{a new span id}-{flags}`, this
+//! node's span as the client's child. The handler runs inside a `request` span
+//! carrying `id` and `trace_id` and inside [`crate::request_id::scope`], from which
+//! `WorkerClient` copies the id into the `trace` field of `Generate` and
+//! `Embed`, so the worker's log lines name the request too. (A streamed body
+//! is polled after the handler returns, outside the span; the command that
+//! carries the id is sent before.)
+//!
+//! Once the response body is sent (or dropped: the client left), one event
+//! with target `access` is logged at `info`: method, path, status, model,
+//! prompt and completion tokens, time to first token, duration, client
+//! address, request and trace id. In `--log-format json` it is one JSON object.
 
-use actix_web::body::MessageBody;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
+use actix_web::web::Bytes;
 use tracing::Instrument;
+
+use crate::request_id::UsageSlot;
 
 /// The header read and echoed.
 pub const HEADER: &str = "x-request-id";
+/// W3C Trace Context's header.
+pub const TRACEPARENT: &str = "traceparent";
+
+/// A parsed `traceparent` (version `00`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceParent {
+    /// 32 lowercase hex digits, not all zero.
+    pub trace_id: String,
+    /// 16 lowercase hex digits, not all zero.
+    pub parent_id: String,
+    /// Two hex digits (`01`: sampled).
+    pub flags: String,
+}
+
+fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len
+        && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        && s.bytes().any(|b| b != b'0')
+}
+
+/// `value` as a W3C `traceparent`, or `None` when it is not a valid one.
+/// Versions above `00` are read as `00` (the spec's forward compatibility); `ff` is invalid.
+pub fn parse_traceparent(value: &str) -> Option<TraceParent> {
+    let mut parts = value.trim().split('-');
+    let (version, trace_id, parent_id, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let version_ok = version.len() == 2
+        && version
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        && version != "ff";
+    let flags_ok = flags.len() == 2
+        && flags
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    // Version 00 has exactly four fields.
+    let fields_ok = version != "00" || parts.next().is_none();
+    (version_ok && flags_ok && fields_ok && is_hex(trace_id, 32) && is_hex(parent_id, 16)).then(
+        || TraceParent {
+            trace_id: trace_id.to_string(),
+            parent_id: parent_id.to_string(),
+            flags: flags.to_string(),
+        },
+    )
+}
+
+/// A new span id: 16 hex digits, not all zero.
+fn span_id() -> String {
+    loop {
+        let id = format!("{:016x}", rand::random::<u64>());
+        if is_hex(&id, 16) {
+            return id;
+        }
+    }
+}
 
 /// The client's id when it is usable as one.
 fn given(req: &ServiceRequest) -> Option<String> {
@@ -25,23 +98,191 @@ fn given(req: &ServiceRequest) -> Option<String> {
     sane.then(|| value.to_string())
 }
 
+/// The request id, trace id and flags of a request (see the module doc).
+fn ids(req: &ServiceRequest) -> (String, String, String) {
+    let parent = req
+        .headers()
+        .get(TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_traceparent);
+    let id = given(req)
+        .or_else(|| parent.as_ref().map(|p| p.trace_id.clone()))
+        .unwrap_or_else(crate::request_id::generate);
+    let (trace_id, flags) = match parent {
+        Some(p) => (p.trace_id, p.flags),
+        None if is_hex(&id, 32) => (id.clone(), "01".into()),
+        None => (crate::request_id::generate(), "01".into()),
+    };
+    (id, trace_id, flags)
+}
+
 /// The middleware (`App::wrap(from_fn(request_id::middleware))`).
 ///
 /// # Errors
 /// Whatever the wrapped service returns.
 pub async fn middleware(
     req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let id = given(&req).unwrap_or_else(crate::request_id::generate);
-    let span = tracing::info_span!("request", id = %id, method = %req.method(), path = %req.path());
-    let mut response = crate::request_id::scope(id.clone(), next.call(req))
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<AccessLogged>, actix_web::Error> {
+    let started = Instant::now();
+    let (id, trace_id, flags) = ids(&req);
+    let span_id = span_id();
+    let span = tracing::info_span!("request", id = %id, trace_id = %trace_id,
+        method = %req.method(), path = %req.path());
+    let mut entry = Entry {
+        method: req.method().to_string(),
+        path: req.path().to_string(),
+        client: req
+            .peer_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default(),
+        id: id.clone(),
+        trace_id: trace_id.clone(),
+        status: 0,
+        usage: UsageSlot::default(),
+        started,
+    };
+    let usage = entry.usage.clone();
+    let mut response = crate::request_id::scope(id.clone(), usage, next.call(req))
         .instrument(span)
         .await?;
+    let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&id) {
-        response
-            .headers_mut()
-            .insert(HeaderName::from_static(HEADER), value);
+        headers.insert(HeaderName::from_static(HEADER), value);
     }
-    Ok(response)
+    if let Ok(value) = HeaderValue::from_str(&format!("00-{trace_id}-{span_id}-{flags}")) {
+        headers.insert(HeaderName::from_static(TRACEPARENT), value);
+    }
+    entry.status = response.status().as_u16();
+    Ok(response.map_body(|_, body| AccessLogged {
+        body: body.boxed(),
+        entry: Some(entry),
+    }))
+}
+
+/// What the access log line says about one request.
+struct Entry {
+    method: String,
+    path: String,
+    client: String,
+    id: String,
+    trace_id: String,
+    status: u16,
+    usage: UsageSlot,
+    started: Instant,
+}
+
+impl Entry {
+    fn log(self) {
+        let usage = self.usage.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let ms = |d: std::time::Duration| (d.as_secs_f64() * 1000.0 * 10.0).round() / 10.0;
+        tracing::info!(
+            target: "access",
+            method = %self.method,
+            path = %self.path,
+            status = self.status,
+            model = usage.model.as_deref().unwrap_or(""),
+            prompt_tokens = usage.prompt_tokens,
+            completion_tokens = usage.completion_tokens,
+            ttft_ms = usage.ttft.map(ms),
+            duration_ms = ms(self.started.elapsed()),
+            client = %self.client,
+            request_id = %self.id,
+            trace_id = %self.trace_id,
+            "request"
+        );
+    }
+}
+
+/// A response body that writes the access log line when it is done (sent
+/// whole, or dropped because the client left).
+pub struct AccessLogged {
+    body: BoxBody,
+    entry: Option<Entry>,
+}
+
+impl MessageBody for AccessLogged {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        Pin::new(&mut self.body).poll_next(cx)
+    }
+}
+
+impl Drop for AccessLogged {
+    fn drop(&mut self) {
+        if let Some(entry) = self.entry.take() {
+            entry.log();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparents_are_read_as_the_w3c_spec_says() {
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let parsed = parse_traceparent(good).unwrap();
+        assert_eq!(parsed.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(parsed.parent_id, "00f067aa0ba902b7");
+        assert_eq!(parsed.flags, "01");
+        let table = [
+            (
+                "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-extra",
+                true,
+            ),
+            (
+                "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                false,
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
+                false,
+            ),
+            (
+                "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+                false,
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+                false,
+            ),
+            (
+                "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+                false,
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+                false,
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+                false,
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
+                false,
+            ),
+            ("", false),
+        ];
+        for (value, valid) in table {
+            assert_eq!(parse_traceparent(value).is_some(), valid, "{value}");
+        }
+    }
+
+    #[test]
+    fn span_ids_are_16_hex_digits() {
+        let a = span_id();
+        assert!(is_hex(&a, 16), "{a}");
+        assert_ne!(a, span_id());
+    }
 }

@@ -5,6 +5,7 @@
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
+use super::access::Access;
 use super::error::ApiError;
 use crate::router::{Member, PullJob, PullRequest};
 
@@ -12,11 +13,22 @@ use crate::router::{Member, PullJob, PullRequest};
 /// (contract §3.4). A body without `model` (or not JSON) gets 400
 /// `{"error": "..."}` ([`ApiError::RouterPull`]); a full pull queue 503
 /// `{"error": "..."}` with `Retry-After` (the router only logs a non-2xx).
-pub async fn pull(member: web::Data<Member>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+/// A `path` outside `--pull-path-allow` or a refused `download_url` gets 403
+/// `{"error": "..."}` and nothing is queued ([`Access::check_pull`]).
+pub async fn pull(
+    member: web::Data<Member>,
+    access: web::Data<Access>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     let request: PullRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::RouterPull(format!("invalid body: {e}")))?;
+    let job = PullJob::try_from(request)?;
+    access.check_pull(&job).map_err(|e| {
+        tracing::warn!(model = %job.model, "refused /pull: {e}");
+        ApiError::Router(Box::new(e))
+    })?;
     member
-        .submit(PullJob::try_from(request)?)
+        .submit(job)
         .map_err(|e| ApiError::Router(Box::new(ApiError::from(&e))))?;
     Ok(HttpResponse::Ok().json(json!({"status": "accepted"})))
 }

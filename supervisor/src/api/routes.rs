@@ -4,8 +4,13 @@
 //! |---|---|
 //! | `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/models[/{id}]`, `/health` | [`handlers`] (OpenAI) |
 //! | `/admin/...`, `/metrics`, `/health/ready`, `/startup` | [`admin`] |
+//! | `/admin/log-level` | [`log_level`] |
 //! | `/api/pull`, `/api/tags`, `/api/delete` | [`ollama`] (the model store) |
 //! | `/pull`, `/api/logs` | [`router`] (llm-router's contract) |
+//!
+//! Who may call each route is decided in front of this table, by path
+//! ([`super::access`]): a route added here is an inference route (keyed by
+//! `--api-key`) unless its path says otherwise.
 //!
 //! Handlers find what they need as app data: [`AppState`] always,
 //! `web::Data<store::Service>` for the store routes, `web::Data<router::Member>`
@@ -18,7 +23,7 @@ use super::error::json_error;
 #[cfg(test)]
 use super::state::AppState;
 use super::state::MAX_BODY_BYTES;
-use super::{admin, handlers, ollama, router};
+use super::{admin, handlers, log_level, ollama, router};
 #[cfg(test)]
 use crate::models::Models;
 
@@ -59,10 +64,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     ))
     .service(resource("/health", web::get().to(handlers::health)))
     .service(resource("/health/ready", web::get().to(admin::ready)))
-    .service(resource("/startup", web::get().to(admin::ready)))
+    .service(resource("/startup", web::get().to(admin::startup)))
     .service(resource("/metrics", web::get().to(admin::metrics)))
     .service(resource("/admin/models", web::get().to(admin::list)))
     .service(resource("/admin/gpus", web::get().to(admin::gpus)))
+    .service(
+        web::resource("/admin/log-level")
+            .route(web::get().to(log_level::get))
+            .route(web::put().to(log_level::put))
+            .default_service(web::to(handlers::method_not_allowed)),
+    )
     .service(resource(
         "/admin/models/{id:.+}/load",
         web::post().to(admin::load),

@@ -1,10 +1,11 @@
-//! What every handler can reach ([`AppState`]) and who may call the admin and
-//! store routes ([`authorize`]). Below the handlers, above nothing in `api/`.
+//! What every handler can reach ([`AppState`]) and whether the access
+//! middleware admitted a request to the admin and store routes ([`authorize`]). Below the handlers, above nothing in `api/`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use actix_web::{web, HttpRequest};
+use actix_web::{web, HttpMessage, HttpRequest};
 
+use super::access::{Admitted, Class};
 use super::error::ApiError;
 use super::response::unix_now;
 use crate::cloud::Cloud;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub cloud: Option<Cloud>,
     /// Set at shutdown: readiness and new requests answer 503.
     draining: AtomicBool,
+    /// Set once every preloaded model was ready: `/startup` answers 200 from then on.
+    started: AtomicBool,
 }
 
 impl AppState {
@@ -50,6 +53,7 @@ impl AppState {
             created: unix_now(),
             cloud: None,
             draining: AtomicBool::new(false),
+            started: AtomicBool::new(false),
         }
     }
 
@@ -66,6 +70,15 @@ impl AppState {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Records that the initial preload finished (for good: `/startup` stays 200).
+    pub fn mark_started(&self) {
+        self.started.store(true, Ordering::SeqCst);
+    }
+
+    pub fn has_started(&self) -> bool {
+        self.started.load(Ordering::SeqCst)
     }
 
     pub fn into_data(self) -> web::Data<Self> {
@@ -115,30 +128,20 @@ impl AppState {
     }
 }
 
-/// Checks the admin key in constant time (`/admin`, and the store's pull and delete).
+/// Whether the access middleware ([`super::access`]) admitted this request to
+/// an admin route (`/admin`, the store's pull and delete): it checked the admin
+/// key, or the loopback client of a node without one.
 ///
-/// It needs the [`AppState`] itself, so a route registered without one cannot
-/// skip the check: such a handler fails to extract its state (fails closed).
+/// It checks the middleware's mark, so a route reached without the middleware
+/// (or its policy) refuses: fails closed.
 ///
 /// # Errors
-/// [`ApiError::Unauthorized`] when a key is configured and not given.
-pub fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
-    let Some(key) = &state.models.supervision().admin_key else {
-        return Ok(());
-    };
-    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-    let given = header("x-admin-key")
-        .or_else(|| header("authorization").and_then(|v| v.strip_prefix("Bearer ")))
-        .unwrap_or("");
-    let same = given.len() == key.len()
-        && given
-            .bytes()
-            .zip(key.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if same {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized)
+/// [`ApiError::Unauthorized`] when the request was not admitted as admin.
+pub fn authorize(req: &HttpRequest, _state: &AppState) -> Result<(), ApiError> {
+    match req.extensions().get::<Admitted>() {
+        Some(Admitted {
+            class: Class::Admin,
+        }) => Ok(()),
+        _ => Err(ApiError::Unauthorized),
     }
 }

@@ -1,4 +1,4 @@
-//! `llm-node ps|load|unload|restart`: a small client of a running node's
+//! `llm-node ps|load|unload|restart|log-level`: a small client of a running node's
 //! admin API (see `api::admin`).
 
 pub mod store;
@@ -68,6 +68,13 @@ pub enum AdminCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Show the node's log level, or set it (`RUST_LOG` syntax, e.g.
+    /// `debug,llm_node=trace`) until the next change or restart.
+    LogLevel {
+        level: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Drain, stop and start a model again (waits until it is ready).
     Restart {
         model: String,
@@ -127,6 +134,14 @@ fn execute(cmd: &AdminCommand) -> Result<String, String> {
         } => {
             let s = action(&http, target, model, &format!("unload?force={force}"), None)?;
             Ok(format!("{model}: {}", state(&s)))
+        }
+        AdminCommand::LogLevel { level, target } => {
+            let (method, body) = match level {
+                Some(l) => (reqwest::Method::PUT, Some(serde_json::json!({"level": l}))),
+                None => (reqwest::Method::GET, None),
+            };
+            let s = call(&http, target, method, "/admin/log-level", body)?;
+            Ok(s["level"].as_str().unwrap_or_default().to_string())
         }
         AdminCommand::Restart {
             model,

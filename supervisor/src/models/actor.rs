@@ -302,6 +302,10 @@ impl ModelActor {
             .kv_cells_total
             .with_label_values(&[&self.name])
             .set(i64::from(info.parallel).saturating_mul(i64::from(info.ctx_per_slot)));
+        // A level set at run time reaches workers started after it too.
+        if let Some(filter) = worker_log_filter() {
+            let _ = client.set_log_level(&filter);
+        }
         self.client = Some(client);
         self.info = Some(info);
         self.ready_at = Some(Instant::now());
@@ -910,6 +914,34 @@ impl Handler<Stop> for ModelActor {
             self.stop_then(force, AfterStop::StayStopped)
                 .map(|_, _, _| ()),
         )
+    }
+}
+
+/// The workers' log filter set at run time ([`SetLogLevel`]), for workers
+/// that become ready later; `None`: they keep the `RUST_LOG` they started with.
+static WORKER_LOG_FILTER: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+fn worker_log_filter() -> Option<String> {
+    WORKER_LOG_FILTER
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+}
+
+/// Replaces the log filter of this model's worker (and, through the shared
+/// setting, of every worker that becomes ready later).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetLogLevel(pub String);
+
+impl Handler<SetLogLevel> for ModelActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetLogLevel, _: &mut Self::Context) {
+        *WORKER_LOG_FILTER.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg.0.clone());
+        if let Some(client) = &self.client {
+            let _ = client.set_log_level(&msg.0);
+        }
     }
 }
 

@@ -377,6 +377,17 @@ impl Models {
             .collect()
     }
 
+    /// Sends `filter` (`RUST_LOG` syntax, already checked) to every running
+    /// worker, and to those that become ready later.
+    pub async fn set_worker_log_level(&self, filter: &str) {
+        join_all(
+            self.entries()
+                .iter()
+                .map(|e| e.addr.send(super::actor::SetLogLevel(filter.to_string()))),
+        )
+        .await;
+    }
+
     /// Stops every worker now (node shutdown, after draining).
     pub async fn stop_all(&self) {
         join_all(self.entries().iter().map(|e| e.addr.send(Stop))).await;

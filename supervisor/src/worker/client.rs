@@ -335,7 +335,14 @@ impl WorkerClient {
                 vectors,
                 prompt_tokens,
                 ..
-            } => Ok((vectors, prompt_tokens)),
+            } => {
+                if let Some(slot) = crate::request_id::usage() {
+                    let mut usage = slot.lock().unwrap_or_else(|e| e.into_inner());
+                    usage.model.get_or_insert_with(|| self.inner.model.clone());
+                    usage.prompt_tokens += u64::from(prompt_tokens);
+                }
+                Ok((vectors, prompt_tokens))
+            }
             other => Err(unexpected(&other)),
         }
     }
@@ -362,6 +369,16 @@ impl WorkerClient {
         }
         // A failed send means the worker is gone, which cancels everything anyway.
         let _ = self.inner.send(&Command::Cancel { id });
+    }
+
+    /// Replaces the worker's log filter (`RUST_LOG` syntax); not answered.
+    ///
+    /// # Errors
+    /// [`WorkerError::Gone`] when the command channel is broken.
+    pub fn set_log_level(&self, filter: &str) -> Result<(), WorkerError> {
+        self.inner.send(&Command::SetLogLevel {
+            filter: filter.to_string(),
+        })
     }
 
     /// Tells the worker to free everything and exit.
@@ -665,6 +682,8 @@ struct Meter {
     /// When the previous piece arrived (None before the first).
     last_piece: Option<std::time::Instant>,
     outcome: Option<&'static str>,
+    /// The HTTP request's record, for its access log line.
+    usage: Option<crate::request_id::UsageSlot>,
 }
 
 impl Meter {
@@ -679,11 +698,14 @@ impl Meter {
             Ok(GenerationEvent::Piece { tokens, .. }) => {
                 let now = std::time::Instant::now();
                 match self.last_piece.replace(now) {
-                    None => self
-                        .metrics
-                        .time_to_first_token
-                        .with_label_values(&[&self.model])
-                        .observe(now.duration_since(self.started).as_secs_f64()),
+                    None => {
+                        let ttft = now.duration_since(self.started);
+                        self.metrics
+                            .time_to_first_token
+                            .with_label_values(&[&self.model])
+                            .observe(ttft.as_secs_f64());
+                        self.record(|u| u.ttft = Some(ttft));
+                    }
                     Some(before) => self
                         .metrics
                         .inter_token_latency
@@ -700,8 +722,25 @@ impl Meter {
                     .with_label_values(&[&self.model])
                     .inc_by(u64::from(usage.prompt_tokens));
                 self.outcome = Some("ok");
+                let (prompt, completion) = (usage.prompt_tokens, usage.completion_tokens);
+                self.record(|u| {
+                    // `n` choices are generations of their own: the prompt counts once.
+                    u.prompt_tokens = u.prompt_tokens.max(u64::from(prompt));
+                    u.completion_tokens += u64::from(completion);
+                });
             }
             Err(_) => self.outcome = Some("error"),
+        }
+    }
+}
+
+impl Meter {
+    /// Updates the HTTP request's usage record, if there is one.
+    fn record(&self, f: impl FnOnce(&mut crate::request_id::Usage)) {
+        if let Some(slot) = &self.usage {
+            let mut usage = slot.lock().unwrap_or_else(|e| e.into_inner());
+            usage.model.get_or_insert_with(|| self.model.clone());
+            f(&mut usage);
         }
     }
 }
@@ -743,6 +782,7 @@ impl GenerationStream {
             started: arrived,
             last_piece: None,
             outcome: None,
+            usage: crate::request_id::usage(),
         });
     }
 

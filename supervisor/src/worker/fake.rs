@@ -129,6 +129,7 @@ fn serve(
                 id,
                 progress: Progress::default(),
             }),
+            Command::SetLogLevel { .. } => {}
             Command::Shutdown | Command::Init { .. } => return,
         }
     }
