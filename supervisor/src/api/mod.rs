@@ -7,6 +7,8 @@
 //! - [`cloud`]: cloud models by prefix on those endpoints (`openai:`, …).
 //! - [`admin`]: `/admin`, `/metrics`, readiness.
 //! - [`ollama`]: the store's Ollama routes (`/api/pull`, `/api/tags`, `/api/delete`).
+//! - [`ollama_chat`]: Ollama's `/api/chat` and `/api/generate` ([`ollama_job`] reads
+//!   their bodies, [`ndjson`] writes their answers).
 //! - [`router`]: llm-router's `/pull` and `/api/logs`.
 //! - [`request_id`]: the request id middleware (header, span, scope).
 //! - [`shape`]: errors on Ollama's routes in Ollama's shape (middleware).
@@ -27,7 +29,10 @@ pub mod cloud;
 pub mod disconnect;
 pub mod error;
 pub mod handlers;
+pub mod ndjson;
 pub mod ollama;
+pub mod ollama_chat;
+pub mod ollama_job;
 pub mod output;
 pub mod request_id;
 pub mod response;

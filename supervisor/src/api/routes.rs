@@ -5,6 +5,7 @@
 //! | `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/models[/{id}]`, `/health` | [`handlers`] (OpenAI) |
 //! | `/admin/...`, `/metrics`, `/health/ready`, `/startup` | [`admin`] |
 //! | `/api/pull`, `/api/tags`, `/api/delete` | [`ollama`] (the model store) |
+//! | `/api/chat`, `/api/generate` | [`ollama_chat`] |
 //! | `/pull`, `/api/logs` | [`router`] (llm-router's contract) |
 //!
 //! Handlers find what they need as app data: [`AppState`] always,
@@ -18,7 +19,7 @@ use super::error::json_error;
 #[cfg(test)]
 use super::state::AppState;
 use super::state::MAX_BODY_BYTES;
-use super::{admin, handlers, ollama, router};
+use super::{admin, handlers, ollama, ollama_chat, router};
 #[cfg(test)]
 use crate::models::Models;
 
@@ -82,6 +83,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/api/pull", web::post().to(ollama::pull)))
     .service(resource("/api/tags", web::get().to(ollama::tags)))
     .service(resource("/api/delete", web::delete().to(ollama::delete)))
+    .service(resource("/api/chat", web::post().to(ollama_chat::chat)))
+    .service(resource(
+        "/api/generate",
+        web::post().to(ollama_chat::generate),
+    ))
     .service(web::resource("/pull").route(web::post().to(router::pull)))
     .service(web::resource("/api/logs").route(web::get().to(router::logs)))
     .default_service(web::to(handlers::not_found));

@@ -1,0 +1,379 @@
+//! `POST /api/chat` and `POST /api/generate`: Ollama's native endpoints, on
+//! the same inference path as the OpenAI ones (lease and admission, the
+//! queue and request deadlines, grammar constraints for `format`, the chat
+//! output parser for tool calls and reasoning).
+//!
+//! The body becomes an [`OllamaJob`] ([`super::ollama_job`]); the answer is
+//! rendered by [`super::ndjson`]:
+//!
+//! - `stream` (default true): NDJSON lines (`application/x-ndjson`), one per
+//!   generated piece; tool calls come whole, as one line before the last; the
+//!   last line has `done: true`, `done_reason` and the metrics. With
+//!   `stream: false` one object holds the whole answer.
+//! - The first event is awaited before answering, so a request that cannot
+//!   run (unknown model, prompt too long, a schema the grammar refuses) is a
+//!   plain error status in Ollama's shape (see [`super::shape`]); a failure
+//!   after the first line is an `{"error": …}` line, then the end.
+//! - No messages (no prompt): the model is loaded (`done_reason: "load"`), or
+//!   with `keep_alive: 0` unloaded (`"unload"`), as Ollama does.
+//! - `keep_alive` is applied when the request is over, whatever its outcome
+//!   (see [`AfterRequest`]): `0` unloads the model (after a drain), a duration
+//!   or "forever" replaces the model's idle TTL until its worker stops.
+//! - A client that goes away cancels the generation: a non-streaming request
+//!   is dropped ([`handlers::until_client_leaves`]), a stream's body is
+//!   dropped by actix, which drops the generation.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use llm_node_protocol::Usage;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::error::{invalid_body, ApiError};
+use super::handlers::{self, first_event, first_token_deadline};
+use super::ndjson::{self, End, Lines, Metrics, Output};
+use super::ollama_job::{ChatBody, Endpoint, GenerateBody, KeepAlive, OllamaJob};
+use super::output::{Assembler, Part};
+use super::response::finish_reason;
+use super::state::AppState;
+use crate::models::Models;
+use crate::worker::{GenerationEvent, GenerationStream};
+
+/// `POST /api/chat`.
+pub async fn chat(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let body: ChatBody = serde_json::from_value(body.into_inner()).map_err(|e| invalid_body(&e))?;
+    answer(&req, &state, OllamaJob::try_from(body)?).await
+}
+
+/// `POST /api/generate`.
+pub async fn generate(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let body: GenerateBody =
+        serde_json::from_value(body.into_inner()).map_err(|e| invalid_body(&e))?;
+    answer(&req, &state, OllamaJob::try_from(body)?).await
+}
+
+async fn answer(
+    req: &HttpRequest,
+    state: &AppState,
+    job: OllamaJob,
+) -> Result<HttpResponse, ApiError> {
+    let stream = job.stream && job.generation.is_some();
+    let work = handlers::within_deadlines(state, stream, run(state, job));
+    handlers::until_client_leaves(req, work).await
+}
+
+/// Runs one job and answers it whole or as a stream.
+async fn run(state: &AppState, job: OllamaJob) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
+    let Some(mut generation) = job.generation else {
+        return load_or_unload(state, &job).await;
+    };
+    state.check_limits(&mut generation.params)?;
+    let queue = state.limits.queue_timeout;
+    let (model, lease) = first_token_deadline(queue, started, state.client(&job.model)).await?;
+    let loaded = Instant::now();
+    if let Some(n) = job.num_ctx {
+        check_num_ctx(state, &model, n).await?;
+    }
+    let plan = generation
+        .chat
+        .as_ref()
+        .map(|c| c.plan(lease.chat_format()));
+    if let Some(plan) = &plan {
+        generation.params.constraint = plan.constraint.clone();
+    }
+    let blame = plan.as_ref().and_then(|p| p.constraint_param);
+    let assembler = handlers::assembler(plan.as_ref(), &lease);
+    let after = AfterRequest {
+        models: state.models.clone(),
+        model: model.clone(),
+        keep_alive: job.keep_alive,
+    };
+    let mut stream = lease.generate(generation.prompt, generation.params)?;
+    let label = match job.endpoint {
+        Endpoint::Chat => "ollama_chat",
+        Endpoint::Generate => "ollama_generate",
+    };
+    stream.meter(state.models.metrics(), &model, label);
+    let generating = Instant::now();
+    let first = first_token_deadline(queue, started, first_event(&mut stream, blame)).await?;
+    let turn = Turn {
+        lines: Lines {
+            endpoint: job.endpoint,
+            model,
+        },
+        assembler,
+        clock: Clock {
+            started,
+            loaded,
+            generating,
+            first_piece: None,
+        },
+        parts: Vec::new(),
+        calls: Vec::new(),
+    };
+    if job.stream {
+        let body = Body {
+            first: Some(first),
+            stream,
+            turn,
+            done: false,
+            _after: after,
+        };
+        return Ok(HttpResponse::Ok()
+            .content_type("application/x-ndjson")
+            .streaming(body.into_stream()));
+    }
+    let whole = collect(first, stream, turn).await?;
+    drop(after);
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(whole))
+}
+
+/// An empty request: load the model, or unload it (`keep_alive: 0`).
+async fn load_or_unload(state: &AppState, job: &OllamaJob) -> Result<HttpResponse, ApiError> {
+    let entry = state.models.entry(&job.model)?;
+    let reason = match job.keep_alive {
+        Some(KeepAlive::Unload) => {
+            if state.models.status(&entry).await?.state.is_loaded() {
+                state.models.unload(&entry, false).await?;
+            }
+            "unload"
+        }
+        keep => {
+            drop(state.client(&job.model).await?);
+            if let Some(KeepAlive::Keep(keep)) = keep {
+                state.models.keep_alive(&entry, keep).await?;
+            }
+            "load"
+        }
+    };
+    let lines = Lines {
+        endpoint: job.endpoint,
+        model: entry.spec.name.clone(),
+    };
+    let end = End {
+        reason,
+        metrics: Metrics::default(),
+    };
+    let body = lines.object(&ndjson::now(), &Output::default(), Some(end));
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body))
+}
+
+/// `options.num_ctx` may not exceed the context each request gets here.
+async fn check_num_ctx(state: &AppState, model: &str, num_ctx: u32) -> Result<(), ApiError> {
+    let entry = state.models.entry(model)?;
+    let status = state.models.status(&entry).await?;
+    match status.info.map(|i| i.ctx_per_slot) {
+        Some(ctx) if num_ctx > ctx => Err(ApiError::invalid(
+            "options.num_ctx",
+            format!(
+                "options.num_ctx {num_ctx} is larger than this model's context per request \
+                 ({ctx} tokens, set by the node's --ctx-size and --parallel)"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Applies a request's `keep_alive` once the request is over (dropped with
+/// its answer: the end of the whole answer or of the stream, a failure, or
+/// the client leaving).
+struct AfterRequest {
+    models: Models,
+    model: String,
+    keep_alive: Option<KeepAlive>,
+}
+
+impl Drop for AfterRequest {
+    fn drop(&mut self) {
+        let Some(keep_alive) = self.keep_alive else {
+            return;
+        };
+        let Some(entry) = self.models.get(&self.model) else {
+            return;
+        };
+        let models = self.models.clone();
+        actix_rt::spawn(async move {
+            let applied = match keep_alive {
+                // Waits for the request's lease to be returned (a drain).
+                KeepAlive::Unload => models.unload(&entry, false).await,
+                KeepAlive::Keep(keep) => models.keep_alive(&entry, keep).await,
+            };
+            if let Err(e) = applied {
+                tracing::debug!(model = %entry.spec.name, error = %e, "keep_alive not applied");
+            }
+        });
+    }
+}
+
+/// When each phase of the request began, for Ollama's metrics.
+struct Clock {
+    started: Instant,
+    loaded: Instant,
+    generating: Instant,
+    first_piece: Option<Instant>,
+}
+
+impl Clock {
+    fn metrics(&self, usage: &Usage) -> Metrics {
+        let now = Instant::now();
+        let first = self.first_piece.unwrap_or(now);
+        let nanos =
+            |from: Instant, to: Instant| to.saturating_duration_since(from).as_nanos() as u64;
+        Metrics {
+            total_duration: nanos(self.started, now),
+            load_duration: nanos(self.started, self.loaded),
+            prompt_eval_count: u64::from(usage.prompt_tokens),
+            prompt_eval_duration: nanos(self.generating, first),
+            eval_count: u64::from(usage.completion_tokens),
+            eval_duration: nanos(first, now),
+        }
+    }
+}
+
+/// One answer being assembled from generation events.
+struct Turn {
+    lines: Lines,
+    assembler: Assembler,
+    clock: Clock,
+    parts: Vec<Part>,
+    /// Tool calls so far: `(name, arguments text)`; sent whole at the end.
+    calls: Vec<(String, String)>,
+}
+
+impl Turn {
+    /// Adds what `event` produced to `out`; the end once it is finished.
+    fn step(&mut self, event: GenerationEvent, out: &mut Output) -> Result<Option<End>, ApiError> {
+        match event {
+            GenerationEvent::Started { reasoning_open, .. } => {
+                self.assembler.started(reasoning_open);
+                Ok(None)
+            }
+            GenerationEvent::Piece { text, .. } => {
+                self.clock.first_piece.get_or_insert_with(Instant::now);
+                self.assembler.push(text, &mut self.parts);
+                self.apply(out);
+                Ok(None)
+            }
+            GenerationEvent::Finished { reason, usage } => {
+                // Cancelled without our asking: the worker is going away.
+                let reason = finish_reason(reason).ok_or(ApiError::WorkerGone)?;
+                self.assembler.finish(&mut self.parts);
+                self.apply(out);
+                out.tool_calls = self
+                    .calls
+                    .drain(..)
+                    .map(|(name, args)| (name, ndjson::arguments(&args)))
+                    .collect();
+                Ok(Some(End {
+                    reason,
+                    metrics: self.clock.metrics(&usage),
+                }))
+            }
+        }
+    }
+
+    fn apply(&mut self, out: &mut Output) {
+        for part in self.parts.drain(..) {
+            match part {
+                Part::Content(t) => out.content.push_str(&t),
+                Part::Reasoning(t) => out.thinking.push_str(&t),
+                Part::ToolCall {
+                    index,
+                    head,
+                    arguments,
+                } => {
+                    let i = index as usize;
+                    if self.calls.len() <= i {
+                        self.calls.resize(i + 1, Default::default());
+                    }
+                    if let Some((_, name)) = head {
+                        self.calls[i].0 = name;
+                    }
+                    self.calls[i].1.push_str(&arguments);
+                }
+            }
+        }
+    }
+}
+
+/// The whole answer (`stream: false`).
+async fn collect(
+    first: GenerationEvent,
+    mut stream: GenerationStream,
+    mut turn: Turn,
+) -> Result<Vec<u8>, ApiError> {
+    let mut out = Output::default();
+    let mut event = first;
+    loop {
+        if let Some(end) = turn.step(event, &mut out)? {
+            return Ok(turn.lines.object(&ndjson::now(), &out, Some(end)));
+        }
+        event = stream.next().await.ok_or(ApiError::Internal)??;
+    }
+}
+
+/// A streamed answer. It owns the generation, so when actix drops it (the
+/// client went away) the generation is cancelled in the worker.
+struct Body {
+    /// The event already read to decide between an error status and a stream.
+    first: Option<GenerationEvent>,
+    stream: GenerationStream,
+    turn: Turn,
+    done: bool,
+    _after: AfterRequest,
+}
+
+impl Body {
+    fn into_stream(self) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> {
+        futures_util::stream::unfold(self, |mut body| async move {
+            let bytes = body.next_lines().await?;
+            Some((Ok(bytes), body))
+        })
+    }
+
+    /// The next non-empty lines, or `None` after the last.
+    async fn next_lines(&mut self) -> Option<Bytes> {
+        while !self.done {
+            let event = match self.first.take() {
+                Some(event) => Ok(event),
+                None => match self.stream.next().await {
+                    Some(event) => event.map_err(ApiError::from),
+                    None => Err(ApiError::Internal),
+                },
+            };
+            let mut out = Output::default();
+            let lines = match event.and_then(|e| self.turn.step(e, &mut out)) {
+                Ok(None) if out == Output::default() => continue,
+                Ok(None) => self.turn.lines.line(&out, None),
+                Ok(Some(end)) => {
+                    self.done = true;
+                    let mut lines = Vec::new();
+                    if out != Output::default() {
+                        lines = self.turn.lines.line(&out, None);
+                    }
+                    lines.extend(self.turn.lines.line(&Output::default(), Some(end)));
+                    lines
+                }
+                Err(e) => {
+                    self.done = true;
+                    ndjson::error_line(&e.to_string())
+                }
+            };
+            return Some(Bytes::from(lines));
+        }
+        None
+    }
+}
