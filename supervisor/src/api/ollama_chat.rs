@@ -19,6 +19,8 @@
 //! - `keep_alive` is applied when the request is over, whatever its outcome
 //!   (see [`AfterRequest`]): `0` unloads the model (after a drain), a duration
 //!   or "forever" replaces the model's idle TTL until its worker stops.
+//!   Preloaded models (`--preload`) are the operator's: `keep_alive` leaves
+//!   them loaded (an empty request with `keep_alive: 0` answers 409).
 //! - A client that goes away cancels the generation: a non-streaming request
 //!   is dropped ([`handlers::until_client_leaves`]), a stream's body is
 //!   dropped by actix, which drops the generation.
@@ -143,6 +145,12 @@ async fn run(state: &AppState, job: OllamaJob) -> Result<HttpResponse, ApiError>
 async fn load_or_unload(state: &AppState, job: &OllamaJob) -> Result<HttpResponse, ApiError> {
     let entry = state.models.entry(&job.model)?;
     let reason = match job.keep_alive {
+        Some(KeepAlive::Unload) if entry.preload => {
+            return Err(ApiError::Conflict(format!(
+                "model {} is preloaded by the node's operator; keep_alive cannot unload it",
+                entry.spec.name
+            )))
+        }
         Some(KeepAlive::Unload) => {
             if state.models.status(&entry).await?.state.is_loaded() {
                 state.models.unload(&entry, false).await?;
@@ -151,8 +159,11 @@ async fn load_or_unload(state: &AppState, job: &OllamaJob) -> Result<HttpRespons
         }
         keep => {
             drop(state.client(&job.model).await?);
-            if let Some(KeepAlive::Keep(keep)) = keep {
-                state.models.keep_alive(&entry, keep).await?;
+            match keep {
+                Some(KeepAlive::Keep(keep)) if !entry.preload => {
+                    state.models.keep_alive(&entry, keep).await?;
+                }
+                _ => {}
             }
             "load"
         }
@@ -204,6 +215,11 @@ impl Drop for AfterRequest {
         let Some(entry) = self.models.get(&self.model) else {
             return;
         };
+        if entry.preload {
+            // The operator's choice wins over a client's.
+            tracing::info!(model = %entry.spec.name, "keep_alive ignored: the model is preloaded");
+            return;
+        }
         let models = self.models.clone();
         actix_rt::spawn(async move {
             let applied = match keep_alive {
@@ -375,5 +391,359 @@ impl Body {
             return Some(Bytes::from(lines));
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use actix_web::body::MessageBody;
+    use actix_web::dev::{Service, ServiceResponse};
+    use actix_web::http::StatusCode;
+    use actix_web::{test, App};
+    use serde_json::json;
+
+    use super::*;
+    use actix::Actor;
+
+    use crate::models::actor::ModelActor;
+    use crate::models::ModelSpec;
+    use crate::models::{KeepAlive as Keep, ModelState};
+    use crate::testing::fake_models;
+    use crate::worker::fake::FakeWorker;
+
+    /// Fake models loaded on demand (not preloaded), as `keep_alive` needs.
+    /// A fake worker serves one load: once unloaded, a model stays down.
+    fn on_demand(names: &[&str]) -> (Models, Vec<FakeWorker>) {
+        let fakes: Vec<_> = names.iter().map(|_| FakeWorker::start()).collect();
+        let entries = names
+            .iter()
+            .zip(&fakes)
+            .map(|(name, fake)| {
+                let info = crate::testing::model_info(name);
+                let spec = ModelSpec {
+                    name: name.to_string(),
+                    path: format!("/models/{name}.gguf").into(),
+                };
+                (
+                    spec,
+                    ModelActor::attached(name, fake.client.clone(), info).start(),
+                )
+            })
+            .collect();
+        (Models::attached_with(entries, false), fakes)
+    }
+
+    async fn state_becomes(models: &Models, model: &str, want: ModelState) -> ModelState {
+        let entry = models.entry(model).unwrap();
+        let mut state = models.status(&entry).await.unwrap().state;
+        for _ in 0..300 {
+            if state == want {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            state = models.status(&entry).await.unwrap().state;
+        }
+        state
+    }
+
+    async fn service(
+        models: Models,
+    ) -> impl Service<
+        actix_http::Request,
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+    > {
+        test::init_service(
+            App::new()
+                .app_data(AppState::new(models).into_data())
+                .wrap(actix_web::middleware::from_fn(
+                    crate::api::shape::middleware,
+                ))
+                .configure(crate::api::configure),
+        )
+        .await
+    }
+
+    /// Status, content type and body of one POST.
+    async fn post(
+        app: &impl Service<
+            actix_http::Request,
+            Response = ServiceResponse<impl MessageBody>,
+            Error = actix_web::Error,
+        >,
+        uri: &str,
+        body: Value,
+    ) -> (StatusCode, String, String) {
+        let req = test::TestRequest::post()
+            .uri(uri)
+            .set_json(body)
+            .to_request();
+        let resp = test::call_service(app, req).await;
+        let status = resp.status();
+        let kind = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let bytes = test::read_body(resp).await;
+        (status, kind, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    fn lines(text: &str) -> Vec<Value> {
+        assert!(text.ends_with('\n'), "NDJSON ends each line: {text:?}");
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+
+    fn user(content: &str, extra: Value) -> Value {
+        let mut body = json!({"model": "m", "messages": [{"role": "user", "content": content}]});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    }
+
+    #[actix_rt::test]
+    async fn chat_streams_ndjson_pieces_then_a_done_line_with_metrics() {
+        let (models, _fakes) = fake_models(&["M"]);
+        let app = service(models).await;
+        let (status, kind, text) = post(&app, "/api/chat", user("hi", json!({"model": "m"}))).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        assert_eq!(kind, "application/x-ndjson");
+        let lines = lines(&text);
+        let pieces: Vec<_> = lines[..lines.len() - 1]
+            .iter()
+            .map(|l| {
+                assert_eq!(l["done"], false);
+                assert_eq!(l["model"], "M", "the configured id");
+                assert_eq!(l["message"]["role"], "assistant");
+                l["message"]["content"].as_str().unwrap()
+            })
+            .collect();
+        assert_eq!(pieces, crate::worker::fake::PIECES);
+        let last = &lines[lines.len() - 1];
+        assert_eq!(
+            (&last["done"], &last["done_reason"]),
+            (&json!(true), &json!("stop"))
+        );
+        assert_eq!(last["message"], json!({"role": "assistant", "content": ""}));
+        assert_eq!(last["prompt_eval_count"], 5);
+        assert_eq!(last["eval_count"], 3);
+        for field in ["total_duration", "eval_duration", "prompt_eval_duration"] {
+            assert!(
+                last[field].as_u64().is_some_and(|n| n > 0),
+                "{field}: {last}"
+            );
+        }
+        let created = last["created_at"].as_str().unwrap();
+        // RFC 3339 in UTC: `2024-07-22T20:47:51.147561Z`.
+        let (date, rest) = created.split_once('T').unwrap();
+        assert_eq!(date.len(), 10, "{created}");
+        assert!(rest.ends_with('Z') && rest.len() >= 9, "{created}");
+    }
+
+    #[actix_rt::test]
+    async fn generate_answers_whole_and_num_predict_cuts_it_with_length() {
+        let (models, _fakes) = fake_models(&["m"]);
+        let app = service(models).await;
+        let body = json!({"model": "m", "prompt": "hi", "stream": false});
+        let (status, kind, text) = post(&app, "/api/generate", body).await;
+        assert_eq!(
+            (status, kind.as_str()),
+            (StatusCode::OK, "application/json"),
+            "{text}"
+        );
+        let whole: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(whole["response"], "Hello, world");
+        assert_eq!(whole["done_reason"], "stop");
+        let body = json!({"model": "m", "prompt": "hi", "stream": false,
+            "options": {"num_predict": 2}});
+        let (_, _, text) = post(&app, "/api/generate", body).await;
+        let cut: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            (&cut["response"], &cut["done_reason"]),
+            (&json!("Hello,"), &json!("length"))
+        );
+        assert_eq!(cut["eval_count"], 2);
+    }
+
+    #[actix_rt::test]
+    async fn errors_before_the_stream_are_ollama_shaped_and_after_it_an_error_line() {
+        let (models, _fakes) = fake_models(&["m"]);
+        let app = service(models).await;
+        let cases = [
+            (
+                "/api/chat",
+                user("hi", json!({"model": "nope"})),
+                StatusCode::NOT_FOUND,
+            ),
+            (
+                "/api/chat",
+                user("too long", json!({})),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "/api/chat",
+                json!({"messages": []}),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "/api/chat",
+                json!({"model": "m", "messages": [{"role": "user", "content": "x", "images": ["aGk="]}]}),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "/api/generate",
+                json!({"model": "m", "prompt": "x", "options": {"num_ctx": 8192}}),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "/api/generate",
+                json!({"model": "m", "prompt": "x", "suffix": "y"}),
+                StatusCode::BAD_REQUEST,
+            ),
+        ];
+        for (uri, body, want) in cases {
+            let (status, _, text) = post(&app, uri, body.clone()).await;
+            assert_eq!(status, want, "{body}: {text}");
+            let error: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(error.as_object().map(|o| o.len()), Some(1), "{text}");
+            assert!(
+                error["error"].as_str().is_some_and(|m| !m.is_empty()),
+                "{text}"
+            );
+        }
+        let (status, _, text) = post(&app, "/api/chat", user("crash", json!({}))).await;
+        assert_eq!(status, StatusCode::OK);
+        let lines = lines(&text);
+        let last = &lines[lines.len() - 1];
+        assert!(
+            last["error"].as_str().is_some_and(|m| !m.is_empty()),
+            "{text}"
+        );
+        assert_eq!(last.as_object().map(|o| o.len()), Some(1), "{text}");
+    }
+
+    #[actix_rt::test]
+    async fn empty_requests_load_and_keep_alive_zero_unloads() {
+        let (models, _fakes) = on_demand(&["a", "b"]);
+        let app = service(models.clone()).await;
+        let (_, _, text) = post(&app, "/api/chat", json!({"model": "a", "messages": []})).await;
+        let answer: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            (&answer["done"], &answer["done_reason"]),
+            (&json!(true), &json!("load"))
+        );
+        assert_eq!(
+            answer["message"],
+            json!({"role": "assistant", "content": ""})
+        );
+        assert_eq!(
+            state_becomes(&models, "a", ModelState::Ready).await,
+            ModelState::Ready
+        );
+
+        let body = json!({"model": "a", "keep_alive": 0});
+        let (status, _, text) = post(&app, "/api/generate", body).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        let answer: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(answer["done_reason"], "unload");
+        assert_eq!(answer["response"], "");
+        let entry = models.entry("a").unwrap();
+        assert_eq!(
+            models.status(&entry).await.unwrap().state,
+            ModelState::Stopped
+        );
+
+        // With a prompt, `keep_alive: 0` unloads once the answer is over.
+        let body = json!({"model": "b", "prompt": "hi", "stream": false, "keep_alive": "0s"});
+        let (status, _, text) = post(&app, "/api/generate", body).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        assert_eq!(
+            state_becomes(&models, "b", ModelState::Stopped).await,
+            ModelState::Stopped
+        );
+    }
+
+    #[actix_rt::test]
+    async fn keep_alive_leaves_preloaded_models_loaded() {
+        let (models, _fakes) = fake_models(&["m"]);
+        let app = service(models.clone()).await;
+        let (status, _, _) = post(&app, "/api/chat", user("hi", json!({"keep_alive": 0}))).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _, text) =
+            post(&app, "/api/chat", json!({"model": "m", "keep_alive": 0})).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{text}");
+        assert!(text.contains("preloaded"), "{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let entry = models.entry("m").unwrap();
+        assert_eq!(
+            models.status(&entry).await.unwrap().state,
+            ModelState::Ready
+        );
+    }
+
+    #[actix_rt::test]
+    async fn a_keep_alive_duration_replaces_the_ttl_and_unloads_when_it_runs_out() {
+        let (models, _fakes) = on_demand(&["m"]);
+        let entry = models.entry("m").unwrap();
+        let app = service(models.clone()).await;
+        let keep_alive = |want: Keep| {
+            let (models, entry) = (models.clone(), entry.clone());
+            async move {
+                let mut seen = None;
+                for _ in 0..200 {
+                    seen = models.status(&entry).await.unwrap().keep_alive;
+                    if seen == Some(want) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                seen
+            }
+        };
+        let (status, _, _) = post(&app, "/api/chat", user("hi", json!({"keep_alive": -1}))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(keep_alive(Keep::Forever).await, Some(Keep::Forever));
+        let body = json!({"model": "m", "prompt": "hi", "keep_alive": "1s", "stream": false});
+        let (status, _, _) = post(&app, "/api/generate", body).await;
+        assert_eq!(status, StatusCode::OK);
+        let one_second = Keep::For(Duration::from_secs(1));
+        assert_eq!(keep_alive(one_second).await, Some(one_second));
+        // No TTL is configured: only the keep_alive unloads it, after ~1 s.
+        assert_eq!(
+            state_becomes(&models, "m", ModelState::Stopped).await,
+            ModelState::Stopped
+        );
+        assert_eq!(
+            models.status(&entry).await.unwrap().keep_alive,
+            None,
+            "cleared by the stop"
+        );
+    }
+
+    #[actix_rt::test]
+    async fn dropping_an_ndjson_stream_cancels_the_generation() {
+        let (models, fakes) = fake_models(&["m"]);
+        let app = service(models).await;
+        let req = test::TestRequest::post()
+            .uri("/api/chat")
+            .set_json(user("hang", json!({})))
+            .to_request();
+        let resp = test::call_service(&app, req).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(fakes[0].client.in_flight(), 1);
+        drop(resp); // what actix does when the client disconnects
+        for _ in 0..100 {
+            if !fakes[0].cancelled.lock().unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(fakes[0].cancelled.lock().unwrap().len(), 1);
+        assert_eq!(fakes[0].client.in_flight(), 0);
     }
 }

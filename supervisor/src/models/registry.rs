@@ -153,6 +153,15 @@ impl Models {
     /// Models served by already connected clients (unit tests).
     #[cfg(test)]
     pub(crate) fn attached(entries: Vec<(ModelSpec, Addr<ModelActor>)>) -> Self {
+        Self::attached_with(entries, true)
+    }
+
+    /// As [`Self::attached`]; `preload: false` leaves them stopped until asked for.
+    #[cfg(test)]
+    pub(crate) fn attached_with(
+        entries: Vec<(ModelSpec, Addr<ModelActor>)>,
+        preload: bool,
+    ) -> Self {
         let shared = Shared {
             supervision: Arc::new(super::supervision::test_supervision()),
             metrics: Metrics::new(),
@@ -166,7 +175,7 @@ impl Models {
                 map.push(ModelEntry {
                     spec,
                     addr,
-                    preload: true,
+                    preload,
                 });
             }
         }
