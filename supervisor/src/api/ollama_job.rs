@@ -50,7 +50,7 @@ pub struct ChatBody {
     pub messages: Vec<Value>,
     pub tools: Option<Value>,
     /// llm-node's extension (OpenAI's values): `"required"` or a named
-    /// function forces a call, on any model.
+    /// function forces a call, on any model. Also read from `options`.
     pub tool_choice: Option<Value>,
     #[serde(flatten)]
     pub common: Common,
@@ -118,6 +118,9 @@ pub struct MappedOptions {
     pub sampling: Map<String, Value>,
     pub repeat_last_n: i32,
     pub num_ctx: Option<u32>,
+    /// llm-node's `tool_choice` extension, also read from `options` (where
+    /// Ollama's clients let any key through).
+    pub tool_choice: Option<Value>,
     /// Options accepted but without effect here, for the `warn!` line.
     pub ignored: Vec<String>,
 }
@@ -220,6 +223,7 @@ pub fn map_options(options: Option<&Map<String, Value>>) -> Result<MappedOptions
                     || ApiError::invalid(&param, format!("{param} must be at least 1")),
                 )?);
             }
+            "tool_choice" => out.tool_choice = Some(value.clone()),
             other if IGNORED.contains(&other) => out.ignored.push(other.to_owned()),
             other => out.ignored.push(format!("{other} (unknown)")),
         }
@@ -473,7 +477,7 @@ impl TryFrom<ChatBody> for OllamaJob {
             if let Some(tools) = &body.tools {
                 fields.insert("tools".into(), tools.clone());
             }
-            if let Some(choice) = &body.tool_choice {
+            if let Some(choice) = body.tool_choice.as_ref().or(options.tool_choice.as_ref()) {
                 fields.insert("tool_choice".into(), choice.clone());
             }
             Some(chat_job(fields, options.repeat_last_n)?)
@@ -685,6 +689,8 @@ mod tests {
         .unwrap();
         assert_eq!((m.repeat_last_n, m.num_ctx), (33, Some(1024)));
         assert_eq!(m.ignored, ["num_thread", "typical_p", "wat (unknown)"]);
+        let m = map(json!({"tool_choice": "required"})).unwrap();
+        assert_eq!(m.tool_choice, Some(json!("required")));
         for (bad, param) in [
             (json!({"num_predict": 0}), "options.num_predict"),
             (json!({"num_predict": -3}), "options.num_predict"),
