@@ -12,8 +12,8 @@
 //! - [`config`]: every flag and environment variable ([`Args`]), startup
 //!   validation, and the small settings struct each subsystem takes.
 //! - [`api`]: the whole route table and every handler (OpenAI, admin, the
-//!   Ollama store routes, the router's `/pull` and `/api/logs`), [`api::AppState`]
-//!   and authorisation, request ids, and the one error renderer.
+//!   Ollama store routes and `/api/chat` / `/api/generate`, the router's
+//!   `/pull` and `/api/logs`), [`api::AppState`] and authorisation, request ids, and the one error renderer.
 //! - [`cli`]: every CLI verb (`ps`, `load`, `pull`, `list`, `rm`, …) and its HTTP helper.
 //!
 //! Subsystems:

@@ -21,6 +21,7 @@
 //!   or "forever" replaces the model's idle TTL until its worker stops.
 //!   Preloaded models (`--preload`) are the operator's: `keep_alive` leaves
 //!   them loaded (an empty request with `keep_alive: 0` answers 409).
+//! - `name:latest` is `name` when only `name` is served (Ollama's default tag).
 //! - A client that goes away cancels the generation: a non-streaming request
 //!   is dropped ([`handlers::until_client_leaves`]), a stream's body is
 //!   dropped by actix, which drops the generation.
@@ -65,11 +66,26 @@ pub async fn generate(
 async fn answer(
     req: &HttpRequest,
     state: &AppState,
-    job: OllamaJob,
+    mut job: OllamaJob,
 ) -> Result<HttpResponse, ApiError> {
+    job.model = local_name(state, job.model);
+    if let Some(generation) = &mut job.generation {
+        generation.model.clone_from(&job.model);
+    }
     let stream = job.stream && job.generation.is_some();
     let work = handlers::within_deadlines(state, stream, run(state, job));
     handlers::until_client_leaves(req, work).await
+}
+
+/// Ollama's `name:latest` is `name` (the tag Ollama assumes when there is
+/// none), when only `name` is served here.
+fn local_name(state: &AppState, model: String) -> String {
+    match model.strip_suffix(":latest") {
+        Some(bare) if state.models.get(&model).is_none() && state.models.get(bare).is_some() => {
+            bare.to_owned()
+        }
+        _ => model,
+    }
 }
 
 /// Runs one job and answers it whole or as a stream.
@@ -510,7 +526,8 @@ mod tests {
     async fn chat_streams_ndjson_pieces_then_a_done_line_with_metrics() {
         let (models, _fakes) = fake_models(&["M"]);
         let app = service(models).await;
-        let (status, kind, text) = post(&app, "/api/chat", user("hi", json!({"model": "m"}))).await;
+        let body = user("hi", json!({"model": "m:latest"}));
+        let (status, kind, text) = post(&app, "/api/chat", body).await;
         assert_eq!(status, StatusCode::OK, "{text}");
         assert_eq!(kind, "application/x-ndjson");
         let lines = lines(&text);
@@ -523,7 +540,7 @@ mod tests {
                 l["message"]["content"].as_str().unwrap()
             })
             .collect();
-        assert_eq!(pieces, crate::worker::fake::PIECES);
+        assert_eq!(pieces, crate::worker::fake::PIECES, "m:latest is m");
         let last = &lines[lines.len() - 1];
         assert_eq!(
             (&last["done"], &last["done_reason"]),
