@@ -252,7 +252,7 @@ pub fn keep_alive(value: Option<&Value>) -> Result<Option<KeepAlive>, ApiError> 
     Ok(Some(match secs {
         s if !s.is_finite() => return Err(bad(&json!(value))),
         s if s < 0.0 => KeepAlive::Keep(crate::models::KeepAlive::Forever),
-        s if s == 0.0 => KeepAlive::Unload,
+        0.0 => KeepAlive::Unload,
         s => KeepAlive::Keep(crate::models::KeepAlive::For(Duration::from_secs_f64(
             s.min(1e9),
         ))),
