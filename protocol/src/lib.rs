@@ -44,7 +44,7 @@ use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender};
 use serde::{Deserialize, Serialize};
 
 /// Version of this contract. A worker and supervisor with different versions refuse to talk.
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// Identifies one request for its whole life in a worker. Unique per worker
 /// process. The top 16 bits are the event lane ([`lane_of`]).
@@ -191,6 +191,10 @@ pub enum Prompt {
     /// rendered *with* special tokens, so the supervisor's output parser sees
     /// the model's markers (harmony channels, `<think>`, tool-call tags).
     Chat(ChatPrompt),
+    /// Fill-in-the-middle: the text between `prefix` and `suffix`, with the
+    /// model's FIM tokens (`FIM_PRE prefix FIM_SUF suffix FIM_MID`); refused
+    /// (`InvalidRequest`) by a model without them.
+    Infill { prefix: String, suffix: String },
 }
 
 /// A constraint on what may be generated, enforced by a grammar sampler.
@@ -588,6 +592,15 @@ mod tests {
             Command::CountTokens {
                 id: 3,
                 prompt: Prompt::Text(String::new()),
+            },
+            Command::Generate {
+                id: 6,
+                trace: String::new(),
+                prompt: Prompt::Infill {
+                    prefix: "def f(a, b):".into(),
+                    suffix: "    return c".into(),
+                },
+                params: SamplingParams::default(),
             },
             Command::Cancel { id: 4 },
             Command::Ping { id: 5 },

@@ -196,5 +196,12 @@ fn unsupported_fields_are_refused_in_ollamas_error_shape() {
         let (status, v) = node.post(path, &body);
         assert_eq!(status, 400, "{body}: {v}");
         assert!(v["error"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+        if body.get("suffix").is_some() {
+            // The bundled model has no FIM tokens: its worker refuses the infill.
+            assert!(
+                v["error"].as_str().unwrap().contains("fill-in-the-middle"),
+                "{v}"
+            );
+        }
     }
 }

@@ -585,6 +585,10 @@ mod tests {
             (&json!("Hello,"), &json!("length"))
         );
         assert_eq!(cut["eval_count"], 2);
+        // A suffix is fill-in-the-middle: the worker gets an infill prompt.
+        let body = json!({"model": "m", "prompt": "def f(", "suffix": "):", "stream": false});
+        let (status, _, text) = post(&app, "/api/generate", body).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
     }
 
     #[actix_rt::test]
@@ -615,11 +619,6 @@ mod tests {
             (
                 "/api/generate",
                 json!({"model": "m", "prompt": "x", "options": {"num_ctx": 8192}}),
-                StatusCode::BAD_REQUEST,
-            ),
-            (
-                "/api/generate",
-                json!({"model": "m", "prompt": "x", "suffix": "y"}),
                 StatusCode::BAD_REQUEST,
             ),
         ];

@@ -5,9 +5,11 @@
 //! `format` → `response_format`, `think` → `enable_thinking` /
 //! `reasoning_effort`, `options` → sampling fields with Ollama's defaults) and
 //! validated by [`super::types`], so both APIs share one set of checks and
-//! one inference path. What this node cannot honour is refused with a 400
-//! (`images`, `suffix`, `template`, `context`, a `num_ctx` above the slot's
-//! context), never silently dropped; options that do not apply here (GPU,
+//! one inference path. `suffix` is fill-in-the-middle with the model's FIM
+//! tokens ([`Prompt::Infill`]; a model without them refuses it with a 400).
+//! What this node cannot honour is refused with a 400 (`images`,
+//! `template`, `context`, a `num_ctx` above the slot's context), never
+//! silently dropped; options that do not apply here (GPU,
 //! threads, mmap, mirostat, …) are ignored and named in a `warn!` line.
 //!
 //! # Sampling defaults
@@ -509,12 +511,6 @@ impl TryFrom<GenerateBody> for OllamaJob {
                 "images are not supported: this node serves text-only models",
             );
         }
-        if body.suffix.as_ref().is_some_and(|s| !s.is_empty()) {
-            return refuse(
-                "suffix",
-                "suffix (fill-in-the-middle) is not supported on this node",
-            );
-        }
         if body.template.as_ref().is_some_and(|t| !t.is_empty()) {
             return refuse(
                 "template",
@@ -533,7 +529,17 @@ impl TryFrom<GenerateBody> for OllamaJob {
             );
         }
         let (mut fields, options) = openai_fields(&body.common, &body.model)?;
+        let suffix = body.suffix.filter(|s| !s.is_empty());
         let generation = match (body.prompt.is_empty(), body.raw) {
+            // Fill-in-the-middle: the model's FIM tokens, no template.
+            _ if suffix.is_some() => {
+                let mut job = raw_job(fields, String::new(), options.repeat_last_n)?;
+                job.prompt = Prompt::Infill {
+                    prefix: body.prompt,
+                    suffix: suffix.unwrap_or_default(),
+                };
+                Some(job)
+            }
             (true, _) => None,
             (false, false) => {
                 let mut messages = Vec::new();
@@ -558,6 +564,7 @@ impl TryFrom<GenerateBody> for OllamaJob {
 }
 
 /// `raw: true`: the prompt as it is, no template; `format` still applies.
+/// (A fill-in-the-middle job replaces the prompt.)
 fn raw_job(
     mut fields: Map<String, Value>,
     prompt: String,
@@ -576,7 +583,6 @@ fn raw_job(
             .map_err(ollama_names)?;
         job.chat = Some(options);
     }
-    debug_assert!(matches!(job.prompt, Prompt::Text(_)));
     Ok(job)
 }
 
@@ -812,6 +818,29 @@ mod tests {
     }
 
     #[test]
+    fn a_suffix_asks_for_fill_in_the_middle() {
+        let g = generate(
+            json!({"model": "m", "prompt": "def f(a, b):", "suffix": "    return c",
+            "system": "ignored", "options": {"temperature": 0}}),
+        )
+        .unwrap()
+        .generation
+        .unwrap();
+        assert_eq!(
+            g.prompt,
+            Prompt::Infill {
+                prefix: "def f(a, b):".into(),
+                suffix: "    return c".into()
+            }
+        );
+        assert_eq!(g.params.temperature, 0.0);
+        let g = generate(json!({"model": "m", "suffix": "tail"}))
+            .unwrap()
+            .generation;
+        assert!(g.is_some(), "a suffix alone is a request too");
+    }
+
+    #[test]
     fn empty_requests_only_load_or_unload() {
         let job = generate(json!({"model": "m"})).unwrap();
         assert_eq!((job.generation, job.keep_alive), (None, None));
@@ -841,10 +870,6 @@ mod tests {
             (
                 generate(json!({"model": "m", "prompt": "x", "images": ["aGk="]})),
                 "images",
-            ),
-            (
-                generate(json!({"model": "m", "prompt": "x", "suffix": "y"})),
-                "suffix",
             ),
             (
                 generate(json!({"model": "m", "prompt": "x", "template": "{{ .Prompt }}"})),
