@@ -94,7 +94,10 @@ async fn run(state: &AppState, job: OllamaJob) -> Result<HttpResponse, ApiError>
     let Some(mut generation) = job.generation else {
         return load_or_unload(state, &job).await;
     };
-    state.check_limits(&mut generation.params)?;
+    // The operator's limit is on `max_tokens`, which Ollama calls `num_predict`.
+    state
+        .check_limits(&mut generation.params)
+        .map_err(super::ollama_job::ollama_names)?;
     let queue = state.limits.queue_timeout;
     let (model, lease) = first_token_deadline(queue, started, state.client(&job.model)).await?;
     let loaded = Instant::now();

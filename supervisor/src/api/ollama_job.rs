@@ -416,7 +416,7 @@ fn message(i: usize, m: &Value) -> Result<Value, ApiError> {
 }
 
 /// An error from the OpenAI validation, named as the Ollama request names it.
-fn ollama_names(e: ApiError) -> ApiError {
+pub(super) fn ollama_names(e: ApiError) -> ApiError {
     match e {
         ApiError::InvalidRequest { message, param } => {
             let rename = |s: &str| {
