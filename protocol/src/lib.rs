@@ -191,6 +191,10 @@ pub enum Prompt {
     /// rendered *with* special tokens, so the supervisor's output parser sees
     /// the model's markers (harmony channels, `<think>`, tool-call tags).
     Chat(ChatPrompt),
+    /// Fill-in-the-middle: the text between `prefix` and `suffix`, with the
+    /// model's FIM tokens (`FIM_PRE prefix FIM_SUF suffix FIM_MID`); refused
+    /// (`InvalidRequest`) by a model without them.
+    Infill { prefix: String, suffix: String },
 }
 
 /// A constraint on what may be generated, enforced by a grammar sampler.
@@ -597,6 +601,15 @@ mod tests {
             Command::CountTokens {
                 id: 3,
                 prompt: Prompt::Text(String::new()),
+            },
+            Command::Generate {
+                id: 6,
+                trace: String::new(),
+                prompt: Prompt::Infill {
+                    prefix: "def f(a, b):".into(),
+                    suffix: "    return c".into(),
+                },
+                params: SamplingParams::default(),
             },
             Command::Cancel { id: 4 },
             Command::Ping { id: 5 },

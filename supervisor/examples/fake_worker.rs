@@ -424,6 +424,11 @@ fn main() {
                 } => {
                     let prompt_tokens = match &prompt {
                         Prompt::Text(t) => t.split_whitespace().count() as u32,
+                        Prompt::Infill { prefix, suffix } => {
+                            (prefix.split_whitespace().count() + suffix.split_whitespace().count())
+                                as u32
+                                + 3
+                        }
                         Prompt::Chat(c) => c
                             .messages
                             .iter()
@@ -500,6 +505,11 @@ fn main() {
                 Command::CountTokens { id, prompt } => {
                     let count = match prompt {
                         Prompt::Text(t) => t.split_whitespace().count() as u32,
+                        Prompt::Infill { prefix, suffix } => {
+                            (prefix.split_whitespace().count() + suffix.split_whitespace().count())
+                                as u32
+                                + 3
+                        }
                         Prompt::Chat(c) => c.messages.len() as u32 * 4,
                     };
                     send(&Event::TokenCount { id, count });

@@ -12,8 +12,9 @@
 //! - [`config`]: every flag and environment variable ([`Args`]), startup
 //!   validation, and the small settings struct each subsystem takes.
 //! - [`api`]: the whole route table and every handler (OpenAI, admin, the
-//!   Ollama store routes, the router's `/pull` and `/api/logs`), [`api::AppState`],
-//!   access control and CORS, request ids and the access log, and the one error renderer.
+//!   Ollama store routes and `/api/chat` / `/api/generate`, the router's `/pull` and
+//!   `/api/logs`), [`api::AppState`], access control and CORS, request ids and the access
+//!   log, and the one error renderer.
 //! - [`cli`]: every CLI verb (`ps`, `load`, `pull`, `list`, `rm`, …) and its HTTP helper.
 //! - [`logging`]: the global subscriber (stderr, rotated files, the `/api/logs`
 //!   ring) and the level, changeable at run time.

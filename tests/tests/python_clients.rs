@@ -3,7 +3,9 @@
 //! model, logprobs and 22 `response_format` JSON schemas, each answer checked
 //! by the `jsonschema` validator (tests/python/openai_chat.py); and it streams
 //! `anthropic:` and `google:` models through the node in front of a loopback
-//! fake of both providers (tests/python/openai_cloud.py).
+//! fake of both providers (tests/python/openai_cloud.py); and the unmodified
+//! `ollama` client chats, generates, calls a tool and validates a Pydantic
+//! `format` through `/api/chat` and `/api/generate` (tests/python/ollama_chat.py).
 //!
 //! The Python packages live in the virtual environment `scripts/setup.sh`
 //! makes in `$LLM_NODE_CACHE/venv` (default `~/.cache/llm-node/venv`).
@@ -43,6 +45,26 @@ fn the_openai_sdk_runs_tool_loops_structured_output_and_logprobs() {
     assert!(
         out.status.success() && stdout.contains("all checks passed"),
         "openai_chat.py failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+}
+
+#[test]
+fn the_ollama_client_chats_generates_calls_tools_and_parses_structured_output() {
+    let python = venv_python();
+    let node = Node::start(&[]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/ollama_chat.py");
+    let out = Command::new(python)
+        .arg(script)
+        .arg(&node.base)
+        .arg(MODEL)
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("all checks passed"),
+        "ollama_chat.py failed ({}):\n{stdout}\n{stderr}",
         out.status
     );
 }

@@ -212,6 +212,13 @@ impl<'m> Preparer<'m> {
         let rendered;
         let (text, add_bos, reasoning_open) = match prompt {
             Prompt::Text(text) => (text, true, false),
+            Prompt::Infill { prefix, suffix } => {
+                let bytes = prefix.len() + suffix.len();
+                if bytes > max_bytes {
+                    return Err(too_many_bytes(bytes, self.max_tokens));
+                }
+                return Ok((infill_tokens(&vocab, prefix, suffix)?, false));
+            }
             Prompt::Chat(chat) => {
                 rendered = self
                     .template
@@ -225,16 +232,42 @@ impl<'m> Preparer<'m> {
             }
         };
         if text.len() > max_bytes {
-            let message = format!(
-                "the prompt has {} bytes, more than the {} tokens the context of this model holds can cover",
-                text.len(),
-                self.max_tokens + 1
-            );
-            return Err(Refusal::new(FailureKind::PromptTooLong, message));
+            return Err(too_many_bytes(text.len(), self.max_tokens));
         }
         let tokens = vocab.tokenize(text.as_bytes(), add_bos, true);
         Ok((tokens, reasoning_open))
     }
+}
+
+fn too_many_bytes(bytes: usize, max_tokens: usize) -> Refusal {
+    let message = format!(
+        "the prompt has {bytes} bytes, more than the {} tokens the context of this model holds can cover",
+        max_tokens + 1
+    );
+    Refusal::new(FailureKind::PromptTooLong, message)
+}
+
+/// A fill-in-the-middle prompt as llama-server builds it (prefix-suffix-middle
+/// order): `[BOS] FIM_PRE prefix FIM_SUF suffix FIM_MID`; the model then
+/// writes the middle. Special-token text inside the code is not parsed.
+fn infill_tokens(
+    vocab: &LlamaVocab,
+    prefix: &str,
+    suffix: &str,
+) -> Result<Vec<LlamaToken>, Refusal> {
+    let (pre, suf, mid) = (vocab.fim_pre(), vocab.fim_suf(), vocab.fim_mid());
+    if [pre, suf, mid].iter().any(|t| t.0 < 0) {
+        let message = "this model has no fill-in-the-middle tokens, so suffix is not supported";
+        return Err(Refusal::new(FailureKind::InvalidRequest, message.into()));
+    }
+    // The model's own start (BOS where it wants one).
+    let mut tokens = vocab.tokenize(b"", true, false);
+    tokens.push(pre);
+    tokens.extend(vocab.tokenize(prefix.as_bytes(), false, false));
+    tokens.push(suf);
+    tokens.extend(vocab.tokenize(suffix.as_bytes(), false, false));
+    tokens.push(mid);
+    Ok(tokens)
 }
 
 /// Whether a rendered chat prompt ends inside a reasoning block that the

@@ -393,6 +393,27 @@ fn prompt_longer_than_the_context_fails_cleanly_and_the_worker_keeps_serving() {
 }
 
 #[test]
+fn an_infill_prompt_on_a_model_without_fim_tokens_is_refused_and_the_worker_keeps_serving() {
+    // SmolLM2's vocabulary has no fill-in-the-middle tokens.
+    let mut w = Worker::start(1, 256);
+    let infill = Prompt::Infill {
+        prefix: "def add(a, b):".into(),
+        suffix: "    return c".into(),
+    };
+    let (_, ev) = w.run_one(infill, greedy(4));
+    match ev {
+        Event::Failed {
+            kind: FailureKind::InvalidRequest,
+            message,
+            ..
+        } => assert!(message.contains("fill-in-the-middle"), "{message}"),
+        other => panic!("expected an InvalidRequest, got {other:?}"),
+    }
+    let (_, ev) = w.run_one(Prompt::Text("Hello".into()), greedy(2));
+    assert_eq!(usage(&ev).1.completion_tokens, 2);
+}
+
+#[test]
 fn repeated_prompt_prefix_is_served_from_the_cache() {
     let mut w = Worker::start(1, 1024);
     let first = w.run_one(chat("Explain photosynthesis briefly."), greedy(8));

@@ -74,7 +74,7 @@ pub async fn completions(
 
 /// Runs `answer` within the node's request deadline (non-streaming answers;
 /// a stream's answer is its first event, bounded by the queue deadline).
-async fn within_deadlines(
+pub(super) async fn within_deadlines(
     state: &AppState,
     stream: bool,
     answer: impl std::future::Future<Output = Result<HttpResponse, ApiError>>,
@@ -94,7 +94,7 @@ async fn within_deadlines(
 /// Runs `answer` unless the client hangs up first: then it is dropped, which
 /// releases the model and cancels the generation in the worker (a waiting
 /// request gives up its place, a running one stops generating).
-async fn until_client_leaves(
+pub(super) async fn until_client_leaves(
     req: &HttpRequest,
     answer: impl std::future::Future<Output = Result<HttpResponse, ApiError>>,
 ) -> Result<HttpResponse, ApiError> {
@@ -177,7 +177,7 @@ async fn generate(
 }
 
 /// How one choice's text becomes the answer, for this request on this model.
-fn assembler(plan: Option<&Plan>, client: &Lease) -> Assembler {
+pub(super) fn assembler(plan: Option<&Plan>, client: &Lease) -> Assembler {
     match plan {
         // A grammar over the whole output (response_format, json_schema,
         // grammar) makes it the answer itself: no family syntax to parse.
@@ -263,7 +263,7 @@ fn whole_answer(writer: ChunkWriter, choices: Vec<Choice>, want_logprobs: bool) 
 }
 
 /// Runs `step` unless the request's first token is not there by `start + limit`.
-async fn first_token_deadline<T>(
+pub(super) async fn first_token_deadline<T>(
     limit: Option<std::time::Duration>,
     start: tokio::time::Instant,
     step: impl std::future::Future<Output = Result<T, ApiError>>,
@@ -289,7 +289,7 @@ fn whole_output(constraint: &Option<Constraint>) -> bool {
 
 /// The first event of a generation; a refused constraint is blamed on the
 /// request parameter it came from.
-async fn first_event(
+pub(super) async fn first_event(
     stream: &mut GenerationStream,
     blame: Option<&'static str>,
 ) -> Result<GenerationEvent, ApiError> {

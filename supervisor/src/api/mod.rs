@@ -8,6 +8,8 @@
 //! - [`admin`]: `/admin`, `/metrics`, readiness and startup.
 //! - [`log_level`]: `/admin/log-level`, the log filter at run time.
 //! - [`ollama`]: the store's Ollama routes (`/api/pull`, `/api/tags`, `/api/delete`).
+//! - [`ollama_chat`]: Ollama's `/api/chat` and `/api/generate` ([`ollama_job`] reads
+//!   their bodies, [`ndjson`] writes their answers).
 //! - [`router`]: llm-router's `/pull` and `/api/logs`.
 //! - [`access`]: who may call which route (API keys, admin key, loopback, router), one middleware.
 //! - [`cors`]: CORS for browsers (`--cors-origin`).
@@ -34,7 +36,10 @@ pub mod disconnect;
 pub mod error;
 pub mod handlers;
 pub mod log_level;
+pub mod ndjson;
 pub mod ollama;
+pub mod ollama_chat;
+pub mod ollama_job;
 pub mod output;
 pub mod rejections;
 pub mod request_id;

@@ -6,6 +6,7 @@
 //! | `/admin/...`, `/metrics`, `/health/ready`, `/startup` | [`admin`] |
 //! | `/admin/log-level` | [`log_level`] |
 //! | `/api/pull`, `/api/tags`, `/api/delete` | [`ollama`] (the model store) |
+//! | `/api/chat`, `/api/generate` | [`ollama_chat`] |
 //! | `/pull`, `/api/logs` | [`router`] (llm-router's contract) |
 //!
 //! Who may call each route is decided in front of this table, by path
@@ -23,7 +24,7 @@ use super::error::json_error;
 #[cfg(test)]
 use super::state::AppState;
 use super::state::MAX_BODY_BYTES;
-use super::{admin, handlers, log_level, ollama, router};
+use super::{admin, handlers, log_level, ollama, ollama_chat, router};
 #[cfg(test)]
 use crate::models::Models;
 
@@ -93,6 +94,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/api/pull", web::post().to(ollama::pull)))
     .service(resource("/api/tags", web::get().to(ollama::tags)))
     .service(resource("/api/delete", web::delete().to(ollama::delete)))
+    .service(resource("/api/chat", web::post().to(ollama_chat::chat)))
+    .service(resource(
+        "/api/generate",
+        web::post().to(ollama_chat::generate),
+    ))
     .service(web::resource("/pull").route(web::post().to(router::pull)))
     .service(web::resource("/api/logs").route(web::get().to(router::logs)))
     .default_service(web::to(handlers::not_found));

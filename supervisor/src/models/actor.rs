@@ -109,6 +109,9 @@ pub struct ModelActor {
     leases: Leases,
     /// Set by `RemoveIfIdle`: the model is leaving the node and takes nothing new.
     retired: bool,
+    /// A client's `keep_alive` (Ollama's API) for the loaded worker: replaces
+    /// the configured idle TTL until the worker stops.
+    keep_alive: Option<KeepAlive>,
 }
 
 impl ModelActor {
@@ -162,6 +165,7 @@ impl ModelActor {
             restarts: 0,
             last_exit: None,
             gpus: Vec::new(),
+            keep_alive: None,
             ping_pending: false,
             progress: None,
             liveness_kill: None,
@@ -608,6 +612,7 @@ impl ModelActor {
     /// The worker is gone: stay stopped (forgetting its info) or start a new one.
     fn after_stop(&mut self, after: AfterStop, ctx: &mut Context<Self>) {
         self.process = None;
+        self.keep_alive = None;
         if after == AfterStop::StayStopped {
             self.info = None;
         }
@@ -983,6 +988,8 @@ pub struct ModelStatus {
     pub idle_for: Duration,
     /// Resident memory of the worker process, bytes.
     pub rss_bytes: Option<u64>,
+    /// A client's `keep_alive` in force, replacing the configured idle TTL.
+    pub keep_alive: Option<KeepAlive>,
 }
 
 impl ModelStatus {
@@ -1019,7 +1026,43 @@ impl Handler<GetStatus> for ModelActor {
             gpus: self.gpus.clone(),
             idle_for: self.last_used.elapsed(),
             rss_bytes: pid.and_then(rss_bytes),
+            keep_alive: self.keep_alive,
         })
+    }
+}
+
+/// How long a loaded model stays after its last request, as a client asked
+/// (Ollama's `keep_alive`); "unload now" is an [`Unload`], not this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepAlive {
+    /// Never unloaded for being idle.
+    Forever,
+    /// Unloaded once idle this long.
+    For(Duration),
+}
+
+impl KeepAlive {
+    /// As the eviction policy's TTL: whole seconds, at least 1; 0 = never.
+    pub fn ttl_secs(self) -> u64 {
+        match self {
+            KeepAlive::Forever => 0,
+            KeepAlive::For(d) => d.as_secs_f64().ceil().max(1.0) as u64,
+        }
+    }
+}
+
+/// Sets the loaded worker's [`KeepAlive`] (ignored while none is loaded).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetKeepAlive(pub KeepAlive);
+
+impl Handler<SetKeepAlive> for ModelActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetKeepAlive, _: &mut Self::Context) {
+        if self.state.is_loaded() {
+            self.keep_alive = Some(msg.0);
+        }
     }
 }
 

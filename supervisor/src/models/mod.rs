@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use llm_node_protocol::WorkerConfig;
 
-pub use actor::ModelStatus;
+pub use actor::{KeepAlive, ModelStatus};
 pub use error::ModelsError;
 pub use lease::Lease;
 pub use registry::{AddModelError, ModelEntry, Models};

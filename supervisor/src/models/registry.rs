@@ -16,8 +16,8 @@ use futures_util::future::join_all;
 use tokio::sync::Notify;
 
 use super::actor::{
-    Acquire, Acquired, GetStatus, Load, ModelActor, ModelStatus, RemoveIfIdle, Restart, SetGpus,
-    Shared, Stop, Unload, WaitReady,
+    Acquire, Acquired, GetStatus, KeepAlive, Load, ModelActor, ModelStatus, RemoveIfIdle, Restart,
+    SetGpus, SetKeepAlive, Shared, Stop, Unload, WaitReady,
 };
 use super::error::ModelsError;
 use super::lease::Lease;
@@ -153,6 +153,15 @@ impl Models {
     /// Models served by already connected clients (unit tests).
     #[cfg(test)]
     pub(crate) fn attached(entries: Vec<(ModelSpec, Addr<ModelActor>)>) -> Self {
+        Self::attached_with(entries, true)
+    }
+
+    /// As [`Self::attached`]; `preload: false` leaves them stopped until asked for.
+    #[cfg(test)]
+    pub(crate) fn attached_with(
+        entries: Vec<(ModelSpec, Addr<ModelActor>)>,
+        preload: bool,
+    ) -> Self {
         let shared = Shared {
             supervision: Arc::new(super::supervision::test_supervision()),
             metrics: Metrics::new(),
@@ -166,7 +175,7 @@ impl Models {
                 map.push(ModelEntry {
                     spec,
                     addr,
-                    preload: true,
+                    preload,
                 });
             }
         }
@@ -588,6 +597,28 @@ impl Models {
         });
     }
 
+    /// Applies a client's `keep_alive` to `entry`'s loaded worker: it then
+    /// stays loaded that long after its last request (or forever), whatever
+    /// the configured TTL; the idle reaper unloads it as it would at its TTL.
+    ///
+    /// # Errors
+    /// [`ModelsError::ActorGone`] at shutdown.
+    pub async fn keep_alive(&self, entry: &ModelEntry, keep: KeepAlive) -> Result<(), ModelsError> {
+        entry.addr.send(SetKeepAlive(keep)).await?;
+        if let KeepAlive::For(_) = keep {
+            // The periodic reaper runs only when some TTL is configured: look
+            // once more when this one runs out.
+            let models = self.clone();
+            actix_rt::spawn(async move {
+                // A little past it: the request's end marks the model used.
+                let margin = Duration::from_millis(250);
+                tokio::time::sleep(Duration::from_secs(keep.ttl_secs()) + margin).await;
+                models.reap_idle().await;
+            });
+        }
+        Ok(())
+    }
+
     async fn reap_idle(&self) {
         let now = Instant::now();
         let statuses = self.statuses().await;
@@ -603,7 +634,13 @@ impl Models {
             })
             .collect();
         let s = &self.inner.shared.supervision;
-        let ttl = |key: &str| s.ttl(key).as_secs();
+        let ttl = |key: &str| {
+            let kept = statuses.iter().find(|(e, _)| e.spec.key() == key);
+            match kept.and_then(|(_, st)| st.keep_alive) {
+                Some(keep) => keep.ttl_secs(),
+                None => s.ttl(key).as_secs(),
+            }
+        };
         for key in eviction::expired(&candidates, ttl, now) {
             if let Some(entry) = self.get(key) {
                 tracing::info!(model = %entry.spec.name, "idle TTL reached; unloading");

@@ -53,6 +53,7 @@ impl FakeWorker {
 fn prompt_text(prompt: &Prompt) -> String {
     match prompt {
         Prompt::Text(t) => t.clone(),
+        Prompt::Infill { prefix, suffix } => format!("{prefix}{suffix}"),
         Prompt::Chat(chat) => chat
             .messages
             .iter()
