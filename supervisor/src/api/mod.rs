@@ -7,6 +7,9 @@
 //! - [`cloud`]: cloud models by prefix on those endpoints (`openai:`, …).
 //! - [`admin`]: `/admin`, `/metrics`, readiness.
 //! - [`ollama`]: the store's Ollama routes (`/api/pull`, `/api/tags`, `/api/delete`).
+//! - [`ollama_models`]: `/api/show`, `/api/ps`, `/api/copy`, `/api/version`, `GET /`.
+//! - [`ollama_embed`]: `/api/embed`, `/api/embeddings`.
+//! - [`ollama_info`]: `details`, `model_info`, capabilities, … from a GGUF header (pure).
 //! - [`router`]: llm-router's `/pull` and `/api/logs`.
 //! - [`request_id`]: the request id middleware (header, span, scope).
 //! - [`shape`]: errors on Ollama's routes in Ollama's shape (middleware).
@@ -28,6 +31,9 @@ pub mod disconnect;
 pub mod error;
 pub mod handlers;
 pub mod ollama;
+pub mod ollama_embed;
+pub mod ollama_info;
+pub mod ollama_models;
 pub mod output;
 pub mod request_id;
 pub mod response;

@@ -5,6 +5,8 @@
 //! | `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/models[/{id}]`, `/health` | [`handlers`] (OpenAI) |
 //! | `/admin/...`, `/metrics`, `/health/ready`, `/startup` | [`admin`] |
 //! | `/api/pull`, `/api/tags`, `/api/delete` | [`ollama`] (the model store) |
+//! | `/api/show`, `/api/ps`, `/api/copy`, `/api/version`, `GET`/`HEAD /` | [`ollama_models`] |
+//! | `/api/embed`, `/api/embeddings` | [`ollama_embed`] |
 //! | `/pull`, `/api/logs` | [`router`] (llm-router's contract) |
 //!
 //! Handlers find what they need as app data: [`AppState`] always,
@@ -18,7 +20,7 @@ use super::error::json_error;
 #[cfg(test)]
 use super::state::AppState;
 use super::state::MAX_BODY_BYTES;
-use super::{admin, handlers, ollama, router};
+use super::{admin, handlers, ollama, ollama_embed, ollama_models, router};
 #[cfg(test)]
 use crate::models::Models;
 
@@ -82,6 +84,26 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/api/pull", web::post().to(ollama::pull)))
     .service(resource("/api/tags", web::get().to(ollama::tags)))
     .service(resource("/api/delete", web::delete().to(ollama::delete)))
+    .service(resource("/api/show", web::post().to(ollama_models::show)))
+    .service(resource("/api/ps", web::get().to(ollama_models::ps)))
+    .service(resource("/api/copy", web::post().to(ollama_models::copy)))
+    .service(resource(
+        "/api/version",
+        web::get().to(ollama_models::version),
+    ))
+    .service(resource(
+        "/api/embed",
+        web::post().to(ollama_embed::embed_route),
+    ))
+    .service(resource(
+        "/api/embeddings",
+        web::post().to(ollama_embed::embeddings),
+    ))
+    // Clients probe `HEAD /` (the `ollama` CLI) or `GET /` before anything else.
+    .service(
+        resource("/", web::get().to(ollama_models::root))
+            .route(web::head().to(ollama_models::root)),
+    )
     .service(web::resource("/pull").route(web::post().to(router::pull)))
     .service(web::resource("/api/logs").route(web::get().to(router::logs)))
     .default_service(web::to(handlers::not_found));
