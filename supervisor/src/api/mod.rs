@@ -34,6 +34,8 @@ pub mod ollama;
 pub mod ollama_embed;
 pub mod ollama_info;
 pub mod ollama_models;
+#[cfg(test)]
+mod ollama_tests;
 pub mod output;
 pub mod request_id;
 pub mod response;

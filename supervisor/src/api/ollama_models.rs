@@ -41,6 +41,13 @@ pub async fn root() -> HttpResponse {
         .body(RUNNING)
 }
 
+/// `HEAD /`: the same answer without a body.
+pub async fn root_head() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .finish()
+}
+
 /// `GET /api/version`.
 pub async fn version() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "version": VERSION }))

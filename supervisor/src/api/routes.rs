@@ -102,7 +102,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     // Clients probe `HEAD /` (the `ollama` CLI) or `GET /` before anything else.
     .service(
         resource("/", web::get().to(ollama_models::root))
-            .route(web::head().to(ollama_models::root)),
+            .route(web::head().to(ollama_models::root_head)),
     )
     .service(web::resource("/pull").route(web::post().to(router::pull)))
     .service(web::resource("/api/logs").route(web::get().to(router::logs)))
