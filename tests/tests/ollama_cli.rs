@@ -8,10 +8,15 @@ use std::process::{Command, Output, Stdio};
 use llm_node_tests::{Node, MODEL};
 
 fn cli() -> PathBuf {
-    std::env::var("LLM_NODE_BIN").map(PathBuf::from).unwrap_or_else(|_| {
-        let exe = std::env::current_exe().unwrap();
-        exe.parent().and_then(|p| p.parent()).unwrap().join("llm-node")
-    })
+    std::env::var("LLM_NODE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            let exe = std::env::current_exe().unwrap();
+            exe.parent()
+                .and_then(|p| p.parent())
+                .unwrap()
+                .join("llm-node")
+        })
 }
 
 fn llm_node(node: &Node, args: &[&str], stdin: &str) -> Output {
@@ -42,7 +47,12 @@ fn run_with_a_prompt_prints_the_streamed_answer_and_exits() {
     let node = Node::start(&[]);
     let out = llm_node(&node, &["run", MODEL, "What is the capital of France?"], "");
     let stdout = text(&out.stdout);
-    assert!(out.status.success(), "{}: {stdout}{}", out.status, text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}: {stdout}{}",
+        out.status,
+        text(&out.stderr)
+    );
     assert!(stdout.trim().len() > 3, "an answer: {stdout:?}");
     assert!(stdout.ends_with('\n'));
     // A name the node does not serve: the node's message, exit code 1.
@@ -53,7 +63,13 @@ fn run_with_a_prompt_prints_the_streamed_answer_and_exits() {
 
 /// A counter of the node's `/metrics` (the sum of its series matching `filter`).
 fn counter(node: &Node, name: &str, filter: &str) -> u64 {
-    let body = node.http.get(node.url("/metrics")).send().unwrap().text().unwrap();
+    let body = node
+        .http
+        .get(node.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
     body.lines()
         .filter(|l| l.starts_with(name) && l.contains(filter))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
@@ -80,11 +96,23 @@ fn run_without_a_prompt_chats_line_by_line_keeping_the_conversation_until_bye() 
         &["run", MODEL],
         "My name is Ada.\nWhat is my name?\n/bye\nnever sent\n",
     );
-    assert!(out.status.success(), "{}: {}", out.status, text(&out.stderr));
-    assert!(text(&out.stdout).trim().len() > 3, "{:?}", text(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        out.status,
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).trim().len() > 3,
+        "{:?}",
+        text(&out.stdout)
+    );
     assert_eq!(chats() - c1, 2, "two turns, none after /bye");
     let two = prompt_tokens() - p1;
-    assert!(two > 2 * one, "the second turn carried the first: {two} vs {one}");
+    assert!(
+        two > 2 * one,
+        "the second turn carried the first: {two} vs {one}"
+    );
     // End of input ends the chat as /bye does.
     let out = llm_node(&node, &["run", MODEL], "hi\n");
     assert!(out.status.success());
