@@ -6,7 +6,8 @@
 //!   `"stream": false` one JSON answer. The model is served at once. With
 //!   `"insecure": true` a registry named by host (`host:port/ns/name:tag`) is
 //!   reached over plain HTTP, otherwise over HTTPS.
-//! - `GET /api/tags`: the stored models, with `details` from each GGUF header.
+//! - `GET /api/tags`: the stored models, then the served models configured by
+//!   path (`--model`, `--models-dir`), with `details` from each GGUF header.
 //! - `DELETE /api/delete {"model"|"name"}`: stop serving and remove (409 while in use).
 //!
 //! Requests that are wrong (a bad name, a repo that cannot give a model) are
@@ -21,6 +22,7 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::state::{authorize, AppState};
+use crate::models::names::canonical;
 use crate::store::{ModelRef, PullEvent, PullEvents, PullOrder, Service};
 
 /// The store service, as app data: `web::Data<store::Service>`.
@@ -145,8 +147,9 @@ fn ndjson(
     )
 }
 
-/// `GET /api/tags`: each stored model with its details from its GGUF header.
-pub async fn tags(service: Store) -> Result<HttpResponse, ApiError> {
+/// `GET /api/tags`: the stored models, then the served models configured by
+/// path, each with details from its GGUF header.
+pub async fn tags(state: web::Data<AppState>, service: Store) -> Result<HttpResponse, ApiError> {
     let store = service.store.clone();
     let models = web::block(move || store.list())
         .await
@@ -154,6 +157,15 @@ pub async fn tags(service: Store) -> Result<HttpResponse, ApiError> {
     let mut list = Vec::with_capacity(models.len());
     for m in &models {
         list.push(super::ollama_models::tag(m).await);
+    }
+    let stored: Vec<String> = models
+        .iter()
+        .map(|m| canonical(&m.name.to_string()))
+        .collect();
+    for entry in state.models.entries() {
+        if !stored.contains(&canonical(&entry.spec.name)) {
+            list.push(super::ollama_models::configured_tag(entry).await);
+        }
     }
     Ok(HttpResponse::Ok().json(json!({ "models": list })))
 }

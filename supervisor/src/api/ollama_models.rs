@@ -266,3 +266,17 @@ pub async fn tag(model: &LocalModel) -> Value {
         "details": details(header.as_ref()),
     })
 }
+
+/// `Value` of a served model that is not in the store (configured by path)
+/// for `/api/tags`: the file's size and time; no digest (it has no manifest).
+pub async fn configured_tag(entry: ModelEntry) -> Value {
+    let d = Described::of(entry, None).await;
+    json!({
+        "name": d.entry.spec.name,
+        "model": d.entry.spec.name,
+        "modified_at": d.modified(),
+        "size": d.size(),
+        "digest": d.digest(),
+        "details": details(d.header.as_ref()),
+    })
+}

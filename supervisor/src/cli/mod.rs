@@ -56,7 +56,7 @@ pub enum AdminCommand {
         #[command(flatten)]
         target: Target,
     },
-    /// List the models in the node's store.
+    /// List the models in the node's store, and those configured by path.
     List {
         #[command(flatten)]
         target: Target,
