@@ -28,12 +28,17 @@ fn bundled_gguf() -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("bundled model {path}: {e}"))
 }
 
+/// A node with the store at `dir/store` and one model configured by path,
+/// `base`, whose file is only a GGUF magic (its header cannot be read).
 async fn node(dir: &Path, hub: &FakeHub) -> Node {
+    let base = dir.join("base.gguf");
+    std::fs::write(&base, "GGUF").unwrap();
     let argv = [
         "llm-node".to_string(),
         "--host=127.0.0.1".into(),
         "--port=0".into(),
         "--loopback-only".into(),
+        format!("--model=base={}", base.display()),
         format!("--worker-bin={}", fake_worker().display()),
         "--shutdown-timeout-secs=5".into(),
         format!("--store-dir={}", dir.join("store").display()),
@@ -189,12 +194,20 @@ async fn tags_show_copy_ps_and_delete_describe_stored_models() {
         .iter()
         .map(|m| m["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["backup:latest", "smol:135m"]);
+    assert_eq!(
+        names,
+        ["backup:latest", "smol:135m", "base"],
+        "stored, then configured"
+    );
     assert_eq!(
         tags["models"][0]["digest"],
         digest.as_str(),
         "the same manifest"
     );
+    // A model configured by path: the file's size, no manifest, no readable header.
+    let base = &tags["models"][2];
+    assert_eq!((&base["size"], &base["digest"]), (&json!(4), &json!("")));
+    assert_eq!(base["details"]["family"], "", "{base}");
     for (body, want) in [
         (json!({"source": "nope", "destination": "x"}), 404),
         (json!({"source": "smol:135m"}), 400),
