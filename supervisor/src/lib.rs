@@ -11,10 +11,10 @@
 //!   server, started on port 0 and stopped, for `main` and for tests.
 //! - [`config`]: every flag and environment variable ([`Args`]), startup
 //!   validation, and the small settings struct each subsystem takes.
-//! - [`api`]: the whole route table and every handler (OpenAI, admin, the
-//!   Ollama store routes, the router's `/pull` and `/api/logs`), [`api::AppState`]
+//! - [`api`]: the whole route table and every handler (OpenAI, admin, Ollama's
+//!   API, the router's `/pull` and `/api/logs`), [`api::AppState`]
 //!   and authorisation, request ids, and the one error renderer.
-//! - [`cli`]: every CLI verb (`ps`, `load`, `pull`, `list`, `rm`, …) and its HTTP helper.
+//! - [`cli`]: every CLI verb (`ps`, `load`, `pull`, `list`, `rm`, `run`, `show`, `stop`, …) and its HTTP helper.
 //!
 //! Subsystems:
 //! - [`models`]: the only holder of model actors: [`models::Models`] (loading,
