@@ -44,7 +44,7 @@ use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender};
 use serde::{Deserialize, Serialize};
 
 /// Version of this contract. A worker and supervisor with different versions refuse to talk.
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// Identifies one request for its whole life in a worker. Unique per worker
 /// process. The top 16 bits are the event lane ([`lane_of`]).
@@ -281,11 +281,14 @@ pub enum Command {
         prompt: Prompt,
         params: SamplingParams,
     },
-    /// Embed each input; answered by `Embeddings` or `Failed`.
+    /// Embed each input; answered by `Embeddings` or `Failed`. With
+    /// `truncate`, an input longer than the embedding context is cut to its
+    /// first tokens (Ollama's `truncate`); without, it fails with `PromptTooLong`.
     Embed {
         id: RequestId,
         trace: String,
         inputs: Vec<String>,
+        truncate: bool,
     },
     /// Count the tokens of a prompt as `Generate` would see it; answered by `TokenCount` or `Failed`.
     CountTokens { id: RequestId, prompt: Prompt },
@@ -584,6 +587,7 @@ mod tests {
                 id: 2,
                 trace: "req-2".into(),
                 inputs: vec!["a".into(), String::new()],
+                truncate: true,
             },
             Command::CountTokens {
                 id: 3,

@@ -5,8 +5,9 @@ Usage: ollama_models.py BASE_URL MODEL GGUF
 A plain-HTTP fake registry on loopback (Docker registry v2 subset: manifest
 by tag, blobs by digest with Range) serves GGUF as `library/tiny:v1`; the
 client pulls it with `insecure=True` (and fails without), then lists, shows,
-copies, deletes, asks the version, and embeds with MODEL (a batch and the
-older single-prompt route), and lists the loaded models. Prints
+copies, deletes, asks the version, and embeds with MODEL (a batch,
+`dimensions`, an input longer than the context with and without `truncate`,
+and the older single-prompt route), and lists the loaded models. Prints
 "all checks passed" at the end; any failed check raises.
 """
 
@@ -151,6 +152,16 @@ def main():
     assert batch.prompt_eval_count > 0 and batch.total_duration > 0, batch
     short = client.embed(model=MODEL, input="sky", dimensions=8)
     assert len(short.embeddings[0]) == 8, short
+    # an input longer than the context: cut by default (truncate), refused without
+    long_text = "the sky is blue because of Rayleigh scattering " * 1000
+    cut = client.embed(model=MODEL, input=long_text)
+    assert len(cut.embeddings[0]) == size, len(cut.embeddings[0])
+    assert 0 < cut.prompt_eval_count <= 1024, cut.prompt_eval_count
+    try:
+        client.embed(model=MODEL, input=long_text, truncate=False)
+        raise AssertionError("an input longer than the context was embedded without truncate")
+    except ollama.ResponseError as e:
+        assert e.status_code == 400, e
     single = client.embeddings(model=MODEL, prompt="Why is the sky blue?")
     assert len(single.embedding) == size, len(single.embedding)
 

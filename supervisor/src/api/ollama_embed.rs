@@ -6,8 +6,9 @@
 //!   `input` is a string or an array of strings (an empty array gives no
 //!   vectors); `dimensions` keeps the first N components and normalises them
 //!   again (as Ollama does); `keep_alive` and `options` are accepted.
-//!   `truncate` is accepted but an input longer than the model's context is
-//!   refused with a 400 either way (the worker does not cut inputs).
+//!   `truncate` (default true) embeds an input longer than the model's
+//!   embedding context from its first tokens; `false` refuses it (400).
+//!   `/api/embeddings` truncates too, as Ollama's does.
 //! - `POST /api/embeddings {model, prompt}` → `{embedding}` (the older route;
 //!   an empty prompt gives an empty vector, as Ollama's does).
 //!
@@ -33,9 +34,7 @@ struct EmbedBody {
     prompt: Option<Value>,
     #[serde(default)]
     dimensions: Option<Value>,
-    /// Accepted; see the module docs.
     #[serde(default)]
-    #[allow(dead_code)]
     truncate: Option<bool>,
 }
 
@@ -88,6 +87,7 @@ async fn embed(
     state: &AppState,
     model: &str,
     inputs: Vec<String>,
+    truncate: bool,
 ) -> Result<(Vec<Vec<f32>>, u32, u128), ApiError> {
     let job = EmbeddingJob::try_from(EmbeddingRequest {
         model: model.to_string(),
@@ -98,7 +98,7 @@ async fn embed(
     let started = Instant::now();
     let (id, lease) = state.client(&job.model).await?;
     let load = started.elapsed().as_nanos();
-    let result = lease.embed(job.inputs).await;
+    let result = lease.embed_with(job.inputs, truncate).await;
     let m = state.models.metrics();
     let outcome = if result.is_ok() { "ok" } else { "error" };
     m.requests
@@ -147,7 +147,8 @@ pub async fn embed_route(
         state.models.entry(&model)?;
         return Ok(HttpResponse::Ok().json(json!({"model": model, "embeddings": []})));
     }
-    let (vectors, tokens, load) = embed(&state, &model, inputs).await?;
+    let truncate = body.truncate.unwrap_or(true);
+    let (vectors, tokens, load) = embed(&state, &model, inputs, truncate).await?;
     let embeddings = vectors
         .into_iter()
         .map(|v| shorten(v, dims))
@@ -177,7 +178,7 @@ pub async fn embeddings(
         state.models.entry(&model)?;
         return Ok(HttpResponse::Ok().json(json!({"embedding": []})));
     }
-    let (mut vectors, _, _) = embed(&state, &model, vec![prompt]).await?;
+    let (mut vectors, _, _) = embed(&state, &model, vec![prompt], true).await?;
     Ok(HttpResponse::Ok().json(json!({"embedding": vectors.pop().unwrap_or_default()})))
 }
 

@@ -272,6 +272,14 @@ async fn embed_answers_a_batch_with_counts_and_durations() {
     )
     .await;
     assert_eq!(json_of(&text)["embeddings"], json!([[1.0, 0.0]]));
+    // `truncate` (default true) lets an input longer than the context through, cut.
+    let long = json!({"model": "tiny", "input": ["a", "too long"]});
+    let (status, _, text) = call(&app, post("/api/embed", long)).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let long = json!({"model": "tiny", "input": ["a", "too long"], "truncate": false});
+    let (status, _, text) = call(&app, post("/api/embed", long)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert_ollama_error(&text);
     // No input, no vectors (Ollama's answer to `"input": []`).
     let (status, _, text) = call(
         &app,
