@@ -285,11 +285,14 @@ pub enum Command {
         prompt: Prompt,
         params: SamplingParams,
     },
-    /// Embed each input; answered by `Embeddings` or `Failed`.
+    /// Embed each input; answered by `Embeddings` or `Failed`. With
+    /// `truncate`, an input longer than the embedding context is cut to its
+    /// first tokens (Ollama's `truncate`); without, it fails with `PromptTooLong`.
     Embed {
         id: RequestId,
         trace: String,
         inputs: Vec<String>,
+        truncate: bool,
     },
     /// Count the tokens of a prompt as `Generate` would see it; answered by `TokenCount` or `Failed`.
     CountTokens { id: RequestId, prompt: Prompt },
@@ -597,6 +600,7 @@ mod tests {
                 id: 2,
                 trace: "req-2".into(),
                 inputs: vec!["a".into(), String::new()],
+                truncate: true,
             },
             Command::CountTokens {
                 id: 3,

@@ -15,7 +15,8 @@
 //!   Ollama store routes and `/api/chat` / `/api/generate`, the router's `/pull` and
 //!   `/api/logs`), [`api::AppState`], access control and CORS, request ids and the access
 //!   log, and the one error renderer.
-//! - [`cli`]: every CLI verb (`ps`, `load`, `pull`, `list`, `rm`, …) and its HTTP helper.
+//! - [`cli`]: every CLI verb (`ps`, `load`, `pull`, `list`, `rm`, `run`, `show`, `stop`,
+//!   `log-level`, …) and its HTTP helper.
 //! - [`logging`]: the global subscriber (stderr, rotated files, the `/api/logs`
 //!   ring) and the level, changeable at run time.
 //!

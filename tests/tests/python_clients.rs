@@ -5,7 +5,8 @@
 //! `anthropic:` and `google:` models through the node in front of a loopback
 //! fake of both providers (tests/python/openai_cloud.py); and the unmodified
 //! `ollama` client chats, generates, calls a tool and validates a Pydantic
-//! `format` through `/api/chat` and `/api/generate` (tests/python/ollama_chat.py).
+//! `format` through `/api/chat` and `/api/generate` (tests/python/ollama_chat.py);
+//! and the `ollama` client manages and embeds models (tests/python/ollama_models.py).
 //!
 //! The Python packages live in the virtual environment `scripts/setup.sh`
 //! makes in `$LLM_NODE_CACHE/venv` (default `~/.cache/llm-node/venv`).
@@ -276,4 +277,33 @@ fn the_openai_sdk_streams_anthropic_and_google_models_through_the_node() {
         "openai_cloud.py failed ({}):\n{stdout}\n{stderr}",
         out.status
     );
+}
+
+/// The `ollama` Python client's model calls against a real node: pull (with
+/// progress, `insecure=True`, from a plain-HTTP fake registry the script runs
+/// on loopback), list, show, copy, delete, version, embed (batch and
+/// `dimensions`), the older embeddings route, and ps (tests/python/ollama_models.py).
+#[test]
+fn the_ollama_client_lists_shows_pulls_copies_deletes_and_embeds() {
+    let python = venv_python();
+    let store = std::env::temp_dir().join(format!("llm-node-ollama-py-{}", std::process::id()));
+    let store_dir = store.display().to_string();
+    let node = Node::start(&["--store-dir", &store_dir, "--no-ollama-models"]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/ollama_models.py");
+    let out = Command::new(python)
+        .arg(script)
+        .arg(&node.base)
+        .arg(MODEL)
+        .arg(llm_node_tests::model_path())
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("all checks passed"),
+        "ollama_models.py failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    drop(node);
+    let _ = std::fs::remove_dir_all(&store);
 }

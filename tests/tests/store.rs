@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use llm_node_tests::{chat, model_path, Node};
+use llm_node_tests::{chat, model_path, Node, MODEL};
 use serde_json::{json, Value};
 
 struct Registry {
@@ -315,6 +315,13 @@ fn a_node_under_test_never_resolves_a_public_host() {
         &chat("hi", json!({"max_tokens": 1})),
     );
     assert_eq!(status, 200);
+    // Only the model configured by path is listed (`/api/tags` lists it too).
     let (_, tags) = node.get("/api/tags");
-    assert_eq!(tags["models"].as_array().map(Vec::len), Some(0), "{tags}");
+    let names: Vec<&Value> = tags["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["name"])
+        .collect();
+    assert_eq!(names, [MODEL], "{tags}");
 }

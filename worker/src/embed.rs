@@ -7,7 +7,9 @@
 //! The job collects the vectors in input order and yields one `Embeddings`
 //! event at the end, or a `Failed` for the first input that cannot be
 //! embedded. An input is refused untokenized when its bytes alone show that
-//! it cannot fit (see `prep::max_prompt_bytes`).
+//! it cannot fit (see `prep::max_prompt_bytes`), unless the request says
+//! `truncate` (Ollama's default): then it is cut to those bytes, and its
+//! tokens to the context.
 //!
 //! The context is separate from the generation context because pooled
 //! embeddings need a whole input in one micro-batch (`n_ubatch` =
@@ -68,16 +70,19 @@ pub struct Embedder<'m> {
 pub struct EmbedJob {
     pub id: RequestId,
     inputs: Vec<String>,
+    /// Cut inputs longer than the context instead of refusing them.
+    truncate: bool,
     vectors: Vec<Vec<f32>>,
     prompt_tokens: u32,
 }
 
 impl EmbedJob {
-    pub fn new(id: RequestId, inputs: Vec<String>) -> Self {
+    pub fn new(id: RequestId, inputs: Vec<String>, truncate: bool) -> Self {
         Self {
             id,
             vectors: Vec::with_capacity(inputs.len()),
             inputs,
+            truncate,
             prompt_tokens: 0,
         }
     }
@@ -154,29 +159,44 @@ impl<'m> Embedder<'m> {
         let Some(input) = job.inputs.get(n) else {
             return Ok(());
         };
-        let (vector, tokens) = self.embed(n, input)?;
+        let (vector, tokens) = self.embed(n, input, job.truncate)?;
         job.vectors.push(vector);
         job.prompt_tokens += tokens;
         Ok(())
     }
 
     /// Embeds `input`, number `n` of its request (for messages), and returns
-    /// the unit vector and the input's token count.
+    /// the unit vector and the input's token count. With `truncate`, an input
+    /// longer than the context is embedded from its first tokens (its bytes
+    /// beyond what the context could cover are not even tokenized).
     ///
     /// # Errors
     /// [`EmbedError`]: `InvalidRequest` for an empty input, `PromptTooLong`
-    /// for one longer than the context, `Internal` when llama.cpp fails (or
-    /// [`Embedder::ready`] was not called).
-    fn embed(&mut self, n: usize, input: &str) -> Result<(Vec<f32>, u32), EmbedError> {
+    /// for one longer than the context (without `truncate`), `Internal` when
+    /// llama.cpp fails (or [`Embedder::ready`] was not called).
+    fn embed(
+        &mut self,
+        n: usize,
+        input: &str,
+        truncate: bool,
+    ) -> Result<(Vec<f32>, u32), EmbedError> {
         let limit = self.max_tokens();
-        if input.len() > max_prompt_bytes(limit, self.bytes_per_token) {
+        let max_bytes = max_prompt_bytes(limit, self.bytes_per_token);
+        let input = match truncate {
+            true => prefix(input, max_bytes),
+            false => input,
+        };
+        if input.len() > max_bytes {
             let message = format!(
                 "input[{n}] has {} bytes, more than the {limit} tokens of the embedding context can cover",
                 input.len()
             );
             return Err(EmbedError::new(FailureKind::PromptTooLong, message));
         }
-        let tokens = self.model.vocab().tokenize(input.as_bytes(), true, false);
+        let mut tokens = self.model.vocab().tokenize(input.as_bytes(), true, false);
+        if truncate {
+            tokens.truncate(limit);
+        }
         if tokens.is_empty() {
             let message = format!("input[{n}] is empty");
             return Err(EmbedError::new(FailureKind::InvalidRequest, message));
@@ -211,6 +231,18 @@ impl<'m> Embedder<'m> {
     }
 }
 
+/// The longest prefix of `s` of at most `max` bytes, cut at a character boundary.
+fn prefix(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 fn normalize(v: &[f32]) -> Vec<f32> {
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     if norm > 0.0 {
@@ -229,5 +261,22 @@ mod tests {
         let v = normalize(&[3.0, 4.0]);
         assert!((v[0] - 0.6).abs() < 1e-6 && (v[1] - 0.8).abs() < 1e-6);
         assert_eq!(normalize(&[0.0, 0.0]), vec![0.0, 0.0]);
+    }
+
+    #[test]
+    fn a_truncated_input_is_cut_at_a_character_boundary() {
+        let cases = [
+            ("hello", 10, "hello"),
+            ("hello", 5, "hello"),
+            ("hello", 3, "hel"),
+            ("héllo", 2, "h"),
+            ("héllo", 3, "hé"),
+            ("日本", 4, "日"),
+            ("", 0, ""),
+            ("abc", 0, ""),
+        ];
+        for (input, max, want) in cases {
+            assert_eq!(prefix(input, max), want, "{input:?} {max}");
+        }
     }
 }

@@ -291,9 +291,14 @@ impl<'m> Engine<'m> {
                 self.in_prep.insert(id, false);
                 self.send_to_prep(id, job)?
             }
-            Command::Embed { id, trace, inputs } => {
-                tracing::debug!(trace, inputs = inputs.len(), "embed");
-                self.embed(id, inputs)?
+            Command::Embed {
+                id,
+                trace,
+                inputs,
+                truncate,
+            } => {
+                tracing::debug!(trace, inputs = inputs.len(), truncate, "embed");
+                self.embed(id, inputs, truncate)?
             }
             Command::CountTokens { id, prompt } => {
                 self.send_to_prep(id, Job::Count { id, prompt })?
@@ -562,11 +567,16 @@ impl<'m> Engine<'m> {
 
     /// Queues an embeddings request (refused at once when embeddings are off
     /// or their context cannot be made).
-    fn embed(&mut self, id: RequestId, inputs: Vec<String>) -> Result<(), Disconnected> {
+    fn embed(
+        &mut self,
+        id: RequestId,
+        inputs: Vec<String>,
+        truncate: bool,
+    ) -> Result<(), Disconnected> {
         if let Err(e) = self.embedder.ready() {
             return self.fail(id, e.kind, e.message);
         }
-        self.embeds.push_back(EmbedJob::new(id, inputs));
+        self.embeds.push_back(EmbedJob::new(id, inputs, truncate));
         Ok(())
     }
 

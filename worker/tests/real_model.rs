@@ -434,6 +434,7 @@ fn embeddings_are_unit_length_and_meaningful() {
             "A cat was sitting on a mat.".into(),
             "Quarterly revenue grew by ten percent.".into(),
         ],
+        truncate: false,
     });
     let Event::Embeddings { vectors, .. } = w.recv() else {
         panic!("expected embeddings")
@@ -446,6 +447,42 @@ fn embeddings_are_unit_length_and_meaningful() {
     }
     let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
     assert!(dot(&vectors[0], &vectors[1]) > dot(&vectors[0], &vectors[2]));
+}
+
+#[test]
+fn an_input_longer_than_the_context_is_cut_with_truncate_and_refused_without() {
+    let w = Worker::start(1, 512);
+    let long = "The cat sat on the warm mat by the fire. ".repeat(400);
+    let send = |id, truncate| {
+        w.send(&Command::Embed {
+            id,
+            trace: String::new(),
+            inputs: vec!["short".into(), long.clone()],
+            truncate,
+        })
+    };
+    send(1, false);
+    match w.recv() {
+        Event::Failed { id: 1, kind, .. } => assert_eq!(kind, FailureKind::PromptTooLong),
+        other => panic!("expected PromptTooLong, got {other:?}"),
+    }
+    send(2, true);
+    let Event::Embeddings {
+        id: 2,
+        vectors,
+        prompt_tokens,
+    } = w.recv()
+    else {
+        panic!("expected embeddings")
+    };
+    assert_eq!(vectors.len(), 2);
+    let norm: f32 = vectors[1].iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-3, "{norm}");
+    // "short" is a few tokens; the long input fills the 512-token context.
+    assert!(
+        prompt_tokens > 512 && prompt_tokens <= 512 + 4,
+        "{prompt_tokens}"
+    );
 }
 
 /// Runs one request and returns its pieces (with their logprobs) and the final event.
@@ -739,6 +776,7 @@ fn embed(w: &Worker, id: u64, inputs: Vec<String>) -> Vec<Vec<f32>> {
         id,
         trace: String::new(),
         inputs,
+        truncate: false,
     });
     match w.recv() {
         Event::Embeddings { vectors, .. } => vectors,
@@ -769,6 +807,7 @@ fn a_batch_of_long_embedding_inputs_is_interleaved_with_decode_steps() {
         id: 200,
         trace: String::new(),
         inputs: inputs.clone(),
+        truncate: false,
     });
     let mut during = 0;
     let vectors = loop {

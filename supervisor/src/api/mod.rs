@@ -10,6 +10,9 @@
 //! - [`ollama`]: the store's Ollama routes (`/api/pull`, `/api/tags`, `/api/delete`).
 //! - [`ollama_chat`]: Ollama's `/api/chat` and `/api/generate` ([`ollama_job`] reads
 //!   their bodies, [`ndjson`] writes their answers).
+//! - [`ollama_models`]: `/api/show`, `/api/ps`, `/api/copy`, `/api/version`, `GET /`.
+//! - [`ollama_embed`]: `/api/embed`, `/api/embeddings`.
+//! - [`ollama_info`]: `details`, `model_info`, capabilities, … from a GGUF header (pure).
 //! - [`router`]: llm-router's `/pull` and `/api/logs`.
 //! - [`access`]: who may call which route (API keys, admin key, loopback, router), one middleware.
 //! - [`cors`]: CORS for browsers (`--cors-origin`).
@@ -39,7 +42,12 @@ pub mod log_level;
 pub mod ndjson;
 pub mod ollama;
 pub mod ollama_chat;
+pub mod ollama_embed;
+pub mod ollama_info;
 pub mod ollama_job;
+pub mod ollama_models;
+#[cfg(test)]
+mod ollama_tests;
 pub mod output;
 pub mod rejections;
 pub mod request_id;

@@ -1,10 +1,13 @@
 //! Ollama's model-management routes, so Ollama clients and scripts work:
 //!
-//! - `POST /api/pull {"model"|"name", "stream"?}`: NDJSON progress lines
+//! - `POST /api/pull {"model"|"name", "stream"?, "insecure"?}`: NDJSON progress lines
 //!   `{status, digest?, total?, completed?}` ending with `{"status":"success"}`,
 //!   or `{"error": "..."}` when the pull fails after the stream began; with
-//!   `"stream": false` one JSON answer. The model is served at once.
-//! - `GET /api/tags`: the stored models.
+//!   `"stream": false` one JSON answer. The model is served at once. With
+//!   `"insecure": true` a registry named by host (`host:port/ns/name:tag`) is
+//!   reached over plain HTTP, otherwise over HTTPS.
+//! - `GET /api/tags`: the stored models, then the served models configured by
+//!   path (`--model`, `--models-dir`), with `details` from each GGUF header.
 //! - `DELETE /api/delete {"model"|"name"}`: stop serving and remove (409 while in use).
 //!
 //! Requests that are wrong (a bad name, a repo that cannot give a model) are
@@ -19,7 +22,8 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::state::{authorize, AppState};
-use crate::store::{sha256_hex, ModelRef, PullEvent, PullEvents, PullOrder, Service};
+use crate::models::names::canonical;
+use crate::store::{ModelRef, PullEvent, PullEvents, PullOrder, Service};
 
 /// The store service, as app data: `web::Data<store::Service>`.
 type Store = web::Data<Service>;
@@ -32,10 +36,19 @@ struct NameBody {
     name: Option<String>,
     #[serde(default)]
     stream: Option<bool>,
+    #[serde(default)]
+    insecure: Option<bool>,
+}
+
+/// A pull or delete request, checked.
+struct Named {
+    name: ModelRef,
+    stream: bool,
+    insecure: bool,
 }
 
 impl NameBody {
-    fn parse(bytes: &[u8]) -> Result<(ModelRef, bool), ApiError> {
+    fn parse(bytes: &[u8]) -> Result<Named, ApiError> {
         let body: NameBody = serde_json::from_slice(bytes)
             .map_err(|e| ApiError::invalid("model", format!("invalid JSON body: {e}")))?;
         let name = body
@@ -44,7 +57,11 @@ impl NameBody {
             .ok_or_else(|| ApiError::invalid("model", "`model` is required"))?;
         let name =
             ModelRef::parse(name.trim()).map_err(|e| ApiError::invalid("model", e.to_string()))?;
-        Ok((name, body.stream.unwrap_or(true)))
+        Ok(Named {
+            name,
+            stream: body.stream.unwrap_or(true),
+            insecure: body.insecure.unwrap_or(false),
+        })
     }
 }
 
@@ -56,9 +73,13 @@ pub async fn pull(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
-    let (name, stream) = NameBody::parse(&body)?;
+    let Named {
+        name,
+        stream,
+        insecure,
+    } = NameBody::parse(&body)?;
     let mut events = service
-        .submit(PullOrder::refresh(name))
+        .submit(PullOrder::refresh(name).insecure(insecure))
         .map_err(|e| ApiError::from(&e))?;
     if !stream {
         return answer_once(events).await;
@@ -126,32 +147,26 @@ fn ndjson(
     )
 }
 
-/// `GET /api/tags`.
-pub async fn tags(service: Store) -> Result<HttpResponse, ApiError> {
+/// `GET /api/tags`: the stored models, then the served models configured by
+/// path, each with details from its GGUF header.
+pub async fn tags(state: web::Data<AppState>, service: Store) -> Result<HttpResponse, ApiError> {
     let store = service.store.clone();
     let models = web::block(move || store.list())
         .await
         .map_err(|_| ApiError::Internal)?;
-    let list: Vec<Value> = models
+    let mut list = Vec::with_capacity(models.len());
+    for m in &models {
+        list.push(super::ollama_models::tag(m).await);
+    }
+    let stored: Vec<String> = models
         .iter()
-        .map(|m| {
-            let manifest = serde_json::to_vec(&m.manifest).unwrap_or_default();
-            let modified = time::OffsetDateTime::from_unix_timestamp(m.modified as i64)
-                .ok()
-                .and_then(|t| {
-                    t.format(&time::format_description::well_known::Rfc3339)
-                        .ok()
-                });
-            json!({
-                "name": m.name.to_string(),
-                "model": m.name.to_string(),
-                "modified_at": modified,
-                "size": m.manifest.size(),
-                "digest": sha256_hex(&manifest),
-                "details": {"format": "gguf", "parameters": m.params},
-            })
-        })
+        .map(|m| canonical(&m.name.to_string()))
         .collect();
+    for entry in state.models.entries() {
+        if !stored.contains(&canonical(&entry.spec.name)) {
+            list.push(super::ollama_models::configured_tag(entry).await);
+        }
+    }
     Ok(HttpResponse::Ok().json(json!({ "models": list })))
 }
 
@@ -163,7 +178,7 @@ pub async fn delete(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
-    let (name, _) = NameBody::parse(&body)?;
+    let name = NameBody::parse(&body)?.name;
     service
         .remove(&name)
         .await

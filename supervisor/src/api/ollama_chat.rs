@@ -123,7 +123,7 @@ async fn run(state: &AppState, job: OllamaJob) -> Result<HttpResponse, ApiError>
         Endpoint::Chat => "ollama_chat",
         Endpoint::Generate => "ollama_generate",
     };
-    stream.meter(state.models.metrics(), &model, label);
+    stream.meter(state.models.metrics(), &model, label, started.into_std());
     let generating = Instant::now();
     let first = first_token_deadline(queue, started, first_event(&mut stream, blame)).await?;
     let turn = Turn {

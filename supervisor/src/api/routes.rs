@@ -7,6 +7,8 @@
 //! | `/admin/log-level` | [`log_level`] |
 //! | `/api/pull`, `/api/tags`, `/api/delete` | [`ollama`] (the model store) |
 //! | `/api/chat`, `/api/generate` | [`ollama_chat`] |
+//! | `/api/show`, `/api/ps`, `/api/copy`, `/api/version`, `GET`/`HEAD /` | [`ollama_models`] |
+//! | `/api/embed`, `/api/embeddings` | [`ollama_embed`] |
 //! | `/pull`, `/api/logs` | [`router`] (llm-router's contract) |
 //!
 //! Who may call each route is decided in front of this table, by path
@@ -24,7 +26,7 @@ use super::error::json_error;
 #[cfg(test)]
 use super::state::AppState;
 use super::state::MAX_BODY_BYTES;
-use super::{admin, handlers, log_level, ollama, ollama_chat, router};
+use super::{admin, handlers, log_level, ollama, ollama_chat, ollama_embed, ollama_models, router};
 #[cfg(test)]
 use crate::models::Models;
 
@@ -99,6 +101,26 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/api/generate",
         web::post().to(ollama_chat::generate),
     ))
+    .service(resource("/api/show", web::post().to(ollama_models::show)))
+    .service(resource("/api/ps", web::get().to(ollama_models::ps)))
+    .service(resource("/api/copy", web::post().to(ollama_models::copy)))
+    .service(resource(
+        "/api/version",
+        web::get().to(ollama_models::version),
+    ))
+    .service(resource(
+        "/api/embed",
+        web::post().to(ollama_embed::embed_route),
+    ))
+    .service(resource(
+        "/api/embeddings",
+        web::post().to(ollama_embed::embeddings),
+    ))
+    // Clients probe `HEAD /` (the `ollama` CLI) or `GET /` before anything else.
+    .service(
+        resource("/", web::get().to(ollama_models::root))
+            .route(web::head().to(ollama_models::root_head)),
+    )
     .service(web::resource("/pull").route(web::post().to(router::pull)))
     .service(web::resource("/api/logs").route(web::get().to(router::logs)))
     .default_service(web::to(handlers::not_found));

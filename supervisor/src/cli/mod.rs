@@ -1,6 +1,8 @@
 //! `llm-node ps|load|unload|restart|log-level`: a small client of a running node's
-//! admin API (see `api::admin`).
+//! admin API (see `api::admin`); `pull|list|rm` ([`store`]) and Ollama's
+//! `run|show|stop` ([`chat`]) through its HTTP API too.
 
+pub mod chat;
 pub mod store;
 
 use std::time::Duration;
@@ -54,7 +56,7 @@ pub enum AdminCommand {
         #[command(flatten)]
         target: Target,
     },
-    /// List the models in the node's store.
+    /// List the models in the node's store, and those configured by path.
     List {
         #[command(flatten)]
         target: Target,
@@ -75,6 +77,27 @@ pub enum AdminCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Chat with a model, as `ollama run`: with PROMPT, stream the answer and
+    /// exit; without, one message per line of input until `/bye` or end of input.
+    Run {
+        model: String,
+        /// The one message to answer.
+        prompt: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Show a model's details, capabilities and parameters (`/api/show`).
+    Show {
+        model: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Unload a model (as `ollama stop`; it loads again on its next request).
+    Stop {
+        model: String,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Drain, stop and start a model again (waits until it is ready).
     Restart {
         model: String,
@@ -88,6 +111,21 @@ pub enum AdminCommand {
 
 /// Runs `cmd`; returns the process exit code.
 pub fn run(cmd: &AdminCommand) -> i32 {
+    if let AdminCommand::Run {
+        model,
+        prompt,
+        target,
+    } = cmd
+    {
+        // Streams to stdout itself.
+        return match chat::run(target, model, prompt.as_deref()) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("llm-node: {e}");
+                1
+            }
+        };
+    }
     match execute(cmd) {
         Ok(out) => {
             println!("{out}");
@@ -110,6 +148,9 @@ fn execute(cmd: &AdminCommand) -> Result<String, String> {
         AdminCommand::Pull { model, target } => store::pull(target, model),
         AdminCommand::List { target, json } => store::list(target, *json),
         AdminCommand::Rm { model, target } => store::rm(target, model),
+        AdminCommand::Show { model, target } => chat::show(target, model),
+        AdminCommand::Stop { model, target } => chat::stop(target, model),
+        AdminCommand::Run { .. } => Ok(String::new()),
         AdminCommand::Ps { target, json } => {
             let body = call(&http, target, reqwest::Method::GET, "/admin/models", None)?;
             Ok(if *json {

@@ -106,7 +106,7 @@ pub fn pull(target: &Target, model: &str) -> Result<String, String> {
     Ok(format!("{model}: done"))
 }
 
-/// `llm-node list`: the stored models.
+/// `llm-node list`: the stored models, and those configured by path.
 ///
 /// # Errors
 /// The node's error message.

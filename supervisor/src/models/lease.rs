@@ -127,6 +127,19 @@ impl Lease {
         self.client.embed(inputs).await
     }
 
+    /// Embeds each input, cutting those longer than the context when
+    /// `truncate` (see [`WorkerClient::embed_with`]).
+    ///
+    /// # Errors
+    /// As [`WorkerClient::embed`].
+    pub async fn embed_with(
+        &self,
+        inputs: Vec<String>,
+        truncate: bool,
+    ) -> Result<(Vec<Vec<f32>>, u32), WorkerError> {
+        self.client.embed_with(inputs, truncate).await
+    }
+
     /// The model's output syntax (from its chat template).
     pub fn chat_format(&self) -> llm_node_chat::format::ChatFormat {
         self.client.chat_format()

@@ -11,12 +11,14 @@
 //! - [`lease`]: [`Lease`], a model lent to one request and counted in flight.
 //! - [`state`]: [`ModelState`], the typed lifecycle state.
 //! - [`spec`]: [`ModelSpec`], a model's id and file.
+//! - [`names`]: Ollama's name resolution (`tiny` is `tiny:latest`, …), the lookup key.
 //! - [`supervision`]: restart, TTL, preload and placement settings.
 //! - [`error`]: the [`ModelsError`] enum.
 
 pub mod actor;
 pub mod error;
 pub mod lease;
+pub mod names;
 pub mod registry;
 pub mod spec;
 pub mod state;

@@ -21,6 +21,7 @@ use super::actor::{
 };
 use super::error::ModelsError;
 use super::lease::Lease;
+use super::names::canonical;
 use super::spec::ModelSpec;
 use super::state::ModelState;
 use super::supervision::Supervision;
@@ -218,7 +219,8 @@ impl Models {
             .as_ref()
             .ok_or(AddModelError::NoFactory)?;
         let mut map = self.write();
-        if map.iter().any(|e| e.spec.key() == spec.key()) {
+        let wanted = canonical(&spec.name);
+        if map.iter().any(|e| canonical(&e.spec.name) == wanted) {
             return Err(AddModelError::Exists(spec.name));
         }
         let mut actor = factory.actor(&spec, chat_template, self.inner.shared.clone());
@@ -354,9 +356,20 @@ impl Models {
         }
     }
 
+    /// The model `name` names: its exact id (any case) first, else the one
+    /// whose id resolves to the same model as Ollama resolves names
+    /// ([`super::names::canonical`]: `tiny` is `tiny:latest`, …).
     pub fn get(&self, name: &str) -> Option<ModelEntry> {
         let key = name.to_lowercase();
-        self.read().iter().find(|e| e.spec.key() == key).cloned()
+        let entries = self.read();
+        if let Some(e) = entries.iter().find(|e| e.spec.key() == key) {
+            return Some(e.clone());
+        }
+        let wanted = canonical(name);
+        entries
+            .iter()
+            .find(|e| canonical(&e.spec.name) == wanted)
+            .cloned()
     }
 
     /// Every model, in configuration order.

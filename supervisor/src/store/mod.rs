@@ -25,15 +25,20 @@
 //! - [`service`]: the node's side: the one pull runner (Ollama's `/api/pull`, the
 //!   router's `/pull` and sync) on the node's main arbiter, the one hot add;
 //!   startup registration of stored models; `rm` of an idle model.
+//! - [`copy`]: a second name for a stored model (a manifest, no weights copied).
+//! - [`gguf`]: a GGUF file's metadata and tensor counts, read in pure Rust
+//!   (what `/api/show` and `/api/tags` report).
 //! - [`layout`], [`name`], [`named_dirs`], [`registry_client`], [`hf`], [`convert`],
 //!   [`discover`]: the two layouts, names, the sources, conversion, `--models-dir` discovery.
 //! - The routes are in `api::ollama` (`/api/pull`, `/api/tags`, `/api/delete`) and
 //!   `api::router` (`/pull`); `cli::store` is their client.
 
 pub mod convert;
+pub mod copy;
 pub mod discover;
 pub mod download;
 pub mod file_pull;
+pub mod gguf;
 pub mod hf;
 pub mod layout;
 pub mod name;
@@ -418,7 +423,7 @@ impl Store {
         if let Some(m) = self.find(name)? {
             return Ok(m);
         }
-        self.pull_locked(name, progress).await
+        self.pull_locked(name, false, progress).await
     }
 
     /// Pulls `name` again even when present (`/api/pull` updates, as Ollama's does).
@@ -430,19 +435,34 @@ impl Store {
         name: &ModelRef,
         progress: OnProgress<'_>,
     ) -> Result<LocalModel, StoreError> {
+        self.pull_from(name, false, progress).await
+    }
+
+    /// [`Store::pull`]; with `insecure`, a registry named by host is reached
+    /// over plain HTTP (Ollama's `"insecure": true`), otherwise over HTTPS.
+    ///
+    /// # Errors
+    /// As [`Store::ensure`].
+    pub async fn pull_from(
+        &self,
+        name: &ModelRef,
+        insecure: bool,
+        progress: OnProgress<'_>,
+    ) -> Result<LocalModel, StoreError> {
         let lock = path_lock(&self.inner.layout.manifest_path(name));
         let _guard = lock.lock().await;
-        self.pull_locked(name, progress).await
+        self.pull_locked(name, insecure, progress).await
     }
 
     async fn pull_locked(
         &self,
         name: &ModelRef,
+        insecure: bool,
         progress: OnProgress<'_>,
     ) -> Result<LocalModel, StoreError> {
         progress(Progress::status("pulling manifest"));
         let manifest = match name {
-            ModelRef::Registry { .. } => self.pull_registry(name, progress).await?,
+            ModelRef::Registry { .. } => self.pull_registry(name, insecure, progress).await?,
             ModelRef::HfQuant { owner, repo, quant } => {
                 self.pull_hf(name, owner, repo, quant.as_deref(), None, progress)
                     .await?
@@ -466,10 +486,12 @@ impl Store {
     async fn pull_registry(
         &self,
         name: &ModelRef,
+        insecure: bool,
         progress: OnProgress<'_>,
     ) -> Result<layout::Manifest, StoreError> {
         let http = &self.inner.downloader.http;
-        let manifest = registry_client::fetch_manifest(http, name, &self.inner.registry).await?;
+        let registry = &self.inner.registry;
+        let manifest = registry_client::fetch_manifest(http, name, registry, insecure).await?;
         let missing: Vec<&Layer> = manifest
             .blobs()
             .filter(|l| {
@@ -486,7 +508,7 @@ impl Store {
         let _space = self.reserve(&self.inner.layout.blobs_dir(), need)?;
         for layer in manifest.blobs() {
             let req = BlobRequest {
-                url: registry_client::blob_url(name, &self.inner.registry, &layer.digest)?,
+                url: registry_client::blob_url(name, registry, insecure, &layer.digest)?,
                 digest: Some(layer.digest.clone()),
                 size: Some(layer.size),
                 bearer: None,

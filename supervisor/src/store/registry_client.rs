@@ -6,7 +6,9 @@
 //!   registry redirects to a CDN; `Range` works on both).
 //!
 //! `{base}` is `--registry-url` for names in the default registry
-//! (`registry.ollama.ai`), and `https://<host>` for names that carry a host.
+//! (`registry.ollama.ai`), and `https://<host>` for names that carry a host,
+//! or `http://<host>` when the pull is `insecure` (Ollama's `"insecure": true`,
+//! for a plain-HTTP private registry).
 
 use reqwest::header::ACCEPT;
 
@@ -26,12 +28,14 @@ pub enum RegistryError {
 ///
 /// # Panics
 /// When `name` is not a [`ModelRef::Registry`].
-pub fn base_url(name: &ModelRef, default: &reqwest::Url) -> String {
+pub fn base_url(name: &ModelRef, default: &reqwest::Url, insecure: bool) -> String {
     let ModelRef::Registry { host, .. } = name else {
         panic!("not a registry name: {name}");
     };
     if host == DEFAULT_REGISTRY {
         default.as_str().trim_end_matches('/').to_string()
+    } else if insecure {
+        format!("http://{host}")
     } else {
         format!("https://{host}")
     }
@@ -50,11 +54,12 @@ pub async fn fetch_manifest(
     http: &reqwest::Client,
     name: &ModelRef,
     default: &reqwest::Url,
+    insecure: bool,
 ) -> Result<Manifest, RegistryError> {
     let tag = name.manifest_parts()[3];
     let url = format!(
         "{}/v2/{}/manifests/{tag}",
-        base_url(name, default),
+        base_url(name, default, insecure),
         repo_path(name)
     );
     let failed = |message: String| RegistryError::Failed {
@@ -94,15 +99,52 @@ pub async fn fetch_manifest(
 pub fn blob_url(
     name: &ModelRef,
     default: &reqwest::Url,
+    insecure: bool,
     digest: &str,
 ) -> Result<reqwest::Url, RegistryError> {
     let url = format!(
         "{}/v2/{}/blobs/{digest}",
-        base_url(name, default),
+        base_url(name, default, insecure),
         repo_path(name)
     );
     reqwest::Url::parse(&url).map_err(|e| RegistryError::Failed {
         url,
         message: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_is_reached_over_https_unless_the_pull_is_insecure() {
+        let default = reqwest::Url::parse("http://127.0.0.1:9/").unwrap();
+        let cases = [
+            ("tiny", false, "http://127.0.0.1:9"),
+            ("tiny", true, "http://127.0.0.1:9"),
+            ("me/tiny:v1", false, "http://127.0.0.1:9"),
+            (
+                "example.com:5000/ns/tiny",
+                false,
+                "https://example.com:5000",
+            ),
+            ("example.com:5000/ns/tiny", true, "http://example.com:5000"),
+            ("localhost/ns/tiny:v1", true, "http://localhost"),
+        ];
+        for (name, insecure, base) in cases {
+            let name = ModelRef::parse(name).unwrap();
+            assert_eq!(
+                base_url(&name, &default, insecure),
+                base,
+                "{name} {insecure}"
+            );
+        }
+        let name = ModelRef::parse("example.com/ns/tiny:v1").unwrap();
+        let url = blob_url(&name, &default, true, "sha256:00").unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://example.com/v2/ns/tiny/blobs/sha256:00"
+        );
+    }
 }

@@ -47,8 +47,13 @@ pub const DEFAULT_MAX_QUEUED_PULLS: usize = 64;
 /// Where a pulled model comes from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PullSource {
-    /// A store name, into the Ollama layout; `refresh` pulls it again when present.
-    Store { name: ModelRef, refresh: bool },
+    /// A store name, into the Ollama layout; `refresh` pulls it again when
+    /// present; `insecure` reaches a registry named by host over plain HTTP.
+    Store {
+        name: ModelRef,
+        refresh: bool,
+        insecure: bool,
+    },
     /// A file into the router's named directories.
     File(FilePull),
 }
@@ -67,16 +72,27 @@ pub struct PullOrder {
 
 impl PullOrder {
     /// Ollama's `/api/pull`: pull `name` again, serve it under its `name:tag`, load on demand.
+    /// (Set `insecure` in [`PullSource::Store`] for `"insecure": true`.)
     pub fn refresh(name: ModelRef) -> Self {
         Self {
             id: name.to_string(),
             source: PullSource::Store {
                 name,
                 refresh: true,
+                insecure: false,
             },
             unless_served: false,
             load: false,
         }
+    }
+
+    /// This order, reaching a registry named by host over plain HTTP when
+    /// `insecure` (Ollama's `"insecure": true`).
+    pub fn insecure(mut self, insecure: bool) -> Self {
+        if let PullSource::Store { insecure: i, .. } = &mut self.source {
+            *i = insecure;
+        }
+        self
     }
 }
 
@@ -233,6 +249,39 @@ impl Service {
     }
 }
 
+impl Service {
+    /// Gives the stored model `from` the name `to` (see [`super::copy`]) and
+    /// serves it under `to`; a model served as `to` before is replaced
+    /// (refused while it is in use).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`], [`StoreError::InUse`], [`StoreError::Layout`].
+    pub async fn copy(&self, from: &ModelRef, to: &ModelRef) -> Result<(), StoreError> {
+        let id = to.to_string();
+        if self.store.find(from)?.is_none() {
+            return Err(StoreError::NotFound(from.to_string()));
+        }
+        if let Some(models) = self.models.get() {
+            match models.remove_if_idle(&id).await {
+                Ok(()) | Err(ModelsError::NotFound(_)) => {}
+                Err(_) => return Err(StoreError::InUse(id)),
+            }
+        }
+        let (store, from2, to2) = (self.store.clone(), from.clone(), to.clone());
+        let model = tokio::task::spawn_blocking(move || store.copy(&from2, &to2))
+            .await
+            .map_err(|e| StoreError::Config(format!("the copy stopped: {e}")))??;
+        if let Some(models) = self.models.get() {
+            let template = jinja_template(model.template.as_deref());
+            add(models, id, model.gguf, template, false)
+                .await
+                .map_err(|e| StoreError::Config(format!("cannot serve the model: {e}")))?;
+        }
+        tracing::info!(from = %from, to = %to, "model copied");
+        Ok(())
+    }
+}
+
 /// The one hot add: serves `path` as `id` (already served is fine).
 async fn add(
     models: &Models,
@@ -308,9 +357,13 @@ impl Runner {
         };
         let order = &job.order;
         let pulled = match &order.source {
-            PullSource::Store { name, refresh } => {
+            PullSource::Store {
+                name,
+                refresh,
+                insecure,
+            } => {
                 let model = match refresh {
-                    true => self.store.pull(name, &on_progress).await?,
+                    true => self.store.pull_from(name, *insecure, &on_progress).await?,
                     false => self.store.ensure(name, &on_progress).await?,
                 };
                 PulledFile {

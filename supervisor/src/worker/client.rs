@@ -325,10 +325,24 @@ impl WorkerClient {
     /// [`WorkerError::Gone`] when the worker is unreachable, [`WorkerError::Failed`]
     /// when it refuses (embeddings disabled, input too long).
     pub async fn embed(&self, inputs: Vec<String>) -> Result<(Vec<Vec<f32>>, u32), WorkerError> {
+        self.embed_with(inputs, false).await
+    }
+
+    /// [`WorkerClient::embed`]; with `truncate`, inputs longer than the
+    /// embedding context are cut to fit instead of refused (Ollama's `truncate`).
+    ///
+    /// # Errors
+    /// As [`WorkerClient::embed`].
+    pub async fn embed_with(
+        &self,
+        inputs: Vec<String>,
+        truncate: bool,
+    ) -> Result<(Vec<Vec<f32>>, u32), WorkerError> {
         let mut call = self.call(|id| Command::Embed {
             id,
             trace: crate::request_id::current(),
             inputs,
+            truncate,
         })?;
         match call.next().await? {
             Event::Embeddings {

@@ -106,8 +106,17 @@ fn serve(
                     send(event);
                 }
             }
-            Command::Embed { id, inputs, .. } => send(match inputs.iter().any(|i| i == "boom") {
+            Command::Embed {
+                id,
+                inputs,
+                truncate,
+                ..
+            } => send(match inputs.iter().any(|i| i == "boom") {
                 true => failed(id, FailureKind::InvalidRequest),
+                // Longer than any context: embedded only when cut to fit.
+                false if !truncate && inputs.iter().any(|i| i == "too long") => {
+                    failed(id, FailureKind::PromptTooLong)
+                }
                 false => Event::Embeddings {
                     id,
                     vectors: inputs.iter().map(|_| vec![1.0, 0.0, 0.0]).collect(),
