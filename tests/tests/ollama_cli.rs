@@ -78,7 +78,9 @@ fn counter(node: &Node, name: &str, filter: &str) -> u64 {
 
 #[test]
 fn run_without_a_prompt_chats_line_by_line_keeping_the_conversation_until_bye() {
-    let node = Node::start(&[]);
+    // Answers capped (the CLI sends no `max_tokens`): an answer that rambled
+    // until its slot was full left no room for the second turn (seen once).
+    let node = Node::start(&["--max-tokens-limit", "48"]);
     let chats = || counter(&node, "llm_node_requests_total", "endpoint=\"chat\"");
     let prompt_tokens = || counter(&node, "llm_node_prompt_tokens_total", "smollm2");
     // One message alone: what its prompt costs.

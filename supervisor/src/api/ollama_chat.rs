@@ -21,7 +21,8 @@
 //!   or "forever" replaces the model's idle TTL until its worker stops.
 //!   Preloaded models (`--preload`) are the operator's: `keep_alive` leaves
 //!   them loaded (an empty request with `keep_alive: 0` answers 409).
-//! - `name:latest` is `name` when only `name` is served (Ollama's default tag).
+//! - Names resolve as Ollama's do (`name` is `name:latest`, …) in the one
+//!   model lookup (`models::names`), as on every route.
 //! - A client that goes away cancels the generation: a non-streaming request
 //!   is dropped ([`handlers::until_client_leaves`]), a stream's body is
 //!   dropped by actix, which drops the generation.
@@ -66,26 +67,11 @@ pub async fn generate(
 async fn answer(
     req: &HttpRequest,
     state: &AppState,
-    mut job: OllamaJob,
+    job: OllamaJob,
 ) -> Result<HttpResponse, ApiError> {
-    job.model = local_name(state, job.model);
-    if let Some(generation) = &mut job.generation {
-        generation.model.clone_from(&job.model);
-    }
     let stream = job.stream && job.generation.is_some();
     let work = handlers::within_deadlines(state, stream, run(state, job));
     handlers::until_client_leaves(req, work).await
-}
-
-/// Ollama's `name:latest` is `name` (the tag Ollama assumes when there is
-/// none), when only `name` is served here.
-fn local_name(state: &AppState, model: String) -> String {
-    match model.strip_suffix(":latest") {
-        Some(bare) if state.models.get(&model).is_none() && state.models.get(bare).is_some() => {
-            bare.to_owned()
-        }
-        _ => model,
-    }
 }
 
 /// Runs one job and answers it whole or as a stream.
