@@ -30,44 +30,34 @@ fn venv_python() -> String {
     python
 }
 
-#[test]
-fn the_openai_sdk_runs_tool_loops_structured_output_and_logprobs() {
-    let python = venv_python();
-    let node = Node::start(&[]);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/openai_chat.py");
-    let out = Command::new(python)
-        .arg(script)
-        .arg(format!("{}/v1", node.base))
-        .arg(MODEL)
+/// Runs `tests/python/{script}` with `args` in the test venv and fails the
+/// test unless it exits 0 having printed `all checks passed`.
+fn run_script(script: &str, args: &[&str]) {
+    let path = format!("{}/python/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(venv_python())
+        .arg(path)
+        .args(args)
         .output()
         .expect("run python");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success() && stdout.contains("all checks passed"),
-        "openai_chat.py failed ({}):\n{stdout}\n{stderr}",
+        "{script} failed ({}):\n{stdout}\n{stderr}",
         out.status
     );
 }
 
 #[test]
-fn the_ollama_client_chats_generates_calls_tools_and_parses_structured_output() {
-    let python = venv_python();
+fn the_openai_sdk_runs_tool_loops_structured_output_and_logprobs() {
     let node = Node::start(&[]);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/ollama_chat.py");
-    let out = Command::new(python)
-        .arg(script)
-        .arg(&node.base)
-        .arg(MODEL)
-        .output()
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("all checks passed"),
-        "ollama_chat.py failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
+    run_script("openai_chat.py", &[&format!("{}/v1", node.base), MODEL]);
+}
+
+#[test]
+fn the_ollama_client_chats_generates_calls_tools_and_parses_structured_output() {
+    let node = Node::start(&[]);
+    run_script("ollama_chat.py", &[&node.base, MODEL]);
 }
 
 /// A fake of Anthropic's Messages API and Gemini's generateContent on one
@@ -252,7 +242,6 @@ fn gemini_embeddings(request: &serde_json::Value) -> (&'static str, String) {
 
 #[test]
 fn the_openai_sdk_streams_anthropic_and_google_models_through_the_node() {
-    let python = venv_python();
     let fake = fake_providers();
     let node = Node::start(&[
         "--anthropic-base-url",
@@ -264,19 +253,7 @@ fn the_openai_sdk_streams_anthropic_and_google_models_through_the_node() {
         "--google-api-key",
         "AIza-test",
     ]);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/openai_cloud.py");
-    let out = Command::new(python)
-        .arg(script)
-        .arg(format!("{}/v1", node.base))
-        .output()
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("all checks passed"),
-        "openai_cloud.py failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
+    run_script("openai_cloud.py", &[&format!("{}/v1", node.base)]);
 }
 
 /// The `ollama` Python client's model calls against a real node: pull (with
@@ -285,24 +262,12 @@ fn the_openai_sdk_streams_anthropic_and_google_models_through_the_node() {
 /// `dimensions`), the older embeddings route, and ps (tests/python/ollama_models.py).
 #[test]
 fn the_ollama_client_lists_shows_pulls_copies_deletes_and_embeds() {
-    let python = venv_python();
     let store = std::env::temp_dir().join(format!("llm-node-ollama-py-{}", std::process::id()));
     let store_dir = store.display().to_string();
     let node = Node::start(&["--store-dir", &store_dir, "--no-ollama-models"]);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/ollama_models.py");
-    let out = Command::new(python)
-        .arg(script)
-        .arg(&node.base)
-        .arg(MODEL)
-        .arg(llm_node_tests::model_path())
-        .output()
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("all checks passed"),
-        "ollama_models.py failed ({}):\n{stdout}\n{stderr}",
-        out.status
+    run_script(
+        "ollama_models.py",
+        &[&node.base, MODEL, &llm_node_tests::model_path()],
     );
     drop(node);
     let _ = std::fs::remove_dir_all(&store);

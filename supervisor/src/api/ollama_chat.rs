@@ -37,7 +37,7 @@ use super::error::{invalid_body, ApiError};
 use super::handlers::{self, first_event, first_token_deadline};
 use super::ndjson::{self, End, Lines, Metrics, Output};
 use super::ollama_job::{ChatBody, Endpoint, GenerateBody, KeepAlive, OllamaJob};
-use super::output::{Assembler, Part};
+use super::output::{self, Assembler, Part};
 use super::response::finish_reason;
 use super::state::AppState;
 use crate::models::Models;
@@ -125,7 +125,7 @@ async fn run(state: &AppState, job: OllamaJob) -> Result<HttpResponse, ApiError>
             first_piece: None,
         },
         parts: Vec::new(),
-        calls: Vec::new(),
+        merged: output::Message::default(),
     };
     if job.stream {
         let body = Body {
@@ -270,8 +270,8 @@ struct Turn {
     assembler: Assembler,
     clock: Clock,
     parts: Vec<Part>,
-    /// Tool calls so far: `(name, arguments text)`; sent whole at the end.
-    calls: Vec<(String, String)>,
+    /// The answer's parts merged; its tool calls are sent whole at the end.
+    merged: output::Message,
 }
 
 impl Turn {
@@ -294,9 +294,10 @@ impl Turn {
                 self.assembler.finish(&mut self.parts);
                 self.apply(out);
                 out.tool_calls = self
-                    .calls
+                    .merged
+                    .tool_calls
                     .drain(..)
-                    .map(|(name, args)| (name, ndjson::arguments(&args)))
+                    .map(|(_, name, args)| (name, ndjson::arguments(&args)))
                     .collect();
                 Ok(Some(End {
                     reason,
@@ -306,27 +307,16 @@ impl Turn {
         }
     }
 
+    /// Moves the parsed parts into `out`; tool calls stay in `merged` until
+    /// the end (they are sent whole).
     fn apply(&mut self, out: &mut Output) {
         for part in self.parts.drain(..) {
-            match part {
-                Part::Content(t) => out.content.push_str(&t),
-                Part::Reasoning(t) => out.thinking.push_str(&t),
-                Part::ToolCall {
-                    index,
-                    head,
-                    arguments,
-                } => {
-                    let i = index as usize;
-                    if self.calls.len() <= i {
-                        self.calls.resize(i + 1, Default::default());
-                    }
-                    if let Some((_, name)) = head {
-                        self.calls[i].0 = name;
-                    }
-                    self.calls[i].1.push_str(&arguments);
-                }
-            }
+            self.merged.apply(part);
         }
+        out.content
+            .push_str(&std::mem::take(&mut self.merged.content));
+        out.thinking
+            .push_str(&std::mem::take(&mut self.merged.reasoning));
     }
 }
 
