@@ -79,8 +79,8 @@ fn a_request_id_names_the_workers_log_lines_of_its_request() {
             .find(|l| l["target"] == "access" && l["fields"]["request_id"] == id)
             .cloned();
         let finished = worker.iter().any(|l| l.to_string().contains("finished"));
-        if finished && access.is_some() {
-            break (worker, access.unwrap());
+        if let (true, Some(access)) = (finished, &access) {
+            break (worker, access.clone());
         }
         assert!(
             Instant::now() < deadline,
