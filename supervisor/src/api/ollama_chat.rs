@@ -703,6 +703,27 @@ mod tests {
         let (status, _, _) = post(&app, "/api/chat", user("hi", json!({"keep_alive": -1}))).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(keep_alive(Keep::Forever).await, Some(Keep::Forever));
+        let expires_at = || async {
+            let req = test::TestRequest::get().uri("/api/ps").to_request();
+            let ps: Value = test::read_body_json(test::call_service(&app, req).await).await;
+            ps["models"][0]["expires_at"].clone()
+        };
+        assert_eq!(expires_at().await, Value::Null, "kept forever");
+        // `/api/ps` shows when a keep_alive runs out.
+        let body = json!({"model": "m", "prompt": "hi", "keep_alive": "1h", "stream": false});
+        let (status, _, _) = post(&app, "/api/generate", body).await;
+        assert_eq!(status, StatusCode::OK);
+        let hour = Keep::For(Duration::from_secs(3600));
+        assert_eq!(keep_alive(hour).await, Some(hour));
+        let now = crate::api::response::unix_now();
+        let near: Vec<Value> = (now + 3590..=now + 3601)
+            .map(|t| Value::from(crate::api::ollama_info::rfc3339(t)))
+            .collect();
+        let got = expires_at().await;
+        assert!(
+            near.contains(&got),
+            "expires_at {got} is not an hour from now"
+        );
         let body = json!({"model": "m", "prompt": "hi", "keep_alive": "1s", "stream": false});
         let (status, _, _) = post(&app, "/api/generate", body).await;
         assert_eq!(status, StatusCode::OK);

@@ -22,7 +22,7 @@ use super::error::ApiError;
 use super::ollama_info::{capabilities, details, model_info, parameters_text, rfc3339};
 use super::response::unix_now;
 use super::state::{authorize, AppState};
-use crate::models::{ModelEntry, ModelState};
+use crate::models::{KeepAlive, ModelEntry, ModelState};
 use crate::store::gguf::{self, Header};
 use crate::store::{sha256_hex, LocalModel, ModelRef, Service};
 
@@ -187,7 +187,12 @@ pub async fn ps(
         let Some(info) = status.info.filter(|_| status.state == ModelState::Ready) else {
             continue;
         };
-        let ttl = state.models.supervision().ttl(&entry.spec.key());
+        // A client's `keep_alive` replaces the configured idle TTL.
+        let ttl = match status.keep_alive {
+            Some(KeepAlive::Forever) => std::time::Duration::ZERO,
+            Some(KeepAlive::For(d)) => d,
+            None => state.models.supervision().ttl(&entry.spec.key()),
+        };
         let expires_at = match ttl.is_zero() {
             true => None,
             false => {
