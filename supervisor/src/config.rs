@@ -43,6 +43,25 @@ pub struct Args {
     #[arg(long, env = "LLM_NODE_PORT", default_value_t = 11435)]
     pub port: u16,
 
+    /// Serve HTTPS with this PEM certificate chain (leaf first; with
+    /// `--tls-key`). A renewed file is picked up without a restart.
+    #[arg(
+        long,
+        env = "LLM_NODE_TLS_CERT",
+        requires = "tls_key",
+        value_name = "PEM"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of `--tls-cert` (PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "LLM_NODE_TLS_KEY",
+        requires = "tls_cert",
+        value_name = "PEM"
+    )]
+    pub tls_key: Option<PathBuf>,
+
     /// A model to serve, as NAME=PATH to a GGUF file. Repeatable; the environment
     /// variable takes a comma-separated list.
     #[arg(
@@ -234,6 +253,8 @@ pub enum ConfigError {
     Cloud(String),
     #[error("access control: {0}")]
     Access(String),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("chat template for {name}: cannot read {path:?}: {source}")]
     ChatTemplate {
         name: String,
@@ -268,6 +289,12 @@ fn parse_model_arg(s: &str) -> Result<ModelSpec, String> {
 }
 
 impl Args {
+    /// The certificate and key to serve HTTPS with, when both are given
+    /// (clap makes each require the other).
+    pub fn tls(&self) -> Option<(&Path, &Path)> {
+        Some((self.tls_cert.as_deref()?, self.tls_key.as_deref()?))
+    }
+
     /// The HTTP threads to run: `--http-threads`, or one per core up to 8.
     pub fn http_thread_count(&self) -> usize {
         match self.http_threads {

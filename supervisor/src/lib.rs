@@ -35,6 +35,8 @@
 //!   keys, the HTTP calls, SSE, and the translation contract of each provider.
 //! - [`worker`]: spawning and stopping worker processes ([`worker::process`]) and
 //!   multiplexing requests over their IPC channels ([`worker::client`]).
+//! - [`tls`]: HTTPS (`--tls-cert`, `--tls-key`) with certificates re-read when
+//!   renewed.
 //!
 //! Leaves (bottom):
 //! - [`policy`]: pure decisions (admission, backoff, eviction, liveness, placement).
@@ -62,6 +64,7 @@ pub mod router;
 pub mod store;
 #[cfg(test)]
 mod testing;
+pub mod tls;
 pub mod worker;
 
 use std::net::SocketAddr;
@@ -180,8 +183,17 @@ impl Node {
         .max_connections(args.max_connections.max(1))
         .on_connect(api::disconnect::on_connect)
         .disable_signals()
-        .shutdown_timeout(args.shutdown_timeout_secs)
-        .bind((args.host.as_str(), args.port))
+        .shutdown_timeout(args.shutdown_timeout_secs);
+        let tls = args
+            .tls()
+            .map(|(cert, key)| tls::server_config(cert, key))
+            .transpose()
+            .map_err(|e| ConfigError::Tls(e.to_string()))?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let server = match tls {
+            Some(config) => server.bind_rustls_0_23((args.host.as_str(), args.port), config),
+            None => server.bind((args.host.as_str(), args.port)),
+        }
         .map_err(|source| bind_error(&args, source))?;
         let addr = *server
             .addrs()
@@ -208,7 +220,7 @@ impl Node {
             .into_data();
         let _ = state_slot.set(state.clone());
         let handle = spawn_server(server.run());
-        tracing::info!("listening on http://{addr}");
+        tracing::info!("listening on {scheme}://{addr}");
         warn_if_open(&args, &addr);
         member.start(std::sync::Arc::new(models.clone()), addr);
         // Stored models are served by name:tag; pulls hot-add on this arbiter.
