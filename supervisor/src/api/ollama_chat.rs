@@ -396,7 +396,7 @@ mod tests {
     use actix_web::body::MessageBody;
     use actix_web::dev::{Service, ServiceResponse};
     use actix_web::http::StatusCode;
-    use actix_web::{test, App};
+    use actix_web::test;
     use serde_json::json;
 
     use super::*;
@@ -450,15 +450,7 @@ mod tests {
         Response = ServiceResponse<impl MessageBody>,
         Error = actix_web::Error,
     > {
-        test::init_service(
-            App::new()
-                .app_data(AppState::new(models).into_data())
-                .wrap(actix_web::middleware::from_fn(
-                    crate::api::shape::middleware,
-                ))
-                .configure(crate::api::configure),
-        )
-        .await
+        crate::testing::app(models).await
     }
 
     /// Status, content type and body of one POST.

@@ -5,11 +5,10 @@ use actix::Actor;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::http::StatusCode;
-use actix_web::{test, App};
+use actix_web::test;
 use serde_json::{json, Value};
 
 use super::ollama_models::VERSION;
-use super::{configure, AppState};
 use crate::models::actor::ModelActor;
 use crate::models::{ModelSpec, Models};
 use crate::store::gguf::test_writer::Writer;
@@ -46,13 +45,7 @@ async fn app(
     Response = ServiceResponse<impl MessageBody>,
     Error = actix_web::Error,
 > {
-    test::init_service(
-        App::new()
-            .app_data(AppState::new(models).into_data())
-            .wrap(actix_web::middleware::from_fn(super::shape::middleware))
-            .configure(configure),
-    )
-    .await
+    crate::testing::app(models).await
 }
 
 async fn call(

@@ -15,16 +15,14 @@
 //! ([`super::access`]): a route added here is an inference route (keyed by
 //! `--api-key`) unless its path says otherwise.
 //!
-//! Handlers find what they need as app data: [`AppState`] always,
-//! `web::Data<store::Service>` for the store routes, `web::Data<router::Member>`
-//! for `/pull`. Tests build the same app with `actix_web::test::init_service(
-//! App::new().app_data(AppState::new(models).into_data()).configure(configure))`.
+//! Handlers find what they need as app data: [`AppState`](super::AppState)
+//! always, `web::Data<store::Service>` for the store routes,
+//! `web::Data<router::Member>` for `/pull`. Unit tests build the same app, with
+//! the middlewares handlers rely on, with `crate::testing::app(models)`.
 
 use actix_web::{web, Resource, Route};
 
 use super::error::json_error;
-#[cfg(test)]
-use super::state::AppState;
 use super::state::MAX_BODY_BYTES;
 use super::{admin, handlers, log_level, ollama, ollama_chat, ollama_embed, ollama_models, router};
 #[cfg(test)]
@@ -134,7 +132,7 @@ mod tests {
     use actix_web::body::MessageBody;
     use actix_web::dev::{Service, ServiceResponse};
     use actix_web::http::StatusCode;
-    use actix_web::{test, App};
+    use actix_web::test;
     use serde_json::{json, Value};
 
     use super::*;
@@ -151,18 +149,7 @@ mod tests {
         Response = ServiceResponse<impl MessageBody>,
         Error = actix_web::Error,
     > {
-        test::init_service(
-            App::new()
-                .app_data(AppState::new(models).into_data())
-                .wrap(actix_web::middleware::from_fn(
-                    crate::api::shape::middleware,
-                ))
-                .wrap(actix_web::middleware::from_fn(
-                    crate::api::request_id::middleware,
-                ))
-                .configure(configure),
-        )
-        .await
+        crate::testing::app(models).await
     }
 
     async fn post(

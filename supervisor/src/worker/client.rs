@@ -695,6 +695,9 @@ struct Meter {
     started: std::time::Instant,
     /// When the previous piece arrived (None before the first).
     last_piece: Option<std::time::Instant>,
+    /// This model's inter-token histogram, looked up once: it is observed on
+    /// every piece.
+    inter_token: prometheus::Histogram,
     outcome: Option<&'static str>,
     /// The HTTP request's record, for its access log line.
     usage: Option<crate::request_id::UsageSlot>,
@@ -721,9 +724,7 @@ impl Meter {
                         self.record(|u| u.ttft = Some(ttft));
                     }
                     Some(before) => self
-                        .metrics
-                        .inter_token_latency
-                        .with_label_values(&[&self.model])
+                        .inter_token
                         .observe(per_token(now.duration_since(before), *tokens)),
                 }
             }
@@ -795,6 +796,7 @@ impl GenerationStream {
             endpoint,
             started: arrived,
             last_piece: None,
+            inter_token: metrics.inter_token_latency.with_label_values(&[model]),
             outcome: None,
             usage: crate::request_id::usage(),
         });
