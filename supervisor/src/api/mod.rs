@@ -18,6 +18,7 @@
 //! - [`cors`]: CORS for browsers (`--cors-origin`).
 //! - [`request_id`]: the request id middleware (`x-request-id`, `traceparent`, span, scope, access log).
 //! - [`shape`]: errors on Ollama's routes in Ollama's shape (middleware).
+//! - `test_app` (test builds): the app the unit tests drive, middlewares included.
 //! - [`rejections`]: every error answer counted by label and status (middleware).
 //! - [`types`]: request bodies and their validation into protocol types.
 //! - [`body_timeout`]: a request body that stops arriving is cut off (408).
@@ -57,6 +58,8 @@ pub mod routes;
 pub mod shape;
 pub mod sse;
 pub mod state;
+#[cfg(test)]
+pub mod test_app;
 pub mod types;
 
 pub use error::ApiError;

@@ -450,7 +450,7 @@ mod tests {
         Response = ServiceResponse<impl MessageBody>,
         Error = actix_web::Error,
     > {
-        crate::testing::app(models).await
+        crate::api::test_app::app(models).await
     }
 
     /// Status, content type and body of one POST.

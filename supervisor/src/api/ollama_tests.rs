@@ -45,7 +45,7 @@ async fn app(
     Response = ServiceResponse<impl MessageBody>,
     Error = actix_web::Error,
 > {
-    crate::testing::app(models).await
+    crate::api::test_app::app(models).await
 }
 
 async fn call(

@@ -18,7 +18,7 @@
 //! Handlers find what they need as app data: [`AppState`](super::AppState)
 //! always, `web::Data<store::Service>` for the store routes,
 //! `web::Data<router::Member>` for `/pull`. Unit tests build the same app, with
-//! the middlewares handlers rely on, with `crate::testing::app(models)`.
+//! the middlewares handlers rely on, with `crate::api::test_app::app(models)`.
 
 use actix_web::{web, Resource, Route};
 
@@ -149,7 +149,7 @@ mod tests {
         Response = ServiceResponse<impl MessageBody>,
         Error = actix_web::Error,
     > {
-        crate::testing::app(models).await
+        crate::api::test_app::app(models).await
     }
 
     async fn post(
