@@ -46,6 +46,8 @@
 //! - [`net`]: outgoing HTTP clients and the `--loopback-only` guard.
 //! - [`paths`]: default locations on disk (`cache_dir`).
 //! - [`request_id`]: the current HTTP request's id, read by `WorkerClient`.
+//! - [`otel`]: optional OTLP trace export (`--otlp-endpoint`): the export layer,
+//!   the request span's parent and attributes, the flush at shutdown.
 
 pub mod api;
 pub mod cli;
@@ -57,6 +59,7 @@ pub mod logging;
 pub mod metrics;
 pub mod models;
 pub mod net;
+pub mod otel;
 pub mod paths;
 pub mod policy;
 pub mod request_id;
@@ -368,6 +371,8 @@ pub async fn run(args: Args) -> Result<(), NodeError> {
     };
     tracing::info!("{name} received, shutting down");
     node.stop().await;
+    // After the drain: the last requests' spans go out before the process ends.
+    otel::shutdown();
     Ok(())
 }
 

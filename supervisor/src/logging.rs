@@ -8,8 +8,9 @@
 //! `--log-keep`. [`set_level`] swaps the filter (`PUT /admin/log-level`,
 //! `llm-node log-level`); [`level`] reads it back.
 //!
-//! The filter is global: it decides for the stderr lines, the files and the
-//! ring alike. Worker processes log to their own stderr, which the supervisor
+//! The filter decides for the stderr lines, the files and the ring alike. With
+//! OTLP export on ([`crate::otel`]) the export layer sits beside them with its
+//! own filter, so the log level does not decide which spans are exported. Worker processes log to their own stderr, which the supervisor
 //! re-emits; their lines pass this filter on the way out (see `docs/operations.md`).
 
 use std::path::PathBuf;
@@ -18,7 +19,7 @@ use std::sync::{Mutex, OnceLock};
 use clap::ValueEnum;
 use tracing_subscriber::layer::{Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{reload, EnvFilter, Registry};
+use tracing_subscriber::{reload, EnvFilter};
 
 /// Level used when neither `RUST_LOG` nor a later [`set_level`] says otherwise.
 pub const DEFAULT_LEVEL: &str = "info";
@@ -47,6 +48,10 @@ pub struct LogArgs {
     /// Log files kept; older ones are deleted at rotation. 0 keeps them all.
     #[arg(long, env = "LLM_NODE_LOG_KEEP", default_value_t = 7)]
     pub log_keep: usize,
+
+    /// OTLP trace export (`--otlp-endpoint`).
+    #[command(flatten)]
+    pub otel: crate::otel::OtelArgs,
 }
 
 impl Default for LogArgs {
@@ -55,6 +60,7 @@ impl Default for LogArgs {
             log_file: None,
             log_rotation: LogRotation::Daily,
             log_keep: 7,
+            otel: crate::otel::OtelArgs::default(),
         }
     }
 }
@@ -77,11 +83,15 @@ pub enum LogError {
     BadLevel { spec: String, reason: String },
     #[error("logging is not set up in this process")]
     NotInstalled,
+    #[error(transparent)]
+    Otel(#[from] crate::otel::OtelError),
 }
 
-type Handle = reload::Handle<EnvFilter, Registry>;
+/// Swaps the level filter (a `reload::Handle`, whose type depends on where the
+/// filter sits: global, or on the log outputs only beside OTLP export).
+type Reload = Box<dyn Fn(EnvFilter) -> Result<(), reload::Error> + Send + Sync>;
 
-static FILTER: OnceLock<Handle> = OnceLock::new();
+static FILTER: OnceLock<Reload> = OnceLock::new();
 static SPEC: Mutex<String> = Mutex::new(String::new());
 
 /// A filter from `spec` (`RUST_LOG` syntax: `debug,llm_node=trace`).
@@ -112,12 +122,52 @@ pub fn init(format: LogFormat, args: &LogArgs) -> Result<(), LogError> {
         .filter(|s| parse_level(s).is_ok())
         .unwrap_or_else(|| DEFAULT_LEVEL.to_string());
     let filter = parse_level(&spec).unwrap_or_else(|_| EnvFilter::new(DEFAULT_LEVEL));
-    let (filter, handle) = reload::Layer::new(filter);
+    // The ring buffer behind `GET /api/logs` sees what the filter lets through.
+    let (installed, reload): (bool, Reload) = match crate::otel::layer(&args.otel)? {
+        None => {
+            let (filter, handle) = reload::Layer::new(filter);
+            let installed = tracing_subscriber::registry()
+                .with(filter)
+                .with(crate::logbuf::layer())
+                .with(outputs(format, args)?)
+                .try_init()
+                .is_ok();
+            (installed, Box::new(move |f| handle.reload(f)))
+        }
+        // The level filters the log outputs only; the export layer has its own.
+        Some(export) => {
+            let (filter, handle) = reload::Layer::new(filter);
+            let logs = crate::logbuf::layer()
+                .and_then(outputs(format, args)?)
+                .with_filter(filter);
+            let installed = tracing_subscriber::registry()
+                .with(export)
+                .with(logs)
+                .try_init()
+                .is_ok();
+            (installed, Box::new(move |f| handle.reload(f)))
+        }
+    };
+    if installed {
+        let _ = FILTER.set(reload);
+        *SPEC.lock().unwrap_or_else(|e| e.into_inner()) = spec;
+    }
+    if crate::otel::enabled() {
+        tracing::info!("exporting trace spans over OTLP/HTTP (docs/operations.md, \"Tracing\")");
+    }
+    Ok(())
+}
+
+/// The log outputs: stderr, and the files of `--log-file`.
+fn outputs<S>(format: LogFormat, args: &LogArgs) -> Result<Vec<Box<dyn Layer<S> + Send + Sync>>, LogError>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let stderr = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
-    let mut outputs = vec![match format {
+    let mut outputs: Vec<Box<dyn Layer<S> + Send + Sync>> = vec![match format {
         LogFormat::Text => stderr.boxed(),
         LogFormat::Json => stderr.json().boxed(),
     }];
@@ -130,18 +180,7 @@ pub fn init(format: LogFormat, args: &LogArgs) -> Result<(), LogError> {
             LogFormat::Json => file.json().boxed(),
         });
     }
-    // The ring buffer behind `GET /api/logs` sees what the filter lets through.
-    let installed = tracing_subscriber::registry()
-        .with(filter)
-        .with(crate::logbuf::layer())
-        .with(outputs)
-        .try_init()
-        .is_ok();
-    if installed {
-        let _ = FILTER.set(handle);
-        *SPEC.lock().unwrap_or_else(|e| e.into_inner()) = spec;
-    }
-    Ok(())
+    Ok(outputs)
 }
 
 /// The rotating file writer for `--log-file DIR/PREFIX`.
@@ -185,7 +224,7 @@ fn appender(
 pub fn set_level(spec: &str) -> Result<(), LogError> {
     let filter = parse_level(spec)?;
     let handle = FILTER.get().ok_or(LogError::NotInstalled)?;
-    handle.reload(filter).map_err(|_| LogError::NotInstalled)?;
+    handle(filter).map_err(|_| LogError::NotInstalled)?;
     *SPEC.lock().unwrap_or_else(|e| e.into_inner()) = spec.trim().to_string();
     tracing::info!(level = spec.trim(), "log level changed");
     Ok(())

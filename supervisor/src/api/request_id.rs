@@ -5,9 +5,12 @@
 //! 128 visible ASCII characters), else the trace id of its W3C `traceparent`,
 //! else a fresh one (32 hex digits, a valid trace id); the response echoes it in
 //! `x-request-id`. The trace id is the `traceparent`'s when the client sent a
-//! valid one, else the id when it is 32 hex digits, else a fresh one; the
-//! response carries `traceparent: 00-{trace id}-{a new span id}-{flags}`, this
-//! node's span as the client's child. The handler runs inside a `request` span
+//! valid one, else (OTLP export on) the exported span's, else the id when it is
+//! 32 hex digits, else a fresh one; the response carries
+//! `traceparent: 00-{trace id}-{span id}-{flags}`, this node's span as the
+//! client's child (the exported span's id, or a new one). With OTLP export on,
+//! the `request` span is exported as the caller's child with the HTTP and
+//! usage attributes of [`crate::otel`]. The handler runs inside a `request` span
 //! carrying `id` and `trace_id` and inside [`crate::request_id::scope`], from which
 //! `WorkerClient` copies the id into the `trace` field of `Generate` and
 //! `Embed`, so the worker's log lines name the request too. (A streamed body
@@ -98,22 +101,80 @@ fn given(req: &ServiceRequest) -> Option<String> {
     sane.then(|| value.to_string())
 }
 
-/// The request id, trace id and flags of a request (see the module doc).
-fn ids(req: &ServiceRequest) -> (String, String, String) {
-    let parent = req
-        .headers()
+/// The client's `traceparent`, when it sent a valid one.
+fn traceparent(req: &ServiceRequest) -> Option<TraceParent> {
+    req.headers()
         .get(TRACEPARENT)
         .and_then(|v| v.to_str().ok())
-        .and_then(parse_traceparent);
-    let id = given(req)
+        .and_then(parse_traceparent)
+}
+
+/// The request id, trace id and flags of a request (see the module doc).
+/// `exported` is the trace id of the exported span ([`crate::otel::join`]):
+/// without a `traceparent` it is the trace id, so logs and export agree.
+fn ids(
+    given: Option<String>,
+    parent: Option<TraceParent>,
+    exported: Option<String>,
+) -> (String, String, String) {
+    let id = given
         .or_else(|| parent.as_ref().map(|p| p.trace_id.clone()))
+        .or_else(|| exported.clone())
         .unwrap_or_else(crate::request_id::generate);
-    let (trace_id, flags) = match parent {
-        Some(p) => (p.trace_id, p.flags),
-        None if is_hex(&id, 32) => (id.clone(), "01".into()),
-        None => (crate::request_id::generate(), "01".into()),
+    let (trace_id, flags) = match (parent, exported) {
+        (Some(p), _) => (p.trace_id, p.flags),
+        (None, Some(exported)) => (exported, "01".into()),
+        (None, None) if is_hex(&id, 32) => (id.clone(), "01".into()),
+        (None, None) => (crate::request_id::generate(), "01".into()),
     };
     (id, trace_id, flags)
+}
+
+/// The `request` span, joined to the caller's trace when spans are exported;
+/// the request id, trace id and flags, and the span id for the response's
+/// `traceparent`.
+fn request_span(req: &ServiceRequest) -> (tracing::Span, (String, String, String), String) {
+    use tracing::field::Empty;
+    let span = tracing::info_span!("request", id = Empty, trace_id = Empty, method = Empty,
+        path = Empty, otel.name = Empty, otel.kind = Empty);
+    let parent = traceparent(req);
+    let route = req.match_pattern();
+    if crate::otel::enabled() {
+        let name = format!("{} {}", req.method(), route.as_deref().unwrap_or(req.path()));
+        span.record("otel.name", name).record("otel.kind", "server");
+    }
+    let joined = crate::otel::join(
+        &span,
+        parent.as_ref().map(|p| crate::otel::Parent {
+            trace_id: &p.trace_id,
+            span_id: &p.parent_id,
+            flags: &p.flags,
+        }),
+    );
+    let (exported, span_id) = joined.map_or((None, None), |(t, s)| (Some(t), Some(s)));
+    let (id, trace_id, flags) = ids(given(req), parent, exported);
+    span.record("id", id.as_str())
+        .record("trace_id", trace_id.as_str())
+        .record("method", req.method().as_str())
+        .record("path", req.path());
+    crate::otel::start(
+        &span,
+        crate::otel::RequestAttributes {
+            method: req.method().as_str(),
+            route: route.as_deref(),
+            path: req.path(),
+            client: &client(req),
+            request_id: &id,
+        },
+    );
+    (span, (id, trace_id, flags), span_id.unwrap_or_else(self::span_id))
+}
+
+/// The client's address.
+fn client(req: &ServiceRequest) -> String {
+    req.peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default()
 }
 
 /// The middleware (`App::wrap(from_fn(request_id::middleware))`).
@@ -125,22 +186,17 @@ pub async fn middleware(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<AccessLogged>, actix_web::Error> {
     let started = Instant::now();
-    let (id, trace_id, flags) = ids(&req);
-    let span_id = span_id();
-    let span = tracing::info_span!("request", id = %id, trace_id = %trace_id,
-        method = %req.method(), path = %req.path());
+    let (span, (id, trace_id, flags), span_id) = request_span(&req);
     let mut entry = Entry {
         method: req.method().to_string(),
         path: req.path().to_string(),
-        client: req
-            .peer_addr()
-            .map(|a| a.ip().to_string())
-            .unwrap_or_default(),
+        client: client(&req),
         id: id.clone(),
         trace_id: trace_id.clone(),
         status: 0,
         usage: UsageSlot::default(),
         started,
+        span: span.clone(),
     };
     let usage = entry.usage.clone();
     let mut response = crate::request_id::scope(id.clone(), usage, next.call(req))
@@ -170,11 +226,15 @@ struct Entry {
     status: u16,
     usage: UsageSlot,
     started: Instant,
+    /// The `request` span, kept open until the body is done, so an exported
+    /// span lasts as long as the response.
+    span: tracing::Span,
 }
 
 impl Entry {
     fn log(self) {
         let usage = self.usage.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        crate::otel::finish(&self.span, self.status, &usage);
         let ms = |d: std::time::Duration| (d.as_secs_f64() * 1000.0 * 10.0).round() / 10.0;
         tracing::info!(
             target: "access",

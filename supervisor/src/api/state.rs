@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use actix_web::{web, HttpMessage, HttpRequest};
+use tracing::Instrument;
 
 use super::access::{Admitted, Class};
 use super::error::ApiError;
@@ -123,7 +124,12 @@ impl AppState {
         if self.is_draining() {
             return Err(ApiError::ShuttingDown);
         }
-        let lease = self.models.acquire(model).await?;
+        // Admission and a cold load, as a span of its own when spans are exported.
+        let span = match crate::otel::enabled() {
+            true => tracing::info_span!("model_acquire", model),
+            false => tracing::Span::none(),
+        };
+        let lease = self.models.acquire(model).instrument(span).await?;
         Ok((lease.model().to_string(), lease))
     }
 }

@@ -701,17 +701,51 @@ struct Meter {
     outcome: Option<&'static str>,
     /// The HTTP request's record, for its access log line.
     usage: Option<crate::request_id::UsageSlot>,
+    /// Exported spans, when spans are exported ([`crate::otel`]).
+    spans: Option<Spans>,
+}
+
+/// The spans of one generation under its request's span: `queue_wait` until
+/// a worker slot takes it, then `generation` until it ends.
+struct Spans {
+    parent: tracing::Span,
+    queue: Option<tracing::Span>,
+    generation: Option<tracing::Span>,
+}
+
+impl Spans {
+    fn new(model: &str) -> Spans {
+        let parent = tracing::Span::current();
+        let queue = tracing::info_span!(parent: &parent, "queue_wait", model);
+        Spans {
+            parent,
+            queue: Some(queue),
+            generation: None,
+        }
+    }
+
+    /// The wait is over: the generation begins.
+    fn started(&mut self, model: &str, prompt_tokens: u32) {
+        self.queue = None;
+        self.generation = Some(tracing::info_span!(parent: &self.parent, "generation",
+            model, prompt_tokens, completion_tokens = tracing::field::Empty,
+            outcome = tracing::field::Empty));
+    }
 }
 
 impl Meter {
     fn observe(&mut self, event: &Result<GenerationEvent, WorkerError>) {
         match event {
             // The worker's slot took the request: the wait is over.
-            Ok(GenerationEvent::Started { .. }) => self
-                .metrics
-                .queue_wait
-                .with_label_values(&[&self.model])
-                .observe(self.started.elapsed().as_secs_f64()),
+            Ok(GenerationEvent::Started { prompt_tokens, .. }) => {
+                self.metrics
+                    .queue_wait
+                    .with_label_values(&[&self.model])
+                    .observe(self.started.elapsed().as_secs_f64());
+                if let Some(spans) = &mut self.spans {
+                    spans.started(&self.model, *prompt_tokens);
+                }
+            }
             Ok(GenerationEvent::Piece { tokens, .. }) => {
                 let now = std::time::Instant::now();
                 match self.last_piece.replace(now) {
@@ -738,6 +772,9 @@ impl Meter {
                     .inc_by(u64::from(usage.prompt_tokens));
                 self.outcome = Some("ok");
                 let (prompt, completion) = (usage.prompt_tokens, usage.completion_tokens);
+                if let Some(span) = self.spans.as_ref().and_then(|s| s.generation.as_ref()) {
+                    span.record("completion_tokens", completion);
+                }
                 self.record(|u| {
                     // `n` choices are generations of their own: the prompt counts once.
                     u.prompt_tokens = u.prompt_tokens.max(u64::from(prompt));
@@ -763,6 +800,9 @@ impl Meter {
 impl Drop for Meter {
     fn drop(&mut self) {
         let outcome = self.outcome.unwrap_or("cancelled");
+        if let Some(span) = self.spans.as_ref().and_then(|s| s.generation.as_ref()) {
+            span.record("outcome", outcome);
+        }
         self.metrics
             .requests
             .with_label_values(&[&self.model, self.endpoint, outcome])
@@ -799,6 +839,7 @@ impl GenerationStream {
             inter_token: metrics.inter_token_latency.with_label_values(&[model]),
             outcome: None,
             usage: crate::request_id::usage(),
+            spans: crate::otel::enabled().then(|| Spans::new(model)),
         });
     }
 
