@@ -298,6 +298,7 @@ fn a_request_with_a_traceparent_is_exported_in_the_callers_trace() {
         .unwrap()
         .span;
     assert_eq!(int(&generation.attributes, "completion_tokens"), Some(3));
+    assert!(int(&generation.attributes, "prompt_tokens").unwrap() > 0);
     assert_eq!(
         string(&generation.attributes, "outcome").as_deref(),
         Some("ok")
@@ -311,7 +312,12 @@ fn a_request_with_a_traceparent_is_exported_in_the_callers_trace() {
     let own_trace = echoed.split('-').nth(1).unwrap().to_string();
     assert_eq!(request_id, own_trace);
     let spans = collector.wait_trace(&hex(&own_trace), &["POST /v1/chat/completions"]);
-    assert!(spans[0].span.parent_span_id.is_empty(), "a root span");
+    let root = spans
+        .iter()
+        .find(|r| r.span.name == "POST /v1/chat/completions")
+        .unwrap();
+    assert!(root.span.parent_span_id.is_empty(), "a root span");
+    assert_eq!(echoed, format!("00-{own_trace}-{}-01", hex_of(&root.span.span_id)));
 }
 
 fn hex_of(bytes: &[u8]) -> String {

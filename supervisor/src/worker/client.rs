@@ -728,7 +728,8 @@ impl Spans {
     fn started(&mut self, model: &str, prompt_tokens: u32) {
         self.queue = None;
         self.generation = Some(tracing::info_span!(parent: &self.parent, "generation",
-            model, prompt_tokens, completion_tokens = tracing::field::Empty,
+            model, prompt_tokens = i64::from(prompt_tokens),
+            completion_tokens = tracing::field::Empty,
             outcome = tracing::field::Empty));
     }
 }
@@ -773,7 +774,8 @@ impl Meter {
                 self.outcome = Some("ok");
                 let (prompt, completion) = (usage.prompt_tokens, usage.completion_tokens);
                 if let Some(span) = self.spans.as_ref().and_then(|s| s.generation.as_ref()) {
-                    span.record("completion_tokens", completion);
+                    // i64: tracing-opentelemetry exports unsigned values as strings.
+                    span.record("completion_tokens", i64::from(completion));
                 }
                 self.record(|u| {
                     // `n` choices are generations of their own: the prompt counts once.
