@@ -158,7 +158,7 @@ impl Drop for Spawned {
 }
 
 /// Starts the binary with `RUST_LOG=warn` (export does not depend on the log
-/// level) and the batch processor's delay at 100 ms.
+/// level) and the batch processor's delay at 100 ms (unless `env` says otherwise).
 fn spawn(dir: &Path, otlp: &str, env: &[(&str, &str)]) -> Spawned {
     let model = dir.join("m.gguf");
     std::fs::write(&model, "").unwrap();
@@ -318,6 +318,23 @@ fn a_request_with_a_traceparent_is_exported_in_the_callers_trace() {
         .unwrap();
     assert!(root.span.parent_span_id.is_empty(), "a root span");
     assert_eq!(echoed, format!("00-{own_trace}-{}-01", hex_of(&root.span.span_id)));
+
+    // The level still switches at run time with export on (its filter is the
+    // log outputs' own): access lines are `info`.
+    let access = |node: &Spawned| node.stderr.lock().unwrap().contains(r#""target":"access""#);
+    assert!(!access(&node), "the level is warn");
+    let r = http
+        .put(format!("{}/admin/log-level", node.base))
+        .json(&json!({"level": "info"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(chat(&http, &node.base, None).status().as_u16(), 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !access(&node) {
+        assert!(Instant::now() < deadline, "no access line after the switch");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn hex_of(bytes: &[u8]) -> String {
@@ -379,4 +396,29 @@ fn a_collector_that_never_answers_does_not_hold_up_requests_or_shutdown() {
     let took = node.stop();
     assert!(took < Duration::from_secs(15), "shutdown took {took:?}");
     drop(silent);
+}
+
+#[test]
+fn spans_still_queued_at_shutdown_are_sent_before_the_node_exits() {
+    let collector = Collector::start();
+    let dir = tempfile::tempdir().unwrap();
+    // The batch processor would wait ten minutes before sending on its own.
+    let mut node = spawn(
+        dir.path(),
+        &collector.url,
+        &[("OTEL_BSP_SCHEDULE_DELAY", "600000")],
+    );
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let http = reqwest::blocking::Client::new();
+    let r = chat(&http, &node.base, Some(&format!("00-{trace}-b7ad6b7169203331-01")));
+    assert_eq!(r.status().as_u16(), 200);
+    let _ = r.text();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !collector.spans.lock().unwrap().iter().any(|r| r.span.trace_id == hex(trace)),
+        "nothing is sent before the delay or the shutdown"
+    );
+    let took = node.stop();
+    assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
+    collector.wait_trace(&hex(trace), &["POST /v1/chat/completions", "generation"]);
 }
