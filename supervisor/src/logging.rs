@@ -159,7 +159,10 @@ pub fn init(format: LogFormat, args: &LogArgs) -> Result<(), LogError> {
 }
 
 /// The log outputs: stderr, and the files of `--log-file`.
-fn outputs<S>(format: LogFormat, args: &LogArgs) -> Result<Vec<Box<dyn Layer<S> + Send + Sync>>, LogError>
+fn outputs<S>(
+    format: LogFormat,
+    args: &LogArgs,
+) -> Result<Vec<Box<dyn Layer<S> + Send + Sync>>, LogError>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {

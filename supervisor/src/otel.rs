@@ -245,7 +245,9 @@ pub fn finish(span: &tracing::Span, status: u16, usage: &Usage) {
     }
     span.set_attribute("http.response.status_code", i64::from(status));
     if status >= 500 {
-        span.set_status(opentelemetry::trace::Status::error(format!("HTTP {status}")));
+        span.set_status(opentelemetry::trace::Status::error(format!(
+            "HTTP {status}"
+        )));
     }
     if let Some(model) = &usage.model {
         span.set_attribute("gen_ai.request.model", model.clone());
@@ -388,16 +390,45 @@ mod tests {
             ("OTEL_SDK_DISABLED", "true"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
         ];
-        let table: Vec<(OtelArgs, &[(&str, &str)], Result<Option<Endpoint>, ()>)> = vec![
+        type Row<'a> = (
+            OtelArgs,
+            &'a [(&'a str, &'a str)],
+            Result<Option<Endpoint>, ()>,
+        );
+        let table: Vec<Row> = vec![
             (OtelArgs::default(), &[], Ok(None)),
-            (OtelArgs::default(), &[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")], Ok(None)),
+            (
+                OtelArgs::default(),
+                &[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")],
+                Ok(None),
+            ),
             (OtelArgs::default(), &from_env, Ok(Some(Endpoint::FromEnv))),
-            (OtelArgs::default(), &traces_env, Ok(Some(Endpoint::FromEnv))),
+            (
+                OtelArgs::default(),
+                &traces_env,
+                Ok(Some(Endpoint::FromEnv)),
+            ),
             (OtelArgs::default(), &disabled, Ok(None)),
-            (flag("http://127.0.0.1:4318"), &[], url("http://127.0.0.1:4318/v1/traces")),
-            (flag("http://127.0.0.1:4318/"), &from_env, url("http://127.0.0.1:4318/v1/traces")),
-            (flag("https://otel.example/base"), &[], url("https://otel.example/base/v1/traces")),
-            (flag("http://h:1/v1/traces"), &[], url("http://h:1/v1/traces")),
+            (
+                flag("http://127.0.0.1:4318"),
+                &[],
+                url("http://127.0.0.1:4318/v1/traces"),
+            ),
+            (
+                flag("http://127.0.0.1:4318/"),
+                &from_env,
+                url("http://127.0.0.1:4318/v1/traces"),
+            ),
+            (
+                flag("https://otel.example/base"),
+                &[],
+                url("https://otel.example/base/v1/traces"),
+            ),
+            (
+                flag("http://h:1/v1/traces"),
+                &[],
+                url("http://h:1/v1/traces"),
+            ),
             (flag(""), &[], Ok(None)),
             (flag("127.0.0.1:4318"), &[], Err(())),
             (flag("grpc://h:4317"), &[], Err(())),

@@ -76,7 +76,10 @@ impl Collector {
                 .filter(|r| r.span.trace_id == trace_id)
                 .cloned()
                 .collect();
-            if names.iter().all(|n| trace.iter().any(|r| r.span.name == *n)) {
+            if names
+                .iter()
+                .all(|n| trace.iter().any(|r| r.span.name == *n))
+            {
                 return trace;
             }
             assert!(Instant::now() < deadline, "missing {names:?} in {trace:#?}");
@@ -260,7 +263,11 @@ fn a_request_with_a_traceparent_is_exported_in_the_callers_trace() {
         .unwrap();
     assert_eq!(request.service, "llm-node-under-test");
     let span = &request.span;
-    assert_eq!(span.parent_span_id, hex(parent), "the caller's span is the parent");
+    assert_eq!(
+        span.parent_span_id,
+        hex(parent),
+        "the caller's span is the parent"
+    );
     assert_eq!(span.kind, SpanKind::Server as i32);
     // The response names this very span as the caller's child.
     assert_eq!(
@@ -286,7 +293,10 @@ fn a_request_with_a_traceparent_is_exported_in_the_callers_trace() {
     assert!(span.end_time_unix_nano >= span.start_time_unix_nano);
     for child in ["model_acquire", "queue_wait", "generation"] {
         let c = &spans.iter().find(|r| r.span.name == child).unwrap().span;
-        assert_eq!(c.parent_span_id, span.span_id, "{child} is the request's child");
+        assert_eq!(
+            c.parent_span_id, span.span_id,
+            "{child} is the request's child"
+        );
         assert!(
             c.start_time_unix_nano >= span.start_time_unix_nano,
             "{child}"
@@ -317,7 +327,10 @@ fn a_request_with_a_traceparent_is_exported_in_the_callers_trace() {
         .find(|r| r.span.name == "POST /v1/chat/completions")
         .unwrap();
     assert!(root.span.parent_span_id.is_empty(), "a root span");
-    assert_eq!(echoed, format!("00-{own_trace}-{}-01", hex_of(&root.span.span_id)));
+    assert_eq!(
+        echoed,
+        format!("00-{own_trace}-{}-01", hex_of(&root.span.span_id))
+    );
 
     // The level still switches at run time with export on (its filter is the
     // log outputs' own): access lines are `info`.
@@ -388,7 +401,10 @@ fn a_collector_that_never_answers_does_not_hold_up_requests_or_shutdown() {
     let mut node = spawn(
         dir.path(),
         &url,
-        &[("OTEL_BSP_MAX_QUEUE_SIZE", "8"), ("OTEL_EXPORTER_OTLP_TIMEOUT", "3000")],
+        &[
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "8"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "3000"),
+        ],
     );
     requests_stay_fast(&node, 1, Duration::from_secs(20));
     // More spans than the queue holds while the exporter is stuck: dropped, not waited for.
@@ -410,12 +426,21 @@ fn spans_still_queued_at_shutdown_are_sent_before_the_node_exits() {
     );
     let trace = "0af7651916cd43dd8448eb211c80319c";
     let http = reqwest::blocking::Client::new();
-    let r = chat(&http, &node.base, Some(&format!("00-{trace}-b7ad6b7169203331-01")));
+    let r = chat(
+        &http,
+        &node.base,
+        Some(&format!("00-{trace}-b7ad6b7169203331-01")),
+    );
     assert_eq!(r.status().as_u16(), 200);
     let _ = r.text();
     std::thread::sleep(Duration::from_millis(300));
     assert!(
-        !collector.spans.lock().unwrap().iter().any(|r| r.span.trace_id == hex(trace)),
+        !collector
+            .spans
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|r| r.span.trace_id == hex(trace)),
         "nothing is sent before the delay or the shutdown"
     );
     let took = node.stop();

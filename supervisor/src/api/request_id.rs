@@ -135,12 +135,23 @@ fn ids(
 /// `traceparent`.
 fn request_span(req: &ServiceRequest) -> (tracing::Span, (String, String, String), String) {
     use tracing::field::Empty;
-    let span = tracing::info_span!("request", id = Empty, trace_id = Empty, method = Empty,
-        path = Empty, otel.name = Empty, otel.kind = Empty);
+    let span = tracing::info_span!(
+        "request",
+        id = Empty,
+        trace_id = Empty,
+        method = Empty,
+        path = Empty,
+        otel.name = Empty,
+        otel.kind = Empty
+    );
     let parent = traceparent(req);
     let route = req.match_pattern();
     if crate::otel::enabled() {
-        let name = format!("{} {}", req.method(), route.as_deref().unwrap_or(req.path()));
+        let name = format!(
+            "{} {}",
+            req.method(),
+            route.as_deref().unwrap_or(req.path())
+        );
         span.record("otel.name", name).record("otel.kind", "server");
     }
     let joined = crate::otel::join(
@@ -167,7 +178,11 @@ fn request_span(req: &ServiceRequest) -> (tracing::Span, (String, String, String
             request_id: &id,
         },
     );
-    (span, (id, trace_id, flags), span_id.unwrap_or_else(self::span_id))
+    (
+        span,
+        (id, trace_id, flags),
+        span_id.unwrap_or_else(self::span_id),
+    )
 }
 
 /// The client's address.
@@ -337,6 +352,39 @@ mod tests {
         for (value, valid) in table {
             assert_eq!(parse_traceparent(value).is_some(), valid, "{value}");
         }
+    }
+
+    #[test]
+    fn the_trace_id_is_the_callers_then_the_exported_spans_then_the_id() {
+        let parent = parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00");
+        let caller = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let exported = "0af7651916cd43dd8448eb211c80319c";
+        let given = || Some("req-1".to_string());
+        let some = |s: &str| Some(s.to_string());
+        let table = [
+            (
+                given(),
+                parent.clone(),
+                some(exported),
+                ("req-1", caller, "00"),
+            ),
+            (None, parent.clone(), some(exported), (caller, caller, "00")),
+            (given(), None, some(exported), ("req-1", exported, "01")),
+            (None, None, some(exported), (exported, exported, "01")),
+        ];
+        for (given, parent, exported, (id, trace, flags)) in table {
+            let got = ids(given, parent, exported);
+            assert_eq!(
+                (got.0.as_str(), got.1.as_str(), got.2.as_str()),
+                (id, trace, flags)
+            );
+        }
+        // Nothing exported: a fresh id is the trace id; a given one is not.
+        let (id, trace, _) = ids(None, None, None);
+        assert_eq!((id.len(), &id), (32, &trace));
+        let (id, trace, _) = ids(given(), None, None);
+        assert_ne!(id, trace);
+        assert!(is_hex(&trace, 32));
     }
 
     #[test]
