@@ -403,6 +403,19 @@ fn main() {
         vocab_size: 1000,
         model_size_bytes: 1 << 20,
         n_params: 1 << 20,
+        // A CPU-only worker, as the real one reports on a machine without a GPU.
+        offload: llm_node_protocol::Offload {
+            backends: vec!["CPU".into()],
+            devices: Vec::new(),
+            backend: "CPU".into(),
+            layers_offloaded: 0,
+            layers_total: 31,
+            device_bytes: 0,
+            allocated: llm_node_protocol::Allocated {
+                weights: 1 << 20,
+                ..Default::default()
+            },
+        },
     }));
     trip(Stage::Ready);
 
