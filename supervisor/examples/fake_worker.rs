@@ -253,6 +253,11 @@ struct Running {
 
 fn main() {
     let server = std::env::args().nth(1).expect("server name");
+    if server == "--version" {
+        // Same shape as the real worker's: a CPU-only build.
+        println!("llm-node-fake-worker (protocol {PROTOCOL_VERSION}; backends: CPU; GPUs: none)");
+        return;
+    }
     let armed = parse(&[&armed_file()]);
     armed.trip(Stage::Connect, None, None, || {}, || {});
     // A message that is not a `Bootstrap` on the one-shot server.
