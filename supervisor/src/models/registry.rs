@@ -613,10 +613,14 @@ impl Models {
     }
 
     /// The memory estimate of `entry` with the node's worker settings (`None`
-    /// when its GGUF header cannot be read), for `/admin/models`.
+    /// when its GGUF header cannot be read), for `/admin/models`. Without a
+    /// GPU nothing is offloaded, whatever `n_gpu_layers` says.
     pub fn estimate(&self, entry: &ModelEntry) -> Option<memory::Estimate> {
-        let worker = self.inner.factory.as_ref().map(|f| &f.settings.worker)?;
-        estimate(&entry.spec.path, worker)
+        let mut worker = self.inner.factory.as_ref().map(|f| f.settings.worker.clone())?;
+        if self.inner.gpus.devices().is_empty() {
+            worker.n_gpu_layers = 0;
+        }
+        estimate(&entry.spec.path, &worker)
     }
 
     /// Unloads idle models whose TTL has passed (preloaded ones are kept).
