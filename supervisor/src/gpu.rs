@@ -378,10 +378,20 @@ mod tests {
         let nvidia = [gpu(Vendor::Nvidia)];
         let warning = cpu_only_worker(&nvidia, Some(&cpu)).expect("warned");
         assert!(warning.contains("1 GPU(s) detected (H100)"), "{warning}");
-        assert!(warning.contains("[CPU]") && warning.contains("build-cuda.sh"), "{warning}");
+        assert!(
+            warning.contains("[CPU]") && warning.contains("build-cuda.sh"),
+            "{warning}"
+        );
         assert_eq!(cpu_only_worker(&nvidia, Some(&cuda)), None);
-        assert_eq!(cpu_only_worker(&nvidia, Some(&list(&["CPU", "Vulkan"]))), None);
-        assert_eq!(cpu_only_worker(&[], Some(&cpu)), None, "no GPU, nothing to say");
+        assert_eq!(
+            cpu_only_worker(&nvidia, Some(&list(&["CPU", "Vulkan"]))),
+            None
+        );
+        assert_eq!(
+            cpu_only_worker(&[], Some(&cpu)),
+            None,
+            "no GPU, nothing to say"
+        );
         assert_eq!(cpu_only_worker(&nvidia, None), None, "unknown backends");
         let amd = [gpu(Vendor::Amd)];
         assert!(cpu_only_worker(&amd, Some(&cuda)).unwrap().contains("rocm"));

@@ -38,7 +38,10 @@ fn assert_estimate_matches_allocation(m: &Value, label: &str) {
             estimated as f64 / 1048576.0,
             allocated as f64 / 1048576.0
         );
-        assert!(allocated > 0, "{label}: llama.cpp reported no {what} buffer: {m}");
+        assert!(
+            allocated > 0,
+            "{label}: llama.cpp reported no {what} buffer: {m}"
+        );
         assert!(
             within(estimated, allocated, 10.0),
             "{label}: {what} estimated {estimated} vs allocated {allocated}: {m}"
@@ -52,7 +55,10 @@ fn cpu_worker_reports_cpu_backend_and_no_offloaded_layer_on_the_real_model() {
     let m = node.admin_model(MODEL);
     let o = &m["offload"];
     assert_eq!(o["backend"], "CPU", "{m}");
-    assert!(o["backends"].as_array().unwrap().iter().any(|b| b == "CPU"), "{m}");
+    assert!(
+        o["backends"].as_array().unwrap().iter().any(|b| b == "CPU"),
+        "{m}"
+    );
     assert_eq!(o["devices"], serde_json::json!([]), "{m}");
     assert_eq!(o["layers_offloaded"], 0, "{m}");
     // SmolLM2-135M: 30 repeating layers plus the output layer.
@@ -60,15 +66,26 @@ fn cpu_worker_reports_cpu_backend_and_no_offloaded_layer_on_the_real_model() {
     assert_eq!(o["device_bytes"], 0, "{m}");
     assert_estimate_matches_allocation(&m, "ctx 1024 x 2");
 
-    let r = node.http.get(node.url("/metrics")).send().unwrap().text().unwrap();
+    let r = node
+        .http
+        .get(node.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
     assert!(
         r.contains(&format!(
             "llm_node_model_offloaded_layers{{backend=\"CPU\",model=\"{MODEL}\"}} 0"
         )),
         "{r}"
     );
-    assert!(r.contains(&format!("llm_node_model_layers{{model=\"{MODEL}\"}} 31")), "{r}");
-    assert!(r.contains(&format!("llm_node_model_device_memory_bytes{{model=\"{MODEL}\"}} 0")));
+    assert!(
+        r.contains(&format!("llm_node_model_layers{{model=\"{MODEL}\"}} 31")),
+        "{r}"
+    );
+    assert!(r.contains(&format!(
+        "llm_node_model_device_memory_bytes{{model=\"{MODEL}\"}} 0"
+    )));
 }
 
 #[test]
@@ -84,8 +101,14 @@ fn a_gpu_node_with_a_cpu_only_worker_says_so_in_admin_gpus() {
     let node = Node::start_with(1, &["--simulated-gpus", "H100:80"]);
     let (status, gpus) = node.get("/admin/gpus");
     assert_eq!(status, 200);
-    assert_eq!(gpus["worker_backends"], serde_json::json!(["CPU"]), "{gpus}");
-    let warning = gpus["warning"].as_str().unwrap_or_else(|| panic!("no warning: {gpus}"));
+    assert_eq!(
+        gpus["worker_backends"],
+        serde_json::json!(["CPU"]),
+        "{gpus}"
+    );
+    let warning = gpus["warning"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no warning: {gpus}"));
     assert!(warning.contains("1 GPU(s) detected (H100)"), "{warning}");
     assert!(warning.contains("models run on the CPU"), "{warning}");
     // And the model really ran on the CPU, whatever placement chose.

@@ -309,7 +309,10 @@ mod tests {
             lines[1].starts_with("a ") && lines[1].contains("ready") && lines[1].contains("0,1")
         );
         assert!(lines[1].contains("100M") && lines[1].contains("SIGKILL"));
-        assert!(lines[0].contains("OFFLOAD") && lines[1].contains("CUDA 31/31"), "{t}");
+        assert!(
+            lines[0].contains("OFFLOAD") && lines[1].contains("CUDA 31/31"),
+            "{t}"
+        );
         assert!(lines[2].contains("stopped") && lines[2].contains(" - "));
     }
 }

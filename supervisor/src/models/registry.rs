@@ -33,9 +33,9 @@ use crate::metrics::Metrics;
 use crate::policy::admission::{self, Admission};
 use crate::policy::eviction::{self, Candidate};
 use crate::policy::memory;
-use llm_node_protocol::WorkerConfig;
 use crate::policy::placement::{self, GpuState, ModelSize, Placement};
 use crate::worker::SpawnOptions;
+use llm_node_protocol::WorkerConfig;
 
 /// KV-cache bytes per token assumed by placement when the GGUF header cannot
 /// be read: 128 KiB, what a 7–8B model
@@ -616,7 +616,11 @@ impl Models {
     /// when its GGUF header cannot be read), for `/admin/models`. Without a
     /// GPU nothing is offloaded, whatever `n_gpu_layers` says.
     pub fn estimate(&self, entry: &ModelEntry) -> Option<memory::Estimate> {
-        let mut worker = self.inner.factory.as_ref().map(|f| f.settings.worker.clone())?;
+        let mut worker = self
+            .inner
+            .factory
+            .as_ref()
+            .map(|f| f.settings.worker.clone())?;
         if self.inner.gpus.devices().is_empty() {
             worker.n_gpu_layers = 0;
         }

@@ -180,7 +180,13 @@ mod tests {
         let padded = estimate(&smol(), &settings(2000, 2, 0));
         assert_eq!(padded.kv_host, 90 * MIB);
         // A q8_0-ish cache halves it.
-        let q8 = estimate(&smol(), &Settings { cache_type_bytes: 1.0, ..settings(2048, 2, 0) });
+        let q8 = estimate(
+            &smol(),
+            &Settings {
+                cache_type_bytes: 1.0,
+                ..settings(2048, 2, 0)
+            },
+        );
         assert_eq!(q8.kv_host, 45 * MIB);
     }
 
@@ -198,9 +204,17 @@ mod tests {
             let e = estimate(&smol(), &settings(2048, 2, gpu));
             let per_layer_kv = 3 * MIB;
             assert_eq!(e.kv_device, layers * per_layer_kv, "n_gpu_layers {gpu}");
-            assert_eq!(e.kv_host, (30 - layers) * per_layer_kv, "n_gpu_layers {gpu}");
+            assert_eq!(
+                e.kv_host,
+                (30 - layers) * per_layer_kv,
+                "n_gpu_layers {gpu}"
+            );
             let out = if output { 1000 + 30 * MIB } else { 0 };
-            assert_eq!(e.weights_device, layers * 2 * MIB + out, "n_gpu_layers {gpu}");
+            assert_eq!(
+                e.weights_device,
+                layers * 2 * MIB + out,
+                "n_gpu_layers {gpu}"
+            );
             assert_eq!(e.compute_device > 0, output, "n_gpu_layers {gpu}");
             assert_eq!(e.compute_host > 0, !output, "n_gpu_layers {gpu}");
             // The input embedding never leaves the host.

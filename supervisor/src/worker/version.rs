@@ -64,12 +64,18 @@ mod tests {
     #[test]
     fn reads_the_backends_of_a_version_line() {
         let table: &[(&str, Option<&[&str]>)] = &[
-            ("llm-node-worker 0.1.0 (protocol 9; backends: CPU; GPUs: none)\n", Some(&["CPU"])),
+            (
+                "llm-node-worker 0.1.0 (protocol 9; backends: CPU; GPUs: none)\n",
+                Some(&["CPU"]),
+            ),
             (
                 "llm-node-worker 0.1.0 (protocol 9; backends: CPU, CUDA; GPUs: CUDA0)",
                 Some(&["CPU", "CUDA"]),
             ),
-            ("x (backends: Metal, BLAS, CPU)", Some(&["Metal", "BLAS", "CPU"])),
+            (
+                "x (backends: Metal, BLAS, CPU)",
+                Some(&["Metal", "BLAS", "CPU"]),
+            ),
             ("llm-node-worker 0.1.0", None),
             ("backends: ;", None),
             ("", None),
