@@ -13,6 +13,11 @@
 # OpenMP, and with GGML_NATIVE=ON because .cargo/config.toml sets
 # `-C target-cpu=native`.
 #
+# CUDA=1 builds the CUDA variant instead, for scripts/gpu-check.sh: with the
+# CUDA 13 wheels (scripts/cuda-env.sh, CUDA_ARCHS as there), the same ggml CUDA
+# options as the CUDA worker (no VMM, so no driver library at link time) and a
+# portable CPU baseline, into build-cuda-<version>.
+#
 # Everything lives outside git in $LLM_NODE_CACHE/llama-server (default
 # ~/.cache/llm-node). Idempotent: a finished build is reused (FORCE=1 rebuilds).
 # Prints the llama-server path on stdout; logs go to stderr. Next to the binary,
@@ -25,6 +30,16 @@ CACHE="${LLM_NODE_CACHE:-$HOME/.cache/llm-node}"
 ROOT="$CACHE/llama-server"
 SRC="$ROOT/llama_cpp_python-$VERSION"
 BUILD="$ROOT/build-$VERSION"
+extra_flags=(-DGGML_NATIVE=ON)
+if [ "${CUDA:-0}" = 1 ]; then
+  # shellcheck source=../scripts/cuda-env.sh
+  source "$(dirname "$0")/../scripts/cuda-env.sh"
+  BUILD="$ROOT/build-cuda-$VERSION"
+  extra_flags=(-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+    -DGGML_CUDA=ON -DGGML_CUDA_NO_VMM=ON -DGGML_CUDA_NCCL=OFF
+    -DCMAKE_CUDA_ARCHITECTURES="$CMAKE_CUDA_ARCHITECTURES"
+    -DCMAKE_BUILD_RPATH='$ORIGIN' -DCMAKE_INSTALL_RPATH='$ORIGIN')
+fi
 BIN="$BUILD/bin/llama-server"
 INFO="$BUILD/bin/bench-info.json"
 
@@ -80,7 +95,7 @@ log "configuring llama.cpp $commit (ggml $ggml_version) in $BUILD"
 # Hugging Face or built with npm; the benchmark needs neither.
 cmake -S "$LLAMA_DIR" -B "$BUILD" \
   -DCMAKE_BUILD_TYPE=Release \
-  -DGGML_NATIVE=ON \
+  "${extra_flags[@]}" \
   -DGGML_OPENMP=ON \
   -DBUILD_SHARED_LIBS=OFF \
   -DLLAMA_CURL=OFF \
@@ -111,7 +126,7 @@ cat >"$INFO" <<EOF
   "ggml_version": "$ggml_version",
   "llama_server": "$BIN",
   "llama_bench": "$bench_bin",
-  "cmake_flags": "-DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DGGML_OPENMP=ON -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF"
+  "cmake_flags": "-DCMAKE_BUILD_TYPE=Release ${extra_flags[*]} -DGGML_OPENMP=ON -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF"
 }
 EOF
 log "done"

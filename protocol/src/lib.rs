@@ -44,7 +44,7 @@ use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender};
 use serde::{Deserialize, Serialize};
 
 /// Version of this contract. A worker and supervisor with different versions refuse to talk.
-pub const PROTOCOL_VERSION: u32 = 8;
+pub const PROTOCOL_VERSION: u32 = 9;
 
 /// Identifies one request for its whole life in a worker. Unique per worker
 /// process. The top 16 bits are the event lane ([`lane_of`]).
@@ -126,6 +126,44 @@ pub struct ModelInfo {
     /// Size of the weights in bytes.
     pub model_size_bytes: u64,
     pub n_params: u64,
+    /// Where the model really runs, as llama.cpp placed it.
+    pub offload: Offload,
+}
+
+/// Where a loaded model runs: the worker's backends, the layers llama.cpp put
+/// on a GPU, and the memory it allocated (from llama.cpp's own buffer reports).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offload {
+    /// Backends compiled into the worker (`"CPU"`, `"CUDA"`, …), whether or not
+    /// they found a device.
+    pub backends: Vec<String>,
+    /// GPU devices the worker's backends found (`"CUDA0"`, …); empty on a
+    /// CPU-only worker or a machine without a usable GPU.
+    pub devices: Vec<String>,
+    /// The backend the offloaded layers run on (`"CUDA"`, …), or `"CPU"` when
+    /// no layer is offloaded.
+    pub backend: String,
+    /// Layers llama.cpp offloaded (repeating layers plus the output layer).
+    pub layers_offloaded: u32,
+    /// Layers that could be offloaded (`n_layer + 1`).
+    pub layers_total: u32,
+    /// Bytes llama.cpp allocated on GPU devices (weights, KV cache, compute).
+    pub device_bytes: u64,
+    /// llama.cpp's allocations by kind, over all devices and the host.
+    pub allocated: Allocated,
+}
+
+/// Bytes of llama.cpp's buffers, by kind, summed over devices.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allocated {
+    /// Model weights (mapped or loaded, plus repacked copies).
+    pub weights: u64,
+    /// KV cache (and recurrent state).
+    pub kv: u64,
+    /// Compute (graph) buffers.
+    pub compute: u64,
+    /// Logits/embeddings output buffer.
+    pub output: u64,
 }
 
 /// One chat message, content already flattened to text by the supervisor.
@@ -639,6 +677,20 @@ mod tests {
             vocab_size: 5,
             model_size_bytes: 6,
             n_params: 7,
+            offload: Offload {
+                backends: vec!["CPU".into(), "CUDA".into()],
+                devices: vec!["CUDA0".into()],
+                backend: "CUDA".into(),
+                layers_offloaded: 31,
+                layers_total: 31,
+                device_bytes: 8,
+                allocated: Allocated {
+                    weights: 9,
+                    kv: 10,
+                    compute: 11,
+                    output: 12,
+                },
+            },
         };
         for ev in [
             Event::Ready(info),

@@ -253,6 +253,11 @@ struct Running {
 
 fn main() {
     let server = std::env::args().nth(1).expect("server name");
+    if server == "--version" {
+        // Same shape as the real worker's: a CPU-only build.
+        println!("llm-node-fake-worker (protocol {PROTOCOL_VERSION}; backends: CPU; GPUs: none)");
+        return;
+    }
     let armed = parse(&[&armed_file()]);
     armed.trip(Stage::Connect, None, None, || {}, || {});
     // A message that is not a `Bootstrap` on the one-shot server.
@@ -403,6 +408,19 @@ fn main() {
         vocab_size: 1000,
         model_size_bytes: 1 << 20,
         n_params: 1 << 20,
+        // A CPU-only worker, as the real one reports on a machine without a GPU.
+        offload: llm_node_protocol::Offload {
+            backends: vec!["CPU".into()],
+            devices: Vec::new(),
+            backend: "CPU".into(),
+            layers_offloaded: 0,
+            layers_total: 31,
+            device_bytes: 0,
+            allocated: llm_node_protocol::Allocated {
+                weights: 1 << 20,
+                ..Default::default()
+            },
+        },
     }));
     trip(Stage::Ready);
 

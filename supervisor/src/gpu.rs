@@ -62,6 +62,44 @@ pub fn visibility_env(vendor: Option<Vendor>, indices: &[u32]) -> Vec<(&'static 
     }
 }
 
+/// The ggml backends that compute on `vendor`'s GPUs.
+fn gpu_backends(vendor: Vendor) -> &'static [&'static str] {
+    match vendor {
+        Vendor::Nvidia => &["CUDA", "Vulkan"],
+        Vendor::Amd => &["ROCm", "HIP", "Vulkan"],
+        Vendor::Apple => &["Metal", "MTL"],
+    }
+}
+
+/// The warning for a node that sees GPUs but whose worker cannot use them
+/// (`backends`: what `llm-node-worker --version` lists); `None` when the
+/// worker has a backend for every vendor present, when there is no GPU, or
+/// when the backends are unknown.
+pub fn cpu_only_worker(devices: &[GpuDevice], backends: Option<&[String]>) -> Option<String> {
+    let backends = backends?;
+    let unusable: Vec<&GpuDevice> = devices
+        .iter()
+        .filter(|d| {
+            !gpu_backends(d.vendor)
+                .iter()
+                .any(|b| backends.iter().any(|have| have.eq_ignore_ascii_case(b)))
+        })
+        .collect();
+    let first = unusable.first()?;
+    let hint = match first.vendor {
+        Vendor::Nvidia => "build it with scripts/build-cuda.sh (--features cuda)",
+        Vendor::Amd => "build it with --features rocm",
+        Vendor::Apple => "build it with --features metal",
+    };
+    Some(format!(
+        "{} GPU(s) detected ({}) but the worker is built with backends [{}] only: \
+         models run on the CPU; {hint}",
+        unusable.len(),
+        first.name,
+        backends.join(", ")
+    ))
+}
+
 /// Picks the first probe that finds devices; `simulated` wins when given.
 ///
 /// # Errors
@@ -319,6 +357,44 @@ mod tests {
         for bad in ["H100", "H100:x", ":8", "A:8:9", "A:1:2:3", "A:-1"] {
             assert!(SimulatedProbe::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_cpu_only_worker_on_a_gpu_node_is_warned_about() {
+        let gpu = |vendor| GpuDevice {
+            index: 0,
+            name: "H100".into(),
+            vendor,
+            total_bytes: 80 << 30,
+            free_bytes: 80 << 30,
+            utilization_pct: None,
+            temperature_c: None,
+            compute_capability: None,
+            simulated: false,
+        };
+        let list = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let cpu = list(&["CPU"]);
+        let cuda = list(&["CPU", "CUDA"]);
+        let nvidia = [gpu(Vendor::Nvidia)];
+        let warning = cpu_only_worker(&nvidia, Some(&cpu)).expect("warned");
+        assert!(warning.contains("1 GPU(s) detected (H100)"), "{warning}");
+        assert!(
+            warning.contains("[CPU]") && warning.contains("build-cuda.sh"),
+            "{warning}"
+        );
+        assert_eq!(cpu_only_worker(&nvidia, Some(&cuda)), None);
+        assert_eq!(
+            cpu_only_worker(&nvidia, Some(&list(&["CPU", "Vulkan"]))),
+            None
+        );
+        assert_eq!(
+            cpu_only_worker(&[], Some(&cpu)),
+            None,
+            "no GPU, nothing to say"
+        );
+        assert_eq!(cpu_only_worker(&nvidia, None), None, "unknown backends");
+        let amd = [gpu(Vendor::Amd)];
+        assert!(cpu_only_worker(&amd, Some(&cuda)).unwrap().contains("rocm"));
     }
 
     #[test]

@@ -132,6 +132,7 @@ impl Node {
         let supervision =
             std::sync::Arc::new(args.supervision.resolve().map_err(ConfigError::from)?);
         let gpus = detect_gpus(&args)?;
+        let worker_backends = worker_backends(&bin, gpus.as_ref());
         let metrics = metrics::Metrics::new();
         let member_settings = args.member_settings(store.clone());
         let member = router::Member::new(member_settings, gpus.clone(), metrics.clone())?;
@@ -220,6 +221,7 @@ impl Node {
             .map_err(|e| ConfigError::Cloud(e.to_string()))?;
         let state = AppState::with_limits(models.clone(), limits)
             .with_cloud(cloud)
+            .with_worker_backends(worker_backends)
             .into_data();
         let _ = state_slot.set(state.clone());
         let handle = spawn_server(server.run());
@@ -353,6 +355,19 @@ fn detect_gpus(args: &Args) -> Result<std::sync::Arc<dyn gpu::GpuProbe>, NodeErr
         "GPU detection"
     );
     Ok(gpus)
+}
+
+/// The worker binary's backends (`--version`); warns loudly when the node
+/// sees GPUs the worker cannot use (a CPU-only build on a GPU machine).
+fn worker_backends(bin: &std::path::Path, gpus: &dyn gpu::GpuProbe) -> Option<Vec<String>> {
+    let backends = worker::version::backends(bin)
+        .map_err(|e| tracing::warn!("cannot tell the worker's backends: {e}"))
+        .ok()?;
+    tracing::info!(backends = ?backends, "worker backends");
+    if let Some(warning) = gpu::cpu_only_worker(&gpus.devices(), Some(&backends)) {
+        tracing::warn!("CPU-ONLY WORKER ON A GPU NODE: {warning}");
+    }
+    Some(backends)
 }
 
 /// Runs a node until SIGTERM or SIGINT, then shuts it down gracefully. Prints

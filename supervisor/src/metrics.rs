@@ -59,6 +59,12 @@ pub struct Metrics {
     pub model_load_duration: HistogramVec,
     pub gpu_memory_used: IntGaugeVec,
     pub gpu_memory_total: IntGaugeVec,
+    /// Layers the model's worker offloaded, labelled with the backend they run
+    /// on (`CPU` when none), out of `model_layers`; from the worker's `Ready`.
+    pub offloaded_layers: IntGaugeVec,
+    pub model_layers: IntGaugeVec,
+    /// Bytes llama.cpp allocated on GPU devices for the model.
+    pub model_device_memory: IntGaugeVec,
     pub pulls_started: IntCounter,
     pub pulls_finished: IntCounterVec,
     pub pull_bytes: IntCounter,
@@ -263,6 +269,21 @@ impl Metrics {
                 &["model"],
                 buckets::LOAD.to_vec(),
             ),
+            offloaded_layers: gauge(
+                "llm_node_model_offloaded_layers",
+                "Layers the model's worker offloaded to a GPU, by the backend they run on (CPU: none)",
+                &["model", "backend"],
+            ),
+            model_layers: gauge(
+                "llm_node_model_layers",
+                "Layers the model could offload (repeating layers plus output)",
+                &["model"],
+            ),
+            model_device_memory: gauge(
+                "llm_node_model_device_memory_bytes",
+                "Bytes llama.cpp allocated on GPU devices for the model (weights, KV, compute)",
+                &["model"],
+            ),
             gpu_memory_used: gauge(
                 "llm_node_gpu_memory_used_bytes",
                 "GPU memory in use, per detected GPU (no series without a GPU)",
@@ -339,6 +360,23 @@ impl Metrics {
         ] {
             g.with_label_values(&[model]).set(0);
         }
+    }
+
+    /// Where `model` runs, as its worker reported at `Ready`.
+    pub fn set_offload(&self, model: &str, offload: &llm_node_protocol::Offload) {
+        // One backend series per model: drop a previous worker's.
+        for backend in ["CPU", "CUDA", "ROCm", "HIP", "Vulkan", "Metal", "MTL"] {
+            let _ = self.offloaded_layers.remove_label_values(&[model, backend]);
+        }
+        self.offloaded_layers
+            .with_label_values(&[model, offload.backend.as_str()])
+            .set(i64::from(offload.layers_offloaded));
+        self.model_layers
+            .with_label_values(&[model])
+            .set(i64::from(offload.layers_total));
+        self.model_device_memory
+            .with_label_values(&[model])
+            .set(i64::try_from(offload.device_bytes).unwrap_or(i64::MAX));
     }
 
     /// GPU memory of `devices` (used = total - free), one series per GPU.

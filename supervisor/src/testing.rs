@@ -19,6 +19,12 @@ pub fn model_info(name: &str) -> ModelInfo {
         vocab_size: 49152,
         model_size_bytes: 1000,
         n_params: 135_000_000,
+        offload: llm_node_protocol::Offload {
+            backends: vec!["CPU".into()],
+            backend: "CPU".into(),
+            layers_total: 31,
+            ..Default::default()
+        },
     }
 }
 

@@ -207,6 +207,14 @@ impl<'m> Engine<'m> {
             vocab_size: self.model.n_vocab() as u32,
             model_size_bytes: self.model.size(),
             n_params: self.model.n_params(),
+            // Everything llama.cpp logged while loading the model and creating
+            // the contexts (both done by now, in `Engine::new`).
+            offload: crate::offload::summarize(
+                &crate::offload::take(),
+                crate::offload::backends(),
+                &crate::offload::gpu_devices(),
+                self.model.n_layer(),
+            ),
         }
     }
 

@@ -24,12 +24,15 @@
 //! - `sampling`: the sampler chain and logprobs.
 //! - `schema`: JSON schema → GBNF (llama.cpp's converter plus bounded numbers).
 //! - `text`: UTF-8 reassembly and stop strings.
+//! - `offload`: the backends compiled in and where llama.cpp put the model
+//!   (layers offloaded, bytes per device), read from its load log.
 //! - chat templates are rendered by the `llm-node-chat` crate.
 
 mod embed;
 mod engine;
 mod ipc;
 mod load;
+mod offload;
 mod plan;
 mod prep;
 mod progress;
@@ -48,6 +51,10 @@ use crate::engine::Input;
 use crate::ipc::Inbound;
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("--version") {
+        println!("{}", version());
+        return ExitCode::SUCCESS;
+    }
     init_logging();
     let Some(server) = std::env::args().nth(1) else {
         eprintln!(
@@ -72,6 +79,25 @@ fn main() -> ExitCode {
     }
 }
 
+/// `llm-node-worker <version> (protocol <n>; backends: CPU, CUDA; GPUs: CUDA0)`:
+/// the backends compiled in (ggml's registry) and the GPU devices they see now.
+fn version() -> String {
+    let gpus = offload::gpu_devices();
+    let gpus = match gpus.is_empty() {
+        true => "none".to_owned(),
+        false => gpus
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    format!(
+        "llm-node-worker {} (protocol {PROTOCOL_VERSION}; backends: {}; GPUs: {gpus})",
+        env!("CARGO_PKG_VERSION"),
+        offload::backends().join(", ")
+    )
+}
+
 /// Plain lines on stderr (`LEVEL target: message`) that the supervisor re-emits
 /// with the model name and pid; llama.cpp's own logs are routed here too.
 /// The reload handle of the worker's log filter ([`set_log_filter`]).
@@ -82,18 +108,22 @@ static LOG_FILTER: std::sync::OnceLock<
 fn init_logging() {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,llama-cpp-2=warn"));
     // Behind a reload handle: the supervisor changes it at run time (`SetLogLevel`).
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    // Per-layer filters: stderr obeys the (reloadable) log filter, while the
+    // offload capture sees llama.cpp's load lines at any log level.
     tracing_subscriber::registry()
-        .with(filter)
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
                 .with_ansi(false)
-                .without_time(),
+                .without_time()
+                .with_filter(filter),
         )
+        .with(offload::CaptureLayer.with_filter(offload::capture_filter()))
         .init();
     let _ = LOG_FILTER.set(handle);
     llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
@@ -153,12 +183,19 @@ fn serve(server: &str, lanes: usize) -> anyhow::Result<()> {
             .name("prep".into())
             .spawn_scoped(scope, move || preparer.run(jobs, input_tx))?;
         let info = engine.info(&config);
+        let o = &info.offload;
         tracing::info!(
             model = %info.model_name,
             ctx_per_slot = info.ctx_per_slot,
             parallel = info.parallel,
+            backend = %o.backend,
+            layers = %format!("{}/{}", o.layers_offloaded, o.layers_total),
+            device_mib = o.device_bytes >> 20,
             "model loaded"
         );
+        if !o.devices.is_empty() && o.layers_offloaded == 0 {
+            tracing::warn!(devices = ?o.devices, "GPUs present but no layer offloaded (n_gpu_layers = 0)");
+        }
         engine.send_ready(info)?;
         engine.run(&inputs)?;
         tracing::info!("shutting down");

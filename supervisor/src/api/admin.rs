@@ -2,12 +2,12 @@
 //!
 //! | route | does |
 //! |---|---|
-//! | `GET /admin/models` | every model: state, pid, GPUs, uptime, restarts, last exit, in flight, queued, memory |
+//! | `GET /admin/models` | every model: state, pid, GPUs, uptime, restarts, last exit, in flight, queued, memory, offload (backend, layers, device bytes, llama.cpp's allocations) |
 //! | `POST /admin/models/{id}/load` | load (body `{"gpus":[0]}` optional), waits until ready |
 //! | `POST /admin/models/{id}/unload[?force=true]` | drain, then stop (force: kill now) |
 //! | `POST /admin/models/{id}/restart[?force=true]` | drain, stop, start; waits until ready |
 //! | `PUT /admin/models/{id}/gpus` | pin to `{"gpus":[..]}` from the next start on |
-//! | `GET /admin/gpus` | detected (or simulated) GPUs |
+//! | `GET /admin/gpus` | detected (or simulated) GPUs, the worker's backends, and a warning when GPUs are seen but the worker is CPU-only |
 //!
 //! With an admin key configured, every `/admin` call needs it as
 //! `Authorization: Bearer KEY` or `X-Admin-Key: KEY` (401 otherwise).
@@ -46,6 +46,38 @@ pub fn status_json(entry: &ModelEntry, s: &ModelStatus) -> Value {
         "rss_bytes": s.rss_bytes,
         "context": s.info.as_ref().map(|i| i.ctx_per_slot),
         "parallel": s.info.as_ref().map(|i| i.parallel),
+        "offload": s.info.as_ref().map(|i| offload_json(&i.offload)),
+    })
+}
+
+/// The memory estimate placement uses (from the GGUF header and the node's
+/// settings), by place and kind; `null` when the header cannot be read.
+fn estimate_json(e: Option<crate::policy::memory::Estimate>) -> Value {
+    let Some(e) = e else { return Value::Null };
+    json!({
+        "device_bytes": e.device(),
+        "host_bytes": e.host(),
+        "weights_bytes": e.weights_device + e.weights_host,
+        "kv_bytes": e.kv_device + e.kv_host,
+        "compute_bytes": e.compute_device + e.compute_host + e.output_host,
+    })
+}
+
+/// Where a loaded model runs, as its worker reported it.
+fn offload_json(o: &llm_node_protocol::Offload) -> Value {
+    json!({
+        "backend": o.backend,
+        "backends": o.backends,
+        "devices": o.devices,
+        "layers_offloaded": o.layers_offloaded,
+        "layers_total": o.layers_total,
+        "device_bytes": o.device_bytes,
+        "allocated": {
+            "weights": o.allocated.weights,
+            "kv": o.allocated.kv,
+            "compute": o.allocated.compute,
+            "output": o.allocated.output,
+        },
     })
 }
 
@@ -56,7 +88,11 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         .statuses()
         .await
         .iter()
-        .map(|(e, s)| status_json(e, s))
+        .map(|(e, s)| {
+            let mut m = status_json(e, s);
+            m["estimate"] = estimate_json(state.models.estimate(e));
+            m
+        })
         .collect();
     Ok(HttpResponse::Ok().json(json!({"models": models})))
 }
@@ -64,7 +100,14 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
 pub async fn gpus(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
     let probe = state.models.gpu_probe();
-    Ok(HttpResponse::Ok().json(json!({"probe": probe.kind(), "gpus": probe.devices()})))
+    let devices = probe.devices();
+    let backends = &state.worker_backends;
+    Ok(HttpResponse::Ok().json(json!({
+        "probe": probe.kind(),
+        "gpus": devices,
+        "worker_backends": backends,
+        "warning": crate::gpu::cpu_only_worker(&devices, backends.as_deref()),
+    })))
 }
 
 fn entry(state: &AppState, id: &str) -> Result<ModelEntry, ApiError> {

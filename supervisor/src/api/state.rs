@@ -36,6 +36,9 @@ pub struct AppState {
     pub created: u64,
     /// Cloud models by prefix; `None` serves local models only.
     pub cloud: Option<Cloud>,
+    /// The backends the worker binary was built with (`llm-node-worker
+    /// --version`), `None` when it could not be asked.
+    pub worker_backends: Option<Vec<String>>,
     /// Set at shutdown: readiness and new requests answer 503.
     draining: AtomicBool,
     /// Set once every preloaded model was ready: `/startup` answers 200 from then on.
@@ -53,9 +56,16 @@ impl AppState {
             limits,
             created: unix_now(),
             cloud: None,
+            worker_backends: None,
             draining: AtomicBool::new(false),
             started: AtomicBool::new(false),
         }
+    }
+
+    /// Records the worker binary's backends (for `/admin/gpus`).
+    pub fn with_worker_backends(mut self, backends: Option<Vec<String>>) -> Self {
+        self.worker_backends = backends;
+        self
     }
 
     /// Serves cloud models through `cloud`.

@@ -228,11 +228,12 @@ fn action(
 /// `ps` output: one line per model.
 pub fn ps_table(body: &Value) -> String {
     let mut out = format!(
-        "{:<28} {:<9} {:>8} {:<6} {:>9} {:>8} {:>9} {:>6} {:>9}  {}",
+        "{:<28} {:<9} {:>8} {:<6} {:<12} {:>9} {:>8} {:>9} {:>6} {:>9}  {}",
         "MODEL",
         "STATE",
         "PID",
         "GPUS",
+        "OFFLOAD",
         "UPTIME",
         "RESTARTS",
         "IN-FLIGHT",
@@ -262,12 +263,21 @@ pub fn ps_table(body: &Value) -> String {
         let mem = m["rss_bytes"]
             .as_u64()
             .map_or("-".into(), |b| format!("{}M", b >> 20));
+        // `CUDA 31/31`: the backend and the layers it holds, as the worker reported.
+        let o = &m["offload"];
+        let offload = match (o["backend"].as_str(), o["layers_offloaded"].as_u64()) {
+            (Some(backend), Some(n)) => {
+                format!("{backend} {n}/{}", o["layers_total"].as_u64().unwrap_or(0))
+            }
+            _ => "-".into(),
+        };
         out.push_str(&format!(
-            "\n{:<28} {:<9} {:>8} {:<6} {:>9} {:>8} {:>9} {:>6} {:>9}  {}",
+            "\n{:<28} {:<9} {:>8} {:<6} {:<12} {:>9} {:>8} {:>9} {:>6} {:>9}  {}",
             opt(&m["id"]),
             opt(&m["state"]),
             opt(&m["pid"]),
             gpus,
+            offload,
             uptime,
             opt(&m["restarts"]),
             opt(&m["in_flight"]),
@@ -287,7 +297,8 @@ mod tests {
     fn ps_table_shows_each_model() {
         let body = serde_json::json!({"models": [
             {"id": "a", "state": "ready", "pid": 42, "gpus": [0, 1], "uptime_secs": 5,
-             "restarts": 2, "in_flight": 1, "queued": 0, "rss_bytes": 104857600, "last_exit": "signal 9 (SIGKILL)"},
+             "restarts": 2, "in_flight": 1, "queued": 0, "rss_bytes": 104857600, "last_exit": "signal 9 (SIGKILL)",
+             "offload": {"backend": "CUDA", "layers_offloaded": 31, "layers_total": 31}},
             {"id": "b", "state": "stopped", "pid": null, "gpus": [], "uptime_secs": null,
              "restarts": 0, "in_flight": 0, "queued": 0, "rss_bytes": null, "last_exit": null}
         ]});
@@ -298,6 +309,10 @@ mod tests {
             lines[1].starts_with("a ") && lines[1].contains("ready") && lines[1].contains("0,1")
         );
         assert!(lines[1].contains("100M") && lines[1].contains("SIGKILL"));
+        assert!(
+            lines[0].contains("OFFLOAD") && lines[1].contains("CUDA 31/31"),
+            "{t}"
+        );
         assert!(lines[2].contains("stopped") && lines[2].contains(" - "));
     }
 }

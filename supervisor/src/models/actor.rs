@@ -306,6 +306,7 @@ impl ModelActor {
             .kv_cells_total
             .with_label_values(&[&self.name])
             .set(i64::from(info.parallel).saturating_mul(i64::from(info.ctx_per_slot)));
+        metrics.set_offload(&self.name, &info.offload);
         // A level set at run time reaches workers started after it too.
         if let Some(filter) = worker_log_filter() {
             let _ = client.set_log_level(&filter);

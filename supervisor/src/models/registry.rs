@@ -32,12 +32,44 @@ use crate::gpu::NoGpu;
 use crate::metrics::Metrics;
 use crate::policy::admission::{self, Admission};
 use crate::policy::eviction::{self, Candidate};
+use crate::policy::memory;
 use crate::policy::placement::{self, GpuState, ModelSize, Placement};
 use crate::worker::SpawnOptions;
+use llm_node_protocol::WorkerConfig;
 
-/// KV-cache bytes per token assumed by placement: 128 KiB, what a 7–8B model
+/// KV-cache bytes per token assumed by placement when the GGUF header cannot
+/// be read: 128 KiB, what a 7–8B model
 /// with grouped-query attention and an f16 cache needs (conservative for smaller ones).
 const KV_BYTES_PER_TOKEN_ESTIMATE: u64 = 128 << 10;
+
+/// The memory estimate of the GGUF at `path` run with `worker`'s settings
+/// (see [`memory`]); `None` when its header cannot be read.
+pub fn estimate(path: &std::path::Path, worker: &WorkerConfig) -> Option<memory::Estimate> {
+    let file_len = std::fs::metadata(path).ok()?.len();
+    let header = crate::store::gguf::read(path).ok()?;
+    let settings = memory::Settings {
+        ctx_per_slot: u64::from(worker.ctx_per_slot),
+        parallel: u64::from(worker.parallel),
+        n_ubatch: u64::from(worker.batch_size.clamp(16, 512)),
+        cache_type_bytes: 2.0, // llama.cpp's default f16 cache
+        n_gpu_layers: worker.n_gpu_layers,
+    };
+    Some(memory::estimate(&header.memory_shape(file_len), &settings))
+}
+
+/// GPU bytes placement must find for the model at `path`: the estimate's
+/// device part, or (header unreadable) the file size plus a KV guess.
+fn device_need(path: &std::path::Path, worker: Option<&WorkerConfig>) -> u64 {
+    if let Some(e) = worker.and_then(|w| estimate(path, w)) {
+        return e.device();
+    }
+    placement::estimate_need(ModelSize {
+        weights_bytes: std::fs::metadata(path).map_or(0, |m| m.len()),
+        ctx_per_slot: worker.map_or(4096, |w| u64::from(w.ctx_per_slot)),
+        parallel: worker.map_or(1, |w| u64::from(w.parallel)),
+        kv_bytes_per_token: KV_BYTES_PER_TOKEN_ESTIMATE,
+    })
+}
 
 /// One model: its spec and the actor that owns it (reached only through [`Models`]).
 #[derive(Clone)]
@@ -561,13 +593,7 @@ impl Models {
             return Ok(None);
         }
         let worker = self.inner.factory.as_ref().map(|f| &f.settings.worker);
-        let size = ModelSize {
-            weights_bytes: std::fs::metadata(&entry.spec.path).map_or(0, |m| m.len()),
-            ctx_per_slot: worker.map_or(4096, |w| u64::from(w.ctx_per_slot)),
-            parallel: worker.map_or(1, |w| u64::from(w.parallel)),
-            kv_bytes_per_token: KV_BYTES_PER_TOKEN_ESTIMATE,
-        };
-        let need = placement::estimate_need(size);
+        let need = device_need(&entry.spec.path, worker);
         let gpus: Vec<GpuState> = devices
             .iter()
             .map(|d| GpuState {
@@ -584,6 +610,21 @@ impl Models {
                 Ok(Some(list))
             }
         }
+    }
+
+    /// The memory estimate of `entry` with the node's worker settings (`None`
+    /// when its GGUF header cannot be read), for `/admin/models`. Without a
+    /// GPU nothing is offloaded, whatever `n_gpu_layers` says.
+    pub fn estimate(&self, entry: &ModelEntry) -> Option<memory::Estimate> {
+        let mut worker = self
+            .inner
+            .factory
+            .as_ref()
+            .map(|f| f.settings.worker.clone())?;
+        if self.inner.gpus.devices().is_empty() {
+            worker.n_gpu_layers = 0;
+        }
+        estimate(&entry.spec.path, &worker)
     }
 
     /// Unloads idle models whose TTL has passed (preloaded ones are kept).

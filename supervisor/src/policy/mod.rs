@@ -1,5 +1,5 @@
 //! Decisions as pure functions over plain data: restart backoff, crash-loop
-//! detection, liveness, GPU placement, eviction, admission and the sources a
+//! detection, liveness, memory estimate, GPU placement, eviction, admission and the sources a
 //! router `/pull` may use. Actors apply
 //! the results; nothing here logs, sleeps or touches a process (llama-swap's rule for
 //! `EvictionFor`), so every rule is table-tested.
@@ -8,5 +8,6 @@ pub mod admission;
 pub mod backoff;
 pub mod eviction;
 pub mod liveness;
+pub mod memory;
 pub mod placement;
 pub mod sources;

@@ -63,6 +63,21 @@ pub struct Header {
     /// Weights in all tensors (the product of each tensor's dimensions, summed).
     pub parameters: u64,
     pub tensors: u64,
+    /// Each tensor's name and data offset, in file order.
+    pub tensor_infos: Vec<TensorInfo>,
+    /// Where the tensor data starts: the header's end, aligned to
+    /// `general.alignment` (32 by default).
+    pub data_offset: u64,
+}
+
+/// One tensor as the header describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorInfo {
+    pub name: String,
+    /// ggml's type number.
+    pub ggml_type: u32,
+    /// Offset of its data from [`Header::data_offset`].
+    pub offset: u64,
 }
 
 impl Header {
@@ -83,6 +98,91 @@ impl Header {
     /// The chat template (`tokenizer.chat_template`).
     pub fn chat_template(&self) -> Option<&str> {
         self.get("tokenizer.chat_template").and_then(Value::as_str)
+    }
+
+    /// Each tensor's size in bytes, `(name, bytes)`, from the gaps between
+    /// data offsets (each includes its alignment padding, under 32 bytes);
+    /// the last one ends at `file_len`. Exact without a table of ggml's types.
+    pub fn tensor_bytes(&self, file_len: u64) -> Vec<(&str, u64)> {
+        let mut by_offset: Vec<&TensorInfo> = self.tensor_infos.iter().collect();
+        by_offset.sort_by_key(|t| t.offset);
+        let data_len = file_len.saturating_sub(self.data_offset);
+        by_offset
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let end = by_offset.get(i + 1).map_or(data_len, |next| next.offset);
+                (t.name.as_str(), end.saturating_sub(t.offset))
+            })
+            .collect()
+    }
+
+    /// What the memory estimate needs ([`crate::policy::memory`]): the
+    /// dimensions from the metadata and the tensors' bytes by layer.
+    /// `file_len` is the GGUF's size (the last tensor ends there).
+    pub fn memory_shape(&self, file_len: u64) -> crate::policy::memory::ModelShape {
+        use crate::policy::memory::{ModelShape, Swa};
+        let num = |suffix: &str| self.arch_value(suffix).and_then(Value::as_u64);
+        let n_layer = num("block_count").unwrap_or(0);
+        let n_embd = num("embedding_length").unwrap_or(0);
+        let n_head = num("attention.head_count").unwrap_or(1).max(1);
+        // Per-layer arrays (a few architectures) are skipped by the reader:
+        // fall back to one KV head per query head, the larger figure.
+        let n_head_kv = num("attention.head_count_kv").unwrap_or(n_head);
+        let head_k = num("attention.key_length").unwrap_or(n_embd / n_head);
+        let head_v = num("attention.value_length").unwrap_or(n_embd / n_head);
+        let n_vocab = num("vocab_size")
+            .or_else(|| match self.get("tokenizer.ggml.tokens") {
+                Some(Value::Array { len, .. }) => Some(*len),
+                _ => None,
+            })
+            .unwrap_or(0);
+        // llama.cpp sets the interleaving per architecture, not in the GGUF.
+        let swa = num("attention.sliding_window").and_then(|window| {
+            let pattern = match self.architecture()? {
+                "gemma2" | "gpt-oss" => 2,
+                "cohere2" => 4,
+                "gemma3" | "gemma3n" => 6,
+                _ => return None,
+            };
+            Some(Swa { window, pattern })
+        });
+        let mut shape = ModelShape {
+            n_layer: n_layer as u32,
+            n_embd,
+            n_ff: num("feed_forward_length").unwrap_or(4 * n_embd),
+            n_vocab,
+            n_embd_k: head_k * n_head_kv,
+            n_embd_v: head_v * n_head_kv,
+            swa,
+            layer_bytes: vec![0; n_layer as usize],
+            ..ModelShape::default()
+        };
+        let mut has_output = false;
+        let mut token_embd = 0;
+        for (name, bytes) in self.tensor_bytes(file_len) {
+            let layer = name
+                .strip_prefix("blk.")
+                .and_then(|rest| rest.split('.').next())
+                .and_then(|n| n.parse::<usize>().ok());
+            match layer {
+                Some(il) if il < shape.layer_bytes.len() => shape.layer_bytes[il] += bytes,
+                _ if name.starts_with("output") => {
+                    has_output |= name == "output.weight";
+                    shape.output_bytes += bytes;
+                }
+                _ => {
+                    if name == "token_embd.weight" {
+                        token_embd = bytes;
+                    }
+                    shape.other_bytes += bytes;
+                }
+            }
+        }
+        if !has_output {
+            shape.tied_output_bytes = token_embd;
+        }
+        shape
     }
 
     /// The quantization of the weights, from `general.file_type` (llama.cpp's
@@ -119,6 +219,42 @@ pub fn read(path: &Path) -> Result<Header, GgufError> {
 /// # Errors
 /// As [`read`].
 pub fn parse(r: &mut impl BufRead) -> Result<Header, GgufError> {
+    let mut counted = Counted { inner: r, read: 0 };
+    let mut header = parse_counted(&mut counted)?;
+    let align = header
+        .get("general.alignment")
+        .and_then(Value::as_u64)
+        .filter(|a| *a > 0)
+        .unwrap_or(32);
+    header.data_offset = counted.read.div_ceil(align) * align;
+    Ok(header)
+}
+
+/// A reader that counts the bytes taken from it (the header's length).
+struct Counted<'a, R> {
+    inner: &'a mut R,
+    read: u64,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for Counted<'_, R> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+    fn consume(&mut self, amt: usize) {
+        self.read += amt as u64;
+        self.inner.consume(amt);
+    }
+}
+
+fn parse_counted(r: &mut impl BufRead) -> Result<Header, GgufError> {
     let mut magic = [0u8; 4];
     r.read_exact(&mut magic)?;
     if &magic != b"GGUF" {
@@ -137,8 +273,9 @@ pub fn parse(r: &mut impl BufRead) -> Result<Header, GgufError> {
         metadata.insert(key, value(r, kind)?);
     }
     let mut parameters: u64 = 0;
+    let mut tensor_infos = Vec::with_capacity(tensors.min(1 << 16) as usize);
     for _ in 0..tensors {
-        skip_string(r)?;
+        let name = string(r)?;
         let dims = u32_le(r)?;
         if dims > MAX_DIMS {
             return Err(GgufError::Malformed(format!(
@@ -150,14 +287,21 @@ pub fn parse(r: &mut impl BufRead) -> Result<Header, GgufError> {
             count = count.saturating_mul(u64_le(r)?);
         }
         parameters = parameters.saturating_add(count);
-        u32_le(r)?; // type
-        u64_le(r)?; // offset
+        let ggml_type = u32_le(r)?;
+        let offset = u64_le(r)?;
+        tensor_infos.push(TensorInfo {
+            name,
+            ggml_type,
+            offset,
+        });
     }
     Ok(Header {
         version,
         metadata,
         parameters,
         tensors,
+        tensor_infos,
+        data_offset: 0,
     })
 }
 
