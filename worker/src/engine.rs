@@ -144,10 +144,10 @@ impl<'m> Engine<'m> {
         };
         let ctx_per_slot = config.ctx_per_slot.max(16);
         let n_batch = config.batch_size.max(16) as usize;
-        let embed_params = config
-            .embeddings
-            .then(|| embed::context_params(ctx_per_slot, threads(config)));
-        let bytes_per_token = prep::bytes_per_token(&model.vocab());
+        let embed_params = config.embeddings.then(|| {
+            embed::context_params(ctx_per_slot, threads(config), embed::model_pooling(model))
+        });
+        let bytes_per_token = prep::bytes_per_token(model);
         let preparer = Preparer::new(
             model,
             template.template,
