@@ -316,6 +316,31 @@ fn a_hugging_face_checkpoint_is_converted_served_and_embeds_like_sentence_transf
     let want = reference(&setup, "model");
     let worst = assert_close("converted (mean)", &got, &want, 0.99);
     eprintln!("converted MiniLM: worst cosine {worst:.5} against sentence-transformers");
+
+    // `dimensions` keeps the first components, normalised again; more than the model has is a 400.
+    let (status, body) = node.post(
+        "/v1/embeddings",
+        &json!({"model": SERVED, "input": SENTENCES[0], "dimensions": 128}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let short: Vec<f64> = body["data"][0]["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert_eq!(short.len(), 128);
+    assert!((cosine(&short, &got[0][..128]) - 1.0).abs() < 1e-5);
+    assert!((short.iter().map(|x| x * x).sum::<f64>().sqrt() - 1.0).abs() < 1e-4);
+    let (status, body) = node.post(
+        "/v1/embeddings",
+        &json!({"model": SERVED, "input": "x", "dimensions": 1000}),
+    );
+    assert_eq!(
+        (status, &body["error"]["param"]),
+        (400, &json!("dimensions")),
+        "{body}"
+    );
     node.terminate();
 
     // Variants of the same weights with another declared pooling.

@@ -303,6 +303,19 @@ impl<'m> Engine<'m> {
             Command::CountTokens { id, prompt } => {
                 self.send_to_prep(id, Job::Count { id, prompt })?
             }
+            Command::Tokenize {
+                id,
+                content,
+                add_special,
+            } => self.sink.send(crate::tokens::tokenize(
+                self.model,
+                id,
+                &content,
+                add_special,
+            ))?,
+            Command::Detokenize { id, tokens } => self
+                .sink
+                .send(crate::tokens::detokenize(self.model, id, &tokens))?,
             Command::Cancel { id } => self.cancel(id)?,
             // The reader thread answers pings (see `ipc`); one that got here
             // anyway is answered the same way, from the meter.

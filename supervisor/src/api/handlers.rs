@@ -387,6 +387,10 @@ pub async fn embeddings(
     m.prompt_tokens
         .with_label_values(&[&model])
         .inc_by(u64::from(prompt_tokens));
+    let vectors = vectors
+        .into_iter()
+        .map(|v| crate::api::ollama_embed::shorten(v, job.dimensions))
+        .collect::<Result<Vec<_>, _>>()?;
     let data = vectors
         .into_iter()
         .enumerate()

@@ -12,6 +12,7 @@
 //!   their bodies, [`ndjson`] writes their answers).
 //! - [`ollama_models`]: `/api/show`, `/api/ps`, `/api/copy`, `/api/version`, `GET /`.
 //! - [`ollama_embed`]: `/api/embed`, `/api/embeddings`.
+//! - [`tokens`]: `/tokenize`, `/detokenize` (llama-server's shapes).
 //! - [`ollama_info`]: `details`, `model_info`, capabilities, … from a GGUF header (pure).
 //! - [`router`]: llm-router's `/pull` and `/api/logs`.
 //! - [`access`]: who may call which route (API keys, admin key, loopback, router), one middleware.
@@ -60,6 +61,7 @@ pub mod sse;
 pub mod state;
 #[cfg(test)]
 pub mod test_app;
+pub mod tokens;
 pub mod types;
 
 pub use error::ApiError;

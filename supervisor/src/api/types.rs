@@ -166,6 +166,8 @@ pub struct EmbeddingJob {
     pub model: String,
     pub inputs: Vec<String>,
     pub format: EncodingFormat,
+    /// Keep the first N components, normalised again (Matryoshka models).
+    pub dimensions: Option<usize>,
 }
 
 /// Checks an optional number against a range and narrows it to `f32`.
@@ -614,11 +616,7 @@ impl TryFrom<EmbeddingRequest> for EmbeddingJob {
             "input",
             &format!("at most {MAX_EMBEDDING_INPUTS} inputs per request"),
         )?;
-        refuse_if(
-            r.dimensions.as_ref().is_some_and(|d| !d.is_null()),
-            "dimensions",
-            "dimensions is not supported",
-        )?;
+        let dimensions = crate::api::ollama_embed::dimensions(r.dimensions.as_ref())?;
         let format = match r.encoding_format.as_deref() {
             None | Some("float") => EncodingFormat::Float,
             Some("base64") => EncodingFormat::Base64,
@@ -633,6 +631,7 @@ impl TryFrom<EmbeddingRequest> for EmbeddingJob {
             model: r.model,
             inputs,
             format,
+            dimensions,
         })
     }
 }
@@ -883,11 +882,17 @@ mod tests {
                 "encoding_format",
             ),
             (
-                json!({"model": "m", "input": "a", "dimensions": 8}),
+                json!({"model": "m", "input": "a", "dimensions": 0}),
+                "dimensions",
+            ),
+            (
+                json!({"model": "m", "input": "a", "dimensions": "8"}),
                 "dimensions",
             ),
         ] {
             assert_eq!(param_of(embedding(body.clone())), param, "{body}");
         }
+        let job = embedding(json!({"model": "m", "input": "a", "dimensions": 8})).unwrap();
+        assert_eq!(job.dimensions, Some(8));
     }
 }
