@@ -113,7 +113,7 @@ pub(super) async fn until_client_leaves(
 /// fit (or a grammar the model refuses) is a plain 400 even for streaming
 /// requests. `n` choices are `n` generations of the same prompt on the
 /// model's slots (seeds `seed`, `seed + 1`, … when a seed is given).
-async fn generate(
+pub(super) async fn generate(
     state: &AppState,
     mut job: GenerationJob,
     kind: ChunkKind,

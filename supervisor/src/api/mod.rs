@@ -12,7 +12,7 @@
 //!   their bodies, [`ndjson`] writes their answers).
 //! - [`ollama_models`]: `/api/show`, `/api/ps`, `/api/copy`, `/api/version`, `GET /`.
 //! - [`ollama_embed`]: `/api/embed`, `/api/embeddings`.
-//! - [`tokens`]: `/tokenize`, `/detokenize` (llama-server's shapes).
+//! - [`tokens`]: `/tokenize`, `/detokenize`; [`infill`]: `/infill` (llama-server's shapes).
 //! - [`ollama_info`]: `details`, `model_info`, capabilities, … from a GGUF header (pure).
 //! - [`router`]: llm-router's `/pull` and `/api/logs`.
 //! - [`access`]: who may call which route (API keys, admin key, loopback, router), one middleware.
@@ -40,6 +40,7 @@ pub mod cors;
 pub mod disconnect;
 pub mod error;
 pub mod handlers;
+pub mod infill;
 pub mod log_level;
 pub mod ndjson;
 pub mod ollama;

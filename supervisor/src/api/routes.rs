@@ -10,6 +10,7 @@
 //! | `/api/show`, `/api/ps`, `/api/copy`, `/api/version`, `GET`/`HEAD /` | [`ollama_models`] |
 //! | `/api/embed`, `/api/embeddings` | [`ollama_embed`] |
 //! | `/tokenize`, `/detokenize` | [`tokens`] (llama-server's shapes) |
+//! | `/infill` | [`infill`] (llama-server's shape) |
 //! | `/pull`, `/api/logs` | [`router`] (llm-router's contract) |
 //!
 //! Who may call each route is decided in front of this table, by path
@@ -26,7 +27,8 @@ use actix_web::{web, Resource, Route};
 use super::error::json_error;
 use super::state::MAX_BODY_BYTES;
 use super::{
-    admin, handlers, log_level, ollama, ollama_chat, ollama_embed, ollama_models, router, tokens,
+    admin, handlers, infill, log_level, ollama, ollama_chat, ollama_embed, ollama_models, router,
+    tokens,
 };
 #[cfg(test)]
 use crate::models::Models;
@@ -61,6 +63,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::post().to(handlers::embeddings),
     ))
     .service(resource("/tokenize", web::post().to(tokens::tokenize)))
+    .service(resource("/infill", web::post().to(infill::infill)))
     .service(resource("/detokenize", web::post().to(tokens::detokenize)))
     .service(resource("/v1/models", web::get().to(handlers::list_models)))
     // Ids may contain slashes (`org/model`).
