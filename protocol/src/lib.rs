@@ -334,6 +334,16 @@ pub enum Command {
     },
     /// Count the tokens of a prompt as `Generate` would see it; answered by `TokenCount` or `Failed`.
     CountTokens { id: RequestId, prompt: Prompt },
+    /// Tokenize `content` (special-token text parsed; BOS/EOS added as the
+    /// model adds them when `add_special`); answered by `Tokens` or `Failed`.
+    Tokenize {
+        id: RequestId,
+        content: String,
+        add_special: bool,
+    },
+    /// Turn tokens back into text (special tokens written out); answered by
+    /// `Detokenized`, or `Failed` (`InvalidRequest`) for a token outside the vocabulary.
+    Detokenize { id: RequestId, tokens: Vec<i32> },
     /// Stop a request; answered by `Finished` with [`FinishReason::Cancelled`] if it was running.
     Cancel { id: RequestId },
     /// Liveness probe, answered at once by the worker's command reader (not
@@ -453,6 +463,15 @@ pub enum Event {
     },
     /// Answer to `CountTokens`.
     TokenCount { id: RequestId, count: u32 },
+    /// Answer to `Tokenize`: the tokens and each one's piece (its bytes, which
+    /// need not be valid UTF-8 alone).
+    Tokens {
+        id: RequestId,
+        tokens: Vec<i32>,
+        pieces: Vec<Vec<u8>>,
+    },
+    /// Answer to `Detokenize` (invalid UTF-8 replaced).
+    Detokenized { id: RequestId, content: String },
     /// Answer to `Ping`, with the engine's progress at the time.
     Pong { id: RequestId, progress: Progress },
 }
@@ -468,6 +487,8 @@ impl Event {
             | Event::Failed { id, .. }
             | Event::Embeddings { id, .. }
             | Event::TokenCount { id, .. }
+            | Event::Tokens { id, .. }
+            | Event::Detokenized { id, .. }
             | Event::Pong { id, .. } => Some(*id),
         }
     }
@@ -644,6 +665,15 @@ mod tests {
                 id: 3,
                 prompt: Prompt::Text(String::new()),
             },
+            Command::Tokenize {
+                id: 4,
+                content: "héllo <|im_end|>".into(),
+                add_special: true,
+            },
+            Command::Detokenize {
+                id: 5,
+                tokens: vec![1, -1, i32::MAX],
+            },
             Command::Generate {
                 id: 6,
                 trace: String::new(),
@@ -733,6 +763,15 @@ mod tests {
                 prompt_tokens: 4,
             },
             Event::TokenCount { id: 4, count: 11 },
+            Event::Tokens {
+                id: 7,
+                tokens: vec![1, 2],
+                pieces: vec![b"he".to_vec(), vec![0xC3]],
+            },
+            Event::Detokenized {
+                id: 8,
+                content: "hé\u{FFFD}".into(),
+            },
             Event::Pong {
                 id: 5,
                 progress: Progress::default(),

@@ -532,6 +532,16 @@ fn main() {
                     };
                     send(&Event::TokenCount { id, count });
                 }
+                // One token per byte, its value the byte.
+                Command::Tokenize { id, content, .. } => send(&Event::Tokens {
+                    id,
+                    tokens: content.bytes().map(i32::from).collect(),
+                    pieces: content.bytes().map(|b| vec![b]).collect(),
+                }),
+                Command::Detokenize { id, tokens } => send(&Event::Detokenized {
+                    id,
+                    content: tokens.iter().map(|&t| char::from(t as u8)).collect(),
+                }),
                 // Answered by the reader thread.
                 Command::Ping { .. } | Command::SetLogLevel { .. } => {}
                 Command::Shutdown => std::process::exit(0),

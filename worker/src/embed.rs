@@ -1,5 +1,13 @@
 //! Embeddings: a second llama.cpp context, made on the first `Embed` request,
-//! that turns one input at a time into a mean-pooled, L2-normalised vector.
+//! that turns one input at a time into a pooled, L2-normalised vector.
+//!
+//! Pooling is the model's own: the `<arch>.pooling_type` its GGUF declares
+//! (mean, CLS or last token; the converter writes it from the checkpoint's
+//! sentence-transformers config), and mean for a model that declares none (a
+//! chat model asked for embeddings) or declares `none`, whose per-token
+//! vectors the protocol cannot carry. A rank-pooling model (a reranker)
+//! yields its classifier score(s), which are not normalised. See
+//! [`pooling_for`].
 //!
 //! A request is an [`EmbedJob`] that the engine advances by one input per
 //! turn of its loop, between decode steps: a batch of long inputs used to
@@ -40,16 +48,39 @@ impl EmbedError {
     }
 }
 
+/// The pooling for a model whose GGUF says `declared` for
+/// `<arch>.pooling_type` (llama.cpp's numbers: 0 none, 1 mean, 2 CLS, 3 last,
+/// 4 rank): the declared one, mean when absent, unknown or `none`.
+pub fn pooling_for(declared: Option<&str>) -> LlamaPoolingType {
+    match declared.map(str::trim) {
+        Some("2") => LlamaPoolingType::Cls,
+        Some("3") => LlamaPoolingType::Last,
+        Some("4") => LlamaPoolingType::Rank,
+        _ => LlamaPoolingType::Mean,
+    }
+}
+
+/// [`pooling_for`] of `model`'s metadata.
+pub fn model_pooling(model: &LlamaModel) -> LlamaPoolingType {
+    let arch = model.meta_val_str("general.architecture").ok();
+    let declared = arch.and_then(|a| model.meta_val_str(&format!("{a}.pooling_type")).ok());
+    pooling_for(declared.as_deref())
+}
+
 /// The embeddings context's parameters: one sequence of `ctx_per_slot`
-/// tokens, evaluated in one micro-batch.
-pub fn context_params(ctx_per_slot: u32, n_threads: i32) -> LlamaContextParams {
+/// tokens, evaluated in one micro-batch, pooled with `pooling`.
+pub fn context_params(
+    ctx_per_slot: u32,
+    n_threads: i32,
+    pooling: LlamaPoolingType,
+) -> LlamaContextParams {
     LlamaContextParams::default()
         .with_n_ctx(std::num::NonZeroU32::new(ctx_per_slot))
         .with_n_batch(ctx_per_slot)
         .with_n_ubatch(ctx_per_slot)
         .with_n_seq_max(1)
         .with_embeddings(true)
-        .with_pooling_type(LlamaPoolingType::Mean)
+        .with_pooling_type(pooling)
         .with_n_threads(n_threads)
         .with_n_threads_batch(n_threads)
 }
@@ -64,6 +95,8 @@ pub struct Embedder<'m> {
     ctx: Option<(LlamaContext<'m>, LlamaBatch<'static>)>,
     /// See `prep::bytes_per_token`.
     bytes_per_token: Option<usize>,
+    /// Scores of a rank-pooling model are not normalised.
+    normalise: bool,
 }
 
 /// An embeddings request in progress.
@@ -110,6 +143,7 @@ impl<'m> Embedder<'m> {
             params,
             ctx: None,
             bytes_per_token,
+            normalise: model_pooling(model) != LlamaPoolingType::Rank,
         }
     }
 
@@ -218,12 +252,16 @@ impl<'m> Embedder<'m> {
         if batch.add_sequence(&tokens, 0, false).is_err() {
             return Err(internal("batch overflow".into()));
         }
+        let normalise = self.normalise;
         let vector = ctx
             .decode(batch)
             .map_err(|e| e.to_string())
             .and_then(|()| {
                 ctx.embeddings_seq_ith(0)
-                    .map(normalize)
+                    .map(|v| match normalise {
+                        true => normalize(v),
+                        false => v.to_vec(),
+                    })
                     .map_err(|e| e.to_string())
             })
             .map_err(|e| internal(format!("embedding failed: {e}")))?;
@@ -255,6 +293,23 @@ fn normalize(v: &[f32]) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pooling_is_the_declared_one_and_mean_otherwise() {
+        let cases = [
+            (None, LlamaPoolingType::Mean),
+            (Some("0"), LlamaPoolingType::Mean),
+            (Some("1"), LlamaPoolingType::Mean),
+            (Some("2"), LlamaPoolingType::Cls),
+            (Some("3"), LlamaPoolingType::Last),
+            (Some("4"), LlamaPoolingType::Rank),
+            (Some("7"), LlamaPoolingType::Mean),
+            (Some("x"), LlamaPoolingType::Mean),
+        ];
+        for (declared, want) in cases {
+            assert_eq!(pooling_for(declared), want, "{declared:?}");
+        }
+    }
 
     #[test]
     fn normalize_gives_unit_length() {

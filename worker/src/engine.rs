@@ -144,10 +144,10 @@ impl<'m> Engine<'m> {
         };
         let ctx_per_slot = config.ctx_per_slot.max(16);
         let n_batch = config.batch_size.max(16) as usize;
-        let embed_params = config
-            .embeddings
-            .then(|| embed::context_params(ctx_per_slot, threads(config)));
-        let bytes_per_token = prep::bytes_per_token(&model.vocab());
+        let embed_params = config.embeddings.then(|| {
+            embed::context_params(ctx_per_slot, threads(config), embed::model_pooling(model))
+        });
+        let bytes_per_token = prep::bytes_per_token(model);
         let preparer = Preparer::new(
             model,
             template.template,
@@ -311,6 +311,19 @@ impl<'m> Engine<'m> {
             Command::CountTokens { id, prompt } => {
                 self.send_to_prep(id, Job::Count { id, prompt })?
             }
+            Command::Tokenize {
+                id,
+                content,
+                add_special,
+            } => self.sink.send(crate::tokens::tokenize(
+                self.model,
+                id,
+                &content,
+                add_special,
+            ))?,
+            Command::Detokenize { id, tokens } => self
+                .sink
+                .send(crate::tokens::detokenize(self.model, id, &tokens))?,
             Command::Cancel { id } => self.cancel(id)?,
             // The reader thread answers pings (see `ipc`); one that got here
             // anyway is answered the same way, from the meter.

@@ -40,6 +40,7 @@ mod sampling;
 mod schema;
 mod sequence;
 mod text;
+mod tokens;
 
 use std::process::ExitCode;
 use std::sync::{mpsc, Arc};

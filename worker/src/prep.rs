@@ -26,7 +26,7 @@ use std::sync::mpsc;
 
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
-use llama_cpp_2::vocab::{LlamaVocab, VocabType};
+use llama_cpp_2::vocab::LlamaVocab;
 use llm_node_chat::template::ChatTemplate;
 use llm_node_protocol::{FailureKind, Prompt, RequestId, SamplingParams};
 
@@ -89,13 +89,17 @@ pub fn max_prompt_bytes(tokens: usize, bytes_per_token: Option<usize>) -> usize 
 /// piece (special tokens included, since prompts are parsed with them), and
 /// at least 4 (an unknown character becomes one token whatever its length).
 /// `None` for tokenizers that may drop input bytes.
-pub fn bytes_per_token(vocab: &LlamaVocab) -> Option<usize> {
-    if !matches!(
-        vocab.vocab_type(),
-        VocabType::SPM | VocabType::BPE | VocabType::RWKV
-    ) {
+///
+/// The tokenizer kind is read from the GGUF's `tokenizer.ggml.model`, not
+/// from `LlamaVocab::vocab_type`, which panics on kinds llama-cpp-2 does not
+/// know (WordPiece, type 3: every BERT embedding model crashed the worker at
+/// load).
+pub fn bytes_per_token(model: &LlamaModel) -> Option<usize> {
+    let kind = model.meta_val_str("tokenizer.ggml.model").ok();
+    if !keeps_every_byte(kind.as_deref()) {
         return None;
     }
+    let vocab = model.vocab();
     let mut buf = Vec::with_capacity(256);
     let longest = (0..vocab.n_tokens())
         .map(|t| {
@@ -106,6 +110,13 @@ pub fn bytes_per_token(vocab: &LlamaVocab) -> Option<usize> {
         .max()
         .unwrap_or(0);
     Some(longest.max(4))
+}
+
+/// Whether the tokenizer named by `tokenizer.ggml.model` keeps every input
+/// byte: SentencePiece (`llama`), byte-level BPE (`gpt2`) and RWKV do; WordPiece
+/// (`bert`), Unigram (`t5`) and unknown kinds may not.
+fn keeps_every_byte(kind: Option<&str>) -> bool {
+    matches!(kind, Some("llama" | "gpt2" | "rwkv"))
 }
 
 /// The prep thread's state: what turning a request into tokens needs.
@@ -281,6 +292,23 @@ fn ends_in_open_reasoning(prompt: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_byte_keeping_tokenizers_get_a_byte_cap() {
+        let cases = [
+            (Some("llama"), true),
+            (Some("gpt2"), true),
+            (Some("rwkv"), true),
+            (Some("bert"), false),
+            (Some("t5"), false),
+            (Some("plamo2"), false),
+            (Some("no_vocab"), false),
+            (None, false),
+        ];
+        for (kind, want) in cases {
+            assert_eq!(keeps_every_byte(kind), want, "{kind:?}");
+        }
+    }
 
     #[test]
     fn a_prompt_that_opens_think_starts_in_reasoning() {

@@ -113,7 +113,7 @@ pub(super) async fn until_client_leaves(
 /// fit (or a grammar the model refuses) is a plain 400 even for streaming
 /// requests. `n` choices are `n` generations of the same prompt on the
 /// model's slots (seeds `seed`, `seed + 1`, … when a seed is given).
-async fn generate(
+pub(super) async fn generate(
     state: &AppState,
     mut job: GenerationJob,
     kind: ChunkKind,
@@ -387,6 +387,10 @@ pub async fn embeddings(
     m.prompt_tokens
         .with_label_values(&[&model])
         .inc_by(u64::from(prompt_tokens));
+    let vectors = vectors
+        .into_iter()
+        .map(|v| crate::api::ollama_embed::shorten(v, job.dimensions))
+        .collect::<Result<Vec<_>, _>>()?;
     let data = vectors
         .into_iter()
         .enumerate()

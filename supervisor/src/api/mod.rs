@@ -12,6 +12,7 @@
 //!   their bodies, [`ndjson`] writes their answers).
 //! - [`ollama_models`]: `/api/show`, `/api/ps`, `/api/copy`, `/api/version`, `GET /`.
 //! - [`ollama_embed`]: `/api/embed`, `/api/embeddings`.
+//! - [`tokens`]: `/tokenize`, `/detokenize`; [`infill`]: `/infill` (llama-server's shapes).
 //! - [`ollama_info`]: `details`, `model_info`, capabilities, … from a GGUF header (pure).
 //! - [`router`]: llm-router's `/pull` and `/api/logs`.
 //! - [`access`]: who may call which route (API keys, admin key, loopback, router), one middleware.
@@ -39,6 +40,7 @@ pub mod cors;
 pub mod disconnect;
 pub mod error;
 pub mod handlers;
+pub mod infill;
 pub mod log_level;
 pub mod ndjson;
 pub mod ollama;
@@ -60,6 +62,7 @@ pub mod sse;
 pub mod state;
 #[cfg(test)]
 pub mod test_app;
+pub mod tokens;
 pub mod types;
 
 pub use error::ApiError;

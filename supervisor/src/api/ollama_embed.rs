@@ -47,8 +47,8 @@ fn parse(bytes: &[u8]) -> Result<EmbedBody, ApiError> {
     Ok(body)
 }
 
-/// `dimensions`: absent, or a whole number at least 1.
-fn dimensions(value: Option<&Value>) -> Result<Option<usize>, ApiError> {
+/// `dimensions`: absent, or a whole number at least 1 (also `/v1/embeddings`).
+pub(crate) fn dimensions(value: Option<&Value>) -> Result<Option<usize>, ApiError> {
     match value {
         None | Some(Value::Null) => Ok(None),
         Some(v) => match v.as_u64().filter(|&n| n > 0) {

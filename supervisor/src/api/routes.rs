@@ -9,6 +9,8 @@
 //! | `/api/chat`, `/api/generate` | [`ollama_chat`] |
 //! | `/api/show`, `/api/ps`, `/api/copy`, `/api/version`, `GET`/`HEAD /` | [`ollama_models`] |
 //! | `/api/embed`, `/api/embeddings` | [`ollama_embed`] |
+//! | `/tokenize`, `/detokenize` | [`tokens`] (llama-server's shapes) |
+//! | `/infill` | [`infill`] (llama-server's shape) |
 //! | `/pull`, `/api/logs` | [`router`] (llm-router's contract) |
 //!
 //! Who may call each route is decided in front of this table, by path
@@ -24,7 +26,10 @@ use actix_web::{web, Resource, Route};
 
 use super::error::json_error;
 use super::state::MAX_BODY_BYTES;
-use super::{admin, handlers, log_level, ollama, ollama_chat, ollama_embed, ollama_models, router};
+use super::{
+    admin, handlers, infill, log_level, ollama, ollama_chat, ollama_embed, ollama_models, router,
+    tokens,
+};
 #[cfg(test)]
 use crate::models::Models;
 
@@ -57,6 +62,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/v1/embeddings",
         web::post().to(handlers::embeddings),
     ))
+    .service(resource("/tokenize", web::post().to(tokens::tokenize)))
+    .service(resource("/infill", web::post().to(infill::infill)))
+    .service(resource("/detokenize", web::post().to(tokens::detokenize)))
     .service(resource("/v1/models", web::get().to(handlers::list_models)))
     // Ids may contain slashes (`org/model`).
     .service(resource(

@@ -4,7 +4,7 @@
 //! `input`) are read as raw JSON and checked by hand, so that every bad value
 //! gets a 400 naming its `param` rather than serde's generic "did not match
 //! any variant". Unknown fields are ignored, as OpenAI does; known features we
-//! cannot honour (`echo`, `suffix`, `best_of`, streamed `n > 1`) are refused,
+//! cannot honour (`echo`, `best_of`, streamed `n > 1`) are refused (`suffix` is fill-in-the-middle),
 //! never silently dropped. The chat-only fields (tools, `tool_choice`,
 //! `response_format`, …) are read by [`super::chat`].
 //!
@@ -166,6 +166,8 @@ pub struct EmbeddingJob {
     pub model: String,
     pub inputs: Vec<String>,
     pub format: EncodingFormat,
+    /// Keep the first N components, normalised again (Matryoshka models).
+    pub dimensions: Option<usize>,
 }
 
 /// Checks an optional number against a range and narrows it to `f32`.
@@ -550,11 +552,15 @@ impl TryFrom<CompletionRequest> for GenerationJob {
             ApiError::invalid("prompt", "exactly one prompt per request is supported")
         })?;
         refuse_if(r.echo == Some(true), "echo", "echo is not supported")?;
-        refuse_if(
-            r.suffix.as_ref().is_some_and(|s| !s.is_empty()),
-            "suffix",
-            "suffix is not supported",
-        )?;
+        // A suffix is fill-in-the-middle with the model's FIM tokens (a model
+        // without them refuses it in the worker).
+        let prompt = match r.suffix.filter(|s| !s.is_empty()) {
+            Some(suffix) => Prompt::Infill {
+                prefix: prompt,
+                suffix,
+            },
+            None => Prompt::Text(prompt),
+        };
         refuse_if(
             r.best_of.is_some_and(|b| b != 1),
             "best_of",
@@ -583,7 +589,7 @@ impl TryFrom<CompletionRequest> for GenerationJob {
         let (stream, include_usage) = r.sampling.stream();
         Ok(GenerationJob {
             model: r.model,
-            prompt: Prompt::Text(prompt),
+            prompt,
             params,
             stream,
             include_usage,
@@ -614,11 +620,7 @@ impl TryFrom<EmbeddingRequest> for EmbeddingJob {
             "input",
             &format!("at most {MAX_EMBEDDING_INPUTS} inputs per request"),
         )?;
-        refuse_if(
-            r.dimensions.as_ref().is_some_and(|d| !d.is_null()),
-            "dimensions",
-            "dimensions is not supported",
-        )?;
+        let dimensions = crate::api::ollama_embed::dimensions(r.dimensions.as_ref())?;
         let format = match r.encoding_format.as_deref() {
             None | Some("float") => EncodingFormat::Float,
             Some("base64") => EncodingFormat::Base64,
@@ -633,6 +635,7 @@ impl TryFrom<EmbeddingRequest> for EmbeddingJob {
             model: r.model,
             inputs,
             format,
+            dimensions,
         })
     }
 }
@@ -883,11 +886,17 @@ mod tests {
                 "encoding_format",
             ),
             (
-                json!({"model": "m", "input": "a", "dimensions": 8}),
+                json!({"model": "m", "input": "a", "dimensions": 0}),
+                "dimensions",
+            ),
+            (
+                json!({"model": "m", "input": "a", "dimensions": "8"}),
                 "dimensions",
             ),
         ] {
             assert_eq!(param_of(embedding(body.clone())), param, "{body}");
         }
+        let job = embedding(json!({"model": "m", "input": "a", "dimensions": 8})).unwrap();
+        assert_eq!(job.dimensions, Some(8));
     }
 }

@@ -1,14 +1,17 @@
 //! Converting a Hugging Face safetensors/PyTorch checkpoint to GGUF with
 //! llama.cpp's own `convert_hf_to_gguf.py`.
 //!
-//! The script ships inside the `llama-cpp-sys-2` crate sources that build the
-//! worker (`~/.cargo/registry/src/*/llama-cpp-sys-2-*/llama.cpp/`); it is found
-//! at run time ([`find_script`]) or named with `--convert-script`. It needs
-//! Python packages the node does not install; [`missing_modules`] checks them
-//! first so the error lists exactly what to install. The published crate
-//! leaves out the script's `conversion/` package, so a copy from a llama.cpp
-//! checkout (`--convert-script /path/to/llama.cpp/convert_hf_to_gguf.py`) is
-//! needed in practice; that is checked and reported the same way.
+//! The script, with its `conversion/` package and `gguf-py`, is installed by
+//! `scripts/setup-convert.sh` into `$LLM_NODE_CACHE/convert/llama.cpp/` (from
+//! the llama.cpp source in PyPI's llama-cpp-python sdist), together with a
+//! virtual environment holding the Python packages it imports
+//! (`$LLM_NODE_CACHE/convert/venv`). [`find_script`] takes `--convert-script`,
+//! else that copy, else the one in the `llama-cpp-sys-2` crate sources that
+//! build the worker (which lacks `conversion/`, so it is only a last resort);
+//! [`default_python`] takes `--python`, else that venv, else `python3`.
+//! [`missing_modules`] checks the packages first so the error lists exactly
+//! what to install. `gguf` is imported from the script's own `gguf-py` when
+//! it has one (as the script itself does).
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -39,15 +42,15 @@ pub enum ConvertError {
     NoScript { searched: String },
     #[error(
         "{script} cannot run: its `conversion/` package is missing next to it (the \
-         llama-cpp-sys-2 crate does not ship it); pass --convert-script pointing into a \
-         llama.cpp checkout"
+         llama-cpp-sys-2 crate does not ship it); run scripts/setup-convert.sh, or pass \
+         --convert-script pointing into a llama.cpp checkout"
     )]
     IncompleteScript { script: PathBuf },
     #[error(
         "this repository has no GGUF file and needs converting, which needs Python packages \
          that {python} lacks: {missing}. Install them with `{python} -m pip install {missing_pip}` \
-         (or point --python / LLM_NODE_PYTHON at an environment that has them), or pull a GGUF build \
-         of the model instead"
+         or run scripts/setup-convert.sh (or point --python / LLM_NODE_PYTHON at an environment \
+         that has them), or pull a GGUF build of the model instead"
     )]
     MissingModules {
         python: String,
@@ -60,8 +63,32 @@ pub enum ConvertError {
     Spawn { python: String, message: String },
 }
 
-/// `--convert-script`, else the newest `llama-cpp-sys-2-*/llama.cpp/convert_hf_to_gguf.py`
-/// in cargo's registry sources (`$CARGO_HOME`, default `~/.cargo`).
+/// Where `scripts/setup-convert.sh` installs the converter and its venv:
+/// `$LLM_NODE_CACHE/convert` (default `~/.cache/llm-node/convert`).
+pub fn setup_dir() -> PathBuf {
+    let models = crate::paths::cache_dir();
+    models
+        .parent()
+        .map_or_else(|| PathBuf::from("convert"), |p| p.join("convert"))
+}
+
+/// `--python`, else the venv of `scripts/setup-convert.sh` when it exists,
+/// else `python3`.
+pub fn default_python(over: Option<&str>) -> String {
+    if let Some(p) = over {
+        return p.to_string();
+    }
+    let venv = setup_dir().join("venv/bin/python");
+    match venv.is_file() {
+        true => venv.display().to_string(),
+        false => "python3".into(),
+    }
+}
+
+/// `--convert-script`, else the copy `scripts/setup-convert.sh` installed
+/// (`$LLM_NODE_CACHE/convert/llama.cpp/`), else the newest
+/// `llama-cpp-sys-2-*/llama.cpp/convert_hf_to_gguf.py` in cargo's registry
+/// sources (`$CARGO_HOME`, default `~/.cargo`).
 ///
 /// # Errors
 /// [`ConvertError::NoScript`].
@@ -73,6 +100,10 @@ pub fn find_script(over: Option<&Path>) -> Result<PathBuf, ConvertError> {
                 searched: p.display().to_string(),
             }),
         };
+    }
+    let installed = setup_dir().join("llama.cpp").join(SCRIPT);
+    if installed.is_file() {
+        return Ok(installed);
     }
     let cargo = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
@@ -119,12 +150,22 @@ fn version_key(p: &Path) -> Vec<u64> {
         .collect()
 }
 
+/// The script's own `gguf-py` (which it puts first on `sys.path`), if any.
+fn gguf_py(script: &Path) -> Option<PathBuf> {
+    let dir = script.parent()?.join("gguf-py");
+    dir.is_dir().then_some(dir)
+}
+
 /// The modules of [`REQUIRED_MODULES`] that `python` cannot import (all of them
-/// when `python` does not run).
-pub async fn missing_modules(python: &str) -> Vec<&'static str> {
+/// when `python` does not run); `gguf` is also looked for in `gguf_py`.
+pub async fn missing_modules(python: &str, gguf_py: Option<&Path>) -> Vec<&'static str> {
     let mut missing = Vec::new();
     for module in REQUIRED_MODULES {
-        let ok = tokio::process::Command::new(python)
+        let mut cmd = tokio::process::Command::new(python);
+        if let Some(dir) = gguf_py {
+            cmd.env("PYTHONPATH", dir);
+        }
+        let ok = cmd
             .args(["-c", &format!("import {module}")])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -145,7 +186,7 @@ pub async fn missing_modules(python: &str) -> Vec<&'static str> {
 /// [`ConvertError`] saying what is missing.
 pub async fn preflight(python: &str, over: Option<&Path>) -> Result<PathBuf, ConvertError> {
     let script = find_script(over)?;
-    let missing = missing_modules(python).await;
+    let missing = missing_modules(python, gguf_py(&script).as_deref()).await;
     if !missing.is_empty() {
         let pip: Vec<&str> = missing.to_vec();
         return Err(ConvertError::MissingModules {

@@ -81,7 +81,7 @@ mod tests {
             max_queued_pulls: 1,
             pull_parallel: 1,
             max_download_gib: 1,
-            python: "python3".into(),
+            python: None,
             convert_script: None,
         };
         Store::new(&args).unwrap()

@@ -236,10 +236,16 @@ fn with_parts(ggufs: &[&RepoFile], file: &RepoFile) -> Vec<RepoFile> {
     parts.into_iter().map(|(_, f)| f).collect()
 }
 
-/// Files llama.cpp's converter needs: configuration, tokenizer, weights.
+/// Files llama.cpp's converter needs: configuration, tokenizer, weights, and
+/// the configuration of sentence-transformers modules (`1_Pooling/config.json`:
+/// the converter reads the pooling type there when `modules.json` names it).
 fn wanted_for_conversion(path: &str) -> bool {
-    if path.contains('/') {
-        return false; // sub-folders hold other formats (onnx/, original/, ...)
+    if let Some((dir, file)) = path.split_once('/') {
+        // Other sub-folders hold other formats (onnx/, original/, ...).
+        let module = dir.split_once('_').is_some_and(|(n, kind)| {
+            !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && !kind.is_empty()
+        });
+        return module && file == "config.json";
     }
     let lower = path.to_ascii_lowercase();
     lower.ends_with(".json")
@@ -381,10 +387,21 @@ mod tests {
             f("model.safetensors"),
             f("onnx/model.onnx"),
             f("README.md"),
+            f("modules.json"),
+            f("1_Pooling/config.json"),
+            f("2_Dense/model.safetensors"),
+            f("x_Pooling/config.json"),
+            f("1_Pooling/sub/config.json"),
         ];
         assert_eq!(
             paths(choose("o/r", &repo, None, None).unwrap()),
-            ["config.json", "tokenizer.json", "model.safetensors"]
+            [
+                "config.json",
+                "tokenizer.json",
+                "model.safetensors",
+                "modules.json",
+                "1_Pooling/config.json"
+            ]
         );
         let lora = [f("adapter_config.json"), f("adapter_model.safetensors")];
         assert!(matches!(

@@ -118,11 +118,13 @@ pub struct StoreArgs {
           value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
     pub max_download_gib: u64,
 
-    /// Python interpreter that runs llama.cpp's `convert_hf_to_gguf.py`.
-    #[arg(long, env = "LLM_NODE_PYTHON", default_value = "python3")]
-    pub python: String,
+    /// Python interpreter that runs llama.cpp's `convert_hf_to_gguf.py`
+    /// [default: the venv of scripts/setup-convert.sh, `$LLM_NODE_CACHE/convert/venv`, else python3].
+    #[arg(long, env = "LLM_NODE_PYTHON")]
+    pub python: Option<String>,
 
-    /// Path of `convert_hf_to_gguf.py` [default: found in the llama-cpp-sys-2 crate sources].
+    /// Path of `convert_hf_to_gguf.py` [default: scripts/setup-convert.sh's copy in
+    /// `$LLM_NODE_CACHE/convert/llama.cpp`, else the llama-cpp-sys-2 crate sources].
     #[arg(long, env = "LLM_NODE_CONVERT_SCRIPT", value_name = "PATH")]
     pub convert_script: Option<PathBuf>,
 }
@@ -352,7 +354,7 @@ impl Store {
                 registry,
                 hf_endpoint: args.hf_endpoint.clone(),
                 hf_token: args.hf_token.clone().filter(|t| !t.is_empty()),
-                python: args.python.clone(),
+                python: convert::default_python(args.python.as_deref()),
                 convert_script: args.convert_script.clone(),
             }),
         })

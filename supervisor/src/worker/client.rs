@@ -373,6 +373,39 @@ impl WorkerClient {
         }
     }
 
+    /// The tokens of `content` and each one's piece (bytes).
+    ///
+    /// # Errors
+    /// As for [`WorkerClient::embed`].
+    pub async fn tokenize(
+        &self,
+        content: String,
+        add_special: bool,
+    ) -> Result<(Vec<i32>, Vec<Vec<u8>>), WorkerError> {
+        let mut call = self.call(|id| Command::Tokenize {
+            id,
+            content,
+            add_special,
+        })?;
+        match call.next().await? {
+            Event::Tokens { tokens, pieces, .. } => Ok((tokens, pieces)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The text of `tokens`.
+    ///
+    /// # Errors
+    /// As for [`WorkerClient::embed`]; a token outside the vocabulary fails
+    /// with `InvalidRequest`.
+    pub async fn detokenize(&self, tokens: Vec<i32>) -> Result<String, WorkerError> {
+        let mut call = self.call(|id| Command::Detokenize { id, tokens })?;
+        match call.next().await? {
+            Event::Detokenized { content, .. } => Ok(content),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Asks the worker to stop request `id` and forgets it here.
     pub fn cancel(&self, id: RequestId) {
         {

