@@ -44,7 +44,7 @@ use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender};
 use serde::{Deserialize, Serialize};
 
 /// Version of this contract. A worker and supervisor with different versions refuse to talk.
-pub const PROTOCOL_VERSION: u32 = 8;
+pub const PROTOCOL_VERSION: u32 = 9;
 
 /// Identifies one request for its whole life in a worker. Unique per worker
 /// process. The top 16 bits are the event lane ([`lane_of`]).
@@ -101,6 +101,10 @@ pub struct WorkerConfig {
     pub prefill_chunk: u32,
     /// Create an embeddings context so [`Command::Embed`] works.
     pub embeddings: bool,
+    /// Host-RAM prompt cache of this model, in MiB: the KV of sequences
+    /// whose slot is reassigned, restored by requests that extend them;
+    /// 0 = off.
+    pub cache_ram_mib: u32,
     /// A Jinja chat template that replaces the one in the GGUF.
     pub chat_template: Option<String>,
 }
@@ -357,6 +361,15 @@ pub struct Progress {
     /// KV cache cells in use over all sequences (tokens whose KV is kept,
     /// cached prefixes included), as of the last turn's end.
     pub kv_cells: u64,
+    /// Bytes held by the host-RAM prompt cache, as of the last turn's end.
+    pub cache_bytes: u64,
+    /// Sequence states held by the host-RAM prompt cache.
+    pub cache_entries: u64,
+    /// Prompts that reused KV from the host-RAM prompt cache (restores),
+    /// since the worker started.
+    pub cache_hits: u64,
+    /// Prompts that reused KV copied from another slot, since the worker started.
+    pub cache_copies: u64,
 }
 
 /// Why a request failed.
@@ -531,6 +544,7 @@ mod tests {
             batch_size: 512,
             prefill_chunk: 128,
             embeddings: true,
+            cache_ram_mib: 4096,
             chat_template: Some("{{ x }}".into()),
         }
     }
@@ -692,6 +706,10 @@ mod tests {
                     busy_ms: 90_000,
                     busy_slots: 4,
                     kv_cells: 8_192,
+                    cache_bytes: 1 << 40,
+                    cache_entries: 12,
+                    cache_hits: 3,
+                    cache_copies: 4,
                 },
             },
         ] {
@@ -715,6 +733,7 @@ mod tests {
                     busy_ms: 0,
                     busy_slots: 1,
                     kv_cells: 17,
+                    ..Progress::default()
                 },
             },
         ];

@@ -115,6 +115,13 @@ pub struct Args {
     #[arg(long, env = "LLM_NODE_MAIN_GPU", default_value_t = 0)]
     pub main_gpu: i32,
 
+    /// Host-RAM prompt cache per model, in MiB: a slot's KV is saved there
+    /// when the slot is reassigned, and a request extending it restores it
+    /// instead of prefilling again (multi-turn conversations, shared system
+    /// prompts); 0 turns it off.
+    #[arg(long, env = "LLM_NODE_CACHE_RAM", default_value_t = 4096)]
+    pub cache_ram: u32,
+
     /// Do not create embedding contexts (`/v1/embeddings` then answers 400).
     #[arg(long, env = "LLM_NODE_NO_EMBEDDINGS")]
     pub no_embeddings: bool,
@@ -463,6 +470,7 @@ impl Args {
             batch_size: self.batch_size,
             prefill_chunk: self.prefill_chunk,
             embeddings: !self.no_embeddings,
+            cache_ram_mib: self.cache_ram,
             chat_template: None,
         }
     }

@@ -10,7 +10,11 @@
 //! 2. admits waiting requests into free slots: each slot is one KV sequence
 //!    (`seq_id` = slot index) with its own sampler chain; the slot whose cached
 //!    tokens share the longest prefix with the new prompt is chosen and only
-//!    the rest of the prompt is evaluated (prompt caching);
+//!    the rest of the prompt is evaluated (prompt caching). When another
+//!    slot, or a state saved in the host-RAM prompt cache (`prompt_cache`),
+//!    shares a longer prefix, that KV is copied or restored into the slot
+//!    first; the slot's own KV, when the request would drop it, is saved
+//!    there before (see [`Engine::admit`]);
 //! 3. asks [`plan::plan_step`] what goes into this step's batch (decode
 //!    tokens first, then prompt chunks within the budget) and fills it;
 //! 4. embeds one input of the oldest embeddings request, if any (a batch of
@@ -38,6 +42,7 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::vocab::LlamaVocab;
+use llama_cpp_2::{LlamaStateSeqFlags, SeqState};
 use llm_node_protocol::{
     Command, Event, FailureKind, FinishReason, ModelInfo, RequestId, TokenLogprob, Usage,
     WorkerConfig,
@@ -49,6 +54,7 @@ use crate::load::{load_template, new_context, threads, LoadError};
 use crate::plan::{self, Budget, Feed, SlotState, Work};
 use crate::prep::{self, Job, Prepared, Preparer};
 use crate::progress::Meter;
+use crate::prompt_cache::PromptCache;
 use crate::sampling::logprobs;
 use crate::sequence::{Sampled, Sequence, Step, Waiting};
 
@@ -118,6 +124,10 @@ pub struct Engine<'m> {
     /// Where each turn is marked for the reader's liveness answers.
     meter: Arc<Meter>,
     piece_buf: Vec<u8>,
+    /// Sequence states of reassigned slots, in host RAM.
+    cache: PromptCache<SeqState>,
+    /// Prompts whose KV was copied from another slot, since start.
+    copies: u64,
 }
 
 impl<'m> Engine<'m> {
@@ -186,6 +196,8 @@ impl<'m> Engine<'m> {
             sink,
             meter,
             piece_buf: Vec::with_capacity(32),
+            cache: PromptCache::new(config.cache_ram_mib as usize * 1024 * 1024),
+            copies: 0,
         };
         Ok((engine, preparer))
     }
@@ -258,6 +270,7 @@ impl<'m> Engine<'m> {
             let busy = self.slots.iter().filter(|s| s.active.is_some()).count();
             let cells = self.slots.iter().map(|s| s.cached.len()).sum();
             self.meter.occupancy(busy, cells);
+            self.meter.cache(self.cache.stats(), self.copies);
             self.meter.end();
         }
     }
@@ -358,6 +371,13 @@ impl<'m> Engine<'m> {
     }
 
     /// Moves waiting requests into free slots, oldest first.
+    ///
+    /// Why admission stops after a copy from another slot: with per-slot KV
+    /// (`kv_unified = false`) llama.cpp copies between sequences by copying
+    /// the whole buffer, and only at the next decode. Until then the
+    /// destination's bytes are stale and the source's must not change, so
+    /// no state may be saved from or restored into either before that
+    /// decode, which comes right after this admission.
     fn admit(&mut self) -> Result<(), Disconnected> {
         while let Some(waiting) = self.waiting.front() {
             let free: Vec<Option<&[LlamaToken]>> = self
@@ -369,6 +389,7 @@ impl<'m> Engine<'m> {
                 break;
             };
             let w = self.waiting.pop_front().expect("front exists");
+            let copied = self.fill_slot(i, &w.tokens);
             let reuse = plan::reuse_len(&self.slots[i].cached, &w.tokens);
             self.truncate_cache(i, reuse);
             let slot = &mut self.slots[i];
@@ -380,8 +401,92 @@ impl<'m> Engine<'m> {
             })?;
             tracing::debug!(trace = w.trace, slot = slot.seq_id, cached, "started");
             slot.active = Some(Sequence::start(w, cached));
+            if copied {
+                break;
+            }
         }
         Ok(())
+    }
+
+    /// Brings the longest reusable KV for `prompt` into free slot `i`: its
+    /// own, another slot's (copied) or a host-RAM cache entry's (restored),
+    /// by [`plan::pick_source`]. Saves the slot's own KV to the host-RAM
+    /// cache first when `prompt` would drop part of it. Returns whether a
+    /// copy from another slot is pending (see [`Self::admit`]).
+    fn fill_slot(&mut self, i: usize, prompt: &[LlamaToken]) -> bool {
+        let own = plan::reuse_len(&self.slots[i].cached, prompt);
+        let other = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| j != i)
+            .map(|(j, s)| (j, plan::reuse_len(&s.cached, prompt)))
+            .max_by_key(|&(j, n)| (n, std::cmp::Reverse(j)));
+        let ids: Vec<i32> = prompt.iter().map(|t| t.0).collect();
+        let host = self
+            .cache
+            .best(&ids)
+            .map(|(key, shared)| (key, shared.min(prompt.len().saturating_sub(1))));
+        let source = plan::pick_source(own, other, host);
+        // Dropping only a few tokens leaves nearly the same state in the slot.
+        let dropped = self.slots[i].cached.len() - own;
+        if source != plan::Source::Own || dropped >= plan::MIN_GAIN {
+            self.save(i);
+        }
+        let seq = self.slots[i].seq_id;
+        match source {
+            plan::Source::Own => false,
+            plan::Source::Slot(j) => {
+                let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+                let from = self.slots[j].seq_id;
+                let copied = self.ctx.copy_kv_cache_seq(from, seq, None, None).is_ok();
+                self.slots[i].cached = if copied {
+                    self.slots[j].cached.clone()
+                } else {
+                    Vec::new()
+                };
+                self.copies += u64::from(copied);
+                copied
+            }
+            plan::Source::Host(key) => {
+                let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+                let (tokens, state) = self.cache.restore(key);
+                let tokens: Vec<LlamaToken> = tokens.iter().map(|&t| LlamaToken(t)).collect();
+                match self.ctx.state_seq_set(state, seq) {
+                    Ok(()) => self.slots[i].cached = tokens,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "prompt cache restore failed; prefilling");
+                        let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+                        self.slots[i].cached.clear();
+                        self.cache.remove(key);
+                    }
+                }
+                false
+            }
+        }
+    }
+
+    /// Saves free slot `i`'s KV to the host-RAM prompt cache, unless it is
+    /// short, or an entry holds it already.
+    fn save(&mut self, i: usize) {
+        let slot = &self.slots[i];
+        if !self.cache.enabled() || slot.cached.len() < plan::MIN_GAIN {
+            return;
+        }
+        let tokens: Vec<i32> = slot.cached.iter().map(|t| t.0).collect();
+        if self.cache.covers(&tokens) {
+            return;
+        }
+        match self
+            .ctx
+            .state_seq_get(slot.seq_id, LlamaStateSeqFlags::empty())
+        {
+            Ok(state) => {
+                let bytes = state.byte_len();
+                self.cache.insert(tokens, state, bytes);
+            }
+            Err(e) => tracing::warn!(error = %e, "could not save a sequence state"),
+        }
     }
 
     /// Drops slot `i`'s cached tokens from position `keep` on.

@@ -33,6 +33,7 @@ mod load;
 mod plan;
 mod prep;
 mod progress;
+mod prompt_cache;
 mod sampling;
 mod schema;
 mod sequence;

@@ -20,6 +20,11 @@
 //!   prefix with its prompt (ties: the lowest index), and reuses that prefix,
 //!   minus the last prompt token, which is always evaluated again so there
 //!   are fresh logits to sample from.
+//! - Where its KV comes from ([`pick_source`]): the slot's own cache, unless
+//!   another slot (busy or not: its KV is copied) or a host-RAM prompt cache
+//!   entry (restored) shares at least [`MIN_GAIN`] more tokens with the
+//!   prompt; the longest wins, a slot before a host entry on a tie (a copy
+//!   within llama.cpp's buffers is cheaper than a restore from host RAM).
 
 use std::ops::Range;
 
@@ -112,6 +117,40 @@ pub fn pick_slot<T: PartialEq>(slots: &[Option<&[T]>], prompt: &[T]) -> Option<u
         .filter_map(|(i, cached)| cached.map(|c| (i, common_prefix(c, prompt))))
         .max_by_key(|&(i, shared)| (shared, std::cmp::Reverse(i)))
         .map(|(i, _)| i)
+}
+
+/// Fewer extra reused tokens than this are prefilled rather than copied or
+/// restored: a copy moves a whole slot's buffer, a restore the whole saved
+/// state, and a few dozen tokens of prefill cost about as much.
+pub const MIN_GAIN: usize = 32;
+
+/// Where a newly admitted request's reusable KV comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// What its slot holds already.
+    Own,
+    /// A copy of this other slot's sequence.
+    Slot(usize),
+    /// This host-RAM prompt cache entry.
+    Host(usize),
+}
+
+/// Chooses the [`Source`], given the reusable lengths ([`reuse_len`]) of the
+/// slot's own cache, of the best other slot `(index, reuse)` and of the
+/// best host entry `(key, reuse)`.
+pub fn pick_source(
+    own: usize,
+    slot: Option<(usize, usize)>,
+    host: Option<(usize, usize)>,
+) -> Source {
+    let slot = slot.filter(|&(_, n)| n >= own + MIN_GAIN);
+    let host = host.filter(|&(_, n)| n >= own + MIN_GAIN);
+    match (slot, host) {
+        (Some((i, s)), Some((_, h))) if s >= h => Source::Slot(i),
+        (_, Some((k, _))) => Source::Host(k),
+        (Some((i, _)), None) => Source::Slot(i),
+        (None, None) => Source::Own,
+    }
 }
 
 /// How many cached tokens a prompt keeps: the common prefix, but never the
@@ -287,6 +326,53 @@ mod tests {
         let busy: [Option<&[i32]>; 3] = [Some(&a), None, Some(&c)];
         assert_eq!(pick_slot(&busy, &[1, 2, 3, 4]), Some(2));
         assert_eq!(pick_slot::<i32>(&[None, None], &[1]), None);
+    }
+
+    #[test]
+    fn the_source_with_the_longest_reuse_wins_by_at_least_min_gain() {
+        let g = MIN_GAIN;
+        let table = [
+            ("nothing better", 10, None, None, Source::Own),
+            (
+                "a slot, not enough gain",
+                10,
+                Some((1, 10 + g - 1)),
+                None,
+                Source::Own,
+            ),
+            (
+                "a slot, enough gain",
+                10,
+                Some((1, 10 + g)),
+                None,
+                Source::Slot(1),
+            ),
+            ("a host entry", 0, None, Some((3, 500)), Source::Host(3)),
+            (
+                "the longer of the two",
+                0,
+                Some((2, 400)),
+                Some((3, 500)),
+                Source::Host(3),
+            ),
+            (
+                "a tie goes to the slot",
+                0,
+                Some((2, 500)),
+                Some((3, 500)),
+                Source::Slot(2),
+            ),
+            (
+                "own cache long enough",
+                480,
+                Some((2, 500)),
+                Some((3, 500)),
+                Source::Own,
+            ),
+        ];
+        for (why, own, slot, host, want) in table {
+            assert_eq!(pick_source(own, slot, host), want, "{why}");
+        }
     }
 
     #[test]

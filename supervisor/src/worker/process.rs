@@ -673,6 +673,7 @@ mod tests {
                 batch_size: 8,
                 prefill_chunk: 0,
                 embeddings: false,
+                cache_ram_mib: 0,
                 chat_template: None,
             },
             ready_timeout,
