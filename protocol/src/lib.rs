@@ -105,6 +105,11 @@ pub struct WorkerConfig {
     /// whose slot is reassigned, restored by requests that extend them;
     /// 0 = off.
     pub cache_ram_mib: u32,
+    /// Speculative decoding without a draft model: the n-gram length whose
+    /// earlier occurrence in the sequence proposes the next tokens; 0 = off.
+    pub spec_ngram: u32,
+    /// Most draft tokens per sequence and step.
+    pub spec_draft: u32,
     /// A Jinja chat template that replaces the one in the GGUF.
     pub chat_template: Option<String>,
 }
@@ -370,6 +375,10 @@ pub struct Progress {
     pub cache_hits: u64,
     /// Prompts that reused KV copied from another slot, since the worker started.
     pub cache_copies: u64,
+    /// Speculative decoding: draft tokens decoded, and those accepted (the
+    /// acceptance rate is their ratio), since the worker started.
+    pub spec_drafted: u64,
+    pub spec_accepted: u64,
 }
 
 /// Why a request failed.
@@ -545,6 +554,8 @@ mod tests {
             prefill_chunk: 128,
             embeddings: true,
             cache_ram_mib: 4096,
+            spec_ngram: 3,
+            spec_draft: 8,
             chat_template: Some("{{ x }}".into()),
         }
     }
@@ -710,6 +721,8 @@ mod tests {
                     cache_entries: 12,
                     cache_hits: 3,
                     cache_copies: 4,
+                    spec_drafted: 100,
+                    spec_accepted: 60,
                 },
             },
         ] {

@@ -122,6 +122,18 @@ pub struct Args {
     #[arg(long, env = "LLM_NODE_CACHE_RAM", default_value_t = 4096)]
     pub cache_ram: u32,
 
+    /// Speculative decoding without a draft model: each step, the tokens
+    /// that followed the latest earlier occurrence of a sequence's last N
+    /// tokens are decoded with it as a draft and kept as far as they match
+    /// what it samples (same output, more tokens per step on answers that
+    /// repeat their input); 0 (the default) turns it off.
+    #[arg(long, env = "LLM_NODE_SPEC_NGRAM", default_value_t = 0)]
+    pub spec_ngram: u32,
+
+    /// Most draft tokens per sequence and step (with --spec-ngram).
+    #[arg(long, env = "LLM_NODE_SPEC_DRAFT", default_value_t = 8)]
+    pub spec_draft: u32,
+
     /// Do not create embedding contexts (`/v1/embeddings` then answers 400).
     #[arg(long, env = "LLM_NODE_NO_EMBEDDINGS")]
     pub no_embeddings: bool,
@@ -471,6 +483,8 @@ impl Args {
             prefill_chunk: self.prefill_chunk,
             embeddings: !self.no_embeddings,
             cache_ram_mib: self.cache_ram,
+            spec_ngram: self.spec_ngram,
+            spec_draft: self.spec_draft,
             chat_template: None,
         }
     }

@@ -22,6 +22,12 @@
 //! 5. decodes the batch, samples for every slot whose plan wants logits, and
 //!    hands each token to its [`Sequence`], which says what to stream.
 //!
+//! With speculative decoding on (`spec_ngram` > 0), each decoding sequence
+//! brings an n-gram draft (`draft`) into step 3: its draft tokens ride in
+//! the same batch as every other sequence's tokens, its sampler samples at
+//! each of them in turn, the drafted tokens it samples are kept, and the KV
+//! of the rest is removed (see [`Engine::after_decode`]).
+//!
 //! Each turn, from step 1's inputs to the flush of step 5's events, is marked
 //! on the [`Meter`] the reader thread answers liveness pings from: a long
 //! decode shows as a long turn, a stuck one as a turn that never ends.
@@ -48,6 +54,7 @@ use llm_node_protocol::{
     WorkerConfig,
 };
 
+use crate::draft;
 use crate::embed::{self, EmbedJob, Embedder};
 use crate::ipc::{Disconnected, EventSink, Inbound};
 use crate::load::{load_template, new_context, threads, LoadError};
@@ -93,6 +100,7 @@ impl Slot {
             cached: self.cached.len(),
             prompt: self.active.as_ref().map_or(0, |s| s.prompt.len()),
             decoding: self.active.as_ref().is_some_and(|s| s.next.is_some()),
+            draft: self.active.as_ref().map_or(0, |s| s.draft.len()),
         }
     }
 }
@@ -128,6 +136,12 @@ pub struct Engine<'m> {
     cache: PromptCache<SeqState>,
     /// Prompts whose KV was copied from another slot, since start.
     copies: u64,
+    /// N-gram size of speculative drafts (0: off) and most tokens per draft.
+    spec_ngram: usize,
+    spec_draft: usize,
+    /// Draft tokens decoded and accepted, since start.
+    drafted: u64,
+    accepted: u64,
 }
 
 impl<'m> Engine<'m> {
@@ -198,6 +212,10 @@ impl<'m> Engine<'m> {
             piece_buf: Vec::with_capacity(32),
             cache: PromptCache::new(config.cache_ram_mib as usize * 1024 * 1024),
             copies: 0,
+            spec_ngram: config.spec_ngram as usize,
+            spec_draft: config.spec_draft as usize,
+            drafted: 0,
+            accepted: 0,
         };
         Ok((engine, preparer))
     }
@@ -271,6 +289,7 @@ impl<'m> Engine<'m> {
             let cells = self.slots.iter().map(|s| s.cached.len()).sum();
             self.meter.occupancy(busy, cells);
             self.meter.cache(self.cache.stats(), self.copies);
+            self.meter.speculation(self.drafted, self.accepted);
             self.meter.end();
         }
     }
@@ -511,6 +530,7 @@ impl<'m> Engine<'m> {
 
     /// One decode step over every active sequence.
     fn step(&mut self) -> Result<(), Disconnected> {
+        self.draft();
         let states: Vec<SlotState> = self.slots.iter().map(Slot::state).collect();
         let mut plan = plan::plan_step(&states, self.budget);
         if plan.is_empty() {
@@ -533,6 +553,34 @@ impl<'m> Engine<'m> {
         Ok(())
     }
 
+    /// Gives every decoding sequence its n-gram draft, within its context
+    /// and its `max_tokens`.
+    fn draft(&mut self) {
+        if self.spec_ngram == 0 {
+            return;
+        }
+        for slot in &mut self.slots {
+            let Some(seq) = slot.active.as_mut() else {
+                continue;
+            };
+            seq.draft.clear();
+            let Some(next) = seq.next else { continue };
+            // Positions: `next` at cached.len(), the draft after it.
+            let room = self.ctx_per_slot.saturating_sub(slot.cached.len() + 1);
+            let left = seq.params.max_tokens.map_or(usize::MAX, |max| {
+                (max.saturating_sub(seq.usage.completion_tokens) as usize).saturating_sub(1)
+            });
+            let max = self.spec_draft.min(room).min(left);
+            if max == 0 {
+                continue;
+            }
+            slot.cached.push(next);
+            let found = draft::lookup(&slot.cached, self.spec_ngram, max);
+            seq.draft.extend_from_slice(found);
+            slot.cached.pop();
+        }
+    }
+
     /// Puts the plan's tokens into the batch, in plan order.
     fn fill_batch(&mut self, plan: &[Work]) {
         self.batch.clear();
@@ -541,11 +589,13 @@ impl<'m> Engine<'m> {
             let seq = slot.active.as_ref().expect("planned slots are active");
             let ids = [slot.seq_id];
             let added = match &work.feed {
-                Feed::Decode => {
+                Feed::Decode { draft } => {
                     let token = seq.next.expect("a decoding slot has a next token");
-                    let logits = work.logits_at.is_some();
-                    self.batch
-                        .add(token, slot.cached.len() as i32, &ids, logits)
+                    let at = slot.cached.len();
+                    std::iter::once(token)
+                        .chain(seq.draft[..*draft].iter().copied())
+                        .enumerate()
+                        .try_for_each(|(k, t)| self.batch.add(t, (at + k) as i32, &ids, true))
                 }
                 Feed::Prompt(range) => range.clone().try_for_each(|pos| {
                     let logits = pos + 1 == seq.prompt.len();
@@ -558,17 +608,66 @@ impl<'m> Engine<'m> {
     }
 
     /// Records what the decode stored for `work`, samples, and streams text.
+    ///
+    /// A decode with a draft (`d_1..d_k` after the sampled token) samples
+    /// at the token's logits, and, while the sampled token equals the next
+    /// draft token (whose KV is then the right one), keeps that draft token
+    /// and samples again at its logits: every token comes from the
+    /// sequence's own sampler given the tokens before it, exactly as
+    /// without a draft (for greedy sampling: accept while the argmax
+    /// matches; for random sampling this is the standard acceptance rule
+    /// for a draft that is one token with certainty). The KV of the
+    /// drafted tokens not kept is removed.
     fn after_decode(&mut self, work: &Work) -> Result<(), Disconnected> {
         let slot = &mut self.slots[work.slot];
         let Some(seq) = slot.active.as_mut() else {
             return Ok(());
         };
-        match &work.feed {
-            Feed::Decode => slot.cached.extend(seq.next.take()),
-            Feed::Prompt(range) => slot.cached.extend_from_slice(&seq.prompt[range.clone()]),
-        }
+        let draft = match &work.feed {
+            Feed::Decode { draft } => {
+                slot.cached.extend(seq.next.take());
+                let mut d = std::mem::take(&mut seq.draft);
+                d.truncate(*draft);
+                d
+            }
+            Feed::Prompt(range) => {
+                slot.cached.extend_from_slice(&seq.prompt[range.clone()]);
+                Vec::new()
+            }
+        };
         let Some(idx) = work.logits_at else {
             return Ok(()); // prompt not fully evaluated yet
+        };
+        let (seq_id, mut idx) = (slot.seq_id, idx);
+        self.drafted += draft.len() as u64;
+        for (k, &drafted) in draft.iter().enumerate() {
+            let (token, done) = self.sample(work.slot, idx)?;
+            if done || token != drafted {
+                self.accepted += k as u64;
+                let keep = self.slots[work.slot].cached.len() as u32;
+                let _ = self
+                    .ctx
+                    .clear_kv_cache_seq(Some(seq_id as u32), Some(keep), None);
+                return Ok(());
+            }
+            // The sampled token is the draft token the batch evaluated.
+            let slot = &mut self.slots[work.slot];
+            slot.cached.push(drafted);
+            if let Some(seq) = slot.active.as_mut() {
+                seq.next = None;
+            }
+            idx += 1;
+        }
+        self.accepted += draft.len() as u64;
+        self.sample(work.slot, idx).map(|_| ())
+    }
+
+    /// Samples slot `i`'s token at batch index `idx`, streams what it
+    /// produced; returns it and whether the sequence finished.
+    fn sample(&mut self, i: usize, idx: usize) -> Result<(LlamaToken, bool), Disconnected> {
+        let slot = &mut self.slots[i];
+        let Some(seq) = slot.active.as_mut() else {
+            return Ok((LlamaToken(-1), true));
         };
         let idx = idx as i32;
         let token = seq.sampler.sample(&self.ctx, idx);
@@ -594,7 +693,9 @@ impl<'m> Engine<'m> {
             };
             seq.on_token(sampled, slot.cached.len(), self.ctx_per_slot)
         };
-        self.apply(work.slot, step)
+        let done = step.finish.is_some();
+        self.apply(i, step)?;
+        Ok((token, done))
     }
 
     /// Sends what a sampled token produced and ends the sequence if it is done.

@@ -26,6 +26,7 @@
 //! - `text`: UTF-8 reassembly and stop strings.
 //! - chat templates are rendered by the `llm-node-chat` crate.
 
+mod draft;
 mod embed;
 mod engine;
 mod ipc;

@@ -9,12 +9,15 @@
 //!
 //! # The rules
 //! - Every decoding slot (one sampled token waiting to be evaluated) gets its
-//!   token first, in slot order, as long as the batch has room.
+//!   token first, in slot order, as long as the batch has room; then, in
+//!   slot order, its draft tokens (speculative decoding, see `draft`) as
+//!   far as the batch has room left, right after its token.
 //! - Then prefilling slots, in slot order, get prompt chunks within a budget:
 //!   the whole batch when nothing decodes, else at most `prefill_chunk`
 //!   prompt tokens on top of the decode tokens, so a long prompt never stalls
 //!   the running streams for more than one chunk.
-//! - Logits are wanted for a decode token, and for the last prompt token of a
+//! - Logits are wanted for a decode token and each of its draft tokens, and
+//!   for the last prompt token of a
 //!   prompt that the chunk completes.
 //! - A new request takes the free slot whose cached tokens share the longest
 //!   prefix with its prompt (ties: the lowest index), and reuses that prefix,
@@ -40,6 +43,8 @@ pub struct SlotState {
     pub prompt: usize,
     /// A sampled token waits to be decoded: the prompt is done.
     pub decoding: bool,
+    /// Draft tokens proposed to follow that token.
+    pub draft: usize,
 }
 
 /// Token limits of one decode step.
@@ -54,8 +59,10 @@ pub struct Budget {
 /// What a slot adds to the batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Feed {
-    /// Its one sampled token, at position `cached`.
-    Decode,
+    /// Its sampled token, at position `cached`, then the first `draft`
+    /// tokens of its draft, all with logits (consecutive batch indices from
+    /// [`Work::logits_at`]).
+    Decode { draft: usize },
     /// These prompt tokens, at their own positions.
     Prompt(Range<usize>),
 }
@@ -74,16 +81,21 @@ pub struct Work {
 /// Empty when no slot has anything to evaluate.
 pub fn plan_step(slots: &[SlotState], budget: Budget) -> Vec<Work> {
     let mut plan = Vec::new();
+    let decoding: Vec<usize> = (0..slots.len())
+        .filter(|&i| slots[i].active && slots[i].decoding)
+        .take(budget.batch)
+        .collect();
+    let mut room = budget.batch - decoding.len();
     let mut used = 0;
-    for (slot, s) in slots.iter().enumerate() {
-        if s.active && s.decoding && used < budget.batch {
-            plan.push(Work {
-                slot,
-                feed: Feed::Decode,
-                logits_at: Some(used),
-            });
-            used += 1;
-        }
+    for slot in decoding {
+        let draft = slots[slot].draft.min(room);
+        room -= draft;
+        plan.push(Work {
+            slot,
+            feed: Feed::Decode { draft },
+            logits_at: Some(used),
+        });
+        used += 1 + draft;
     }
     let limit = match used {
         0 => budget.batch,
@@ -172,6 +184,7 @@ mod tests {
         cached: 0,
         prompt: 0,
         decoding: false,
+        draft: 0,
     };
 
     fn decoding(cached: usize) -> SlotState {
@@ -180,6 +193,14 @@ mod tests {
             cached,
             prompt: 1,
             decoding: true,
+            draft: 0,
+        }
+    }
+
+    fn drafting(cached: usize, draft: usize) -> SlotState {
+        SlotState {
+            draft,
+            ..decoding(cached)
         }
     }
 
@@ -189,13 +210,18 @@ mod tests {
             cached,
             prompt,
             decoding: false,
+            draft: 0,
         }
     }
 
     fn decode(slot: usize, at: usize) -> Work {
+        speculate(slot, at, 0)
+    }
+
+    fn speculate(slot: usize, at: usize, draft: usize) -> Work {
         Work {
             slot,
-            feed: Feed::Decode,
+            feed: Feed::Decode { draft },
             logits_at: Some(at),
         }
     }
@@ -211,7 +237,7 @@ mod tests {
     /// Tokens a work puts into the batch.
     fn len(w: &Work) -> usize {
         match &w.feed {
-            Feed::Decode => 1,
+            Feed::Decode { draft } => 1 + draft,
             Feed::Prompt(range) => range.len(),
         }
     }
@@ -281,6 +307,18 @@ mod tests {
                 vec![decode(0, 0), prompt(1, 0..7, None)],
             ),
             (
+                "drafts follow their token, in slot order, within the batch",
+                vec![drafting(9, 3), drafting(4, 20), decoding(2)],
+                BUDGET,
+                vec![speculate(0, 0, 3), speculate(1, 4, 10), decode(2, 15)],
+            ),
+            (
+                "drafts take room from the prefill chunk, not the reverse",
+                vec![drafting(9, 2), prefilling(0, 40)],
+                BUDGET,
+                vec![speculate(0, 0, 2), prompt(1, 0..4, None)],
+            ),
+            (
                 "more decoding slots than batch room: the first ones decode",
                 vec![decoding(1), decoding(1), decoding(1), prefilling(0, 4)],
                 Budget {
@@ -301,7 +339,7 @@ mod tests {
             for chunk in 1..12 {
                 let slots = [
                     prefilling(0, 9),
-                    decoding(2),
+                    drafting(2, 5),
                     prefilling(3, 20),
                     decoding(1),
                 ];

@@ -44,6 +44,9 @@ pub struct Meter {
     cache_entries: AtomicU64,
     cache_hits: AtomicU64,
     cache_copies: AtomicU64,
+    /// Speculative decoding: draft tokens decoded and accepted.
+    spec_drafted: AtomicU64,
+    spec_accepted: AtomicU64,
 }
 
 impl Default for Meter {
@@ -58,6 +61,8 @@ impl Default for Meter {
             cache_entries: AtomicU64::new(0),
             cache_hits: AtomicU64::new(0),
             cache_copies: AtomicU64::new(0),
+            spec_drafted: AtomicU64::new(0),
+            spec_accepted: AtomicU64::new(0),
         }
     }
 }
@@ -88,6 +93,13 @@ impl Meter {
         self.cache_copies.store(copies, Ordering::Relaxed);
     }
 
+    /// Speculative decoding's totals after a turn: draft tokens decoded and
+    /// accepted.
+    pub fn speculation(&self, drafted: u64, accepted: u64) {
+        self.spec_drafted.store(drafted, Ordering::Relaxed);
+        self.spec_accepted.store(accepted, Ordering::Relaxed);
+    }
+
     /// The engine finished a turn and may now wait for work.
     pub fn end(&self) {
         self.busy_since.store(0, Ordering::Relaxed);
@@ -110,6 +122,8 @@ impl Meter {
             cache_entries: self.cache_entries.load(Ordering::Relaxed),
             cache_hits: self.cache_hits.load(Ordering::Relaxed),
             cache_copies: self.cache_copies.load(Ordering::Relaxed),
+            spec_drafted: self.spec_drafted.load(Ordering::Relaxed),
+            spec_accepted: self.spec_accepted.load(Ordering::Relaxed),
         }
     }
 }

@@ -674,6 +674,8 @@ mod tests {
                 prefill_chunk: 0,
                 embeddings: false,
                 cache_ram_mib: 0,
+                spec_ngram: 0,
+                spec_draft: 0,
                 chat_template: None,
             },
             ready_timeout,
