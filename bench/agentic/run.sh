@@ -21,8 +21,14 @@
 #   STAGGER        seconds between conversation starts [0.5] (default 1)
 #   EDITS          edit requests [4] (default 16); EDIT_TOKENS answer length [128] (default 384)
 #   RUNS           passes over the servers [1] (default 3)
-#   SERVERS        configurations, in order: any of llama-server, llama-server-ngram,
-#                  llm-node, llm-node-nocache (default: all but llm-node-nocache)
+#   SERVERS        configurations, in order: any of
+#                    llama-server        its defaults (host-RAM prompt cache on, 8 GiB)
+#                    llama-server-ngram  plus NGRAM_ARGS
+#                    llm-node            its defaults (host-RAM prompt cache on, 4 GiB)
+#                    llm-node-spec       plus --spec-ngram SPEC_NGRAM
+#                    llm-node-base       --cache-ram 0: the engine before issue #17
+#                  (default: all five)
+#   SPEC_NGRAM     n-gram size for llm-node-spec (default 3)
 #   NGRAM_ARGS     llama-server's speculation flags for llama-server-ngram
 #                  (default "--spec-type ngram-simple")
 #   LLM_NODE_EXTRA_ARGS / LLAMA_SERVER_EXTRA_ARGS  appended to every such server
@@ -48,7 +54,8 @@ STAGGER="${STAGGER:-1}"
 EDITS="${EDITS:-16}"
 EDIT_TOKENS="${EDIT_TOKENS:-384}"
 RUNS="${RUNS:-3}"
-SERVERS="${SERVERS:-llama-server llama-server-ngram llm-node}"
+SERVERS="${SERVERS:-llama-server llama-server-ngram llm-node llm-node-spec llm-node-base}"
+SPEC_NGRAM="${SPEC_NGRAM:-3}"
 NGRAM_ARGS="${NGRAM_ARGS:---spec-type ngram-simple}"
 OUT_DIR="${OUT_DIR:-$REPO/bench/out/agentic}"
 READY_TIMEOUT="${READY_TIMEOUT:-300}"
@@ -100,11 +107,12 @@ start_server() {
       cmd+=(${LLAMA_SERVER_EXTRA_ARGS:-})
       # shellcheck disable=SC2206
       if [ "$name" = llama-server-ngram ]; then cmd+=($NGRAM_ARGS); fi ;;
-    llm-node | llm-node-nocache)
+    llm-node | llm-node-spec | llm-node-base)
       cmd=("$LLM_NODE" --model "bench=$MODEL" --ctx-size "$CTX" --parallel "$PARALLEL"
         --threads "$THREADS" --batch-size "$BATCH" --host 127.0.0.1 --port "$port"
         --allow-ignore-eos --no-embeddings)
-      if [ "$name" = llm-node-nocache ]; then cmd+=(--cache-ram 0); fi
+      if [ "$name" = llm-node-base ]; then cmd+=(--cache-ram 0); fi
+      if [ "$name" = llm-node-spec ]; then cmd+=(--spec-ngram "$SPEC_NGRAM"); fi
       # shellcheck disable=SC2206
       cmd+=(${LLM_NODE_EXTRA_ARGS:-}) ;;
     *) die "unknown server $name" ;;

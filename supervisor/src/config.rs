@@ -582,6 +582,10 @@ mod tests {
         assert_eq!(parse(&["--http-threads", "3"]).http_thread_count(), 3);
         assert_eq!(args.batch_size, 512);
         assert_eq!(args.prefill_chunk, 0);
+        assert_eq!(
+            (args.cache_ram, args.spec_ngram, args.spec_draft),
+            (4096, 0, 8)
+        );
         assert_eq!(args.n_gpu_layers, 999);
         assert_eq!(args.ready_timeout_secs, 300);
         assert!(!args.no_embeddings);

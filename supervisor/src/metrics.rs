@@ -62,6 +62,11 @@ pub struct Metrics {
     pub prompt_cache_entries: IntGaugeVec,
     pub prompt_cache_hits: IntGaugeVec,
     pub prompt_cache_copies: IntGaugeVec,
+    /// Speculative decoding (`--spec-ngram`): draft tokens decoded and
+    /// accepted since the worker started; accepted / drafted is the
+    /// acceptance rate.
+    pub spec_draft_tokens: IntGaugeVec,
+    pub spec_accepted_tokens: IntGaugeVec,
     /// From spawn to `Ready`.
     pub model_load_duration: HistogramVec,
     pub gpu_memory_used: IntGaugeVec,
@@ -284,6 +289,16 @@ impl Metrics {
                 "Prompts that copied KV from another slot since the worker started",
                 &["model"],
             ),
+            spec_draft_tokens: gauge(
+                "llm_node_spec_draft_tokens",
+                "Speculative draft tokens decoded since the worker started",
+                &["model"],
+            ),
+            spec_accepted_tokens: gauge(
+                "llm_node_spec_accepted_tokens",
+                "Speculative draft tokens accepted (sampled as drafted) since the worker started",
+                &["model"],
+            ),
             model_load_duration: histogram(
                 "llm_node_model_load_duration_seconds",
                 "Time from spawning a worker to its Ready (model loaded)",
@@ -367,6 +382,8 @@ impl Metrics {
             &self.prompt_cache_entries,
             &self.prompt_cache_hits,
             &self.prompt_cache_copies,
+            &self.spec_draft_tokens,
+            &self.spec_accepted_tokens,
         ] {
             g.with_label_values(&[model]).set(0);
         }

@@ -48,13 +48,12 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::vocab::LlamaVocab;
-use llama_cpp_2::{LlamaStateSeqFlags, SeqState};
+use llama_cpp_2::SeqState;
 use llm_node_protocol::{
     Command, Event, FailureKind, FinishReason, ModelInfo, RequestId, TokenLogprob, Usage,
     WorkerConfig,
 };
 
-use crate::draft;
 use crate::embed::{self, EmbedJob, Embedder};
 use crate::ipc::{Disconnected, EventSink, Inbound};
 use crate::load::{load_template, new_context, threads, LoadError};
@@ -64,6 +63,9 @@ use crate::progress::Meter;
 use crate::prompt_cache::PromptCache;
 use crate::sampling::logprobs;
 use crate::sequence::{Sampled, Sequence, Step, Waiting};
+
+mod reuse;
+mod speculate;
 
 /// What the engine thread receives: commands from the reader thread and
 /// prepared requests from the prep thread, on one channel so that an idle
@@ -212,7 +214,7 @@ impl<'m> Engine<'m> {
             piece_buf: Vec::with_capacity(32),
             cache: PromptCache::new(config.cache_ram_mib as usize * 1024 * 1024),
             copies: 0,
-            spec_ngram: config.spec_ngram as usize,
+            spec_ngram: spec_ngram(model, config),
             spec_draft: config.spec_draft as usize,
             drafted: 0,
             accepted: 0,
@@ -427,87 +429,6 @@ impl<'m> Engine<'m> {
         Ok(())
     }
 
-    /// Brings the longest reusable KV for `prompt` into free slot `i`: its
-    /// own, another slot's (copied) or a host-RAM cache entry's (restored),
-    /// by [`plan::pick_source`]. Saves the slot's own KV to the host-RAM
-    /// cache first when `prompt` would drop part of it. Returns whether a
-    /// copy from another slot is pending (see [`Self::admit`]).
-    fn fill_slot(&mut self, i: usize, prompt: &[LlamaToken]) -> bool {
-        let own = plan::reuse_len(&self.slots[i].cached, prompt);
-        let other = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter(|&(j, _)| j != i)
-            .map(|(j, s)| (j, plan::reuse_len(&s.cached, prompt)))
-            .max_by_key(|&(j, n)| (n, std::cmp::Reverse(j)));
-        let ids: Vec<i32> = prompt.iter().map(|t| t.0).collect();
-        let host = self
-            .cache
-            .best(&ids)
-            .map(|(key, shared)| (key, shared.min(prompt.len().saturating_sub(1))));
-        let source = plan::pick_source(own, other, host);
-        // Dropping only a few tokens leaves nearly the same state in the slot.
-        let dropped = self.slots[i].cached.len() - own;
-        if source != plan::Source::Own || dropped >= plan::MIN_GAIN {
-            self.save(i);
-        }
-        let seq = self.slots[i].seq_id;
-        match source {
-            plan::Source::Own => false,
-            plan::Source::Slot(j) => {
-                let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
-                let from = self.slots[j].seq_id;
-                let copied = self.ctx.copy_kv_cache_seq(from, seq, None, None).is_ok();
-                self.slots[i].cached = if copied {
-                    self.slots[j].cached.clone()
-                } else {
-                    Vec::new()
-                };
-                self.copies += u64::from(copied);
-                copied
-            }
-            plan::Source::Host(key) => {
-                let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
-                let (tokens, state) = self.cache.restore(key);
-                let tokens: Vec<LlamaToken> = tokens.iter().map(|&t| LlamaToken(t)).collect();
-                match self.ctx.state_seq_set(state, seq) {
-                    Ok(()) => self.slots[i].cached = tokens,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "prompt cache restore failed; prefilling");
-                        let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
-                        self.slots[i].cached.clear();
-                        self.cache.remove(key);
-                    }
-                }
-                false
-            }
-        }
-    }
-
-    /// Saves free slot `i`'s KV to the host-RAM prompt cache, unless it is
-    /// short, or an entry holds it already.
-    fn save(&mut self, i: usize) {
-        let slot = &self.slots[i];
-        if !self.cache.enabled() || slot.cached.len() < plan::MIN_GAIN {
-            return;
-        }
-        let tokens: Vec<i32> = slot.cached.iter().map(|t| t.0).collect();
-        if self.cache.covers(&tokens) {
-            return;
-        }
-        match self
-            .ctx
-            .state_seq_get(slot.seq_id, LlamaStateSeqFlags::empty())
-        {
-            Ok(state) => {
-                let bytes = state.byte_len();
-                self.cache.insert(tokens, state, bytes);
-            }
-            Err(e) => tracing::warn!(error = %e, "could not save a sequence state"),
-        }
-    }
-
     /// Drops slot `i`'s cached tokens from position `keep` on.
     fn truncate_cache(&mut self, i: usize, keep: usize) {
         let slot = &mut self.slots[i];
@@ -551,34 +472,6 @@ impl<'m> Engine<'m> {
             self.after_decode(work)?;
         }
         Ok(())
-    }
-
-    /// Gives every decoding sequence its n-gram draft, within its context
-    /// and its `max_tokens`.
-    fn draft(&mut self) {
-        if self.spec_ngram == 0 {
-            return;
-        }
-        for slot in &mut self.slots {
-            let Some(seq) = slot.active.as_mut() else {
-                continue;
-            };
-            seq.draft.clear();
-            let Some(next) = seq.next else { continue };
-            // Positions: `next` at cached.len(), the draft after it.
-            let room = self.ctx_per_slot.saturating_sub(slot.cached.len() + 1);
-            let left = seq.params.max_tokens.map_or(usize::MAX, |max| {
-                (max.saturating_sub(seq.usage.completion_tokens) as usize).saturating_sub(1)
-            });
-            let max = self.spec_draft.min(room).min(left);
-            if max == 0 {
-                continue;
-            }
-            slot.cached.push(next);
-            let found = draft::lookup(&slot.cached, self.spec_ngram, max);
-            seq.draft.extend_from_slice(found);
-            slot.cached.pop();
-        }
     }
 
     /// Puts the plan's tokens into the batch, in plan order.
@@ -644,11 +537,7 @@ impl<'m> Engine<'m> {
             let (token, done) = self.sample(work.slot, idx)?;
             if done || token != drafted {
                 self.accepted += k as u64;
-                let keep = self.slots[work.slot].cached.len() as u32;
-                let _ = self
-                    .ctx
-                    .clear_kv_cache_seq(Some(seq_id as u32), Some(keep), None);
-                return Ok(());
+                return self.drop_rejected(work.slot, seq_id);
             }
             // The sampled token is the draft token the batch evaluated.
             let slot = &mut self.slots[work.slot];
@@ -660,6 +549,25 @@ impl<'m> Engine<'m> {
         }
         self.accepted += draft.len() as u64;
         self.sample(work.slot, idx).map(|_| ())
+    }
+
+    /// Removes the KV of slot `i`'s rejected draft tokens (those past its
+    /// cached tokens). Should llama.cpp refuse (a memory type that cannot
+    /// cut a sequence short; `Engine::new` turns drafts off for those), the
+    /// slot's KV is cleared and its sequence, if still running, failed.
+    fn drop_rejected(&mut self, i: usize, seq_id: i32) -> Result<(), Disconnected> {
+        let keep = self.slots[i].cached.len() as u32;
+        let removed = self
+            .ctx
+            .clear_kv_cache_seq(Some(seq_id as u32), Some(keep), None)
+            .unwrap_or(false);
+        if removed {
+            return Ok(());
+        }
+        let _ = self.ctx.clear_kv_cache_seq(Some(seq_id as u32), None, None);
+        self.slots[i].cached.clear();
+        let message = "llama.cpp could not remove rejected draft tokens".to_owned();
+        self.abort_slot(i, FailureKind::Internal, message)
     }
 
     /// Samples slot `i`'s token at batch index `idx`, streams what it
@@ -806,6 +714,19 @@ impl<'m> Engine<'m> {
             }
         }
     }
+}
+
+/// The n-gram size of speculative drafts: off for models whose memory
+/// cannot drop a sequence's last tokens (recurrent and hybrid ones), which
+/// rejecting a draft needs.
+fn spec_ngram(model: &LlamaModel, config: &WorkerConfig) -> usize {
+    if config.spec_ngram > 0 && (model.is_recurrent() || model.is_hybrid()) {
+        tracing::warn!(
+            "speculative decoding is off: this model's memory cannot drop rejected drafts"
+        );
+        return 0;
+    }
+    config.spec_ngram as usize
 }
 
 /// Where [`token_logprob`] finds the alternatives to a sampled token.

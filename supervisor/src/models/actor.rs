@@ -349,6 +349,8 @@ impl ModelActor {
             (&metrics.prompt_cache_entries, progress.cache_entries),
             (&metrics.prompt_cache_hits, progress.cache_hits),
             (&metrics.prompt_cache_copies, progress.cache_copies),
+            (&metrics.spec_draft_tokens, progress.spec_drafted),
+            (&metrics.spec_accepted_tokens, progress.spec_accepted),
         ] {
             gauge
                 .with_label_values(&[&self.name])
