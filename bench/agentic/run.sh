@@ -33,6 +33,7 @@
 #                  (default "--spec-type ngram-simple")
 #   LLM_NODE_EXTRA_ARGS / LLAMA_SERVER_EXTRA_ARGS  appended to every such server
 #   OUT_DIR        results (default bench/out/agentic)
+#   SKIP_BUILD=1   use the llm-node binaries already built
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPO="$PWD"
@@ -69,7 +70,10 @@ if [[ "$SERVERS" == *llama-server* ]]; then
   LLAMA_SERVER="$(bench/build-llama-server.sh)"
 fi
 # llm-node is built whatever SERVERS says: it counts the shared prefix.
-cargo build --release -p llm-node -p llm-node-worker --bins -j "${JOBS:-2}"
+# SKIP_BUILD=1 uses the binaries already in the target dir.
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+  cargo build --release -p llm-node -p llm-node-worker --bins -j "${JOBS:-2}"
+fi
 LLM_NODE="$(cd "${CARGO_TARGET_DIR:-target}/release" && pwd)/llm-node"
 VENV="$CACHE/bench-venv"
 if ! "$VENV/bin/python" -c 'import aiohttp' 2>/dev/null; then

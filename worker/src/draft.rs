@@ -34,9 +34,12 @@ pub fn lookup<T: PartialEq>(history: &[T], n: usize, max: usize) -> &[T] {
 mod tests {
     use super::*;
 
+    /// (why, history, n, max, the draft wanted)
+    type Case = (&'static str, &'static [i32], usize, usize, &'static [i32]);
+
     #[test]
     fn drafts_follow_the_latest_earlier_occurrence_of_the_last_n_tokens() {
-        let table: [(&str, &[i32], usize, usize, &[i32]); 8] = [
+        let table: [Case; 8] = [
             (
                 "a repeat: what followed it",
                 &[1, 2, 3, 4, 5, 1, 2],
