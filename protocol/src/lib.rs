@@ -101,6 +101,15 @@ pub struct WorkerConfig {
     pub prefill_chunk: u32,
     /// Create an embeddings context so [`Command::Embed`] works.
     pub embeddings: bool,
+    /// Host-RAM prompt cache of this model, in MiB: the KV of sequences
+    /// whose slot is reassigned, restored by requests that extend them;
+    /// 0 = off.
+    pub cache_ram_mib: u32,
+    /// Speculative decoding without a draft model: the n-gram length whose
+    /// earlier occurrence in the sequence proposes the next tokens; 0 = off.
+    pub spec_ngram: u32,
+    /// Most draft tokens per sequence and step.
+    pub spec_draft: u32,
     /// A Jinja chat template that replaces the one in the GGUF.
     pub chat_template: Option<String>,
 }
@@ -405,6 +414,19 @@ pub struct Progress {
     /// KV cache cells in use over all sequences (tokens whose KV is kept,
     /// cached prefixes included), as of the last turn's end.
     pub kv_cells: u64,
+    /// Bytes held by the host-RAM prompt cache, as of the last turn's end.
+    pub cache_bytes: u64,
+    /// Sequence states held by the host-RAM prompt cache.
+    pub cache_entries: u64,
+    /// Prompts that reused KV from the host-RAM prompt cache (restores),
+    /// since the worker started.
+    pub cache_hits: u64,
+    /// Prompts that reused KV copied from another slot, since the worker started.
+    pub cache_copies: u64,
+    /// Speculative decoding: draft tokens decoded, and those accepted (the
+    /// acceptance rate is their ratio), since the worker started.
+    pub spec_drafted: u64,
+    pub spec_accepted: u64,
 }
 
 /// Why a request failed.
@@ -590,6 +612,9 @@ mod tests {
             batch_size: 512,
             prefill_chunk: 128,
             embeddings: true,
+            cache_ram_mib: 4096,
+            spec_ngram: 3,
+            spec_draft: 8,
             chat_template: Some("{{ x }}".into()),
         }
     }
@@ -783,6 +808,12 @@ mod tests {
                     busy_ms: 90_000,
                     busy_slots: 4,
                     kv_cells: 8_192,
+                    cache_bytes: 1 << 40,
+                    cache_entries: 12,
+                    cache_hits: 3,
+                    cache_copies: 4,
+                    spec_drafted: 100,
+                    spec_accepted: 60,
                 },
             },
         ] {
@@ -806,6 +837,7 @@ mod tests {
                     busy_ms: 0,
                     busy_slots: 1,
                     kv_cells: 17,
+                    ..Progress::default()
                 },
             },
         ];

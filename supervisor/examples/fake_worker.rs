@@ -241,6 +241,7 @@ impl Meter {
             },
             busy_slots: self.busy_slots.load(Relaxed) as u32,
             kv_cells: self.kv_cells.load(Relaxed),
+            ..Progress::default()
         }
     }
 }

@@ -115,6 +115,25 @@ pub struct Args {
     #[arg(long, env = "LLM_NODE_MAIN_GPU", default_value_t = 0)]
     pub main_gpu: i32,
 
+    /// Host-RAM prompt cache per model, in MiB: a slot's KV is saved there
+    /// when the slot is reassigned, and a request extending it restores it
+    /// instead of prefilling again (multi-turn conversations, shared system
+    /// prompts); 0 turns it off.
+    #[arg(long, env = "LLM_NODE_CACHE_RAM", default_value_t = 4096)]
+    pub cache_ram: u32,
+
+    /// Speculative decoding without a draft model: each step, the tokens
+    /// that followed the latest earlier occurrence of a sequence's last N
+    /// tokens are decoded with it as a draft and kept as far as they match
+    /// what it samples (same output, more tokens per step on answers that
+    /// repeat their input); 0 (the default) turns it off.
+    #[arg(long, env = "LLM_NODE_SPEC_NGRAM", default_value_t = 0)]
+    pub spec_ngram: u32,
+
+    /// Most draft tokens per sequence and step (with --spec-ngram).
+    #[arg(long, env = "LLM_NODE_SPEC_DRAFT", default_value_t = 8)]
+    pub spec_draft: u32,
+
     /// Do not create embedding contexts (`/v1/embeddings` then answers 400).
     #[arg(long, env = "LLM_NODE_NO_EMBEDDINGS")]
     pub no_embeddings: bool,
@@ -463,6 +482,9 @@ impl Args {
             batch_size: self.batch_size,
             prefill_chunk: self.prefill_chunk,
             embeddings: !self.no_embeddings,
+            cache_ram_mib: self.cache_ram,
+            spec_ngram: self.spec_ngram,
+            spec_draft: self.spec_draft,
             chat_template: None,
         }
     }
@@ -560,6 +582,10 @@ mod tests {
         assert_eq!(parse(&["--http-threads", "3"]).http_thread_count(), 3);
         assert_eq!(args.batch_size, 512);
         assert_eq!(args.prefill_chunk, 0);
+        assert_eq!(
+            (args.cache_ram, args.spec_ngram, args.spec_draft),
+            (4096, 0, 8)
+        );
         assert_eq!(args.n_gpu_layers, 999);
         assert_eq!(args.ready_timeout_secs, 300);
         assert!(!args.no_embeddings);

@@ -55,6 +55,18 @@ pub struct Metrics {
     pub slots: IntGaugeVec,
     pub kv_cells_used: IntGaugeVec,
     pub kv_cells_total: IntGaugeVec,
+    /// The worker's host-RAM prompt cache, as of the last `Pong`: bytes and
+    /// entries held, restores and copies from another slot since the worker
+    /// started.
+    pub prompt_cache_bytes: IntGaugeVec,
+    pub prompt_cache_entries: IntGaugeVec,
+    pub prompt_cache_hits: IntGaugeVec,
+    pub prompt_cache_copies: IntGaugeVec,
+    /// Speculative decoding (`--spec-ngram`): draft tokens decoded and
+    /// accepted since the worker started; accepted / drafted is the
+    /// acceptance rate.
+    pub spec_draft_tokens: IntGaugeVec,
+    pub spec_accepted_tokens: IntGaugeVec,
     /// From spawn to `Ready`.
     pub model_load_duration: HistogramVec,
     pub gpu_memory_used: IntGaugeVec,
@@ -263,6 +275,36 @@ impl Metrics {
                 "KV cache cells of the running worker (context per slot times slots)",
                 &["model"],
             ),
+            prompt_cache_bytes: gauge(
+                "llm_node_prompt_cache_bytes",
+                "Bytes of sequence states in the worker's host-RAM prompt cache (bounded by --cache-ram)",
+                &["model"],
+            ),
+            prompt_cache_entries: gauge(
+                "llm_node_prompt_cache_entries",
+                "Sequence states in the worker's host-RAM prompt cache",
+                &["model"],
+            ),
+            prompt_cache_hits: gauge(
+                "llm_node_prompt_cache_hits",
+                "Prompts that restored KV from the host-RAM prompt cache since the worker started",
+                &["model"],
+            ),
+            prompt_cache_copies: gauge(
+                "llm_node_prompt_cache_copies",
+                "Prompts that copied KV from another slot since the worker started",
+                &["model"],
+            ),
+            spec_draft_tokens: gauge(
+                "llm_node_spec_draft_tokens",
+                "Speculative draft tokens decoded since the worker started",
+                &["model"],
+            ),
+            spec_accepted_tokens: gauge(
+                "llm_node_spec_accepted_tokens",
+                "Speculative draft tokens accepted (sampled as drafted) since the worker started",
+                &["model"],
+            ),
             model_load_duration: histogram(
                 "llm_node_model_load_duration_seconds",
                 "Time from spawning a worker to its Ready (model loaded)",
@@ -357,6 +399,12 @@ impl Metrics {
             &self.slots,
             &self.kv_cells_used,
             &self.kv_cells_total,
+            &self.prompt_cache_bytes,
+            &self.prompt_cache_entries,
+            &self.prompt_cache_hits,
+            &self.prompt_cache_copies,
+            &self.spec_draft_tokens,
+            &self.spec_accepted_tokens,
         ] {
             g.with_label_values(&[model]).set(0);
         }

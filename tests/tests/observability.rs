@@ -361,6 +361,7 @@ fn every_metric_of_the_dashboard_and_the_alerts_is_on_a_live_node() {
         ("llm_node_pulls_started_total", 1.0),
         ("llm_node_slots{model=\"smollm2\"}", 4.0),
         ("llm_node_kv_cells_total{model=\"smollm2\"}", 4096.0),
+        ("llm_node_prompt_cache_bytes{model=\"smollm2\"}", 0.0),
         (
             "llm_node_gpu_memory_used_bytes{gpu=\"0\"",
             20.0 * 1024.0 * 1024.0 * 1024.0,

@@ -10,13 +10,23 @@
 //! 2. admits waiting requests into free slots: each slot is one KV sequence
 //!    (`seq_id` = slot index) with its own sampler chain; the slot whose cached
 //!    tokens share the longest prefix with the new prompt is chosen and only
-//!    the rest of the prompt is evaluated (prompt caching);
+//!    the rest of the prompt is evaluated (prompt caching). When another
+//!    slot, or a state saved in the host-RAM prompt cache (`prompt_cache`),
+//!    shares a longer prefix, that KV is copied or restored into the slot
+//!    first; the slot's own KV, when the request would drop it, is saved
+//!    there before (see [`Engine::admit`]);
 //! 3. asks [`plan::plan_step`] what goes into this step's batch (decode
 //!    tokens first, then prompt chunks within the budget) and fills it;
 //! 4. embeds one input of the oldest embeddings request, if any (a batch of
 //!    long inputs is spread over many turns instead of stalling them);
 //! 5. decodes the batch, samples for every slot whose plan wants logits, and
 //!    hands each token to its [`Sequence`], which says what to stream.
+//!
+//! With speculative decoding on (`spec_ngram` > 0), each decoding sequence
+//! brings an n-gram draft (`draft`) into step 3: its draft tokens ride in
+//! the same batch as every other sequence's tokens, its sampler samples at
+//! each of them in turn, the drafted tokens it samples are kept, and the KV
+//! of the rest is removed (see [`Engine::after_decode`]).
 //!
 //! Each turn, from step 1's inputs to the flush of step 5's events, is marked
 //! on the [`Meter`] the reader thread answers liveness pings from: a long
@@ -38,6 +48,7 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::vocab::LlamaVocab;
+use llama_cpp_2::SeqState;
 use llm_node_protocol::{
     Command, Event, FailureKind, FinishReason, ModelInfo, RequestId, TokenLogprob, Usage,
     WorkerConfig,
@@ -49,8 +60,12 @@ use crate::load::{load_template, new_context, threads, LoadError};
 use crate::plan::{self, Budget, Feed, SlotState, Work};
 use crate::prep::{self, Job, Prepared, Preparer};
 use crate::progress::Meter;
+use crate::prompt_cache::PromptCache;
 use crate::sampling::logprobs;
 use crate::sequence::{Sampled, Sequence, Step, Waiting};
+
+mod reuse;
+mod speculate;
 
 /// What the engine thread receives: commands from the reader thread and
 /// prepared requests from the prep thread, on one channel so that an idle
@@ -87,6 +102,7 @@ impl Slot {
             cached: self.cached.len(),
             prompt: self.active.as_ref().map_or(0, |s| s.prompt.len()),
             decoding: self.active.as_ref().is_some_and(|s| s.next.is_some()),
+            draft: self.active.as_ref().map_or(0, |s| s.draft.len()),
         }
     }
 }
@@ -118,6 +134,16 @@ pub struct Engine<'m> {
     /// Where each turn is marked for the reader's liveness answers.
     meter: Arc<Meter>,
     piece_buf: Vec<u8>,
+    /// Sequence states of reassigned slots, in host RAM.
+    cache: PromptCache<SeqState>,
+    /// Prompts whose KV was copied from another slot, since start.
+    copies: u64,
+    /// N-gram size of speculative drafts (0: off) and most tokens per draft.
+    spec_ngram: usize,
+    spec_draft: usize,
+    /// Draft tokens decoded and accepted, since start.
+    drafted: u64,
+    accepted: u64,
 }
 
 impl<'m> Engine<'m> {
@@ -186,6 +212,12 @@ impl<'m> Engine<'m> {
             sink,
             meter,
             piece_buf: Vec::with_capacity(32),
+            cache: PromptCache::new(config.cache_ram_mib as usize * 1024 * 1024),
+            copies: 0,
+            spec_ngram: spec_ngram(model, config),
+            spec_draft: config.spec_draft as usize,
+            drafted: 0,
+            accepted: 0,
         };
         Ok((engine, preparer))
     }
@@ -266,6 +298,8 @@ impl<'m> Engine<'m> {
             let busy = self.slots.iter().filter(|s| s.active.is_some()).count();
             let cells = self.slots.iter().map(|s| s.cached.len()).sum();
             self.meter.occupancy(busy, cells);
+            self.meter.cache(self.cache.stats(), self.copies);
+            self.meter.speculation(self.drafted, self.accepted);
             self.meter.end();
         }
     }
@@ -379,6 +413,13 @@ impl<'m> Engine<'m> {
     }
 
     /// Moves waiting requests into free slots, oldest first.
+    ///
+    /// Why admission stops after a copy from another slot: with per-slot KV
+    /// (`kv_unified = false`) llama.cpp copies between sequences by copying
+    /// the whole buffer, and only at the next decode. Until then the
+    /// destination's bytes are stale and the source's must not change, so
+    /// no state may be saved from or restored into either before that
+    /// decode, which comes right after this admission.
     fn admit(&mut self) -> Result<(), Disconnected> {
         while let Some(waiting) = self.waiting.front() {
             let free: Vec<Option<&[LlamaToken]>> = self
@@ -390,6 +431,7 @@ impl<'m> Engine<'m> {
                 break;
             };
             let w = self.waiting.pop_front().expect("front exists");
+            let copied = self.fill_slot(i, &w.tokens);
             let reuse = plan::reuse_len(&self.slots[i].cached, &w.tokens);
             self.truncate_cache(i, reuse);
             let slot = &mut self.slots[i];
@@ -401,6 +443,9 @@ impl<'m> Engine<'m> {
             })?;
             tracing::debug!(trace = w.trace, slot = slot.seq_id, cached, "started");
             slot.active = Some(Sequence::start(w, cached));
+            if copied {
+                break;
+            }
         }
         Ok(())
     }
@@ -427,6 +472,7 @@ impl<'m> Engine<'m> {
 
     /// One decode step over every active sequence.
     fn step(&mut self) -> Result<(), Disconnected> {
+        self.draft();
         let states: Vec<SlotState> = self.slots.iter().map(Slot::state).collect();
         let mut plan = plan::plan_step(&states, self.budget);
         if plan.is_empty() {
@@ -457,11 +503,13 @@ impl<'m> Engine<'m> {
             let seq = slot.active.as_ref().expect("planned slots are active");
             let ids = [slot.seq_id];
             let added = match &work.feed {
-                Feed::Decode => {
+                Feed::Decode { draft } => {
                     let token = seq.next.expect("a decoding slot has a next token");
-                    let logits = work.logits_at.is_some();
-                    self.batch
-                        .add(token, slot.cached.len() as i32, &ids, logits)
+                    let at = slot.cached.len();
+                    std::iter::once(token)
+                        .chain(seq.draft[..*draft].iter().copied())
+                        .enumerate()
+                        .try_for_each(|(k, t)| self.batch.add(t, (at + k) as i32, &ids, true))
                 }
                 Feed::Prompt(range) => range.clone().try_for_each(|pos| {
                     let logits = pos + 1 == seq.prompt.len();
@@ -474,17 +522,81 @@ impl<'m> Engine<'m> {
     }
 
     /// Records what the decode stored for `work`, samples, and streams text.
+    ///
+    /// A decode with a draft (`d_1..d_k` after the sampled token) samples
+    /// at the token's logits, and, while the sampled token equals the next
+    /// draft token (whose KV is then the right one), keeps that draft token
+    /// and samples again at its logits: every token comes from the
+    /// sequence's own sampler given the tokens before it, exactly as
+    /// without a draft (for greedy sampling: accept while the argmax
+    /// matches; for random sampling this is the standard acceptance rule
+    /// for a draft that is one token with certainty). The KV of the
+    /// drafted tokens not kept is removed.
     fn after_decode(&mut self, work: &Work) -> Result<(), Disconnected> {
         let slot = &mut self.slots[work.slot];
         let Some(seq) = slot.active.as_mut() else {
             return Ok(());
         };
-        match &work.feed {
-            Feed::Decode => slot.cached.extend(seq.next.take()),
-            Feed::Prompt(range) => slot.cached.extend_from_slice(&seq.prompt[range.clone()]),
-        }
+        let draft = match &work.feed {
+            Feed::Decode { draft } => {
+                slot.cached.extend(seq.next.take());
+                let mut d = std::mem::take(&mut seq.draft);
+                d.truncate(*draft);
+                d
+            }
+            Feed::Prompt(range) => {
+                slot.cached.extend_from_slice(&seq.prompt[range.clone()]);
+                Vec::new()
+            }
+        };
         let Some(idx) = work.logits_at else {
             return Ok(()); // prompt not fully evaluated yet
+        };
+        let (seq_id, mut idx) = (slot.seq_id, idx);
+        self.drafted += draft.len() as u64;
+        for (k, &drafted) in draft.iter().enumerate() {
+            let (token, done) = self.sample(work.slot, idx)?;
+            if done || token != drafted {
+                self.accepted += k as u64;
+                return self.drop_rejected(work.slot, seq_id);
+            }
+            // The sampled token is the draft token the batch evaluated.
+            let slot = &mut self.slots[work.slot];
+            slot.cached.push(drafted);
+            if let Some(seq) = slot.active.as_mut() {
+                seq.next = None;
+            }
+            idx += 1;
+        }
+        self.accepted += draft.len() as u64;
+        self.sample(work.slot, idx).map(|_| ())
+    }
+
+    /// Removes the KV of slot `i`'s rejected draft tokens (those past its
+    /// cached tokens). Should llama.cpp refuse (a memory type that cannot
+    /// cut a sequence short; `Engine::new` turns drafts off for those), the
+    /// slot's KV is cleared and its sequence, if still running, failed.
+    fn drop_rejected(&mut self, i: usize, seq_id: i32) -> Result<(), Disconnected> {
+        let keep = self.slots[i].cached.len() as u32;
+        let removed = self
+            .ctx
+            .clear_kv_cache_seq(Some(seq_id as u32), Some(keep), None)
+            .unwrap_or(false);
+        if removed {
+            return Ok(());
+        }
+        let _ = self.ctx.clear_kv_cache_seq(Some(seq_id as u32), None, None);
+        self.slots[i].cached.clear();
+        let message = "llama.cpp could not remove rejected draft tokens".to_owned();
+        self.abort_slot(i, FailureKind::Internal, message)
+    }
+
+    /// Samples slot `i`'s token at batch index `idx`, streams what it
+    /// produced; returns it and whether the sequence finished.
+    fn sample(&mut self, i: usize, idx: usize) -> Result<(LlamaToken, bool), Disconnected> {
+        let slot = &mut self.slots[i];
+        let Some(seq) = slot.active.as_mut() else {
+            return Ok((LlamaToken(-1), true));
         };
         let idx = idx as i32;
         let token = seq.sampler.sample(&self.ctx, idx);
@@ -510,7 +622,9 @@ impl<'m> Engine<'m> {
             };
             seq.on_token(sampled, slot.cached.len(), self.ctx_per_slot)
         };
-        self.apply(work.slot, step)
+        let done = step.finish.is_some();
+        self.apply(i, step)?;
+        Ok((token, done))
     }
 
     /// Sends what a sampled token produced and ends the sequence if it is done.
@@ -621,6 +735,19 @@ impl<'m> Engine<'m> {
             }
         }
     }
+}
+
+/// The n-gram size of speculative drafts: off for models whose memory
+/// cannot drop a sequence's last tokens (recurrent and hybrid ones), which
+/// rejecting a draft needs.
+fn spec_ngram(model: &LlamaModel, config: &WorkerConfig) -> usize {
+    if config.spec_ngram > 0 && (model.is_recurrent() || model.is_hybrid()) {
+        tracing::warn!(
+            "speculative decoding is off: this model's memory cannot drop rejected drafts"
+        );
+        return 0;
+    }
+    config.spec_ngram as usize
 }
 
 /// Where [`token_logprob`] finds the alternatives to a sampled token.

@@ -28,6 +28,7 @@
 //!   (layers offloaded, bytes per device), read from its load log.
 //! - chat templates are rendered by the `llm-node-chat` crate.
 
+mod draft;
 mod embed;
 mod engine;
 mod ipc;
@@ -36,6 +37,7 @@ mod offload;
 mod plan;
 mod prep;
 mod progress;
+mod prompt_cache;
 mod sampling;
 mod schema;
 mod sequence;

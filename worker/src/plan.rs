@@ -9,17 +9,25 @@
 //!
 //! # The rules
 //! - Every decoding slot (one sampled token waiting to be evaluated) gets its
-//!   token first, in slot order, as long as the batch has room.
+//!   token first, in slot order, as long as the batch has room; then, in
+//!   slot order, its draft tokens (speculative decoding, see `draft`) as
+//!   far as the batch has room left, right after its token.
 //! - Then prefilling slots, in slot order, get prompt chunks within a budget:
 //!   the whole batch when nothing decodes, else at most `prefill_chunk`
 //!   prompt tokens on top of the decode tokens, so a long prompt never stalls
 //!   the running streams for more than one chunk.
-//! - Logits are wanted for a decode token, and for the last prompt token of a
+//! - Logits are wanted for a decode token and each of its draft tokens, and
+//!   for the last prompt token of a
 //!   prompt that the chunk completes.
 //! - A new request takes the free slot whose cached tokens share the longest
 //!   prefix with its prompt (ties: the lowest index), and reuses that prefix,
 //!   minus the last prompt token, which is always evaluated again so there
 //!   are fresh logits to sample from.
+//! - Where its KV comes from ([`pick_source`]): the slot's own cache, unless
+//!   another slot (busy or not: its KV is copied) or a host-RAM prompt cache
+//!   entry (restored) shares at least [`MIN_GAIN`] more tokens with the
+//!   prompt; the longest wins, a slot before a host entry on a tie (a copy
+//!   within llama.cpp's buffers is cheaper than a restore from host RAM).
 
 use std::ops::Range;
 
@@ -35,6 +43,8 @@ pub struct SlotState {
     pub prompt: usize,
     /// A sampled token waits to be decoded: the prompt is done.
     pub decoding: bool,
+    /// Draft tokens proposed to follow that token.
+    pub draft: usize,
 }
 
 /// Token limits of one decode step.
@@ -49,8 +59,10 @@ pub struct Budget {
 /// What a slot adds to the batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Feed {
-    /// Its one sampled token, at position `cached`.
-    Decode,
+    /// Its sampled token, at position `cached`, then the first `draft`
+    /// tokens of its draft, all with logits (consecutive batch indices from
+    /// [`Work::logits_at`]).
+    Decode { draft: usize },
     /// These prompt tokens, at their own positions.
     Prompt(Range<usize>),
 }
@@ -69,16 +81,21 @@ pub struct Work {
 /// Empty when no slot has anything to evaluate.
 pub fn plan_step(slots: &[SlotState], budget: Budget) -> Vec<Work> {
     let mut plan = Vec::new();
+    let decoding: Vec<usize> = (0..slots.len())
+        .filter(|&i| slots[i].active && slots[i].decoding)
+        .take(budget.batch)
+        .collect();
+    let mut room = budget.batch - decoding.len();
     let mut used = 0;
-    for (slot, s) in slots.iter().enumerate() {
-        if s.active && s.decoding && used < budget.batch {
-            plan.push(Work {
-                slot,
-                feed: Feed::Decode,
-                logits_at: Some(used),
-            });
-            used += 1;
-        }
+    for slot in decoding {
+        let draft = slots[slot].draft.min(room);
+        room -= draft;
+        plan.push(Work {
+            slot,
+            feed: Feed::Decode { draft },
+            logits_at: Some(used),
+        });
+        used += 1 + draft;
     }
     let limit = match used {
         0 => budget.batch,
@@ -114,6 +131,40 @@ pub fn pick_slot<T: PartialEq>(slots: &[Option<&[T]>], prompt: &[T]) -> Option<u
         .map(|(i, _)| i)
 }
 
+/// Fewer extra reused tokens than this are prefilled rather than copied or
+/// restored: a copy moves a whole slot's buffer, a restore the whole saved
+/// state, and a few dozen tokens of prefill cost about as much.
+pub const MIN_GAIN: usize = 32;
+
+/// Where a newly admitted request's reusable KV comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// What its slot holds already.
+    Own,
+    /// A copy of this other slot's sequence.
+    Slot(usize),
+    /// This host-RAM prompt cache entry.
+    Host(usize),
+}
+
+/// Chooses the [`Source`], given the reusable lengths ([`reuse_len`]) of the
+/// slot's own cache, of the best other slot `(index, reuse)` and of the
+/// best host entry `(key, reuse)`.
+pub fn pick_source(
+    own: usize,
+    slot: Option<(usize, usize)>,
+    host: Option<(usize, usize)>,
+) -> Source {
+    let slot = slot.filter(|&(_, n)| n >= own + MIN_GAIN);
+    let host = host.filter(|&(_, n)| n >= own + MIN_GAIN);
+    match (slot, host) {
+        (Some((i, s)), Some((_, h))) if s >= h => Source::Slot(i),
+        (_, Some((k, _))) => Source::Host(k),
+        (Some((i, _)), None) => Source::Slot(i),
+        (None, None) => Source::Own,
+    }
+}
+
 /// How many cached tokens a prompt keeps: the common prefix, but never the
 /// last prompt token (it must be evaluated to get logits).
 pub fn reuse_len<T: PartialEq>(cached: &[T], prompt: &[T]) -> usize {
@@ -133,6 +184,7 @@ mod tests {
         cached: 0,
         prompt: 0,
         decoding: false,
+        draft: 0,
     };
 
     fn decoding(cached: usize) -> SlotState {
@@ -141,6 +193,14 @@ mod tests {
             cached,
             prompt: 1,
             decoding: true,
+            draft: 0,
+        }
+    }
+
+    fn drafting(cached: usize, draft: usize) -> SlotState {
+        SlotState {
+            draft,
+            ..decoding(cached)
         }
     }
 
@@ -150,13 +210,18 @@ mod tests {
             cached,
             prompt,
             decoding: false,
+            draft: 0,
         }
     }
 
     fn decode(slot: usize, at: usize) -> Work {
+        speculate(slot, at, 0)
+    }
+
+    fn speculate(slot: usize, at: usize, draft: usize) -> Work {
         Work {
             slot,
-            feed: Feed::Decode,
+            feed: Feed::Decode { draft },
             logits_at: Some(at),
         }
     }
@@ -172,7 +237,7 @@ mod tests {
     /// Tokens a work puts into the batch.
     fn len(w: &Work) -> usize {
         match &w.feed {
-            Feed::Decode => 1,
+            Feed::Decode { draft } => 1 + draft,
             Feed::Prompt(range) => range.len(),
         }
     }
@@ -242,6 +307,18 @@ mod tests {
                 vec![decode(0, 0), prompt(1, 0..7, None)],
             ),
             (
+                "drafts follow their token, in slot order, within the batch",
+                vec![drafting(9, 3), drafting(4, 20), decoding(2)],
+                BUDGET,
+                vec![speculate(0, 0, 3), speculate(1, 4, 10), decode(2, 15)],
+            ),
+            (
+                "drafts take room from the prefill chunk, not the reverse",
+                vec![drafting(9, 2), prefilling(0, 40)],
+                BUDGET,
+                vec![speculate(0, 0, 2), prompt(1, 0..4, None)],
+            ),
+            (
                 "more decoding slots than batch room: the first ones decode",
                 vec![decoding(1), decoding(1), decoding(1), prefilling(0, 4)],
                 Budget {
@@ -262,7 +339,7 @@ mod tests {
             for chunk in 1..12 {
                 let slots = [
                     prefilling(0, 9),
-                    decoding(2),
+                    drafting(2, 5),
                     prefilling(3, 20),
                     decoding(1),
                 ];
@@ -287,6 +364,53 @@ mod tests {
         let busy: [Option<&[i32]>; 3] = [Some(&a), None, Some(&c)];
         assert_eq!(pick_slot(&busy, &[1, 2, 3, 4]), Some(2));
         assert_eq!(pick_slot::<i32>(&[None, None], &[1]), None);
+    }
+
+    #[test]
+    fn the_source_with_the_longest_reuse_wins_by_at_least_min_gain() {
+        let g = MIN_GAIN;
+        let table = [
+            ("nothing better", 10, None, None, Source::Own),
+            (
+                "a slot, not enough gain",
+                10,
+                Some((1, 10 + g - 1)),
+                None,
+                Source::Own,
+            ),
+            (
+                "a slot, enough gain",
+                10,
+                Some((1, 10 + g)),
+                None,
+                Source::Slot(1),
+            ),
+            ("a host entry", 0, None, Some((3, 500)), Source::Host(3)),
+            (
+                "the longer of the two",
+                0,
+                Some((2, 400)),
+                Some((3, 500)),
+                Source::Host(3),
+            ),
+            (
+                "a tie goes to the slot",
+                0,
+                Some((2, 500)),
+                Some((3, 500)),
+                Source::Slot(2),
+            ),
+            (
+                "own cache long enough",
+                480,
+                Some((2, 500)),
+                Some((3, 500)),
+                Source::Own,
+            ),
+        ];
+        for (why, own, slot, host, want) in table {
+            assert_eq!(pick_source(own, slot, host), want, "{why}");
+        }
     }
 
     #[test]

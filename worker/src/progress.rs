@@ -21,6 +21,8 @@ use std::time::Instant;
 
 use llm_node_protocol::Progress;
 
+use crate::prompt_cache::CacheStats;
+
 /// Turns completed and when the current one began, shared by the engine
 /// (writer) and the reader thread (reader).
 ///
@@ -37,6 +39,14 @@ pub struct Meter {
     /// Busy slots and KV cells in use at the end of the last turn.
     busy_slots: AtomicU64,
     kv_cells: AtomicU64,
+    /// The host-RAM prompt cache's [`CacheStats`] and slot copies.
+    cache_bytes: AtomicU64,
+    cache_entries: AtomicU64,
+    cache_hits: AtomicU64,
+    cache_copies: AtomicU64,
+    /// Speculative decoding: draft tokens decoded and accepted.
+    spec_drafted: AtomicU64,
+    spec_accepted: AtomicU64,
 }
 
 impl Default for Meter {
@@ -47,6 +57,12 @@ impl Default for Meter {
             busy_since: AtomicU64::new(0),
             busy_slots: AtomicU64::new(0),
             kv_cells: AtomicU64::new(0),
+            cache_bytes: AtomicU64::new(0),
+            cache_entries: AtomicU64::new(0),
+            cache_hits: AtomicU64::new(0),
+            cache_copies: AtomicU64::new(0),
+            spec_drafted: AtomicU64::new(0),
+            spec_accepted: AtomicU64::new(0),
         }
     }
 }
@@ -68,6 +84,22 @@ impl Meter {
         self.kv_cells.store(kv_cells as u64, Ordering::Relaxed);
     }
 
+    /// The prompt cache's figures after a turn: the host-RAM cache's and
+    /// the number of prompts that copied KV from another slot.
+    pub fn cache(&self, stats: CacheStats, copies: u64) {
+        self.cache_bytes.store(stats.bytes, Ordering::Relaxed);
+        self.cache_entries.store(stats.entries, Ordering::Relaxed);
+        self.cache_hits.store(stats.hits, Ordering::Relaxed);
+        self.cache_copies.store(copies, Ordering::Relaxed);
+    }
+
+    /// Speculative decoding's totals after a turn: draft tokens decoded and
+    /// accepted.
+    pub fn speculation(&self, drafted: u64, accepted: u64) {
+        self.spec_drafted.store(drafted, Ordering::Relaxed);
+        self.spec_accepted.store(accepted, Ordering::Relaxed);
+    }
+
     /// The engine finished a turn and may now wait for work.
     pub fn end(&self) {
         self.busy_since.store(0, Ordering::Relaxed);
@@ -86,6 +118,12 @@ impl Meter {
             busy_ms,
             busy_slots: self.busy_slots.load(Ordering::Relaxed) as u32,
             kv_cells: self.kv_cells.load(Ordering::Relaxed),
+            cache_bytes: self.cache_bytes.load(Ordering::Relaxed),
+            cache_entries: self.cache_entries.load(Ordering::Relaxed),
+            cache_hits: self.cache_hits.load(Ordering::Relaxed),
+            cache_copies: self.cache_copies.load(Ordering::Relaxed),
+            spec_drafted: self.spec_drafted.load(Ordering::Relaxed),
+            spec_accepted: self.spec_accepted.load(Ordering::Relaxed),
         }
     }
 }

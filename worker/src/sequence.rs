@@ -41,6 +41,8 @@ pub struct Sequence {
     pub usage: Usage,
     /// Sampled but not yet decoded (the input of the next step).
     pub next: Option<LlamaToken>,
+    /// Tokens guessed to follow `next` (speculative decoding), decoded with it.
+    pub draft: Vec<LlamaToken>,
     /// Log-probabilities of tokens whose text has not been sent yet.
     logprobs: Vec<TokenLogprob>,
     utf8: Utf8Assembler,
@@ -88,6 +90,7 @@ impl Sequence {
             logprobs: Vec::new(),
             utf8: Utf8Assembler::default(),
             next: None,
+            draft: Vec::new(),
             unreported: 0,
             text: String::new(),
         }

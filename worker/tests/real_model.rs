@@ -36,13 +36,43 @@ struct Worker {
     buffered: std::cell::RefCell<std::collections::VecDeque<Event>>,
 }
 
+/// The worker settings some tests change.
+#[derive(Clone, Copy)]
+struct Tuning {
+    cache_ram_mib: u32,
+    spec_ngram: u32,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            cache_ram_mib: 256,
+            spec_ngram: 0,
+        }
+    }
+}
+
+/// No host-RAM prompt cache.
+const NO_CACHE: Tuning = Tuning {
+    cache_ram_mib: 0,
+    spec_ngram: 0,
+};
+
 impl Worker {
     fn start(parallel: u32, ctx_per_slot: u32) -> Worker {
         Self::start_with_lanes(parallel, ctx_per_slot, 1)
     }
 
     fn start_with_lanes(parallel: u32, ctx_per_slot: u32, lanes: usize) -> Worker {
-        match Self::try_start(parallel, ctx_per_slot, lanes, None) {
+        match Self::try_start(parallel, ctx_per_slot, lanes, None, Tuning::default()) {
+            Ok(w) => w,
+            Err(ev) => panic!("expected Ready, got {ev:?}"),
+        }
+    }
+
+    /// A worker with its prompt cache and speculative decoding set by `tuning`.
+    fn start_tuned(parallel: u32, ctx_per_slot: u32, tuning: Tuning) -> Worker {
+        match Self::try_start(parallel, ctx_per_slot, 1, None, tuning) {
             Ok(w) => w,
             Err(ev) => panic!("expected Ready, got {ev:?}"),
         }
@@ -54,6 +84,7 @@ impl Worker {
         ctx_per_slot: u32,
         lanes: usize,
         chat_template: Option<String>,
+        tuning: Tuning,
     ) -> Result<Worker, Event> {
         let (server, name) = IpcOneShotServer::<Bootstrap>::new().unwrap();
         let child = Process::new(env!("CARGO_BIN_EXE_llm-node-worker"))
@@ -76,6 +107,9 @@ impl Worker {
             batch_size: 256,
             prefill_chunk: 64,
             embeddings: true,
+            cache_ram_mib: tuning.cache_ram_mib,
+            spec_ngram: tuning.spec_ngram,
+            spec_draft: 8,
             chat_template,
         };
         boot.commands
@@ -423,6 +457,170 @@ fn repeated_prompt_prefix_is_served_from_the_cache() {
     assert_eq!(u.cached_tokens, u.prompt_tokens - 1);
 }
 
+/// The engine's progress as a `Pong` reports it (every request answered).
+fn progress(w: &Worker) -> Progress {
+    w.send(&Command::Ping { id: 4242 });
+    match w.recv() {
+        Event::Pong { progress, .. } => progress,
+        other => panic!("expected Pong, got {other:?}"),
+    }
+}
+
+fn chat_turns(turns: &[(&str, &str)]) -> Prompt {
+    Prompt::Chat(ChatPrompt {
+        messages: turns
+            .iter()
+            .map(|(role, text)| ChatMessage::text(*role, *text))
+            .collect(),
+        add_generation_prompt: true,
+        ..ChatPrompt::default()
+    })
+}
+
+const LONG_QUESTION: &str = "I am planning a small vegetable garden behind my house. \
+    The soil is sandy, the summers are hot and dry, and I can water twice a week. \
+    I would like to grow tomatoes, beans, lettuce, carrots and some herbs such as \
+    basil and parsley. Which of these will do well, how far apart should I plant \
+    them, and what should I add to the soil before planting? Please also tell me \
+    when to sow each of them and how to keep pests away without chemicals.";
+
+#[test]
+fn a_conversation_that_lost_its_slot_is_restored_from_host_ram_with_the_same_output() {
+    // One slot: another conversation takes it, and the first one's KV must
+    // come back from the host-RAM cache.
+    let mut w = Worker::start(1, 1024);
+    let (answer, first) = w.run_one(chat(LONG_QUESTION), greedy(16));
+    assert_eq!(usage(&first).1.cached_tokens, 0, "a cold prefill");
+    w.run_one(chat("Name a fruit."), greedy(4));
+    let (again, ev) = w.run_one(chat(LONG_QUESTION), greedy(16));
+    let u = usage(&ev).1;
+    assert_eq!(u.cached_tokens, u.prompt_tokens - 1, "restored: {u:?}");
+    assert_eq!(again, answer, "the restored prompt answers as the cold one");
+    assert_eq!(progress(&w).cache_hits, 1);
+
+    // The next turn, after losing the slot again, against the same turn on
+    // a worker that kept the slot (and has no host cache): the KV of the
+    // first turn's answer (decoded token by token) comes back byte for byte.
+    let follow_up = [
+        ("user", LONG_QUESTION),
+        ("assistant", answer.as_str()),
+        ("user", "Thanks. Which one is the easiest?"),
+    ];
+    w.run_one(chat("Name a fruit."), greedy(4));
+    let (restored, ev) = w.run_one(chat_turns(&follow_up), greedy(16));
+    let restored_usage = usage(&ev).1;
+    let p = progress(&w);
+    assert_eq!(p.cache_hits, 2, "{p:?}");
+    assert!(p.cache_entries >= 1 && p.cache_bytes > 0, "{p:?}");
+
+    let mut kept = Worker::start_tuned(1, 1024, NO_CACHE);
+    kept.run_one(chat(LONG_QUESTION), greedy(16));
+    let (expected, ev) = kept.run_one(chat_turns(&follow_up), greedy(16));
+    assert_eq!(restored, expected);
+    assert_eq!(restored_usage.cached_tokens, usage(&ev).1.cached_tokens);
+    assert_eq!(
+        progress(&kept).cache_entries,
+        0,
+        "cache_ram 0 keeps nothing"
+    );
+}
+
+#[test]
+fn a_prefix_held_by_a_busy_slot_is_copied_not_prefilled_and_answers_the_same() {
+    let mut w = Worker::start(2, 1024);
+    // Slot 0 decodes a long answer to LONG_QUESTION while the second
+    // request, sharing that prompt's prefix, arrives.
+    let busy = w.generate(chat(LONG_QUESTION), greedy(48));
+    first_piece(&w, busy);
+    let second = chat(&format!("{LONG_QUESTION} Answer in one sentence."));
+    let id = w.generate(second.clone(), greedy(16));
+    let mut done = w.collect(&[busy, id]);
+    let (copied, ev) = done.remove(&id).unwrap();
+    let u = usage(&ev).1;
+    assert!(
+        u.cached_tokens >= 100,
+        "the shared prefix was reused: {u:?}"
+    );
+    assert_eq!(progress(&w).cache_copies, 1);
+
+    let mut cold = Worker::start_tuned(1, 1024, NO_CACHE);
+    let (expected, ev) = cold.run_one(second, greedy(16));
+    assert_eq!(usage(&ev).1.cached_tokens, 0);
+    assert_eq!(copied, expected);
+}
+
+const CODE: &str = "def area(width, height):\n    return width * height\n\n\
+def perimeter(width, height):\n    return 2 * (width + height)\n\n\
+def describe(width, height):\n    a = area(width, height)\n    p = perimeter(width, height)\n\
+    return f\"area {a}, perimeter {p}\"\n";
+
+#[test]
+fn greedy_output_is_the_same_with_and_without_speculative_decoding() {
+    let edit = format!("Rename the function area to surface and repeat the whole code.\n\n{CODE}");
+    let prompts = [
+        chat(&edit),
+        chat(LONG_QUESTION),
+        Prompt::Text(format!("{CODE}\n{CODE}")),
+    ];
+    let spec = Tuning {
+        spec_ngram: 2,
+        ..NO_CACHE
+    };
+    // One request at a time: llama.cpp's numbers are not batch-invariant
+    // (a token's logits move in the last bits with what else shares its
+    // batch), so sequences decoding side by side could flip a near-tie in
+    // either run; alone, only the drafts differ between the two runs.
+    let mut plain = Worker::start_tuned(1, 1024, NO_CACHE);
+    let mut fast = Worker::start_tuned(1, 1024, spec);
+    let run = |w: &mut Worker| {
+        prompts
+            .iter()
+            .map(|p| w.run_one(p.clone(), greedy(48)))
+            .collect::<Vec<_>>()
+    };
+    let (want, got) = (run(&mut plain), run(&mut fast));
+    for ((text, ev), (spec_text, spec_ev)) in want.iter().zip(&got) {
+        assert_eq!(spec_text, text);
+        assert_eq!(usage(spec_ev), usage(ev));
+    }
+    let p = progress(&fast);
+    assert!(p.spec_drafted > 0, "drafts were tried: {p:?}");
+    assert!(p.spec_accepted > 0, "and some accepted: {p:?}");
+    assert_eq!(progress(&plain).spec_drafted, 0);
+    eprintln!(
+        "speculation: {} of {} draft tokens accepted",
+        p.spec_accepted, p.spec_drafted
+    );
+}
+
+#[test]
+fn the_host_cache_never_holds_more_than_its_bound() {
+    // 4 MiB: about one ~150-token state of the bundled model (~23 KB a token).
+    let mut w = Worker::start_tuned(
+        1,
+        1024,
+        Tuning {
+            cache_ram_mib: 4,
+            ..NO_CACHE
+        },
+    );
+    let bound = 4 << 20;
+    let mut entries_seen = 0;
+    for topic in ["garden", "kitchen", "garage", "attic", "cellar"] {
+        let question = LONG_QUESTION.replace("garden", topic);
+        w.run_one(chat(&question), greedy(8));
+        let p = progress(&w);
+        assert!(p.cache_bytes <= bound, "{p:?}");
+        entries_seen = entries_seen.max(p.cache_entries);
+    }
+    assert!(entries_seen >= 1, "states were saved at all");
+    // The oldest conversation was evicted: asking it again reuses only the
+    // shared chat-template prefix, not its whole prompt.
+    let (_, ev) = w.run_one(chat(LONG_QUESTION), greedy(4));
+    let u = usage(&ev).1;
+    assert!(u.cached_tokens < u.prompt_tokens / 2, "{u:?}");
+}
+
 #[test]
 fn embeddings_are_unit_length_and_meaningful() {
     let w = Worker::start(1, 512);
@@ -614,7 +812,7 @@ fn a_large_logit_bias_forces_a_token() {
 
 #[test]
 fn a_chat_template_that_does_not_compile_is_a_permanent_load_failure() {
-    match Worker::try_start(1, 256, 1, Some("{% for x in %}".into())) {
+    match Worker::try_start(1, 256, 1, Some("{% for x in %}".into()), Tuning::default()) {
         Err(Event::InitFailed { message, permanent }) => {
             assert!(permanent);
             assert!(message.contains("chat template"), "{message}");

@@ -345,6 +345,18 @@ impl ModelActor {
             .kv_cells_used
             .with_label_values(&[&self.name])
             .set(i64::try_from(progress.kv_cells).unwrap_or(i64::MAX));
+        for (gauge, value) in [
+            (&metrics.prompt_cache_bytes, progress.cache_bytes),
+            (&metrics.prompt_cache_entries, progress.cache_entries),
+            (&metrics.prompt_cache_hits, progress.cache_hits),
+            (&metrics.prompt_cache_copies, progress.cache_copies),
+            (&metrics.spec_draft_tokens, progress.spec_drafted),
+            (&metrics.spec_accepted_tokens, progress.spec_accepted),
+        ] {
+            gauge
+                .with_label_values(&[&self.name])
+                .set(i64::try_from(value).unwrap_or(i64::MAX));
+        }
     }
 
     /// Pings a ready worker. Its command reader answers at once with the
