@@ -40,6 +40,7 @@ pub mod disconnect;
 pub mod error;
 pub mod handlers;
 pub mod log_level;
+pub mod model_defaults;
 pub mod ndjson;
 pub mod ollama;
 pub mod ollama_chat;
