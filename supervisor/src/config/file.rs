@@ -189,14 +189,6 @@ pub fn parse(text: &str, path: &Path, dir: &Path) -> Result<ModelsFile, FileErro
             ..table.settings.profile()
         };
         let profile = own.merge(&defaults);
-        let (ctx, parallel) = (profile.ctx_size.unwrap_or(1), profile.parallel.unwrap_or(1));
-        if ctx.checked_mul(parallel).is_none() {
-            return Err(at(
-                span,
-                field("parallel"),
-                format!("ctx_size {ctx} × parallel {parallel} does not fit in 32 bits"),
-            ));
-        }
         if let MaxTokens {
             default: Some(d),
             max: Some(m),

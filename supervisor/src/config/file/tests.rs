@@ -238,12 +238,6 @@ fn bad_files_name_the_line_and_the_field() {
             "already names model \"a\"",
         ),
         (
-            "[models.a]\npath = \"a.gguf\"\nctx_size = 2097152\nparallel = 512\n",
-            1,
-            "models.a.parallel",
-            "32 bits",
-        ),
-        (
             "[models.a]\npath = \"a.gguf\"\nctx_size = \n",
             3,
             "(syntax)",
@@ -252,7 +246,7 @@ fn bad_files_name_the_line_and_the_field() {
         (
             "[models.a]\npath = \"a.gguf\"\npin = [\"x\"]\n",
             3,
-            "models.a.pin",
+            "models.a.pin[0]",
             "invalid type",
         ),
         (
