@@ -910,8 +910,10 @@ impl Handler<Reconfigure> for ModelActor {
     type Result = ResponseActFuture<Self, Result<(), String>>;
 
     fn handle(&mut self, msg: Reconfigure, ctx: &mut Self::Context) -> Self::Result {
-        if let Launch::Process { spawn, .. } = &mut self.launch {
-            *spawn = msg.spawn;
+        match &mut self.launch {
+            Launch::Process { spawn, .. } => *spawn = msg.spawn,
+            #[cfg(test)]
+            Launch::Attached { .. } => {}
         }
         self.gpus = msg.gpus;
         match self.state {
