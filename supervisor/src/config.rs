@@ -13,9 +13,11 @@ use clap::Parser;
 use llm_node_protocol::WorkerConfig;
 
 use crate::models::ModelSettings;
-pub use crate::models::ModelSpec;
+pub use crate::models::{ModelProfile, ModelSpec};
 pub use crate::paths::cache_dir;
 use crate::store;
+
+pub mod file;
 
 /// Name of the worker binary looked up next to the supervisor's own executable.
 pub const WORKER_BIN_NAME: &str = "llm-node-worker";
@@ -80,6 +82,12 @@ pub struct Args {
     #[arg(long, env = "LLM_NODE_MODELS_DIR", value_name = "DIR")]
     pub models_dir: Option<PathBuf>,
 
+    /// A models configuration file (TOML): models by path or store name,
+    /// aliases and per-model settings, over these flags (docs/configuration.md).
+    /// Checked at start; reloaded on SIGHUP and `POST /admin/reload`.
+    #[arg(long, env = "LLM_NODE_MODELS_CONFIG", value_name = "FILE")]
+    pub models_config: Option<PathBuf>,
+
     /// Context window of each parallel slot, in tokens.
     #[arg(long, env = "LLM_NODE_CTX_SIZE", default_value_t = 4096)]
     pub ctx_size: u32,
@@ -139,7 +147,9 @@ pub struct Args {
     pub no_embeddings: bool,
 
     /// Most tokens one request may generate (a larger `max_tokens` is a 400;
-    /// requests without one get this); 0 = only the slot's context bounds it.
+    /// requests without one get at most this); 0 = no node-wide limit (a
+    /// request without `max_tokens` still gets its model's default, 2048
+    /// unless the models configuration file says otherwise).
     #[arg(long, env = "LLM_NODE_MAX_TOKENS_LIMIT", default_value_t = 0)]
     pub max_tokens_limit: u32,
 
@@ -241,8 +251,8 @@ pub use crate::logging::LogFormat;
 /// A configuration that cannot work; reported once at startup.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("no models configured: pass --model NAME=PATH or --models-dir DIR")]
-    NoModels,
+    #[error("{0}")]
+    ModelsFile(#[from] file::FileError),
     #[error(transparent)]
     Supervision(#[from] crate::models::supervision::SupervisionError),
     #[error("GPU configuration: {0}")]
@@ -355,13 +365,10 @@ impl Args {
         if let Some(dir) = &self.models_dir {
             specs.extend(discover_models(dir)?);
         }
-        if self.models.is_empty() && self.models_dir.is_none() {
+        if self.models.is_empty() && self.models_dir.is_none() && self.models_config.is_none() {
             specs.extend(default);
         }
-        // A router member may start empty: its models arrive through /pull.
-        if specs.is_empty() && self.router.enabled() {
-            return Ok(specs);
-        }
+        // A node may start empty: its models arrive through pulls (or a reload).
         check_specs(&specs)?;
         self.chat_templates()?;
         Ok(specs)
@@ -394,22 +401,41 @@ impl Args {
             .ok_or_else(|| ConfigError::WorkerBin(dir.join(WORKER_BIN_NAME)))
     }
 
-    /// The models to serve at startup: [`Args::validate`]'s, except that a
-    /// configuration naming no model is fine when `store` has some (they are
-    /// added by `store::Service::start`).
+    /// The configured models with their own settings: [`Args::validate`]'s
+    /// (with the default profile: the flags alone), then those of
+    /// `--models-config` (a `store` source found in `store`). Empty is fine:
+    /// the node then serves what is stored or pulled later.
     ///
     /// # Errors
-    /// As [`Args::validate`].
-    pub fn startup_specs(
+    /// As [`Args::validate`]; [`ConfigError::ModelsFile`] for a bad file, an
+    /// unknown store name, or a name used twice.
+    pub fn configured_models(
         &self,
         store: Option<&store::Store>,
-    ) -> Result<Vec<ModelSpec>, ConfigError> {
-        match self.validate() {
-            Err(ConfigError::NoModels) if store.is_some_and(|s| !s.list().is_empty()) => {
-                Ok(Vec::new())
+    ) -> Result<Vec<(ModelSpec, ModelProfile)>, ConfigError> {
+        let mut models: Vec<(ModelSpec, ModelProfile)> = self
+            .validate()?
+            .into_iter()
+            .map(|s| (s, ModelProfile::default()))
+            .collect();
+        if let Some(path) = &self.models_config {
+            for m in file::read(path)?.models {
+                let (spec, stored) = resolve_source(path, &m, store)?;
+                if let Some((taken, _)) = models.iter().find(|(s, _)| s.key() == spec.key()) {
+                    return Err(ConfigError::ModelsFile(file::FileError {
+                        path: path.clone(),
+                        line: m.line,
+                        field: format!("models.{}", m.name),
+                        message: format!(
+                            "model {:?} is also given by --model or --models-dir",
+                            taken.name
+                        ),
+                    }));
+                }
+                models.push((spec, stored.unwrap_or(m.profile)));
             }
-            other => other,
         }
+        Ok(models)
     }
 
     /// Where the router's pulls put models: `--models-dir`, else `~/.cache/llm-node/models`.
@@ -519,11 +545,49 @@ pub fn discover_models(dir: &Path) -> Result<Vec<ModelSpec>, ConfigError> {
     })
 }
 
-/// At least one model, valid unique names, existing files.
+/// The spec of file model `m` (of the file at `path`): its GGUF file, or the
+/// stored model its `store` names (then also its profile, with the store's
+/// chat template unless the file sets one).
+fn resolve_source(
+    path: &Path,
+    m: &file::FileModel,
+    store: Option<&store::Store>,
+) -> Result<(ModelSpec, Option<ModelProfile>), ConfigError> {
+    let gguf = match &m.source {
+        file::Source::Path(p) => p.clone(),
+        file::Source::Store(name) => {
+            let err = |message: String| file::FileError {
+                path: path.to_path_buf(),
+                line: m.line,
+                field: format!("models.{}.store", m.name),
+                message,
+            };
+            let wanted = store::ModelRef::parse(name).map_err(|e| err(e.to_string()))?;
+            let found = store
+                .ok_or_else(|| err("the model store cannot be opened".into()))?
+                .find(&wanted)
+                .map_err(|e| err(e.to_string()))?
+                .ok_or_else(|| err(format!("no stored model {name:?} (pull it first)")))?;
+            let mut profile = m.profile.clone();
+            if profile.chat_template.is_none() {
+                profile.chat_template = store::jinja_template(found.template.as_deref());
+            }
+            let spec = ModelSpec {
+                name: m.name.clone(),
+                path: found.gguf,
+            };
+            return Ok((spec, Some(profile)));
+        }
+    };
+    let spec = ModelSpec {
+        name: m.name.clone(),
+        path: gguf,
+    };
+    Ok((spec, None))
+}
+
+/// Valid unique names, existing files.
 fn check_specs(specs: &[ModelSpec]) -> Result<(), ConfigError> {
-    if specs.is_empty() {
-        return Err(ConfigError::NoModels);
-    }
     let mut seen = HashSet::new();
     for spec in specs {
         if spec.name.is_empty()
@@ -649,7 +713,6 @@ mod tests {
         let upper = format!("M={}", file.display());
         type Check = fn(&ConfigError) -> bool;
         let cases: Vec<(Vec<&str>, Check)> = vec![
-            (vec![], |e| matches!(e, ConfigError::NoModels)),
             (vec!["--model", &m, "--model", &upper], |e| {
                 matches!(e, ConfigError::DuplicateName(_))
             }),

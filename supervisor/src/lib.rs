@@ -217,6 +217,7 @@ impl Node {
             queue_timeout: secs(args.queue_timeout_secs),
             request_timeout: secs(args.request_timeout_secs),
         };
+        models.set_config_source(config_source(&args)).await;
         let cloud = cloud::Cloud::new(args.cloud.clone(), models.metrics().clone())
             .map_err(|e| ConfigError::Cloud(e.to_string()))?;
         let state = AppState::with_limits(models.clone(), limits)
@@ -319,14 +320,12 @@ fn warn_if_open(args: &Args, addr: &SocketAddr) {
     }
 }
 
-/// The startup models and the store service (the one pull runner). As
-/// `args.validate()`, but a node whose models are all in the store may name none.
-fn open_store(
-    args: &Args,
-) -> Result<(Vec<models::ModelSpec>, std::sync::Arc<store::Service>), NodeError> {
+/// The configured models (flags and `--models-config`; none is fine) and the
+/// store service (the one pull runner).
+fn open_store(args: &Args) -> Result<(Configured, std::sync::Arc<store::Service>), NodeError> {
     // One store for the whole node: startup, the Ollama routes and router pulls.
     let stored = store::Store::new(&args.store);
-    let specs = args.startup_specs(stored.as_ref().ok())?;
+    let specs = args.configured_models(stored.as_ref().ok())?;
     let service = store::Service::new(stored?, args.pull_dir(), args.store.max_queued_pulls);
     Ok((specs, std::sync::Arc::new(service)))
 }
@@ -336,6 +335,19 @@ fn bind_error(args: &Args, source: std::io::Error) -> NodeError {
         addr: format!("{}:{}", args.host, args.port),
         source,
     }
+}
+
+type Configured = Vec<(models::ModelSpec, models::ModelProfile)>;
+
+/// How [`models::Models::reload`] reads the configuration again: the same
+/// flags, the models configuration file as it is now.
+fn config_source(args: &Args) -> models::ConfigSource {
+    let args = args.clone();
+    std::sync::Arc::new(move || {
+        let stored = store::Store::new(&args.store);
+        args.configured_models(stored.as_ref().ok())
+            .map_err(|e| e.to_string())
+    })
 }
 
 /// Runs `server` on the current arbiter; its handle.
@@ -378,17 +390,29 @@ fn worker_backends(bin: &std::path::Path, gpus: &dyn gpu::GpuProbe) -> Option<Ve
 pub async fn run(args: Args) -> Result<(), NodeError> {
     let mut term = signal(SignalKind::terminate()).map_err(NodeError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(NodeError::Signals)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(NodeError::Signals)?;
     let node = Node::start(args).await?;
     println!("listening on http://{}", node.addr());
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    let name = loop {
+        tokio::select! {
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+            _ = hup.recv() => reload_on_hangup(node.models()).await,
+        }
     };
     tracing::info!("{name} received, shutting down");
     node.stop().await;
     // After the drain: the last requests' spans go out before the process ends.
     otel::shutdown();
     Ok(())
+}
+
+/// SIGHUP: reload the configuration; a bad file is logged and changes nothing.
+async fn reload_on_hangup(models: &Models) {
+    tracing::info!("SIGHUP received, reloading the configuration");
+    if let Err(e) = models.reload().await {
+        tracing::error!("{e}");
+    }
 }
 
 /// Installs the global tracing subscriber without log files ([`logging::init`]):

@@ -8,6 +8,7 @@
 //! | `POST /admin/models/{id}/restart[?force=true]` | drain, stop, start; waits until ready |
 //! | `PUT /admin/models/{id}/gpus` | pin to `{"gpus":[..]}` from the next start on |
 //! | `GET /admin/gpus` | detected (or simulated) GPUs, the worker's backends, and a warning when GPUs are seen but the worker is CPU-only |
+//! | `POST /admin/reload` | read the models configuration again and apply it (400 with `file:line: field: …` for a bad file; nothing changes then) |
 //!
 //! With an admin key configured, every `/admin` call needs it as
 //! `Authorization: Bearer KEY` or `X-Admin-Key: KEY` (401 otherwise).
@@ -37,6 +38,7 @@ pub fn status_json(entry: &ModelEntry, s: &ModelStatus) -> Value {
         "pid": s.pid,
         "gpus": s.gpus,
         "preload": entry.preload,
+        "aliases": entry.profile.aliases,
         "uptime_secs": s.uptime.map(|u| u.as_secs()),
         "idle_secs": s.idle_for.as_secs(),
         "restarts": s.restarts,
@@ -95,6 +97,16 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         })
         .collect();
     Ok(HttpResponse::Ok().json(json!({"models": models})))
+}
+
+/// `POST /admin/reload`: what the reload added, restarted, updated and removed.
+pub async fn reload(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let report = state.models.reload().await?;
+    Ok(HttpResponse::Ok().json(report))
 }
 
 pub async fn gpus(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {

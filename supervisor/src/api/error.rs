@@ -404,6 +404,11 @@ impl From<ModelsError> for ApiError {
             ModelsError::QueueFull(model) => ApiError::QueueFull(model),
             ModelsError::Conflict(message) => ApiError::Conflict(message),
             ModelsError::InUse(model) => ApiError::Conflict(format!("model {model} is in use")),
+            // Admin only (`POST /admin/reload`): the operator's own file and line.
+            ModelsError::Config(why) => ApiError::InvalidRequest {
+                message: format!("configuration not reloaded: {why}"),
+                param: None,
+            },
             ModelsError::ActorGone(why) => {
                 tracing::error!("model actor unreachable: {why}");
                 ApiError::Internal

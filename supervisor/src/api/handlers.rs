@@ -19,7 +19,7 @@ use super::types::{
     ChatCompletionRequest, CompletionRequest, EmbeddingJob, EmbeddingRequest, EncodingFormat,
     GenerationJob,
 };
-use super::{cloud, disconnect};
+use super::{cloud, disconnect, model_defaults};
 use crate::cloud::Api;
 use crate::models::{Lease, ModelEntry, ModelStatus};
 use crate::worker::{GenerationEvent, GenerationStream};
@@ -47,12 +47,17 @@ pub async fn chat_completions(
     state: web::Data<AppState>,
     body: web::Json<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
-    let body: ChatCompletionRequest =
+    let mut body: ChatCompletionRequest =
         match local_or_cloud(&req, &state, Api::Chat, body.into_inner()).await? {
             Ok(body) => body,
             Err(answer) => return Ok(answer),
         };
-    let job = GenerationJob::try_from(body)?;
+    let profile = state.profile(&body.model);
+    model_defaults::fill_openai(&profile.sampling, &mut body.sampling);
+    let mut job = GenerationJob::try_from(body)?;
+    if let Some(n) = profile.sampling.repeat_last_n {
+        job.params.penalty_last_n = n;
+    }
     let answer = within_deadlines(&state, job.stream, generate(&state, job, ChunkKind::Chat));
     until_client_leaves(&req, answer).await
 }
@@ -62,12 +67,17 @@ pub async fn completions(
     state: web::Data<AppState>,
     body: web::Json<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
-    let body: CompletionRequest =
+    let mut body: CompletionRequest =
         match local_or_cloud(&req, &state, Api::Completions, body.into_inner()).await? {
             Ok(body) => body,
             Err(answer) => return Ok(answer),
         };
-    let job = GenerationJob::try_from(body)?;
+    let profile = state.profile(&body.model);
+    model_defaults::fill_openai(&profile.sampling, &mut body.sampling);
+    let mut job = GenerationJob::try_from(body)?;
+    if let Some(n) = profile.sampling.repeat_last_n {
+        job.params.penalty_last_n = n;
+    }
     let answer = within_deadlines(&state, job.stream, generate(&state, job, ChunkKind::Text));
     until_client_leaves(&req, answer).await
 }
@@ -124,7 +134,7 @@ pub(super) async fn generate(
             "n > 1 is supported for non-streaming requests only",
         ));
     }
-    state.check_limits(&mut job.params)?;
+    state.check_limits(&job.model, &mut job.params)?;
     let started = tokio::time::Instant::now();
     let queue = state.limits.queue_timeout;
     let (model, client) = first_token_deadline(queue, started, state.client(&job.model)).await?;

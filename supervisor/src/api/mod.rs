@@ -42,6 +42,7 @@ pub mod error;
 pub mod handlers;
 pub mod infill;
 pub mod log_level;
+pub mod model_defaults;
 pub mod ndjson;
 pub mod ollama;
 pub mod ollama_chat;

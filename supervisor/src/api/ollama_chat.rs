@@ -35,6 +35,7 @@ use tokio::time::Instant;
 
 use super::error::{invalid_body, ApiError};
 use super::handlers::{self, first_event, first_token_deadline};
+use super::model_defaults;
 use super::ndjson::{self, End, Lines, Metrics, Output};
 use super::ollama_job::{ChatBody, Endpoint, GenerateBody, KeepAlive, OllamaJob};
 use super::output::{self, Assembler, Part};
@@ -49,7 +50,10 @@ pub async fn chat(
     state: web::Data<AppState>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
-    let body: ChatBody = serde_json::from_value(body.into_inner()).map_err(|e| invalid_body(&e))?;
+    let mut body: ChatBody =
+        serde_json::from_value(body.into_inner()).map_err(|e| invalid_body(&e))?;
+    let profile = state.profile(&body.model);
+    model_defaults::fill_ollama(&profile.sampling, &mut body.common.options);
     answer(&req, &state, OllamaJob::try_from(body)?).await
 }
 
@@ -59,8 +63,10 @@ pub async fn generate(
     state: web::Data<AppState>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
-    let body: GenerateBody =
+    let mut body: GenerateBody =
         serde_json::from_value(body.into_inner()).map_err(|e| invalid_body(&e))?;
+    let profile = state.profile(&body.model);
+    model_defaults::fill_ollama(&profile.sampling, &mut body.common.options);
     answer(&req, &state, OllamaJob::try_from(body)?).await
 }
 
@@ -82,7 +88,7 @@ async fn run(state: &AppState, job: OllamaJob) -> Result<HttpResponse, ApiError>
     };
     // The operator's limit is on `max_tokens`, which Ollama calls `num_predict`.
     state
-        .check_limits(&mut generation.params)
+        .check_limits(&job.model, &mut generation.params)
         .map_err(super::ollama_job::ollama_names)?;
     let queue = state.limits.queue_timeout;
     let (model, lease) = first_token_deadline(queue, started, state.client(&job.model)).await?;

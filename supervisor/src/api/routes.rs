@@ -77,6 +77,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/metrics", web::get().to(admin::metrics)))
     .service(resource("/admin/models", web::get().to(admin::list)))
     .service(resource("/admin/gpus", web::get().to(admin::gpus)))
+    .service(resource("/admin/reload", web::post().to(admin::reload)))
     .service(
         web::resource("/admin/log-level")
             .route(web::get().to(log_level::get))

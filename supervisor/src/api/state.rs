@@ -10,7 +10,7 @@ use super::access::{Admitted, Class};
 use super::error::ApiError;
 use super::response::unix_now;
 use crate::cloud::Cloud;
-use crate::models::{Lease, Models};
+use crate::models::{Lease, ModelProfile, Models};
 
 /// Largest JSON body accepted.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -96,12 +96,26 @@ impl AppState {
         web::Data::new(self)
     }
 
-    /// Applies the operator's limits to a request's `max_tokens` and `ignore_eos`.
+    /// The configured settings of `model` (the default profile for a model
+    /// this node does not serve: the request fails later with a 404).
+    pub fn profile(&self, model: &str) -> std::sync::Arc<ModelProfile> {
+        self.models
+            .get(model)
+            .map(|e| e.profile)
+            .unwrap_or_default()
+    }
+
+    /// Applies the operator's limits to a request for `model`: `ignore_eos`,
+    /// the node-wide `--max-tokens-limit` (a larger `max_tokens` is a 400),
+    /// then the model's `max_tokens` policy ([`crate::models::profile::MaxTokens::cap`]:
+    /// its default when the request has none, a larger request clamped to its
+    /// maximum). Every request leaves with a `max_tokens`.
     ///
     /// # Errors
     /// A 400 naming the parameter that exceeds them.
     pub fn check_limits(
         &self,
+        model: &str,
         params: &mut llm_node_protocol::SamplingParams,
     ) -> Result<(), ApiError> {
         if params.ignore_eos && !self.limits.allow_ignore_eos {
@@ -111,17 +125,18 @@ impl AppState {
             ));
         }
         let limit = self.limits.max_tokens;
-        match params.max_tokens {
-            Some(n) if limit > 0 && n > limit => Err(ApiError::invalid(
+        if let Some(n) = params.max_tokens.filter(|n| limit > 0 && *n > limit) {
+            return Err(ApiError::invalid(
                 "max_tokens",
                 format!("max_tokens is at most {limit} on this node, got {n}"),
-            )),
-            None if limit > 0 => {
-                params.max_tokens = Some(limit);
-                Ok(())
-            }
-            _ => Ok(()),
+            ));
         }
+        let cap = self.profile(model).max_tokens.cap(params.max_tokens);
+        params.max_tokens = Some(match limit {
+            0 => cap,
+            _ => cap.min(limit),
+        });
+        Ok(())
     }
 
     /// The configured id of `model` and a lease on it: the request counts as

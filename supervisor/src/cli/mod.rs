@@ -98,6 +98,15 @@ pub enum AdminCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Read the node's models configuration file again and apply it (as
+    /// SIGHUP): changed models restart, new ones appear, removed ones unload.
+    Reload {
+        #[command(flatten)]
+        target: Target,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Drain, stop and start a model again (waits until it is ready).
     Restart {
         model: String,
@@ -184,6 +193,13 @@ fn execute(cmd: &AdminCommand) -> Result<String, String> {
             let s = call(&http, target, method, "/admin/log-level", body)?;
             Ok(s["level"].as_str().unwrap_or_default().to_string())
         }
+        AdminCommand::Reload { target, json } => {
+            let body = call(&http, target, reqwest::Method::POST, "/admin/reload", None)?;
+            Ok(match json {
+                true => body.to_string(),
+                false => reload_summary(&body),
+            })
+        }
         AdminCommand::Restart {
             model,
             force,
@@ -223,6 +239,24 @@ fn action(
 ) -> Result<Value, String> {
     let path = format!("/admin/models/{model}/{what}");
     call(http, target, reqwest::Method::POST, &path, body)
+}
+
+/// `reload` output: one line per kind of change, e.g. `restarted: a, b`.
+pub fn reload_summary(body: &Value) -> String {
+    let lines: Vec<String> = ["added", "restarted", "updated", "removed", "unchanged"]
+        .iter()
+        .map(|k| {
+            let names: Vec<&str> = body[k]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            match names.is_empty() {
+                true => format!("{k}: -"),
+                false => format!("{k}: {}", names.join(", ")),
+            }
+        })
+        .collect();
+    lines.join("\n")
 }
 
 /// `ps` output: one line per model.

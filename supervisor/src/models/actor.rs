@@ -907,6 +907,39 @@ impl Handler<Restart> for ModelActor {
     }
 }
 
+/// A configuration reload changed how this model's worker starts: take the
+/// new spawn settings and GPU pins, and, when a worker is loaded, drain it
+/// and restart with them (as [`Restart`] does). A stopped model only keeps
+/// them for its next start.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct Reconfigure {
+    pub spawn: SpawnOptions,
+    /// Empty: placement decides at the next load.
+    pub gpus: Vec<u32>,
+}
+
+impl Handler<Reconfigure> for ModelActor {
+    type Result = ResponseActFuture<Self, Result<(), String>>;
+
+    fn handle(&mut self, msg: Reconfigure, ctx: &mut Self::Context) -> Self::Result {
+        match &mut self.launch {
+            Launch::Process { spawn, .. } => *spawn = msg.spawn,
+            #[cfg(test)]
+            Launch::Attached { .. } => {}
+        }
+        self.gpus = msg.gpus;
+        match self.state {
+            ModelState::Starting | ModelState::Ready => {
+                <Self as Handler<Restart>>::handle(self, Restart { force: false }, ctx)
+            }
+            // Stopped, failed or backing off: the next start uses the new
+            // settings; draining or stopping: it stops, then does so too.
+            _ => Box::pin(actix::fut::ready(Ok(()))),
+        }
+    }
+}
+
 /// Stop now for node shutdown (the node drained already).
 #[derive(Message)]
 #[rtype(result = "()")]

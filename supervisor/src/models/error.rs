@@ -25,6 +25,9 @@ pub enum ModelsError {
     /// Removal refused: the model has requests in flight or is changing state.
     #[error("model {0} is in use")]
     InUse(String),
+    /// A configuration reload was refused (a bad models file, …): the reason.
+    #[error("configuration not reloaded: {0}")]
+    Config(String),
     /// The model's actor is gone (only at shutdown).
     #[error("model actor unreachable: {0}")]
     ActorGone(String),

@@ -11,7 +11,10 @@
 //! - [`lease`]: [`Lease`], a model lent to one request and counted in flight.
 //! - [`state`]: [`ModelState`], the typed lifecycle state.
 //! - [`spec`]: [`ModelSpec`], a model's id and file.
+//! - [`profile`]: [`ModelProfile`], a model's own settings (from the models
+//!   configuration file) and its `max_tokens` and sampling defaults.
 //! - [`names`]: Ollama's name resolution (`tiny` is `tiny:latest`, …), the lookup key.
+//! - [`reload`]: what a configuration reload changes (a pure plan).
 //! - [`supervision`]: restart, TTL, preload and placement settings.
 //! - [`error`]: the [`ModelsError`] enum.
 
@@ -19,7 +22,9 @@ pub mod actor;
 pub mod error;
 pub mod lease;
 pub mod names;
+pub mod profile;
 pub mod registry;
+pub mod reload;
 pub mod spec;
 pub mod state;
 pub mod supervision;
@@ -33,7 +38,9 @@ use llm_node_protocol::WorkerConfig;
 pub use actor::{KeepAlive, ModelStatus};
 pub use error::ModelsError;
 pub use lease::Lease;
+pub use profile::ModelProfile;
 pub use registry::{AddModelError, ModelEntry, Models};
+pub use reload::{ConfigSource, ReloadReport};
 pub use spec::ModelSpec;
 pub use state::ModelState;
 pub use supervision::{Supervision, SupervisionArgs, SupervisionError};
@@ -71,6 +78,23 @@ impl ModelSettings {
             model_path: spec.path.to_string_lossy().into_owned(),
             chat_template: None,
             ..self.worker.clone()
+        }
+    }
+
+    /// The typed configuration sent to the worker serving `spec` with its
+    /// `profile`: the node's settings where the profile sets nothing. The
+    /// one place a model's resolved settings are read (context per slot ×
+    /// slots for memory estimates, too). The chat template is left to the caller.
+    pub fn worker_config_for(&self, spec: &ModelSpec, profile: &ModelProfile) -> WorkerConfig {
+        let node = self.worker_config(spec);
+        WorkerConfig {
+            ctx_per_slot: profile.ctx_size.unwrap_or(node.ctx_per_slot),
+            parallel: profile.parallel.unwrap_or(node.parallel),
+            n_gpu_layers: profile.n_gpu_layers.unwrap_or(node.n_gpu_layers),
+            main_gpu: profile.main_gpu.unwrap_or(node.main_gpu),
+            threads: profile.threads.unwrap_or(node.threads),
+            embeddings: profile.embeddings.unwrap_or(node.embeddings),
+            ..node
         }
     }
 }

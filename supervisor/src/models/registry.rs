@@ -16,12 +16,14 @@ use futures_util::future::join_all;
 use tokio::sync::Notify;
 
 use super::actor::{
-    Acquire, Acquired, GetStatus, KeepAlive, Load, ModelActor, ModelStatus, RemoveIfIdle, Restart,
-    SetGpus, SetKeepAlive, Shared, Stop, Unload, WaitReady,
+    Acquire, Acquired, GetStatus, KeepAlive, Load, ModelActor, ModelStatus, Reconfigure,
+    RemoveIfIdle, Restart, SetGpus, SetKeepAlive, Shared, Stop, Unload, WaitReady,
 };
 use super::error::ModelsError;
 use super::lease::Lease;
 use super::names::canonical;
+use super::profile::ModelProfile;
+use super::reload::{self, ConfigSource, ReloadReport};
 use super::spec::ModelSpec;
 use super::state::ModelState;
 use super::supervision::Supervision;
@@ -78,6 +80,17 @@ pub struct ModelEntry {
     addr: Addr<ModelActor>,
     /// Loaded at startup and never evicted.
     pub preload: bool,
+    /// Its own settings (aliases, worker settings, `max_tokens`, sampling
+    /// defaults); the default profile for models served from flags alone.
+    pub profile: Arc<ModelProfile>,
+}
+
+impl ModelEntry {
+    /// Whether `key` (a [`canonical`] name) is this model's id or one of its aliases.
+    fn answers_to(&self, key: &str) -> bool {
+        canonical(&self.spec.name) == key
+            || self.profile.aliases.iter().any(|a| canonical(a) == key)
+    }
 }
 
 /// How new actors are made (for models added at run time).
@@ -87,19 +100,41 @@ struct Factory {
 }
 
 impl Factory {
-    fn actor(&self, spec: &ModelSpec, chat_template: Option<String>, shared: Shared) -> ModelActor {
+    fn actor(
+        &self,
+        spec: &ModelSpec,
+        profile: &ModelProfile,
+        chat_template: Option<String>,
+        shared: Shared,
+    ) -> ModelActor {
+        let spawn = self.spawn_options(spec, profile, chat_template);
+        ModelActor::new(spawn, self.settings.shutdown_timeout, shared)
+    }
+
+    /// How `spec`'s worker is spawned: the node's settings with `profile`'s
+    /// applied; the template is the profile's, else `--chat-template`'s, else
+    /// `chat_template` (the store's).
+    fn spawn_options(
+        &self,
+        spec: &ModelSpec,
+        profile: &ModelProfile,
+        chat_template: Option<String>,
+    ) -> SpawnOptions {
         let s = &self.settings;
-        let mut config = s.worker_config(spec);
-        config.chat_template = s.chat_templates.get(&spec.key()).cloned().or(chat_template);
-        let spawn = SpawnOptions {
+        let mut config = s.worker_config_for(spec, profile);
+        config.chat_template = profile
+            .chat_template
+            .clone()
+            .or_else(|| s.chat_templates.get(&spec.key()).cloned())
+            .or(chat_template);
+        SpawnOptions {
             bin: s.bin.clone(),
             config,
             ready_timeout: s.ready_timeout,
             env: Vec::new(),
             lanes: s.lanes.clone(),
             stream_buffer: s.stream_buffer,
-        };
-        ModelActor::new(spawn, s.shutdown_timeout, shared)
+        }
     }
 }
 
@@ -119,6 +154,20 @@ struct Inner {
     load_lock: tokio::sync::Mutex<()>,
     /// How long a request may wait for its model to load (capacity included).
     load_timeout: Duration,
+    /// Where [`Models::reload`] reads the configured models from, and the
+    /// keys of the models it configured last (models added by pulls are not
+    /// among them, so a reload never removes them). The mutex also
+    /// serialises reloads.
+    config: tokio::sync::Mutex<Configured>,
+    /// Whether the idle reaper runs.
+    reaper: std::sync::atomic::AtomicBool,
+}
+
+/// The configuration a reload compares against.
+#[derive(Default)]
+struct Configured {
+    source: Option<ConfigSource>,
+    keys: Vec<String>,
 }
 
 /// Why a model could not be added.
@@ -137,7 +186,7 @@ impl Models {
     /// Must run inside an actix `System`.
     pub fn start(
         settings: ModelSettings,
-        specs: Vec<ModelSpec>,
+        specs: Vec<(ModelSpec, ModelProfile)>,
         supervision: Arc<Supervision>,
         metrics: Metrics,
         gpus: Arc<dyn GpuProbe>,
@@ -151,14 +200,13 @@ impl Models {
         let load_timeout = settings.ready_timeout;
         let factory = Factory { settings };
         let models = Self::with_parts(Some(factory), shared, gpus, load_timeout);
-        for spec in specs {
-            let preload = models
-                .inner
-                .shared
-                .supervision
-                .preload
-                .includes(&spec.key());
-            let _ = models.insert(spec, None, preload);
+        let keys = specs.iter().map(|(s, _)| s.key()).collect();
+        for (spec, profile) in specs {
+            let preload = models.preloads(&spec, &profile);
+            let _ = models.insert(spec, None, profile, preload);
+        }
+        if let Ok(mut configured) = models.inner.config.try_lock() {
+            configured.keys = keys;
         }
         models.preload();
         models.spawn_reaper();
@@ -179,6 +227,8 @@ impl Models {
                 gpus,
                 load_lock: tokio::sync::Mutex::new(()),
                 load_timeout,
+                config: tokio::sync::Mutex::new(Configured::default()),
+                reaper: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -209,6 +259,7 @@ impl Models {
                     spec,
                     addr,
                     preload,
+                    profile: Arc::default(),
                 });
             }
         }
@@ -239,10 +290,26 @@ impl Models {
         &self.inner.gpus
     }
 
+    /// Whether `spec` loads at start: its profile's `preload`, else `--preload`.
+    fn preloads(&self, spec: &ModelSpec, profile: &ModelProfile) -> bool {
+        profile
+            .preload
+            .unwrap_or_else(|| self.inner.shared.supervision.preload.includes(&spec.key()))
+    }
+
+    /// The GPUs `spec` is pinned to: its profile's `pin`, else `--pin`'s.
+    fn pins(&self, spec: &ModelSpec, profile: &ModelProfile) -> Option<Vec<u32>> {
+        profile
+            .pin
+            .clone()
+            .or_else(|| self.inner.shared.supervision.pins.get(&spec.key()).cloned())
+    }
+
     fn insert(
         &self,
         spec: ModelSpec,
         chat_template: Option<String>,
+        profile: ModelProfile,
         preload: bool,
     ) -> Result<ModelEntry, AddModelError> {
         let factory = self
@@ -251,18 +318,22 @@ impl Models {
             .as_ref()
             .ok_or(AddModelError::NoFactory)?;
         let mut map = self.write();
-        let wanted = canonical(&spec.name);
-        if map.iter().any(|e| canonical(&e.spec.name) == wanted) {
-            return Err(AddModelError::Exists(spec.name));
+        let taken = std::iter::once(&spec.name).chain(&profile.aliases);
+        for name in taken {
+            let wanted = canonical(name);
+            if map.iter().any(|e| e.answers_to(&wanted)) {
+                return Err(AddModelError::Exists(name.clone()));
+            }
         }
-        let mut actor = factory.actor(&spec, chat_template, self.inner.shared.clone());
-        if let Some(gpus) = self.inner.shared.supervision.pins.get(&spec.key()) {
-            actor.pin(gpus.clone());
+        let mut actor = factory.actor(&spec, &profile, chat_template, self.inner.shared.clone());
+        if let Some(gpus) = self.pins(&spec, &profile) {
+            actor.pin(gpus);
         }
         let entry = ModelEntry {
             spec,
             addr: actor.start(),
             preload,
+            profile: Arc::new(profile),
         };
         map.push(entry.clone());
         Ok(entry)
@@ -282,7 +353,7 @@ impl Models {
         if !spec.path.is_file() {
             return Err(AddModelError::MissingFile(spec.path));
         }
-        let entry = self.insert(spec, chat_template, false)?;
+        let entry = self.insert(spec, chat_template, ModelProfile::default(), false)?;
         tracing::info!(model = %entry.spec.name, path = ?entry.spec.path, "model added");
         if load {
             let deadline = Instant::now() + self.inner.load_timeout;
@@ -389,8 +460,8 @@ impl Models {
     }
 
     /// The model `name` names: its exact id (any case) first, else the one
-    /// whose id resolves to the same model as Ollama resolves names
-    /// ([`super::names::canonical`]: `tiny` is `tiny:latest`, …).
+    /// whose id or one of whose aliases resolves to the same model as Ollama
+    /// resolves names ([`super::names::canonical`]: `tiny` is `tiny:latest`, …).
     pub fn get(&self, name: &str) -> Option<ModelEntry> {
         let key = name.to_lowercase();
         let entries = self.read();
@@ -398,10 +469,112 @@ impl Models {
             return Some(e.clone());
         }
         let wanted = canonical(name);
-        entries
+        entries.iter().find(|e| e.answers_to(&wanted)).cloned()
+    }
+
+    /// Remembers where [`Models::reload`] reads the configuration from.
+    pub async fn set_config_source(&self, source: ConfigSource) {
+        self.inner.config.lock().await.source = Some(source);
+    }
+
+    /// Reads the configuration again and applies it ([`reload::plan`]): new
+    /// models are added (and loaded when preloaded), models whose worker
+    /// settings changed are drained and restarted, models whose other settings
+    /// changed take them at once, removed ones are drained and unloaded, the
+    /// rest are untouched. Reloads are serialised.
+    ///
+    /// # Errors
+    /// [`ModelsError::Config`] with the reason when the configuration cannot be
+    /// read: nothing changes then.
+    pub async fn reload(&self) -> Result<ReloadReport, ModelsError> {
+        let mut configured = self.inner.config.lock().await;
+        let source = configured.source.clone().ok_or_else(|| {
+            ModelsError::Config("this node has no configuration to reload".into())
+        })?;
+        let next = source().map_err(ModelsError::Config)?;
+        let current: Vec<(ModelSpec, Arc<ModelProfile>)> = self
+            .read()
             .iter()
-            .find(|e| canonical(&e.spec.name) == wanted)
-            .cloned()
+            .filter(|e| configured.keys.contains(&e.spec.key()))
+            .map(|e| (e.spec.clone(), e.profile.clone()))
+            .collect();
+        let keys: Vec<String> = next.iter().map(|(s, _)| s.key()).collect();
+        let plan = reload::plan(&current, next);
+        let report = self.apply(plan).await;
+        configured.keys = keys;
+        tracing::info!(added = ?report.added, restarted = ?report.restarted,
+            updated = ?report.updated, removed = ?report.removed, "configuration reloaded");
+        Ok(report)
+    }
+
+    /// Carries out a reload's plan (see [`Models::reload`]).
+    async fn apply(&self, plan: reload::Plan) -> ReloadReport {
+        let mut report = ReloadReport {
+            unchanged: plan.unchanged,
+            ..ReloadReport::default()
+        };
+        for key in plan.remove {
+            let Some(entry) = self.get(&key) else {
+                continue;
+            };
+            self.write().retain(|e| e.spec.key() != key);
+            // Drains its requests (up to the drain timeout), then stops it.
+            let addr = entry.addr.clone();
+            actix_rt::spawn(async move {
+                let _ = addr.send(Unload { force: false }).await;
+                let _ = addr.send(Stop).await;
+            });
+            report.removed.push(entry.spec.name);
+        }
+        for (spec, profile) in plan.update {
+            let preload = self.preloads(&spec, &profile);
+            if let Some(e) = self.write().iter_mut().find(|e| e.spec.key() == spec.key()) {
+                e.spec = spec.clone();
+                e.preload = preload;
+                e.profile = Arc::new(profile);
+            }
+            report.updated.push(spec.name);
+        }
+        for (spec, profile) in plan.restart {
+            let Some(factory) = self.inner.factory.as_ref() else {
+                continue;
+            };
+            let spawn = factory.spawn_options(&spec, &profile, None);
+            let gpus = self.pins(&spec, &profile).unwrap_or_default();
+            let preload = self.preloads(&spec, &profile);
+            let Some(entry) = self.get(&spec.name) else {
+                continue;
+            };
+            if let Some(e) = self.write().iter_mut().find(|e| e.spec.key() == spec.key()) {
+                e.spec = spec.clone();
+                e.preload = preload;
+                e.profile = Arc::new(profile);
+            }
+            let restarted = entry.addr.send(Reconfigure { spawn, gpus }).await;
+            if !matches!(restarted, Ok(Ok(()))) {
+                tracing::warn!(model = %spec.name, "reload: restart refused: {restarted:?}");
+            }
+            report.restarted.push(spec.name);
+        }
+        for (spec, profile) in plan.add {
+            let preload = self.preloads(&spec, &profile);
+            let name = spec.name.clone();
+            match self.insert(spec, None, profile, preload) {
+                Ok(entry) if preload => {
+                    let gpus = self.place(&entry, &[]).ok().flatten();
+                    entry.addr.do_send(Load { gpus });
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(model = %name, "reload: not added: {e}");
+                    continue;
+                }
+            }
+            report.added.push(name);
+        }
+        self.spawn_reaper();
+        self.inner.shared.changed.notify_waiters();
+        report
     }
 
     /// Every model, in configuration order.
@@ -592,8 +765,12 @@ impl Models {
         if devices.is_empty() {
             return Ok(None);
         }
-        let worker = self.inner.factory.as_ref().map(|f| &f.settings.worker);
-        let need = device_need(&entry.spec.path, worker);
+        let worker = self
+            .inner
+            .factory
+            .as_ref()
+            .map(|f| f.settings.worker_config_for(&entry.spec, &entry.profile));
+        let need = device_need(&entry.spec.path, worker.as_ref());
         let gpus: Vec<GpuState> = devices
             .iter()
             .map(|d| GpuState {
@@ -620,7 +797,7 @@ impl Models {
             .inner
             .factory
             .as_ref()
-            .map(|f| f.settings.worker.clone())?;
+            .map(|f| f.settings.worker_config_for(&entry.spec, &entry.profile))?;
         if self.inner.gpus.devices().is_empty() {
             worker.n_gpu_layers = 0;
         }
@@ -628,12 +805,19 @@ impl Models {
     }
 
     /// Unloads idle models whose TTL has passed (preloaded ones are kept).
+    /// Runs once some TTL is configured (at start or by a reload), at most
+    /// one per node.
     fn spawn_reaper(&self) {
+        if self.inner.reaper.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         let s = &self.inner.shared.supervision;
+        let profiles: Vec<Duration> = self.read().iter().filter_map(|e| e.profile.ttl).collect();
         let shortest = s
             .ttls
             .values()
             .chain(std::iter::once(&s.default_ttl))
+            .chain(&profiles)
             .filter(|d| !d.is_zero())
             .min()
             .copied();
@@ -641,6 +825,9 @@ impl Models {
             return;
         };
         let period = (shortest / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
+        self.inner
+            .reaper
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let models = self.clone();
         actix_rt::spawn(async move {
             let mut tick = tokio::time::interval(period);
@@ -692,7 +879,10 @@ impl Models {
             let kept = statuses.iter().find(|(e, _)| e.spec.key() == key);
             match kept.and_then(|(_, st)| st.keep_alive) {
                 Some(keep) => keep.ttl_secs(),
-                None => s.ttl(key).as_secs(),
+                None => kept
+                    .and_then(|(e, _)| e.profile.ttl)
+                    .unwrap_or_else(|| s.ttl(key))
+                    .as_secs(),
             }
         };
         for key in eviction::expired(&candidates, ttl, now) {
