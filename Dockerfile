@@ -15,6 +15,9 @@ ARG FLAVOR=portable
 
 FROM ${BUILDER} AS build
 ARG FLAVOR
+# .git is not in the context (.dockerignore): pass --build-arg GIT_SHA=$(git rev-parse --short=12 HEAD).
+ARG GIT_SHA=unknown
+ENV LLM_NODE_GIT_SHA=${GIT_SHA}
 WORKDIR /src
 COPY . .
 RUN if [ ! -d /out ]; then \
