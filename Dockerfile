@@ -35,7 +35,7 @@ RUN apt-get update -qq \
  && useradd --system --uid 10001 --gid llm-node --home-dir /var/lib/llm-node --shell /usr/sbin/nologin llm-node \
  && install -d -o llm-node -g llm-node /var/lib/llm-node /var/lib/llm-node/models
 COPY --from=build /out/bin/ /usr/bin/
-COPY --from=build /out/lib/ /usr/lib/
+COPY --from=build /out/lib/llm-node/ /usr/lib/llm-node/
 COPY --from=build /out/share/man/ /usr/share/man/
 USER llm-node
 ENV LLM_NODE_CACHE=/var/lib/llm-node \

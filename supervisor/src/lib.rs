@@ -46,8 +46,10 @@
 //! - [`net`]: outgoing HTTP clients and the `--loopback-only` guard.
 //! - [`paths`]: default locations on disk (`cache_dir`).
 //! - [`request_id`]: the current HTTP request's id, read by `WorkerClient`.
+//! - [`build_info`]: version, git commit, native/portable, backends (`--version`, `/health`).
 
 pub mod api;
+pub mod build_info;
 pub mod cli;
 pub mod cloud;
 pub mod config;
