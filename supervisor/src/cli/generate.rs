@@ -47,7 +47,9 @@ mod tests {
             let mut out = Vec::new();
             completions(sample(), shell, &mut out).unwrap();
             let text = String::from_utf8(out).unwrap();
-            assert!(text.contains("--port"), "{shell}: no --port");
+            // fish spells long flags `-l port`, the others `--port`.
+            let flag = if shell == Shell::Fish { "-l port" } else { "--port" };
+            assert!(text.contains(flag), "{shell}: no {flag}");
             assert!(text.contains("ps"), "{shell}: no ps");
         }
     }
