@@ -11,7 +11,7 @@ cd "$(dirname "$0")/../.."
 [ "$(id -u)" = 0 ] || fail "run as root"
 FLAVOR="${FLAVOR:-native}"
 model="${LLM_NODE_TEST_MODEL:-$(./scripts/setup.sh)}"
-prefix="$(mktemp -d /opt/llm-node-test.XXXXXX)"
+prefix="$(mktemp -d /opt/llm-node-test.XXXXXX)"; chmod 755 "$prefix"
 [ -e /etc/llm-node ] && fail "/etc/llm-node exists here; remove the installed llm-node first"
 
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
