@@ -45,8 +45,9 @@ podman build -q --isolation=chroot --network=host -t localhost/llm-node-prebuilt
 rm -rf "$ctx"
 
 step "podman build -f Dockerfile"
-# --isolation=chroot: RUN steps without an OCI runtime (see "run it" below).
-podman build --isolation=chroot --network=host --build-arg BUILDER=localhost/llm-node-prebuilt:test \
+# --isolation=chroot: RUN steps without an OCI runtime (see "run it" below);
+# --format docker: OCI images have no HEALTHCHECK.
+podman build --format docker --isolation=chroot --network=host --build-arg BUILDER=localhost/llm-node-prebuilt:test \
   --build-arg BASE="$base" --build-arg FLAVOR="$FLAVOR" -t localhost/llm-node:test . >/tmp/llm-node-image-build.log 2>&1 \
   || { tail -30 /tmp/llm-node-image-build.log; fail "podman build"; }
 [ "$(podman image inspect -f '{{.Config.User}}' localhost/llm-node:test)" = llm-node ] || fail "image does not run as llm-node"
@@ -56,82 +57,48 @@ echo "image: $(podman image inspect -f '{{.Size}}' localhost/llm-node:test | num
 step "run it on the bundled model"
 PORT="$(free_port)"
 models="$(mktemp -d)"; cp "$model" "$models/"; chmod -R a+rX "$models"
-# Rootful podman with crun needs cgroups it can drive and may raise rlimits; in
-# a sandbox without them (cgroup v1 hybrid: "cgroups in hybrid mode not
-# supported"; "setrlimit RLIMIT_NPROC: Operation not permitted") the image is
-# run from its own root file system instead: `podman mount`, a private mount
-# namespace with /proc, /dev and the model folder, chroot, the image's USER, ENV
-# and ENTRYPOINT. Same files, same user, same command; no container isolation.
+# Rootful podman with crun needs cgroups it can drive and rlimits it may
+# raise. Where it has neither (this sandbox: cgroup v1 "hybrid mode not
+# supported", "setrlimit RLIMIT_NPROC: Operation not permitted") no container
+# can start: the test then checks what it can without one (the image's binary
+# runs as the image's user from the image's root file system) and says that
+# the chat was not served. Serving from a bare chroot was tried: the worker's
+# IPC handshake fails there, so it is not a stand-in for a container.
 run_args=(--network=host --ulimit nofile=4096:4096 --ulimit nproc=4096:4096 -e LLM_NODE_PORT="$PORT"
   -e LLM_NODE_BIND_ADDRESS=127.0.0.1 -e LLM_NODE_LOOPBACK_ONLY=true -e LLM_NODE_CTX_SIZE=1024
   -e LLM_NODE_THREADS=2 -v "$models:/var/lib/llm-node/models:ro")
-mode=podman
-if ! podman run --rm "${run_args[@]}" --entrypoint /usr/bin/true localhost/llm-node:test >/tmp/llm-node-podman-run.txt 2>&1; then
-  echo "podman run is not possible here: $(tail -1 /tmp/llm-node-podman-run.txt)"
-  mode=chroot
-fi
 cleanup() {
   podman rm -f llm-node-test >/dev/null 2>&1 || true
-  [ -n "${PID:-}" ] && kill -9 "$PID" 2>/dev/null
-  podman umount localhost/llm-node:test >/dev/null 2>&1 || true
+  podman image umount localhost/llm-node:test >/dev/null 2>&1 || true
   rm -rf "$models"
 }
 trap cleanup EXIT
-in_image() { # run a command as the image would (chroot mode)
-  local root="$1"; shift
-  unshare -m --propagation private sh -c '
-    root="$1"; models="$2"; shift 2
-    mount -t proc proc "$root/proc" && mount --rbind /dev "$root/dev" \
-      && mount --bind "$models" "$root/var/lib/llm-node/models" \
-      && mount -o remount,bind,ro "$root/var/lib/llm-node/models" \
-      && exec chroot --userspec=10001:10001 "$root" "$@"' sh "$root" "$models" "$@"
-}
-if [ "$mode" = podman ]; then
+if podman run --rm "${run_args[@]}" --entrypoint /usr/bin/true localhost/llm-node:test >/tmp/llm-node-podman-run.txt 2>&1; then
   podman run -d --name llm-node-test "${run_args[@]}" localhost/llm-node:test >/dev/null
-  alive() { [ "$(podman inspect -f '{{.State.Running}}' llm-node-test)" = true ]; }
-  logs() { podman logs llm-node-test 2>&1; }
-else
-  root="$(podman mount localhost/llm-node:test)"
-  [ "$(podman image inspect -f '{{json .Config.Entrypoint}}' localhost/llm-node:test)" = '["/usr/bin/llm-node"]' ] \
-    || fail "unexpected ENTRYPOINT"
-  mapfile -t image_env < <(podman image inspect -f '{{range .Config.Env}}{{println .}}{{end}}' localhost/llm-node:test | grep .)
-  LOG="$(mktemp)"
-  in_image "$root" env -i "${image_env[@]}" LLM_NODE_PORT="$PORT" LLM_NODE_BIND_ADDRESS=127.0.0.1 \
-    LLM_NODE_LOOPBACK_ONLY=true LLM_NODE_CTX_SIZE=1024 LLM_NODE_THREADS=2 /usr/bin/llm-node >"$LOG" 2>&1 &
-  PID=$!
-  alive() { kill -0 "$PID" 2>/dev/null; }
-  logs() { cat "$LOG"; }
-fi
-for _ in $(seq 1 240); do
-  curl -fs "http://127.0.0.1:$PORT/health/ready" >/dev/null 2>&1 && break
-  alive || { logs | tail -20; fail "the image's llm-node exited"; }
-  sleep 0.5
-done
-curl -fs "http://127.0.0.1:$PORT/health/ready" >/dev/null || fail "not ready after 120 s"
-if [ "$mode" = podman ]; then
+  for _ in $(seq 1 240); do
+    curl -fs "http://127.0.0.1:$PORT/health/ready" >/dev/null 2>&1 && break
+    [ "$(podman inspect -f '{{.State.Running}}' llm-node-test)" = true ] || { podman logs llm-node-test | tail -20; fail "container exited"; }
+    sleep 0.5
+  done
+  curl -fs "http://127.0.0.1:$PORT/health/ready" >/dev/null || fail "not ready after 120 s"
   podman healthcheck run llm-node-test || fail "HEALTHCHECK failed"
   [ "$(podman exec llm-node-test id -u)" != 0 ] || fail "runs as root"
-else
-  # The HEALTHCHECK's command, inside the image (its curl, its shell).
-  hc="$(podman image inspect -f '{{json .Config.Healthcheck.Test}}' localhost/llm-node:test | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1])')"
-  in_image "$root" env LLM_NODE_PORT="$PORT" /bin/sh -c "$hc" || fail "HEALTHCHECK command failed: $hc"
-fi
-name="$(curl -fsS "http://127.0.0.1:$PORT/v1/models" | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"][0]["id"])')"
-PORT="$PORT" chat_once "$name"
-if [ "$mode" = podman ]; then
+  name="$(curl -fsS "http://127.0.0.1:$PORT/v1/models" | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"][0]["id"])')"
+  chat_once "$name"
   podman stop -t 60 llm-node-test >/dev/null
   [ "$(podman inspect -f '{{.State.ExitCode}}' llm-node-test)" = 0 ] || fail "exit code $(podman inspect -f '{{.State.ExitCode}}' llm-node-test)"
+  podman logs llm-node-test 2>&1 | grep -q 'worker stopped' || fail "the worker was not stopped by the supervisor"
+  echo "served one chat from the image"
+  served=1
 else
-  # The image's user is uid 10001 (Dockerfile); nothing of it runs as root.
-  sup="$(pgrep -u 10001 -x llm-node | head -1)"; [ -n "$sup" ] || fail "no llm-node process running as the image's user"
-  kill -TERM "$sup"
-  for _ in $(seq 1 120); do alive || break; sleep 0.5; done
-  alive && fail "still running 60 s after SIGTERM"
-  PID=""
+  echo "NOT SERVED: podman cannot start a container here: $(tail -1 /tmp/llm-node-podman-run.txt)"
+  root="$(podman image mount localhost/llm-node:test)"
+  out="$(unshare -m --propagation private sh -c 'mount -t proc proc "$1/proc" && exec chroot --userspec=10001:10001 "$1" /usr/bin/llm-node --version' sh "$root")" \
+    || fail "the image's llm-node does not run as uid 10001"
+  echo "$out" | grep -q "$FLAVOR" || fail "image's --version: $out"
+  echo "the image's binary runs as uid 10001: $out"
+  served=0
 fi
-logs | grep -q 'stopping workers' || fail "no orderly stop in the logs"
-logs | grep -q 'worker stopped' || fail "the worker was not stopped by the supervisor"
-echo "served one chat from the image ($mode)"
 
 step "compose file"
 venv="$CACHE/pkg-venv"
@@ -141,4 +108,4 @@ venv="$CACHE/pkg-venv"
 grep -q 'LLM_ROUTER_URL: http://llm-router:8080' /tmp/llm-node-compose.txt || fail "compose: node lacks the router URL"
 grep -q 'dockerfile: router.Dockerfile' /tmp/llm-node-compose.txt || fail "compose: no router service"
 podman rmi -f localhost/llm-node:test localhost/llm-node-prebuilt:test >/dev/null 2>&1 || true
-echo "PASS image ($FLAVOR)"
+if [ "$served" = 1 ]; then echo "PASS image ($FLAVOR)"; else echo "PASS image ($FLAVOR), build and checks only: no container could run here"; fi
