@@ -22,8 +22,10 @@ fn main() {
         println!("cargo:rerun-if-env-changed={var}");
     }
     // A new commit changes HEAD (detached) or the branch's ref.
-    for path in [git(&["rev-parse", "--git-path", "HEAD"]), git(&["symbolic-ref", "-q", "HEAD"])
-        .and_then(|r| git(&["rev-parse", "--git-path", &r]))]
+    for path in [
+        git(&["rev-parse", "--git-path", "HEAD"]),
+        git(&["symbolic-ref", "-q", "HEAD"]).and_then(|r| git(&["rev-parse", "--git-path", &r])),
+    ]
     .into_iter()
     .flatten()
     {

@@ -12,9 +12,15 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     match &args.command {
         Some(AdminCommand::Completions { shell }) => {
-            return Ok(generate::completions(Args::command(), *shell, &mut std::io::stdout())?)
+            return Ok(generate::completions(
+                Args::command(),
+                *shell,
+                &mut std::io::stdout(),
+            )?)
         }
-        Some(AdminCommand::Man) => return Ok(generate::man(Args::command(), &mut std::io::stdout())?),
+        Some(AdminCommand::Man) => {
+            return Ok(generate::man(Args::command(), &mut std::io::stdout())?)
+        }
         Some(cmd) => std::process::exit(llm_node::cli::run(cmd)),
         None => {}
     }

@@ -80,13 +80,15 @@ mod backend_modules {
     #[cfg(feature = "portable")]
     pub fn load_once() {
         static ONCE: std::sync::Once = std::sync::Once::new();
-        ONCE.call_once(|| match candidates().into_iter().find(|d| has_cpu_module(d)) {
-            Some(dir) => {
-                tracing::info!(dir = %dir.display(), "loading ggml backend modules");
-                llama_cpp_2::llama_backend::load_backends_from_path(&dir);
-            }
-            None => llama_cpp_2::llama_backend::load_backends(),
-        });
+        ONCE.call_once(
+            || match candidates().into_iter().find(|d| has_cpu_module(d)) {
+                Some(dir) => {
+                    tracing::info!(dir = %dir.display(), "loading ggml backend modules");
+                    llama_cpp_2::llama_backend::load_backends_from_path(&dir);
+                }
+                None => llama_cpp_2::llama_backend::load_backends(),
+            },
+        );
     }
 
     #[cfg(not(feature = "portable"))]

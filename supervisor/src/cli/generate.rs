@@ -37,18 +37,32 @@ mod tests {
         clap::Command::new("llm-node")
             .version("1.2.3")
             .about("OpenAI-compatible inference node")
-            .arg(clap::Arg::new("port").long("port").help("Port to listen on"))
+            .arg(
+                clap::Arg::new("port")
+                    .long("port")
+                    .help("Port to listen on"),
+            )
             .subcommand(clap::Command::new("ps").about("List the models"))
     }
 
     #[test]
     fn every_shell_gets_a_script_that_names_the_flags_and_subcommands() {
-        for shell in [Shell::Bash, Shell::Zsh, Shell::Fish, Shell::Elvish, Shell::PowerShell] {
+        for shell in [
+            Shell::Bash,
+            Shell::Zsh,
+            Shell::Fish,
+            Shell::Elvish,
+            Shell::PowerShell,
+        ] {
             let mut out = Vec::new();
             completions(sample(), shell, &mut out).unwrap();
             let text = String::from_utf8(out).unwrap();
             // fish spells long flags `-l port`, the others `--port`.
-            let flag = if shell == Shell::Fish { "-l port" } else { "--port" };
+            let flag = if shell == Shell::Fish {
+                "-l port"
+            } else {
+                "--port"
+            };
             assert!(text.contains(flag), "{shell}: no {flag}");
             assert!(text.contains("ps"), "{shell}: no ps");
         }
