@@ -35,7 +35,7 @@ const MAX_PARALLEL: u32 = 512;
 
 /// Everything `llm-node` can be told at startup.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "llm-node", version, about = "OpenAI-compatible inference node")]
+#[command(name = "llm-node", version = crate::build_info::LONG_VERSION, about = "OpenAI-compatible inference node")]
 pub struct Args {
     /// Address the HTTP server binds to.
     #[arg(long, env = "LLM_NODE_BIND_ADDRESS", default_value = "0.0.0.0")]

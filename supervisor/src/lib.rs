@@ -48,8 +48,10 @@
 //! - [`request_id`]: the current HTTP request's id, read by `WorkerClient`.
 //! - [`otel`]: optional OTLP trace export (`--otlp-endpoint`): the export layer,
 //!   the request span's parent and attributes, the flush at shutdown.
+//! - [`build_info`]: version, git commit, native/portable, backends (`--version`, `/health`).
 
 pub mod api;
+pub mod build_info;
 pub mod cli;
 pub mod cloud;
 pub mod config;

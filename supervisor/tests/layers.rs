@@ -40,6 +40,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("request_id", 2),
     ("tls", 2),
     ("otel", 2),
+    ("build_info", 2),
     // Test-only helpers (`#[cfg(test)]`): may reach anything.
     ("testing", 0),
     // The modules of the tree before issue #10, so the "before" figures can be taken.

@@ -34,6 +34,7 @@ pub fn load_model(backend: &LlamaBackend, config: &WorkerConfig) -> Result<Llama
             permanent: true,
         });
     }
+    backend_modules::load_once();
     let params = LlamaModelParams::default()
         .with_n_gpu_layers(config.n_gpu_layers)
         .with_main_gpu(config.main_gpu);
@@ -41,6 +42,57 @@ pub fn load_model(backend: &LlamaBackend, config: &WorkerConfig) -> Result<Llama
         message: format!("llama.cpp could not load {}: {e}", config.model_path),
         permanent: true,
     })
+}
+
+/// Portable builds (`--features portable`, llama.cpp's `GGML_BACKEND_DL` with
+/// `GGML_CPU_ALL_VARIANTS`) ship the CPU backend as several shared modules
+/// (`libggml-cpu-haswell.so`, `-skylakex.so`, …) and ggml registers none of
+/// them until asked; it then keeps the best one this CPU can run. Native
+/// builds link their backends statically and this is a no-op.
+mod backend_modules {
+    /// Where a portable build's modules may be, first match wins: the
+    /// installed layout (`bin/` next to `lib/llm-node/`), the binary's own
+    /// folder, else the folder the build wrote them to (a cargo target dir).
+    #[cfg(feature = "portable")]
+    fn candidates() -> Vec<std::path::PathBuf> {
+        let mut dirs = Vec::new();
+        if let Some(exe_dir) = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(std::path::Path::to_path_buf))
+        {
+            dirs.push(exe_dir.join("../lib/llm-node"));
+            dirs.push(exe_dir);
+        }
+        dirs
+    }
+
+    #[cfg(feature = "portable")]
+    fn has_cpu_module(dir: &std::path::Path) -> bool {
+        std::fs::read_dir(dir).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.starts_with("libggml-cpu") && name.ends_with(".so")
+            })
+        })
+    }
+
+    #[cfg(feature = "portable")]
+    pub fn load_once() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(
+            || match candidates().into_iter().find(|d| has_cpu_module(d)) {
+                Some(dir) => {
+                    tracing::info!(dir = %dir.display(), "loading ggml backend modules");
+                    llama_cpp_2::llama_backend::load_backends_from_path(&dir);
+                }
+                None => llama_cpp_2::llama_backend::load_backends(),
+            },
+        );
+    }
+
+    #[cfg(not(feature = "portable"))]
+    pub fn load_once() {}
 }
 
 pub fn threads(config: &WorkerConfig) -> i32 {

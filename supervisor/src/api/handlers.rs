@@ -477,8 +477,9 @@ fn model_object(state: &AppState, entry: &ModelEntry, status: &ModelStatus) -> s
     })
 }
 
+/// Liveness, with what this binary is (version, commit, native/portable, backends).
 pub async fn health() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+    HttpResponse::Ok().json(json!({"status": "ok", "build": crate::build_info::BUILD}))
 }
 
 pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {

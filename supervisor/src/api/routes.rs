@@ -514,7 +514,9 @@ mod tests {
         assert_eq!(body["error"]["code"], "model_not_found");
         let req = test::TestRequest::get().uri("/health").to_request();
         let body: Value = test::call_and_read_body_json(&app, req).await;
-        assert_eq!(body, json!({"status": "ok"}));
+        assert_eq!(body["status"], "ok");
+        assert_eq!(body["build"]["version"], env!("CARGO_PKG_VERSION"));
+        assert!(body["build"]["flavor"].is_string());
     }
 
     #[actix_rt::test]

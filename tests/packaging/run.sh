@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The packaging tests, one after the other (root; not part of scripts/test.sh,
+# which must run without root): the .deb (and the .rpm's contents), the
+# tarball through install.sh, and the CPU container image when podman works.
+#
+#   sudo tests/packaging/run.sh                 # native build: a few minutes
+#   sudo FLAVOR=portable tests/packaging/run.sh # the release flavour (its first
+#                                               # build compiles llama.cpp in every variant)
+set -euo pipefail
+cd "$(dirname "$0")"
+./deb.sh
+NO_BUILD=1 ./tarball.sh
+if [ -z "${SKIP_IMAGE:-}" ]; then NO_BUILD=1 ./image.sh; fi
