@@ -204,7 +204,6 @@ pub fn join(span: &tracing::Span, parent: Option<Parent<'_>>) -> Option<(String,
         );
         let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(context));
     }
-    span.set_attribute("otel.kind", "server");
     let context = span.context();
     let own = context.span().span_context().clone();
     own.is_valid()
