@@ -10,7 +10,8 @@
 //! - [`Node`], [`run`], [`init_logging`] (here): a whole node, models plus HTTP
 //!   server, started on port 0 and stopped, for `main` and for tests.
 //! - [`config`]: every flag and environment variable ([`Args`]), startup
-//!   validation, and the small settings struct each subsystem takes.
+//!   validation, the models configuration file ([`config::file`]), and the
+//!   small settings struct each subsystem takes.
 //! - [`api`]: the whole route table and every handler (OpenAI, admin, the
 //!   Ollama store routes and `/api/chat` / `/api/generate`, the router's `/pull` and
 //!   `/api/logs`), [`api::AppState`], access control and CORS, request ids and the access
@@ -384,7 +385,8 @@ fn worker_backends(bin: &std::path::Path, gpus: &dyn gpu::GpuProbe) -> Option<Ve
     Some(backends)
 }
 
-/// Runs a node until SIGTERM or SIGINT, then shuts it down gracefully. Prints
+/// Runs a node until SIGTERM or SIGINT, then shuts it down gracefully; SIGHUP
+/// reloads the models configuration ([`Models::reload`]). Prints
 /// `listening on http://ADDR` on stdout once the server listens.
 ///
 /// # Errors
