@@ -135,6 +135,7 @@ impl Node {
         let supervision =
             std::sync::Arc::new(args.supervision.resolve().map_err(ConfigError::from)?);
         let gpus = detect_gpus(&args)?;
+        models::registry::set_shape_reader(store::gguf::shape_of);
         let worker_backends = worker_backends(&bin, gpus.as_ref());
         let metrics = metrics::Metrics::new();
         let member_settings = args.member_settings(store.clone());

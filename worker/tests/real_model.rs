@@ -79,6 +79,9 @@ impl Worker {
     }
 
     /// Starts a worker; the first event when it is not `Ready`.
+    // `Event` carries `Ready`'s model facts (with the offload report since
+    // protocol 9); a test helper returning it by value is fine.
+    #[allow(clippy::result_large_err)]
     fn try_start(
         parallel: u32,
         ctx_per_slot: u32,

@@ -44,11 +44,22 @@ use llm_node_protocol::WorkerConfig;
 /// with grouped-query attention and an f16 cache needs (conservative for smaller ones).
 const KV_BYTES_PER_TOKEN_ESTIMATE: u64 = 128 << 10;
 
+/// Reads a GGUF's shape for the memory estimate. Set by the node at start
+/// (`store::gguf::shape_of`): `store` uses this module, so this module must
+/// not import `store` (tests/layers.rs). Unset, placement falls back to the
+/// file-size guess and `/admin/models` shows no estimate.
+static SHAPE_READER: std::sync::OnceLock<fn(&std::path::Path) -> Option<memory::ModelShape>> =
+    std::sync::OnceLock::new();
+
+/// Installs the GGUF shape reader (once per process).
+pub fn set_shape_reader(reader: fn(&std::path::Path) -> Option<memory::ModelShape>) {
+    let _ = SHAPE_READER.set(reader);
+}
+
 /// The memory estimate of the GGUF at `path` run with `worker`'s settings
 /// (see [`memory`]); `None` when its header cannot be read.
 pub fn estimate(path: &std::path::Path, worker: &WorkerConfig) -> Option<memory::Estimate> {
-    let file_len = std::fs::metadata(path).ok()?.len();
-    let header = crate::store::gguf::read(path).ok()?;
+    let shape = (SHAPE_READER.get()?)(path)?;
     let settings = memory::Settings {
         ctx_per_slot: u64::from(worker.ctx_per_slot),
         parallel: u64::from(worker.parallel),
@@ -56,7 +67,7 @@ pub fn estimate(path: &std::path::Path, worker: &WorkerConfig) -> Option<memory:
         cache_type_bytes: 2.0, // llama.cpp's default f16 cache
         n_gpu_layers: worker.n_gpu_layers,
     };
-    Some(memory::estimate(&header.memory_shape(file_len), &settings))
+    Some(memory::estimate(&shape, &settings))
 }
 
 /// GPU bytes placement must find for the model at `path`: the estimate's

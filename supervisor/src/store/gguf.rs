@@ -214,6 +214,12 @@ pub fn read(path: &Path) -> Result<Header, GgufError> {
     parse(&mut BufReader::with_capacity(1 << 16, file))
 }
 
+/// The memory-estimate shape of the GGUF at `path` (`None` when unreadable).
+pub fn shape_of(path: &Path) -> Option<crate::policy::memory::ModelShape> {
+    let file_len = std::fs::metadata(path).ok()?.len();
+    Some(read(path).ok()?.memory_shape(file_len))
+}
+
 /// Reads a GGUF header from `r` (see the module docs).
 ///
 /// # Errors
