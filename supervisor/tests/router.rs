@@ -104,7 +104,7 @@ async fn pull(node: &Node, body: Value) -> (u16, Value) {
 async fn chat(node: &Node, model: &str) -> (u16, String) {
     let resp = client()
         .post(format!("http://{}/v1/chat/completions", node.addr()))
-        .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+        .json(&json!({"model": model, "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}))
         .send()
         .await
         .unwrap();

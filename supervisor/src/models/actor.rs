@@ -87,6 +87,11 @@ pub struct ModelActor {
     last_used: Instant,
     /// Waiters for the end of `Starting`.
     waiters: Vec<oneshot::Sender<ModelState>>,
+    /// Requests woken by `Starting → Ready` that have not acquired yet, and
+    /// until when that holds: they count as in flight, so the load they waited
+    /// for is not evicted in the moment between the wake-up and their `Acquire`.
+    reserved: usize,
+    reserved_until: Instant,
     /// Recent crash times (crash-loop rule) and consecutive failures (backoff).
     crashes: Vec<Instant>,
     consecutive_failures: u32,
@@ -159,6 +164,8 @@ impl ModelActor {
             starting_since: None,
             last_used: Instant::now(),
             waiters: Vec::new(),
+            reserved: 0,
+            reserved_until: Instant::now(),
             crashes: Vec::new(),
             consecutive_failures: 0,
             ready_at: None,
@@ -193,6 +200,11 @@ impl ModelActor {
         }
         self.ready_since = (next == ModelState::Ready).then(Instant::now);
         self.meter_transition(&next);
+        self.reserved = 0;
+        if next == ModelState::Ready {
+            self.reserved = self.waiters.len();
+            self.reserved_until = Instant::now() + RESERVATION;
+        }
         if next != ModelState::Starting {
             for waiter in self.waiters.drain(..) {
                 let _ = waiter.send(next.clone());
@@ -748,12 +760,21 @@ pub struct ModelUnavailable {
     pub state: ModelState,
 }
 
+/// How long a request woken by its model's `Ready` keeps the model counted as
+/// in flight before its `Acquire` arrives (normally microseconds later).
+const RESERVATION: Duration = Duration::from_secs(5);
+
 impl ModelActor {
     /// In flight: leases held, or requests in the worker when more (calls
     /// made on a client without a lease, as tests do).
     fn in_flight(&self) -> usize {
         let in_worker = self.client.as_ref().map_or(0, WorkerClient::in_flight);
-        self.leases.count().max(in_worker)
+        let reserved = if Instant::now() < self.reserved_until {
+            self.reserved
+        } else {
+            0
+        };
+        (self.leases.count() + reserved).max(in_worker)
     }
 }
 
@@ -764,6 +785,7 @@ impl Handler<Acquire> for ModelActor {
         match (&self.state, &self.client) {
             (ModelState::Ready, Some(client)) if client.is_alive() && !self.retired => {
                 self.last_used = Instant::now();
+                self.reserved = self.reserved.saturating_sub(1);
                 let in_flight = self.in_flight();
                 Ok(Acquired {
                     client: client.clone(),
