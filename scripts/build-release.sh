@@ -83,6 +83,10 @@ if [ "$flavor" != native ]; then
   [ -n "$backends_dir" ] && ls "$backends_dir"/libggml-cpu*.so >/dev/null 2>&1 \
     || { echo "build-release: no backend modules under $rel/build" >&2; exit 1; }
   cp -a "$backends_dir"/*.so "$stage/lib/llm-node/"
+  # target/release holds only the unversioned links (libggml-base.so ->
+  # libggml-base.so.0), dangling there; the binaries ask for the sonames: take
+  # the libraries themselves, with their soname links, from the same build.
+  cp -a "$(dirname "$backends_dir")"/lib/lib*.so* "$stage/lib/llm-node/"
 fi
 # What this build is, next to its libraries (the folder is never empty, which
 # the package asset globs need for the native flavour).

@@ -47,8 +47,15 @@ pub fn load_model(backend: &LlamaBackend, config: &WorkerConfig) -> Result<Llama
 /// Portable builds (`--features portable`, llama.cpp's `GGML_BACKEND_DL` with
 /// `GGML_CPU_ALL_VARIANTS`) ship the CPU backend as several shared modules
 /// (`libggml-cpu-haswell.so`, `-skylakex.so`, …) and ggml registers none of
-/// them until asked; it then keeps the best one this CPU can run. Native
+/// them until asked ([`load_backend_modules`]); it then keeps the best one this CPU can run. Native
 /// builds link their backends statically and this is a no-op.
+/// Loads a portable build's ggml backend modules (once; a no-op in native
+/// builds), so that ggml's registry lists them: before a model load, and for
+/// `--version`.
+pub fn load_backend_modules() {
+    backend_modules::load_once();
+}
+
 mod backend_modules {
     /// Where a portable build's modules may be, first match wins: the
     /// installed layout (`bin/` next to `lib/llm-node/`), the binary's own

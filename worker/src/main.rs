@@ -55,6 +55,7 @@ use crate::ipc::Inbound;
 
 fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some("--version") {
+        load::load_backend_modules();
         println!("{}", version());
         return ExitCode::SUCCESS;
     }
