@@ -100,6 +100,34 @@ pub fn cpu_only_worker(devices: &[GpuDevice], backends: Option<&[String]>) -> Op
     ))
 }
 
+/// The warning for the opposite case: a worker built with a GPU backend
+/// (CUDA, ROCm, Vulkan, Metal) on a node that sees no GPU, so every model
+/// falls back to the CPU. `None` when a GPU is present, when the worker has
+/// only the CPU backend, or when its backends are unknown.
+pub fn cpu_fallback(devices: &[GpuDevice], backends: Option<&[String]>) -> Option<String> {
+    if !devices.is_empty() {
+        return None;
+    }
+    let gpu: Vec<&str> = backends?
+        .iter()
+        .map(String::as_str)
+        .filter(|b| !b.eq_ignore_ascii_case("CPU") && !b.eq_ignore_ascii_case("BLAS"))
+        .collect();
+    let first = gpu.first()?;
+    Some(format!(
+        "the worker is built with GPU backend(s) [{}] but no GPU is visible: \
+         models run on the CPU (check the driver, e.g. `nvidia-smi`, and \
+         CUDA_VISIBLE_DEVICES) — {first} is idle",
+        gpu.join(", ")
+    ))
+}
+
+/// The one warning `/admin/gpus` and the start log give about a worker that
+/// does not match the node's GPUs, if any.
+pub fn worker_mismatch(devices: &[GpuDevice], backends: Option<&[String]>) -> Option<String> {
+    cpu_only_worker(devices, backends).or_else(|| cpu_fallback(devices, backends))
+}
+
 /// Picks the first probe that finds devices; `simulated` wins when given.
 ///
 /// # Errors
@@ -357,6 +385,39 @@ mod tests {
         for bad in ["H100", "H100:x", ":8", "A:8:9", "A:1:2:3", "A:-1"] {
             assert!(SimulatedProbe::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_gpu_worker_on_a_node_without_gpu_warns_of_the_cpu_fallback() {
+        let list = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let warning = cpu_fallback(&[], Some(&list(&["CPU", "CUDA"]))).expect("warned");
+        assert!(
+            warning.contains("[CUDA]") && warning.contains("run on the CPU"),
+            "{warning}"
+        );
+        assert_eq!(
+            worker_mismatch(&[], Some(&list(&["CPU", "CUDA"]))),
+            Some(warning)
+        );
+        assert_eq!(
+            cpu_fallback(&[], Some(&list(&["CPU"]))),
+            None,
+            "CPU build, CPU node"
+        );
+        assert_eq!(cpu_fallback(&[], Some(&list(&["CPU", "BLAS"]))), None);
+        assert_eq!(cpu_fallback(&[], None), None, "unknown backends");
+        let h100 = GpuDevice {
+            index: 0,
+            name: "H100".into(),
+            vendor: Vendor::Nvidia,
+            total_bytes: 80 << 30,
+            free_bytes: 80 << 30,
+            utilization_pct: None,
+            temperature_c: None,
+            compute_capability: None,
+            simulated: false,
+        };
+        assert_eq!(cpu_fallback(&[h100], Some(&list(&["CPU", "CUDA"]))), None);
     }
 
     #[test]

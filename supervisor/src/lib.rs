@@ -374,14 +374,18 @@ fn detect_gpus(args: &Args) -> Result<std::sync::Arc<dyn gpu::GpuProbe>, NodeErr
 }
 
 /// The worker binary's backends (`--version`); warns loudly when the node
-/// sees GPUs the worker cannot use (a CPU-only build on a GPU machine).
+/// sees GPUs the worker cannot use (a CPU-only build on a GPU machine), or a
+/// GPU build sees no GPU (every model falls back to the CPU).
 fn worker_backends(bin: &std::path::Path, gpus: &dyn gpu::GpuProbe) -> Option<Vec<String>> {
     let backends = worker::version::backends(bin)
         .map_err(|e| tracing::warn!("cannot tell the worker's backends: {e}"))
         .ok()?;
     tracing::info!(backends = ?backends, "worker backends");
-    if let Some(warning) = gpu::cpu_only_worker(&gpus.devices(), Some(&backends)) {
+    let devices = gpus.devices();
+    if let Some(warning) = gpu::cpu_only_worker(&devices, Some(&backends)) {
         tracing::warn!("CPU-ONLY WORKER ON A GPU NODE: {warning}");
+    } else if let Some(warning) = gpu::cpu_fallback(&devices, Some(&backends)) {
+        tracing::warn!("GPU WORKER ON A NODE WITHOUT GPU, CPU FALLBACK: {warning}");
     }
     Some(backends)
 }

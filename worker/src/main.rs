@@ -200,6 +200,17 @@ fn serve(server: &str, lanes: usize) -> anyhow::Result<()> {
         if !o.devices.is_empty() && o.layers_offloaded == 0 {
             tracing::warn!(devices = ?o.devices, "GPUs present but no layer offloaded (n_gpu_layers = 0)");
         }
+        let gpu_backends: Vec<&String> = o
+            .backends
+            .iter()
+            .filter(|b| !b.eq_ignore_ascii_case("CPU") && !b.eq_ignore_ascii_case("BLAS"))
+            .collect();
+        if o.devices.is_empty() && !gpu_backends.is_empty() {
+            tracing::warn!(
+                backends = ?gpu_backends,
+                "built with a GPU backend but no GPU device found: CPU fallback, every layer runs on the CPU"
+            );
+        }
         engine.send_ready(info)?;
         engine.run(&inputs)?;
         tracing::info!("shutting down");

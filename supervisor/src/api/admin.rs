@@ -118,7 +118,7 @@ pub async fn gpus(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         "probe": probe.kind(),
         "gpus": devices,
         "worker_backends": backends,
-        "warning": crate::gpu::cpu_only_worker(&devices, backends.as_deref()),
+        "warning": crate::gpu::worker_mismatch(&devices, backends.as_deref()),
     })))
 }
 
