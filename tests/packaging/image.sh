@@ -68,7 +68,7 @@ models="$(mktemp -d)"; cp "$model" "$models/"; chmod -R a+rX "$models"
 # runc (Debian's `runc`) drives cgroup v1 itself and starts the container.
 run_args=(--network=host --ulimit nofile=4096:4096 --ulimit nproc=4096:4096 -e LLM_NODE_PORT="$PORT"
   -e LLM_NODE_BIND_ADDRESS=127.0.0.1 -e LLM_NODE_LOOPBACK_ONLY=true -e LLM_NODE_CTX_SIZE=1024
-  -e LLM_NODE_THREADS=2 -e LLM_NODE_DRAIN_TIMEOUT_SECS=30 -v "$models:/var/lib/llm-node/models:ro")
+  -e LLM_NODE_THREADS=2 -e LLM_NODE_DRAIN_TIMEOUT_SECS=120 -v "$models:/var/lib/llm-node/models:ro")
 cleanup() {
   podman rm -f llm-node-test >/dev/null 2>&1 || true
   rm -rf "$models"
@@ -101,7 +101,7 @@ chat_once "$name"
 curl -fsS "http://127.0.0.1:$PORT/health" | grep -q "\"flavor\":\"$FLAVOR\"" || fail "/health lacks the build"
 # podman stop: SIGTERM to PID 1 (llm-node, no shell) while a stream runs.
 start_stream "$name"
-podman stop -t 60 llm-node-test >/dev/null
+podman stop -t 180 llm-node-test >/dev/null
 [ "$(podman inspect -f '{{.State.ExitCode}}' llm-node-test)" = 0 ] || fail "exit code $(podman inspect -f '{{.State.ExitCode}}' llm-node-test)"
 podman logs llm-node-test > /tmp/llm-node-image-run.log 2>&1
 check_drained /tmp/llm-node-image-run.log

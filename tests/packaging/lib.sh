@@ -33,7 +33,7 @@ start_node() {
     LLM_NODE_BIND_ADDRESS=127.0.0.1 LLM_NODE_PORT="$PORT" LLM_NODE_LOOPBACK_ONLY=true \
     LLM_NODE_MODELS_DIR="$models" LLM_NODE_ALLOW_IGNORE_EOS=true \
     LLM_NODE_CTX_SIZE=1024 LLM_NODE_THREADS=2 LLM_NODE_PARALLEL=2 RUST_LOG=info \
-    LLM_NODE_DRAIN_TIMEOUT_SECS=60 \
+    LLM_NODE_DRAIN_TIMEOUT_SECS=120 \
     "$exe" >"$LOG" 2>&1 &
   PID=$!
   for _ in $(seq 1 240); do
@@ -56,12 +56,12 @@ chat_once() {
     || fail "chat answer malformed: $out"
 }
 
-# start_stream MODEL: a stream of 32 tokens (ignore_eos) in flight once this
+# start_stream MODEL: a stream of 16 tokens (ignore_eos) in flight once this
 # returns; sets STREAM (its output) and STREAM_PID (its curl).
 start_stream() {
   STREAM="$(mktemp)"
   curl -sSN "http://127.0.0.1:$PORT/v1/chat/completions" -H 'content-type: application/json' \
-    -d '{"model":"'"$1"'","stream":true,"ignore_eos":true,"max_tokens":32,"messages":[{"role":"user","content":"Count to one hundred."}]}' \
+    -d '{"model":"'"$1"'","stream":true,"ignore_eos":true,"max_tokens":16,"messages":[{"role":"user","content":"Count to one hundred."}]}' \
     >"$STREAM" 2>&1 &
   STREAM_PID=$!
   for _ in $(seq 1 200); do grep -q '"content"' "$STREAM" && break; sleep 0.05; done
@@ -97,8 +97,8 @@ stop_with_drain() {
   wpid="$(pgrep -u "$user" -x llm-node-worker | head -1)"; [ -n "$wpid" ] || fail "no worker process"
   start_stream "$1"
   kill -TERM "$sup"          # KillMode=mixed: the main process only
-  for _ in $(seq 1 180); do kill -0 "$PID" 2>/dev/null || break; sleep 0.5; done
-  kill -0 "$PID" 2>/dev/null && fail "llm-node still running 90 s after SIGTERM"
+  for _ in $(seq 1 300); do kill -0 "$PID" 2>/dev/null || break; sleep 0.5; done
+  kill -0 "$PID" 2>/dev/null && fail "llm-node still running 150 s after SIGTERM"
   check_drained "$LOG"
   kill -0 "$wpid" 2>/dev/null && fail "worker $wpid outlived the supervisor"
   pgrep -u "$user" >/dev/null && fail "processes of $user left: $(pgrep -u "$user" -a)"

@@ -4,11 +4,14 @@
 # once, stops it with SIGTERM while a stream runs (drain, then the supervisor
 # stops its worker), erases the package and checks nothing of it is left.
 #
-# `rpm -i --nodeps`: the package requires the system's libraries (libc,
-# libgomp, libstdc++, /bin/sh) by rpm capability names; on Debian they are
-# installed by dpkg and unknown to rpm's own database, so rpm would refuse
-# every one of them. --nodeps skips only that check; the scriptlets (%post:
-# user and directories, %preun, %postun: user removal) run as on Fedora/RHEL.
+# `rpm -i --nodeps`: the package requires the shared libraries it links
+# (libc.so.6()(64bit), libgomp.so.1()(64bit), libssl.so.3()(64bit)…) and
+# /bin/sh for its scriptlets; on Debian all of them are installed by dpkg and
+# unknown to rpm's own, empty database, so rpm refuses the install ("… is
+# needed by llm-node"). --nodeps skips only that check; the test checks first
+# that every required library resolves here (ldconfig -p). The scriptlets
+# (%post: user and directories, %preun, %postun: user, empty folders) run as
+# on Fedora/RHEL. Debian's rpm also warns to use alien instead: expected.
 # `rpm -e` keeps the state directories (rpm has no purge, docs/install.md):
 # the test checks they are the only thing left, then removes them itself.
 #
@@ -32,7 +35,17 @@ if [ -z "${NO_BUILD:-}" ] || [ ! -f "$pkg" ]; then
     || { tail -30 /tmp/llm-node-build-release.log; fail "build-release.sh"; }
 fi
 (cd dist && sha256sum -c --quiet "$(basename "$pkg").sha256") || fail "checksum"
-echo "rpm requires: $(rpm -qpR "$pkg" 2>/dev/null | grep -v '^rpmlib(' | tr '\n' ' ')"
+rpm -qpR "$pkg" 2>/dev/null > /tmp/llm-node-rpm-requires.txt
+echo "rpm requires: $(tr '\n' ' ' < /tmp/llm-node-rpm-requires.txt)"
+grep -qx '' /tmp/llm-node-rpm-requires.txt && fail "an empty requirement (no rpm database satisfies it)"
+while read -r req; do
+  case "$req" in
+    /bin/sh) [ -x /bin/sh ] || fail "no /bin/sh" ;;
+    *'()(64bit)') ldconfig -p | grep -q "^[[:space:]]*${req%()(64bit)} (.*x86-64" || fail "requirement $req not found here" ;;
+    rpmlib\(*) ;;
+    *) fail "unexpected requirement: $req" ;;
+  esac
+done < /tmp/llm-node-rpm-requires.txt
 
 step "rpm -i --nodeps"
 rpm -i --nodeps "$pkg"
@@ -44,7 +57,7 @@ trap cleanup EXIT
 rpm -q llm-node >/dev/null || fail "rpm does not list llm-node as installed"
 rpm -V --nodeps llm-node >/tmp/llm-node-rpm-verify.txt 2>&1 || true
 # %post chowns the env file to root:llm-node (group G in rpm -V): expected.
-if grep -v -E '^\.{5}G\.{3}  c /etc/llm-node/llm-node.env$' /tmp/llm-node-rpm-verify.txt | grep -q .; then
+if grep -v -E '^\.+G\.+  c /etc/llm-node/llm-node.env$' /tmp/llm-node-rpm-verify.txt | grep -q .; then
   fail "rpm -V: $(cat /tmp/llm-node-rpm-verify.txt)"
 fi
 for f in /usr/bin/llm-node /usr/bin/llm-node-worker /usr/lib/systemd/system/llm-node.service \
