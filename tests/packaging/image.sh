@@ -68,7 +68,7 @@ models="$(mktemp -d)"; cp "$model" "$models/"; chmod -R a+rX "$models"
 # runc (Debian's `runc`) drives cgroup v1 itself and starts the container.
 run_args=(--network=host --ulimit nofile=4096:4096 --ulimit nproc=4096:4096 -e LLM_NODE_PORT="$PORT"
   -e LLM_NODE_BIND_ADDRESS=127.0.0.1 -e LLM_NODE_LOOPBACK_ONLY=true -e LLM_NODE_CTX_SIZE=1024
-  -e LLM_NODE_THREADS=2 -e LLM_NODE_DRAIN_TIMEOUT_SECS=120 -v "$models:/var/lib/llm-node/models:ro")
+  -e LLM_NODE_THREADS=2 -e LLM_NODE_DRAIN_TIMEOUT_SECS=120 -e LLM_NODE_ALLOW_IGNORE_EOS=true -v "$models:/var/lib/llm-node/models:ro")
 cleanup() {
   podman rm -f llm-node-test >/dev/null 2>&1 || true
   rm -rf "$models"

@@ -57,15 +57,20 @@ chat_once() {
 }
 
 # start_stream MODEL: a stream of 16 tokens (ignore_eos) in flight once this
-# returns; sets STREAM (its output) and STREAM_PID (its curl).
+# returns (first token within 60 s: the machine may be loaded); sets STREAM
+# (its output) and STREAM_PID (its curl).
 start_stream() {
   STREAM="$(mktemp)"
   curl -sSN "http://127.0.0.1:$PORT/v1/chat/completions" -H 'content-type: application/json' \
     -d '{"model":"'"$1"'","stream":true,"ignore_eos":true,"max_tokens":16,"messages":[{"role":"user","content":"Count to one hundred."}]}' \
     >"$STREAM" 2>&1 &
   STREAM_PID=$!
-  for _ in $(seq 1 200); do grep -q '"content"' "$STREAM" && break; sleep 0.05; done
-  grep -q '"content"' "$STREAM" || fail "the stream produced nothing"
+  for _ in $(seq 1 600); do
+    grep -q '"content"' "$STREAM" && break
+    kill -0 "$STREAM_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  grep -q '"content"' "$STREAM" || fail "the stream produced nothing: $(head -c 300 "$STREAM")"
 }
 
 # check_drained LOGFILE: the stream from start_stream ended normally, and the
