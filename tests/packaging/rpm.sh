@@ -68,7 +68,8 @@ done
 getent passwd llm-node >/dev/null || fail "%post made no llm-node user"
 [ "$(stat -c %U /var/lib/llm-node/models)" = llm-node ] || fail "/var/lib/llm-node/models not owned by llm-node"
 [ "$(stat -c %G /etc/llm-node/llm-node.env)" = llm-node ] || fail "env file not readable by the service's group"
-/usr/bin/llm-node --version | tee /dev/stderr | grep -q "$FLAVOR" || fail "--version does not say $FLAVOR"
+v="$(/usr/bin/llm-node --version)"; echo "$v"   # not tee /dev/stderr: it reopens (truncates) a redirected log
+echo "$v" | grep -q "$FLAVOR" || fail "--version does not say $FLAVOR"
 
 step "serve the bundled model as the unit would"
 install -o llm-node -g llm-node -m 0644 "$model" /var/lib/llm-node/models/
