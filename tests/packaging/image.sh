@@ -10,7 +10,8 @@
 #
 #   sudo tests/packaging/image.sh     (FLAVOR, NO_BUILD as for deb.sh; needs
 #                                      podman, mmdebstrap, runc:
-#                                      apt-get install podman mmdebstrap runc)
+#                                      apt-get install podman mmdebstrap runc;
+#                                      RUNTIMES="crun runc": the OCI runtimes to try, in order)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . tests/packaging/lib.sh
@@ -71,6 +72,7 @@ run_args=(--network=host --ulimit nofile=4096:4096 --ulimit nproc=4096:4096 -e L
   -e LLM_NODE_THREADS=2 -e LLM_NODE_DRAIN_TIMEOUT_SECS=120 -e LLM_NODE_ALLOW_IGNORE_EOS=true -v "$models:/var/lib/llm-node/models:ro")
 cleanup() {
   podman rm -f llm-node-test >/dev/null 2>&1 || true
+  podman rmi -f localhost/llm-node:test localhost/llm-node-prebuilt:test >/dev/null 2>&1 || true
   rm -rf "$models"
 }
 trap cleanup EXIT
@@ -114,5 +116,4 @@ venv="$CACHE/pkg-venv"
   || fail "compose.yaml does not validate"
 grep -q 'LLM_ROUTER_URL: http://llm-router:8080' /tmp/llm-node-compose.txt || fail "compose: node lacks the router URL"
 grep -q 'dockerfile: router.Dockerfile' /tmp/llm-node-compose.txt || fail "compose: no router service"
-podman rmi -f localhost/llm-node:test localhost/llm-node-prebuilt:test >/dev/null 2>&1 || true
 echo "PASS image ($FLAVOR, runtime $runtime)"
