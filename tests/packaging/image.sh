@@ -48,8 +48,9 @@ rm -rf "$ctx"
 
 step "podman build -f Dockerfile"
 # --isolation=chroot: RUN steps without an OCI runtime (see "run it" below);
-# --format docker: OCI images have no HEALTHCHECK.
-podman build --format docker --isolation=chroot --network=host --build-arg BUILDER=localhost/llm-node-prebuilt:test \
+# --format docker: OCI images have no HEALTHCHECK; --layers=false: no cached
+# build-stage image left behind (each run's was 248 MB).
+podman build --format docker --layers=false --isolation=chroot --network=host --build-arg BUILDER=localhost/llm-node-prebuilt:test \
   --build-arg BASE="$base" --build-arg FLAVOR="$FLAVOR" -t localhost/llm-node:test . >/tmp/llm-node-image-build.log 2>&1 \
   || { tail -30 /tmp/llm-node-image-build.log; fail "podman build"; }
 [ "$(podman image inspect -f '{{.Config.User}}' localhost/llm-node:test)" = llm-node ] || fail "image does not run as llm-node"
