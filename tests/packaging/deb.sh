@@ -48,7 +48,8 @@ done
 getent passwd llm-node >/dev/null || fail "no llm-node user"
 [ "$(stat -c %U /var/lib/llm-node/models)" = llm-node ] || fail "/var/lib/llm-node/models not owned by llm-node"
 dpkg-query -W -f='${Conffiles}\n' llm-node | grep -q /etc/llm-node/llm-node.env || fail "env file is not a conffile"
-/usr/bin/llm-node --version | tee /dev/stderr | grep -q "$FLAVOR" || fail "--version does not say $FLAVOR"
+v="$(/usr/bin/llm-node --version)"; echo "$v"   # not tee /dev/stderr: it reopens (truncates) a redirected log
+echo "$v" | grep -q "$FLAVOR" || fail "--version does not say $FLAVOR"
 man -l /usr/share/man/man1/llm-node.1.gz 2>/dev/null | grep -q -- '--drain-timeout-secs' \
   || zcat /usr/share/man/man1/llm-node.1.gz | grep -q 'drain\\-timeout\\-secs' || fail "man page lacks the flags"
 

@@ -33,7 +33,7 @@ start_node() {
     LLM_NODE_BIND_ADDRESS=127.0.0.1 LLM_NODE_PORT="$PORT" LLM_NODE_LOOPBACK_ONLY=true \
     LLM_NODE_MODELS_DIR="$models" LLM_NODE_ALLOW_IGNORE_EOS=true \
     LLM_NODE_CTX_SIZE=1024 LLM_NODE_THREADS=2 LLM_NODE_PARALLEL=2 RUST_LOG=info \
-    LLM_NODE_DRAIN_TIMEOUT_SECS=60 \
+    LLM_NODE_DRAIN_TIMEOUT_SECS=120 \
     "$exe" >"$LOG" 2>&1 &
   PID=$!
   for _ in $(seq 1 240); do
@@ -56,40 +56,57 @@ chat_once() {
     || fail "chat answer malformed: $out"
 }
 
-# stop_with_drain MODEL: SIGTERM to the supervisor alone while a stream runs;
-# the stream must finish, the log must show drain → stop workers → worker
-# stopped (no escalation, no crash), and no process of the service user is left.
-stop_with_drain() {
-  local sup stream wpid user="$2"
-  sup="$(supervisor_pid)"; [ -n "$sup" ] || fail "no supervisor process under $PID"
-  wpid="$(pgrep -u "$user" -x llm-node-worker | head -1)"; [ -n "$wpid" ] || fail "no worker process"
-  stream="$(mktemp)"
+# start_stream MODEL: a stream of 16 tokens (ignore_eos) in flight once this
+# returns (first token within 60 s: the machine may be loaded); sets STREAM
+# (its output) and STREAM_PID (its curl).
+start_stream() {
+  STREAM="$(mktemp)"
   curl -sSN "http://127.0.0.1:$PORT/v1/chat/completions" -H 'content-type: application/json' \
-    -d '{"model":"'"$1"'","stream":true,"ignore_eos":true,"max_tokens":32,"messages":[{"role":"user","content":"Count to one hundred."}]}' \
-    >"$stream" 2>&1 &
-  local curl_pid=$!
-  for _ in $(seq 1 200); do grep -q '"content"' "$stream" && break; sleep 0.05; done
-  grep -q '"content"' "$stream" || fail "the stream produced nothing"
-  kill -TERM "$sup"          # KillMode=mixed: the main process only
-  for _ in $(seq 1 180); do kill -0 "$PID" 2>/dev/null || break; sleep 0.5; done
-  kill -0 "$PID" 2>/dev/null && fail "llm-node still running 90 s after SIGTERM"
-  wait "$curl_pid" || true
-  grep -q 'data: \[DONE\]' "$stream" || fail "the in-flight stream was cut off: $(tail -c 300 "$stream")"
-  grep -q '"finish_reason":"length"' "$stream" || fail "the stream did not finish normally"
-  rm -f "$stream"
-  local drain stopping stopped
-  drain="$(grep -n 'draining before shutdown' "$LOG" | head -1 | cut -d: -f1)"
-  stopping="$(grep -n 'stopping workers' "$LOG" | head -1 | cut -d: -f1)"
-  stopped="$(grep -n 'worker stopped' "$LOG" | head -1 | cut -d: -f1)"
+    -d '{"model":"'"$1"'","stream":true,"ignore_eos":true,"max_tokens":16,"messages":[{"role":"user","content":"Count to one hundred."}]}' \
+    >"$STREAM" 2>&1 &
+  STREAM_PID=$!
+  for _ in $(seq 1 600); do
+    grep -q '"content"' "$STREAM" && break
+    kill -0 "$STREAM_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  grep -q '"content"' "$STREAM" || fail "the stream produced nothing: $(head -c 300 "$STREAM")"
+}
+
+# check_drained LOGFILE: the stream from start_stream ended normally, and the
+# log shows drain → stopping workers → worker stopped, with no escalation,
+# crash or drain timeout.
+check_drained() {
+  local log="$1" drain stopping stopped
+  wait "$STREAM_PID" || true
+  grep -q 'data: \[DONE\]' "$STREAM" || fail "the in-flight stream was cut off: $(tail -c 300 "$STREAM")"
+  grep -q '"finish_reason":"length"' "$STREAM" || fail "the stream did not finish normally"
+  rm -f "$STREAM"
+  drain="$(grep -n 'draining before shutdown' "$log" | head -1 | cut -d: -f1)"
+  stopping="$(grep -n 'stopping workers' "$log" | head -1 | cut -d: -f1)"
+  stopped="$(grep -n 'worker stopped' "$log" | head -1 | cut -d: -f1)"
   [ -n "$drain" ] || fail "no drain log line"
   [ -n "$stopping" ] && [ -n "$stopped" ] || fail "no 'stopping workers' / 'worker stopped' lines"
   [ "$drain" -lt "$stopping" ] && [ "$stopping" -lt "$stopped" ] \
     || fail "out of order: drain@$drain stopping@$stopping stopped@$stopped"
-  ! grep -Eq 'still running; sending|worker crashed|drain timeout' "$LOG" \
-    || fail "a worker was escalated, crashed or cut off: $(grep -E 'still running|crashed|drain timeout' "$LOG")"
+  ! grep -Eq 'still running; sending|worker crashed|drain timeout' "$log" \
+    || fail "a worker was escalated, crashed or cut off: $(grep -E 'still running|crashed|drain timeout' "$log")"
+  echo "drain: stream finished, log order drain@$drain < stopping workers@$stopping < worker stopped@$stopped"
+}
+
+# stop_with_drain MODEL USER: SIGTERM to the supervisor alone while a stream
+# runs; check_drained, and no process of the service user is left.
+stop_with_drain() {
+  local sup wpid user="$2"
+  sup="$(supervisor_pid)"; [ -n "$sup" ] || fail "no supervisor process under $PID"
+  wpid="$(pgrep -u "$user" -x llm-node-worker | head -1)"; [ -n "$wpid" ] || fail "no worker process"
+  start_stream "$1"
+  kill -TERM "$sup"          # KillMode=mixed: the main process only
+  for _ in $(seq 1 300); do kill -0 "$PID" 2>/dev/null || break; sleep 0.5; done
+  kill -0 "$PID" 2>/dev/null && fail "llm-node still running 150 s after SIGTERM"
+  check_drained "$LOG"
   kill -0 "$wpid" 2>/dev/null && fail "worker $wpid outlived the supervisor"
   pgrep -u "$user" >/dev/null && fail "processes of $user left: $(pgrep -u "$user" -a)"
-  echo "drain: stream finished, log order drain@$drain < stopping workers@$stopping < worker stopped@$stopped"
   rm -f "$LOG"
 }
 
