@@ -188,3 +188,11 @@ for w in ("agentic", "edit"):
               f"| {med(x['gen_tok_s'] for x in d):.1f} | {med(x['prompt_tokens'] for x in d):.0f} "
               f"| {med(x['prompt_tokens_evaluated'] for x in d):.0f} | {sum(x['failed'] for x in d)} |")
 PY
+
+# Load-independent figures of the llm-node configurations (see steps.py).
+if compgen -G "$RAW/*.metrics" >/dev/null; then
+  echo
+  echo "llm-node's own counts (bench/agentic/steps.py)"
+  echo
+  "$PY" bench/agentic/steps.py "$RAW"
+fi | tee -a "$OUT_DIR/table.md"
