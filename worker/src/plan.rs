@@ -11,7 +11,9 @@
 //! - Every decoding slot (one sampled token waiting to be evaluated) gets its
 //!   token first, in slot order, as long as the batch has room; then, in
 //!   slot order, its draft tokens (speculative decoding, see `draft`) as
-//!   far as the batch has room left, right after its token.
+//!   far as the batch has room left, right after its token, less what a
+//!   waiting prompt needs of its prefill chunk (at most half the batch):
+//!   drafts never starve a prefill.
 //! - Then prefilling slots, in slot order, get prompt chunks within a budget:
 //!   the whole batch when nothing decodes, else at most `prefill_chunk`
 //!   prompt tokens on top of the decode tokens, so a long prompt never stalls
@@ -93,7 +95,17 @@ pub fn plan_step(slots: &[SlotState], budget: Budget) -> Vec<Work> {
         .filter(|&i| slots[i].active && slots[i].decoding)
         .take(budget.batch)
         .collect();
-    let mut room = budget.batch - decoding.len();
+    // Drafts never take the whole room of the prefill chunk: a new
+    // request's first token must not wait for other sequences' guesses.
+    // At most half the batch is kept back, so drafts still ride along a
+    // long prefill (with the default chunk, the whole batch).
+    let pending: usize = slots
+        .iter()
+        .filter(|s| s.active && !s.decoding)
+        .map(|s| s.prompt.saturating_sub(s.cached))
+        .sum();
+    let reserve = pending.min(budget.prefill_chunk).min(budget.batch / 2);
+    let mut room = (budget.batch - decoding.len()).saturating_sub(reserve);
     let mut used = 0;
     for slot in decoding {
         let draft = slots[slot].draft.min(room);
@@ -345,6 +357,33 @@ mod tests {
                 vec![drafting(9, 2), prefilling(0, 40)],
                 BUDGET,
                 vec![speculate(0, 0, 2), prompt(1, 0..4, None)],
+            ),
+            (
+                "drafts leave the prefill chunk to a waiting prompt",
+                vec![drafting(9, 20), prefilling(0, 40)],
+                Budget {
+                    batch: 8,
+                    prefill_chunk: 4,
+                },
+                vec![speculate(0, 0, 3), prompt(1, 0..4, None)],
+            ),
+            (
+                "a short prompt reserves only what it needs",
+                vec![drafting(9, 20), prefilling(0, 2)],
+                Budget {
+                    batch: 8,
+                    prefill_chunk: 4,
+                },
+                vec![speculate(0, 0, 5), prompt(1, 0..2, Some(7))],
+            ),
+            (
+                "at most half the batch is kept back for a prompt",
+                vec![drafting(9, 20), prefilling(0, 40)],
+                Budget {
+                    batch: 8,
+                    prefill_chunk: 8,
+                },
+                vec![speculate(0, 0, 3), prompt(1, 0..4, None)],
             ),
             (
                 "more decoding slots than batch room: the first ones decode",
