@@ -137,6 +137,16 @@ start_server() {
   die "$name not ready after ${READY_TIMEOUT}s"
 }
 
+# scrape NAME FILE: llm-node's /metrics after a workload (its worker's
+# counters arrive with the next heartbeat, hence the pause), for
+# bench/agentic/steps.py: draft acceptance, tokens per decode step, queue
+# wait as a share of TTFT. Cumulative since the server started.
+scrape() {
+  case "$1" in
+    llm-node*) sleep "${SCRAPE_PAUSE:-6}"; curl -s -m 10 "$URL/metrics" >"$2" || true ;;
+  esac
+}
+
 # The shared prefix, counted by the model's tokenizer (through llm-node), on a
 # server that is then stopped: no measured server has seen it.
 start_server llm-node "$RAW/calibrate.log"
@@ -152,9 +162,11 @@ for r in $(seq 1 "$RUNS"); do
     "$PY" bench/agentic/agentic.py --url "$URL" --workload agentic --prefix-file "$RAW/prefix.json" \
       --conversations "$CONVERSATIONS" --turns "$TURNS" --stagger "$STAGGER" --max-tokens 64 \
       --out "$RAW/$s.agentic.r$r.json" || [ $? = 2 ] || die "agentic load failed"
+    scrape "$s" "$RAW/$s.agentic.r$r.metrics"
     "$PY" bench/agentic/agentic.py --url "$URL" --workload edit --edits "$EDITS" \
       --concurrency "$PARALLEL" --max-tokens "$EDIT_TOKENS" \
       --out "$RAW/$s.edit.r$r.json" || [ $? = 2 ] || die "edit load failed"
+    scrape "$s" "$RAW/$s.edit.r$r.metrics"
     stop_server
   done
 done
@@ -176,3 +188,11 @@ for w in ("agentic", "edit"):
               f"| {med(x['gen_tok_s'] for x in d):.1f} | {med(x['prompt_tokens'] for x in d):.0f} "
               f"| {med(x['prompt_tokens_evaluated'] for x in d):.0f} | {sum(x['failed'] for x in d)} |")
 PY
+
+# Load-independent figures of the llm-node configurations (see steps.py).
+if compgen -G "$RAW/*.metrics" >/dev/null; then
+  echo
+  echo "llm-node's own counts (bench/agentic/steps.py)"
+  echo
+  "$PY" bench/agentic/steps.py "$RAW"
+fi | tee -a "$OUT_DIR/table.md"

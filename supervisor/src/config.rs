@@ -131,15 +131,16 @@ pub struct Args {
     pub cache_ram: u32,
 
     /// Speculative decoding without a draft model: each step, the tokens
-    /// that followed the latest earlier occurrence of a sequence's last N
-    /// tokens are decoded with it as a draft and kept as far as they match
+    /// that followed the earlier occurrence of a sequence's longest suffix
+    /// (at least N tokens) are decoded with it as a draft and kept as far as they match
     /// what it samples (same output, more tokens per step on answers that
     /// repeat their input); 0 (the default) turns it off.
     #[arg(long, env = "LLM_NODE_SPEC_NGRAM", default_value_t = 0)]
     pub spec_ngram: u32,
 
-    /// Most draft tokens per sequence and step (with --spec-ngram).
-    #[arg(long, env = "LLM_NODE_SPEC_DRAFT", default_value_t = 8)]
+    /// Most draft tokens per sequence and step (with --spec-ngram); drafts
+    /// start at 8, double while taken whole and halve when rejected.
+    #[arg(long, env = "LLM_NODE_SPEC_DRAFT", default_value_t = 32)]
     pub spec_draft: u32,
 
     /// Do not create embedding contexts (`/v1/embeddings` then answers 400).
@@ -648,7 +649,7 @@ mod tests {
         assert_eq!(args.prefill_chunk, 0);
         assert_eq!(
             (args.cache_ram, args.spec_ngram, args.spec_draft),
-            (4096, 0, 8)
+            (4096, 0, 32)
         );
         assert_eq!(args.n_gpu_layers, 999);
         assert_eq!(args.ready_timeout_secs, 300);

@@ -14,7 +14,9 @@
 //!    slot, or a state saved in the host-RAM prompt cache (`prompt_cache`),
 //!    shares a longer prefix, that KV is copied or restored into the slot
 //!    first; the slot's own KV, when the request would drop it, is saved
-//!    there before (see [`Engine::admit`]);
+//!    there before (see [`Engine::admit`]). A request whose prefix another
+//!    slot is still prefilling waits for that prefill, then copies it
+//!    (`plan::wait_for_prefill`);
 //! 3. asks [`plan::plan_step`] what goes into this step's batch (decode
 //!    tokens first, then prompt chunks within the budget) and fills it;
 //! 4. embeds one input of the oldest embeddings request, if any (a batch of
@@ -430,6 +432,11 @@ impl<'m> Engine<'m> {
             let Some(i) = plan::pick_slot(&free, &waiting.tokens) else {
                 break;
             };
+            // Oldest first: the requests behind it wait too (they would
+            // mostly want the same prefix).
+            if self.wait_for_prefill(i, &waiting.tokens) {
+                break;
+            }
             let w = self.waiting.pop_front().expect("front exists");
             let copied = self.fill_slot(i, &w.tokens);
             let reuse = plan::reuse_len(&self.slots[i].cached, &w.tokens);
@@ -558,6 +565,7 @@ impl<'m> Engine<'m> {
             let (token, done) = self.sample(work.slot, idx)?;
             if done || token != drafted {
                 self.accepted += k as u64;
+                self.pace(work.slot, draft.len(), k);
                 return self.drop_rejected(work.slot, seq_id);
             }
             // The sampled token is the draft token the batch evaluated.
@@ -569,7 +577,15 @@ impl<'m> Engine<'m> {
             idx += 1;
         }
         self.accepted += draft.len() as u64;
+        self.pace(work.slot, draft.len(), draft.len());
         self.sample(work.slot, idx).map(|_| ())
+    }
+
+    /// Tells slot `i`'s sequence, if still running, how its draft fared.
+    fn pace(&mut self, i: usize, drafted: usize, accepted: usize) {
+        if let Some(seq) = self.slots[i].active.as_mut() {
+            seq.pace.record(drafted, accepted, self.spec_draft);
+        }
     }
 
     /// Removes the KV of slot `i`'s rejected draft tokens (those past its

@@ -11,7 +11,9 @@
 //! - Every decoding slot (one sampled token waiting to be evaluated) gets its
 //!   token first, in slot order, as long as the batch has room; then, in
 //!   slot order, its draft tokens (speculative decoding, see `draft`) as
-//!   far as the batch has room left, right after its token.
+//!   far as the batch has room left, right after its token, less what a
+//!   waiting prompt needs of its prefill chunk (at most half the batch):
+//!   drafts never starve a prefill.
 //! - Then prefilling slots, in slot order, get prompt chunks within a budget:
 //!   the whole batch when nothing decodes, else at most `prefill_chunk`
 //!   prompt tokens on top of the decode tokens, so a long prompt never stalls
@@ -28,6 +30,14 @@
 //!   entry (restored) shares at least [`MIN_GAIN`] more tokens with the
 //!   prompt; the longest wins, a slot before a host entry on a tie (a copy
 //!   within llama.cpp's buffers is cheaper than a restore from host RAM).
+//! - A request waits in the queue, a free slot notwithstanding, while a busy
+//!   slot is still prefilling a prompt that shares at least [`MIN_GAIN`]
+//!   more tokens with it than any KV it could reuse now
+//!   ([`wait_for_prefill`]): once that slot has evaluated the shared part,
+//!   the request copies it instead of evaluating it a second time (or
+//!   copying the half done so far and evaluating the rest). The wait is
+//!   bounded by that prefill: the slot advances every step, and the wait
+//!   ends as soon as it has passed the shared part, finished, or gone.
 
 use std::ops::Range;
 
@@ -85,7 +95,17 @@ pub fn plan_step(slots: &[SlotState], budget: Budget) -> Vec<Work> {
         .filter(|&i| slots[i].active && slots[i].decoding)
         .take(budget.batch)
         .collect();
-    let mut room = budget.batch - decoding.len();
+    // Drafts never take the whole room of the prefill chunk: a new
+    // request's first token must not wait for other sequences' guesses.
+    // At most half the batch is kept back, so drafts still ride along a
+    // long prefill (with the default chunk, the whole batch).
+    let pending: usize = slots
+        .iter()
+        .filter(|s| s.active && !s.decoding)
+        .map(|s| s.prompt.saturating_sub(s.cached))
+        .sum();
+    let reserve = pending.min(budget.prefill_chunk).min(budget.batch / 2);
+    let mut room = (budget.batch - decoding.len()).saturating_sub(reserve);
     let mut used = 0;
     for slot in decoding {
         let draft = slots[slot].draft.min(room);
@@ -163,6 +183,26 @@ pub fn pick_source(
         (Some((i, _)), None) => Source::Slot(i),
         (None, None) => Source::Own,
     }
+}
+
+/// A slot still prefilling, as [`wait_for_prefill`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prefilling {
+    /// Its prompt tokens evaluated so far.
+    pub cached: usize,
+    /// Tokens its prompt shares with the waiting request's, as [`reuse_len`]
+    /// counts them.
+    pub shared: usize,
+}
+
+/// Whether a request that could reuse `now` tokens of KV at once should
+/// rather wait for one of the `prefilling` slots: one that will, once its
+/// prefill has passed them, hold at least [`MIN_GAIN`] more shared tokens
+/// than `now` and does not hold them yet.
+pub fn wait_for_prefill(now: usize, prefilling: &[Prefilling]) -> bool {
+    prefilling
+        .iter()
+        .any(|p| p.shared >= now + MIN_GAIN && p.cached < p.shared)
 }
 
 /// How many cached tokens a prompt keeps: the common prefix, but never the
@@ -319,6 +359,33 @@ mod tests {
                 vec![speculate(0, 0, 2), prompt(1, 0..4, None)],
             ),
             (
+                "drafts leave the prefill chunk to a waiting prompt",
+                vec![drafting(9, 20), prefilling(0, 40)],
+                Budget {
+                    batch: 8,
+                    prefill_chunk: 4,
+                },
+                vec![speculate(0, 0, 3), prompt(1, 0..4, None)],
+            ),
+            (
+                "a short prompt reserves only what it needs",
+                vec![drafting(9, 20), prefilling(0, 2)],
+                Budget {
+                    batch: 8,
+                    prefill_chunk: 4,
+                },
+                vec![speculate(0, 0, 5), prompt(1, 0..2, Some(7))],
+            ),
+            (
+                "at most half the batch is kept back for a prompt",
+                vec![drafting(9, 20), prefilling(0, 40)],
+                Budget {
+                    batch: 8,
+                    prefill_chunk: 8,
+                },
+                vec![speculate(0, 0, 3), prompt(1, 0..4, None)],
+            ),
+            (
                 "more decoding slots than batch room: the first ones decode",
                 vec![decoding(1), decoding(1), decoding(1), prefilling(0, 4)],
                 Budget {
@@ -410,6 +477,34 @@ mod tests {
         ];
         for (why, own, slot, host, want) in table {
             assert_eq!(pick_source(own, slot, host), want, "{why}");
+        }
+    }
+
+    #[test]
+    fn a_request_waits_for_a_prefill_that_will_give_it_a_longer_prefix() {
+        let g = MIN_GAIN;
+        let p = |cached, shared| Prefilling { cached, shared };
+        let table: [(&str, usize, &[Prefilling], bool); 7] = [
+            ("nothing prefilling", 0, &[], false),
+            ("a shared prefix half evaluated", 0, &[p(512, 1600)], true),
+            (
+                "the shared part evaluated: copy now",
+                0,
+                &[p(1600, 1600)],
+                false,
+            ),
+            ("evaluated past it", 0, &[p(2000, 1600)], false),
+            (
+                "too little to gain over what is here",
+                1600 - g + 1,
+                &[p(0, 1600)],
+                false,
+            ),
+            ("just enough to gain", 1600 - g, &[p(0, 1600)], true),
+            ("any of several", 100, &[p(0, 50), p(10, 900)], true),
+        ];
+        for (why, now, prefilling, want) in table {
+            assert_eq!(wait_for_prefill(now, prefilling), want, "{why}");
         }
     }
 

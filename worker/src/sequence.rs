@@ -9,6 +9,7 @@
 //! request's events (`Piece`s carrying their token counts and logprobs, then
 //! exactly one `Finished`) is decided in one place.
 
+use crate::draft::Pace;
 use crate::sampling::Sampler;
 #[cfg(test)]
 use llama_cpp_2::sampling::LlamaSampler;
@@ -43,6 +44,8 @@ pub struct Sequence {
     pub next: Option<LlamaToken>,
     /// Tokens guessed to follow `next` (speculative decoding), decoded with it.
     pub draft: Vec<LlamaToken>,
+    /// How long its drafts may be, from how the earlier ones fared.
+    pub pace: Pace,
     /// Log-probabilities of tokens whose text has not been sent yet.
     logprobs: Vec<TokenLogprob>,
     utf8: Utf8Assembler,
@@ -91,6 +94,7 @@ impl Sequence {
             utf8: Utf8Assembler::default(),
             next: None,
             draft: Vec::new(),
+            pace: Pace::default(),
             unreported: 0,
             text: String::new(),
         }

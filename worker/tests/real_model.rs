@@ -112,7 +112,8 @@ impl Worker {
             embeddings: true,
             cache_ram_mib: tuning.cache_ram_mib,
             spec_ngram: tuning.spec_ngram,
-            spec_draft: 8,
+            // Drafts grow up to 32 tokens while they are taken whole.
+            spec_draft: 32,
             chat_template,
         };
         boot.commands
@@ -556,6 +557,33 @@ const CODE: &str = "def area(width, height):\n    return width * height\n\n\
 def perimeter(width, height):\n    return 2 * (width + height)\n\n\
 def describe(width, height):\n    a = area(width, height)\n    p = perimeter(width, height)\n\
     return f\"area {a}, perimeter {p}\"\n";
+
+#[test]
+fn a_request_arriving_while_its_prefix_is_prefilled_waits_and_copies_all_of_it() {
+    // Slot 0 prefills a ~730-token prompt in 256-token steps; the second
+    // request, sharing all of it but its last words, arrives during the
+    // first step. It must wait for that prefill and copy the whole shared
+    // prefix, not copy the 256 tokens done so far and evaluate the rest.
+    let mut w = Worker::start(2, 1024);
+    let shared = long_text(3000);
+    let first = w.generate(Prompt::Text(format!("{shared}Question one?")), greedy(4));
+    let second = Prompt::Text(format!("{shared}And now a different question?"));
+    let id = w.generate(second.clone(), greedy(8));
+    let mut done = w.collect(&[first, id]);
+    let first_prompt = usage(&done[&first].1).1.prompt_tokens;
+    let (copied, ev) = done.remove(&id).unwrap();
+    let u = usage(&ev).1;
+    assert!(
+        u.cached_tokens + 8 >= first_prompt,
+        "the whole shared prefix ({first_prompt} tokens less the last words) was copied: {u:?}"
+    );
+    assert_eq!(progress(&w).cache_copies, 1);
+
+    let mut cold = Worker::start_tuned(1, 1024, NO_CACHE);
+    let (expected, ev) = cold.run_one(second, greedy(8));
+    assert_eq!(usage(&ev).1.cached_tokens, 0);
+    assert_eq!(copied, expected, "the copy answers as a cold prefill");
+}
 
 #[test]
 fn greedy_output_is_the_same_with_and_without_speculative_decoding() {

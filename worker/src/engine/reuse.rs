@@ -68,6 +68,38 @@ impl Engine<'_> {
         }
     }
 
+    /// Whether `prompt`, which free slot `i` could take now, should rather
+    /// wait for a busy slot's prefill to pass the prefix they share
+    /// ([`plan::wait_for_prefill`]).
+    pub(super) fn wait_for_prefill(&self, i: usize, prompt: &[LlamaToken]) -> bool {
+        let prefilling: Vec<plan::Prefilling> = self
+            .slots
+            .iter()
+            .filter_map(|s| {
+                let seq = s
+                    .active
+                    .as_ref()
+                    .filter(|q| s.cached.len() < q.prompt.len())?;
+                Some(plan::Prefilling {
+                    cached: s.cached.len(),
+                    shared: plan::reuse_len(&seq.prompt, prompt),
+                })
+            })
+            .collect();
+        if prefilling.is_empty() {
+            return false;
+        }
+        let slots = self
+            .slots
+            .iter()
+            .map(|s| plan::reuse_len(&s.cached, prompt));
+        let own = plan::reuse_len(&self.slots[i].cached, prompt);
+        let ids: Vec<i32> = prompt.iter().map(|t| t.0).collect();
+        let host = self.cache.best(&ids).map_or(0, |(_, n)| n);
+        let now = slots.max().unwrap_or(0).max(own).max(host);
+        plan::wait_for_prefill(now, &prefilling)
+    }
+
     /// Saves free slot `i`'s KV to the host-RAM prompt cache, unless it is
     /// short, or an entry holds it already.
     fn save(&mut self, i: usize) {

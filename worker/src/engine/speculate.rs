@@ -1,6 +1,7 @@
 //! Speculative decoding's drafts: before each step, every decoding
-//! sequence gets the n-gram draft of its own tokens (`draft::lookup`). The
-//! drafts are verified in `Engine::after_decode`.
+//! sequence gets the n-gram draft of its own tokens (`draft::lookup`), as
+//! long as its `draft::Pace` allows. The drafts are verified in
+//! `Engine::after_decode`, which tells the pace how many were kept.
 
 use super::Engine;
 use crate::draft;
@@ -23,7 +24,7 @@ impl Engine<'_> {
             let left = seq.params.max_tokens.map_or(usize::MAX, |max| {
                 (max.saturating_sub(seq.usage.completion_tokens) as usize).saturating_sub(1)
             });
-            let max = self.spec_draft.min(room).min(left);
+            let max = seq.pace.allowed(self.spec_draft).min(room).min(left);
             if max == 0 {
                 continue;
             }
