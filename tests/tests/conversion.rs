@@ -346,13 +346,16 @@ fn a_hugging_face_checkpoint_is_converted_served_and_embeds_like_sentence_transf
     // Variants of the same weights with another declared pooling.
     let cls = tmp.join("minilm-cls.gguf");
     let last = tmp.join("minilm-last.gguf");
+    let none = tmp.join("minilm-none.gguf");
     with_pooling(&setup, &gguf, &cls, 2);
     with_pooling(&setup, &gguf, &last, 3);
-    let (m_cls, m_last) = (
+    with_pooling(&setup, &gguf, &none, 0);
+    let (m_cls, m_last, m_none) = (
         format!("minilm-cls={}", cls.display()),
         format!("minilm-last={}", last.display()),
+        format!("minilm-none={}", none.display()),
     );
-    let node = Node::start(&["--model", &m_cls, "--model", &m_last]);
+    let node = Node::start(&["--model", &m_cls, "--model", &m_last, "--model", &m_none]);
     let cls_got = node_vectors(&node, "minilm-cls");
     assert_close("cls", &cls_got, &reference(&setup, "cls"), 0.99);
     let last_got = node_vectors(&node, "minilm-last");
@@ -360,6 +363,64 @@ fn a_hugging_face_checkpoint_is_converted_served_and_embeds_like_sentence_transf
     // The poolings really differ (the check above could not pass by accident).
     assert!(cosine(&cls_got[0], &got[0]) < 0.99);
     assert!(cosine(&last_got[0], &cls_got[0]) < 0.99);
+    per_token_vectors_of_pooling_none(&node, &got);
     node.terminate();
     let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// Pooling `none` (llama-server's `/embeddings` shape): one vector per token
+/// of each input, whose mean, normalised, is the mean-pooled vector `mean`
+/// of the same weights; `/v1/embeddings` cannot carry them and says where to go.
+fn per_token_vectors_of_pooling_none(node: &Node, mean: &[Vec<f64>]) {
+    let (status, body) = node.post(
+        "/embeddings",
+        &json!({"model": "minilm-none", "content": SENTENCES}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let entries = body.as_array().unwrap();
+    assert_eq!(entries.len(), SENTENCES.len());
+    for (i, entry) in entries.iter().enumerate() {
+        assert_eq!(entry["index"], i);
+        let (_, tokens) = node.post(
+            "/tokenize",
+            &json!({"model": "minilm-none", "content": SENTENCES[i], "add_special": true}),
+        );
+        let per_token = entry["embedding"].as_array().unwrap();
+        assert_eq!(
+            per_token.len(),
+            tokens["tokens"].as_array().unwrap().len(),
+            "one vector per token of sentence {i}"
+        );
+        let mut sum = vec![0.0; 384];
+        for v in per_token {
+            for (s, x) in sum.iter_mut().zip(v.as_array().unwrap()) {
+                *s += x.as_f64().unwrap();
+            }
+        }
+        let c = cosine(&sum, &mean[i]);
+        eprintln!(
+            "none: sentence {i}: {} tokens, mean vs mean-pooled cosine {c:.6}",
+            per_token.len()
+        );
+        assert!(c > 0.9999, "sentence {i}: cosine {c}");
+    }
+    let (status, body) = node.post(
+        "/v1/embeddings",
+        &json!({"model": "minilm-none", "input": "x"}),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("POST /embeddings"),
+        "{body}"
+    );
+    // A pooled model on the same route: a list of one normalised vector.
+    let (status, body) = node.post(
+        "/embeddings",
+        &json!({"model": "minilm-cls", "content": SENTENCES[0]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body[0]["embedding"].as_array().unwrap().len(), 1, "{body}");
 }

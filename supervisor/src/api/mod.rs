@@ -38,6 +38,7 @@ pub mod chat;
 pub mod cloud;
 pub mod cors;
 pub mod disconnect;
+pub mod embed_input;
 pub mod error;
 pub mod handlers;
 pub mod infill;
@@ -63,6 +64,7 @@ pub mod sse;
 pub mod state;
 #[cfg(test)]
 pub mod test_app;
+pub mod token_vectors;
 pub mod tokens;
 pub mod types;
 
