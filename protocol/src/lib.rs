@@ -263,6 +263,12 @@ impl From<String> for EmbedInput {
     }
 }
 
+impl From<&str> for EmbedInput {
+    fn from(text: &str) -> Self {
+        EmbedInput::Text(text.to_string())
+    }
+}
+
 /// A constraint on what may be generated, enforced by a grammar sampler.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Constraint {
