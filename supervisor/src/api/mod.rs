@@ -12,7 +12,9 @@
 //!   their bodies, [`ndjson`] writes their answers).
 //! - [`ollama_models`]: `/api/show`, `/api/ps`, `/api/copy`, `/api/version`, `GET /`.
 //! - [`ollama_embed`]: `/api/embed`, `/api/embeddings`.
-//! - [`tokens`]: `/tokenize`, `/detokenize`; [`infill`]: `/infill` (llama-server's shapes).
+//! - [`tokens`]: `/tokenize`, `/detokenize`; [`infill`]: `/infill`; [`token_vectors`]:
+//!   `/embeddings`, per-token vectors (llama-server's shapes).
+//! - [`embed_input`]: the forms of an embeddings `input` (text, token ids).
 //! - [`ollama_info`]: `details`, `model_info`, capabilities, … from a GGUF header (pure).
 //! - [`router`]: llm-router's `/pull` and `/api/logs`.
 //! - [`access`]: who may call which route (API keys, admin key, loopback, router), one middleware.
