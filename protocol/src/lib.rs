@@ -44,7 +44,7 @@ use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender};
 use serde::{Deserialize, Serialize};
 
 /// Version of this contract. A worker and supervisor with different versions refuse to talk.
-pub const PROTOCOL_VERSION: u32 = 9;
+pub const PROTOCOL_VERSION: u32 = 10;
 
 /// Identifies one request for its whole life in a worker. Unique per worker
 /// process. The top 16 bits are the event lane ([`lane_of`]).
@@ -120,6 +120,9 @@ pub struct ModelInfo {
     pub model_name: String,
     /// Context window of each slot, in tokens.
     pub ctx_per_slot: u32,
+    /// An encoder that serves embeddings only: no generation context, no
+    /// slots (`parallel` 0), and `Generate` is refused.
+    pub embedding_only: bool,
     /// Context length the model was trained with.
     pub n_ctx_train: u32,
     /// Parallel slots.
@@ -244,6 +247,28 @@ pub enum Prompt {
     Infill { prefix: String, suffix: String },
 }
 
+/// One input of [`Command::Embed`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum EmbedInput {
+    /// Text, tokenized with the model's BOS/EOS as it adds them.
+    Text(String),
+    /// Token ids, embedded unchanged (nothing added); an id outside the
+    /// vocabulary is refused (`InvalidRequest`).
+    Tokens(Vec<i32>),
+}
+
+impl From<String> for EmbedInput {
+    fn from(text: String) -> Self {
+        EmbedInput::Text(text)
+    }
+}
+
+impl From<&str> for EmbedInput {
+    fn from(text: &str) -> Self {
+        EmbedInput::Text(text.to_string())
+    }
+}
+
 /// A constraint on what may be generated, enforced by a grammar sampler.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Constraint {
@@ -332,13 +357,14 @@ pub enum Command {
         prompt: Prompt,
         params: SamplingParams,
     },
-    /// Embed each input; answered by `Embeddings` or `Failed`. With
-    /// `truncate`, an input longer than the embedding context is cut to its
-    /// first tokens (Ollama's `truncate`); without, it fails with `PromptTooLong`.
+    /// Embed each input; answered by `Embeddings` (or `TokenEmbeddings` by a
+    /// model whose pooling is `none`) or `Failed`. With `truncate`, an input
+    /// longer than the embedding context is cut to its first tokens (Ollama's
+    /// `truncate`); without, it fails with `PromptTooLong`.
     Embed {
         id: RequestId,
         trace: String,
-        inputs: Vec<String>,
+        inputs: Vec<EmbedInput>,
         truncate: bool,
     },
     /// Count the tokens of a prompt as `Generate` would see it; answered by `TokenCount` or `Failed`.
@@ -483,6 +509,13 @@ pub enum Event {
         vectors: Vec<Vec<f32>>,
         prompt_tokens: u32,
     },
+    /// Answer to `Embed` from a model whose pooling is `none`: for each
+    /// input, one vector per token (not normalised, as llama-server sends them).
+    TokenEmbeddings {
+        id: RequestId,
+        inputs: Vec<Vec<Vec<f32>>>,
+        prompt_tokens: u32,
+    },
     /// Answer to `CountTokens`.
     TokenCount { id: RequestId, count: u32 },
     /// Answer to `Tokenize`: the tokens and each one's piece (its bytes, which
@@ -508,6 +541,7 @@ impl Event {
             | Event::Finished { id, .. }
             | Event::Failed { id, .. }
             | Event::Embeddings { id, .. }
+            | Event::TokenEmbeddings { id, .. }
             | Event::TokenCount { id, .. }
             | Event::Tokens { id, .. }
             | Event::Detokenized { id, .. }
@@ -683,7 +717,12 @@ mod tests {
             Command::Embed {
                 id: 2,
                 trace: "req-2".into(),
-                inputs: vec!["a".into(), String::new()],
+                inputs: vec![
+                    EmbedInput::Text("a".into()),
+                    EmbedInput::Text(String::new()),
+                    EmbedInput::Tokens(vec![1, -1, i32::MAX]),
+                    EmbedInput::Tokens(vec![]),
+                ],
                 truncate: true,
             },
             Command::CountTokens {
@@ -724,6 +763,7 @@ mod tests {
         let info = ModelInfo {
             model_name: "m".into(),
             ctx_per_slot: 1,
+            embedding_only: true,
             n_ctx_train: 2,
             parallel: 3,
             embedding_size: 4,
@@ -786,6 +826,11 @@ mod tests {
                 id: 3,
                 vectors: vec![vec![0.5, -0.5], vec![]],
                 prompt_tokens: 4,
+            },
+            Event::TokenEmbeddings {
+                id: 3,
+                inputs: vec![vec![vec![0.5, -0.5], vec![1.0, 2.0]], vec![]],
+                prompt_tokens: 2,
             },
             Event::TokenCount { id: 4, count: 11 },
             Event::Tokens {

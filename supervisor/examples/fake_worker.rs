@@ -401,6 +401,7 @@ fn main() {
     send(&Event::Ready(ModelInfo {
         model_name: config.model_name.clone(),
         ctx_per_slot: config.ctx_per_slot,
+        embedding_only: false,
         n_ctx_train: 8192,
         parallel: config.parallel,
         embedding_size: 8,
@@ -506,7 +507,11 @@ fn main() {
                 Command::Embed { id, inputs, .. } => {
                     let vectors = inputs
                         .iter()
-                        .map(|s| {
+                        .map(|input| {
+                            let s = match input {
+                                llm_node_protocol::EmbedInput::Text(t) => t.clone(),
+                                llm_node_protocol::EmbedInput::Tokens(ids) => format!("{ids:?}"),
+                            };
                             let mut v = [0f32; 8];
                             for (i, b) in s.bytes().enumerate() {
                                 v[i % 8] += b as f32;

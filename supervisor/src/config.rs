@@ -569,7 +569,9 @@ fn resolve_source(
                 .find(&wanted)
                 .map_err(|e| err(e.to_string()))?
                 .ok_or_else(|| err(format!("no stored model {name:?} (pull it first)")))?;
-            let mut profile = m.profile.clone();
+            // The file (its `[defaults]` included) wins over the manifest's params.
+            let (manifest, _) = crate::models::manifest_params::profile_of(found.params.as_ref());
+            let mut profile = m.profile.clone().merge(&manifest);
             if profile.chat_template.is_none() {
                 profile.chat_template = store::jinja_template(found.template.as_deref());
             }

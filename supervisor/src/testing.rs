@@ -11,6 +11,7 @@ pub fn model_info(name: &str) -> ModelInfo {
     ModelInfo {
         model_name: name.into(),
         ctx_per_slot: 4096,
+        embedding_only: false,
         n_ctx_train: 8192,
         parallel: 4,
         embedding_size: 3,

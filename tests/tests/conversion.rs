@@ -238,13 +238,18 @@ fn stored_gguf(store: &Path) -> PathBuf {
 
 /// A copy of `gguf` at `out` with `bert.pooling_type` = `pooling`.
 fn with_pooling(setup: &Path, gguf: &Path, out: &Path, pooling: u32) {
+    with_metadata(setup, gguf, out, "bert.pooling_type", &pooling.to_string());
+}
+
+/// A copy of `gguf` at `out` with `key` = `value`.
+fn with_metadata(setup: &Path, gguf: &Path, out: &Path, key: &str, value: &str) {
     std::fs::copy(gguf, out).unwrap();
     let status = Command::new(setup.join("venv/bin/python"))
         .arg(setup.join("llama.cpp/gguf-py/gguf/scripts/gguf_set_metadata.py"))
         .arg("--force")
         .arg(out)
-        .arg("bert.pooling_type")
-        .arg(pooling.to_string())
+        .arg(key)
+        .arg(value)
         .env("PYTHONPATH", setup.join("llama.cpp/gguf-py"))
         .stdout(Stdio::null())
         .status()
@@ -346,13 +351,23 @@ fn a_hugging_face_checkpoint_is_converted_served_and_embeds_like_sentence_transf
     // Variants of the same weights with another declared pooling.
     let cls = tmp.join("minilm-cls.gguf");
     let last = tmp.join("minilm-last.gguf");
+    let none = tmp.join("minilm-none.gguf");
+    let causal = tmp.join("minilm-causal.gguf");
     with_pooling(&setup, &gguf, &cls, 2);
     with_pooling(&setup, &gguf, &last, 3);
-    let (m_cls, m_last) = (
+    with_pooling(&setup, &gguf, &none, 0);
+    // The same weights declared causal: loaded as every decoder is (the
+    // comparison for the embedding-only load's memory).
+    with_metadata(&setup, &gguf, &causal, "bert.attention.causal", "1");
+    let (m_cls, m_last, m_none, m_causal) = (
         format!("minilm-cls={}", cls.display()),
         format!("minilm-last={}", last.display()),
+        format!("minilm-none={}", none.display()),
+        format!("minilm-causal={}", causal.display()),
     );
-    let node = Node::start(&["--model", &m_cls, "--model", &m_last]);
+    let node = Node::start(&[
+        "--model", &m_cls, "--model", &m_last, "--model", &m_none, "--model", &m_causal,
+    ]);
     let cls_got = node_vectors(&node, "minilm-cls");
     assert_close("cls", &cls_got, &reference(&setup, "cls"), 0.99);
     let last_got = node_vectors(&node, "minilm-last");
@@ -360,6 +375,154 @@ fn a_hugging_face_checkpoint_is_converted_served_and_embeds_like_sentence_transf
     // The poolings really differ (the check above could not pass by accident).
     assert!(cosine(&cls_got[0], &got[0]) < 0.99);
     assert!(cosine(&last_got[0], &cls_got[0]) < 0.99);
+    per_token_vectors_of_pooling_none(&node, &got);
+    an_encoder_serves_embeddings_only(&node);
     node.terminate();
     let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// Pooling `none` (llama-server's `/embeddings` shape): one vector per token
+/// of each input, whose mean, normalised, is the mean-pooled vector `mean`
+/// of the same weights; `/v1/embeddings` cannot carry them and says where to go.
+fn per_token_vectors_of_pooling_none(node: &Node, mean: &[Vec<f64>]) {
+    let (status, body) = node.post(
+        "/embeddings",
+        &json!({"model": "minilm-none", "content": SENTENCES}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let entries = body.as_array().unwrap();
+    assert_eq!(entries.len(), SENTENCES.len());
+    for (i, entry) in entries.iter().enumerate() {
+        assert_eq!(entry["index"], i);
+        let (_, tokens) = node.post(
+            "/tokenize",
+            &json!({"model": "minilm-none", "content": SENTENCES[i], "add_special": true}),
+        );
+        let per_token = entry["embedding"].as_array().unwrap();
+        assert_eq!(
+            per_token.len(),
+            tokens["tokens"].as_array().unwrap().len(),
+            "one vector per token of sentence {i}"
+        );
+        let mut sum = vec![0.0; 384];
+        for v in per_token {
+            for (s, x) in sum.iter_mut().zip(v.as_array().unwrap()) {
+                *s += x.as_f64().unwrap();
+            }
+        }
+        let c = cosine(&sum, &mean[i]);
+        eprintln!(
+            "none: sentence {i}: {} tokens, mean vs mean-pooled cosine {c:.6}",
+            per_token.len()
+        );
+        assert!(c > 0.9999, "sentence {i}: cosine {c}");
+    }
+    let (status, body) = node.post(
+        "/v1/embeddings",
+        &json!({"model": "minilm-none", "input": "x"}),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("POST /embeddings"),
+        "{body}"
+    );
+    // A pooled model on the same route: a list of one normalised vector.
+    let (status, body) = node.post(
+        "/embeddings",
+        &json!({"model": "minilm-cls", "content": SENTENCES[0]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body[0]["embedding"].as_array().unwrap().len(), 1, "{body}");
+}
+
+/// The converted MiniLM (`bert.attention.causal` false) loads with its
+/// embeddings context only: no slots, no generation; generation routes answer
+/// 400 in their own shape; `/v1/models` and `/api/show` say so. Prints the
+/// memory against the same weights loaded as a decoder.
+fn an_encoder_serves_embeddings_only(node: &Node) {
+    let (_, models) = node.get("/v1/models");
+    let meta = |id: &str| {
+        models["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == id)
+            .unwrap_or_else(|| panic!("{models}"))["meta"]
+            .clone()
+    };
+    let cls = meta("minilm-cls");
+    assert_eq!(cls["embedding_only"], true, "{cls}");
+    assert_eq!(cls["parallel"], 0, "{cls}");
+    let (status, body) = node.post(
+        "/v1/chat/completions",
+        &json!({"model": "minilm-cls", "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("model minilm-cls serves embeddings only"),
+        "{body}"
+    );
+    let (status, body) = node.post(
+        "/v1/completions",
+        &json!({"model": "minilm-cls", "prompt": "hi"}),
+    );
+    assert_eq!(status, 400, "{body}");
+    for route in ["/api/chat", "/api/generate"] {
+        let (status, body) = node.post(
+            route,
+            &json!({"model": "minilm-cls", "prompt": "hi", "stream": false,
+                    "messages": [{"role": "user", "content": "hi"}]}),
+        );
+        assert_eq!(status, 400, "{route}: {body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("serves embeddings only")),
+            "{route}: Ollama's {{\"error\": …}}: {body}"
+        );
+    }
+    let (_, show) = node.post("/api/show", &json!({"model": "minilm-cls"}));
+    assert_eq!(show["capabilities"], json!(["embedding"]), "{show}");
+
+    // Memory, after one embeddings request each: encoder vs the same weights as a decoder.
+    let (status, _) = node.post(
+        "/v1/embeddings",
+        &json!({"model": "minilm-causal", "input": "x"}),
+    );
+    assert_eq!(status, 200);
+    let decoder = meta_of_admin(node, "minilm-causal");
+    let encoder = meta_of_admin(node, "minilm-cls");
+    eprintln!(
+        "memory: embedding-only rss {} MiB, allocated {}; as a decoder rss {} MiB, allocated {}",
+        encoder["rss_bytes"].as_u64().unwrap_or(0) >> 20,
+        encoder["offload"]["allocated"],
+        decoder["rss_bytes"].as_u64().unwrap_or(0) >> 20,
+        decoder["offload"]["allocated"],
+    );
+    assert_eq!(encoder["offload"]["allocated"]["kv"], 0, "{encoder}");
+    assert_eq!(
+        decoder["parallel"], 4,
+        "the decoder copy has its slots: {decoder}"
+    );
+}
+
+/// `/admin/models`' entry for `model`.
+fn meta_of_admin(node: &Node, model: &str) -> Value {
+    let (status, body) = node.get("/admin/models");
+    assert_eq!(status, 200, "{body}");
+    let list = body["models"]
+        .as_array()
+        .or(body.as_array())
+        .cloned()
+        .unwrap_or_default();
+    list.into_iter()
+        .find(|m| m["name"] == model || m["id"] == model)
+        .unwrap_or_else(|| panic!("{model} in {body}"))
 }

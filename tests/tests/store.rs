@@ -4,6 +4,7 @@
 //! it with a real worker without a restart, and resumes a pull after the node
 //! is killed mid-transfer.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +21,14 @@ struct Registry {
     delay_ms: Arc<AtomicU64>,
     ranges: Arc<Mutex<Vec<String>>>,
     digest: String,
+    /// Manifests by tag of `library/smol`, blobs by digest.
+    content: Arc<Mutex<Content>>,
+}
+
+#[derive(Default)]
+struct Content {
+    manifests: HashMap<String, String>,
+    blobs: HashMap<String, Arc<Vec<u8>>>,
 }
 
 fn sha256_hex(path: &str) -> String {
@@ -35,51 +44,76 @@ fn sha256_hex(path: &str) -> String {
         .to_string()
 }
 
+fn digest_of(data: &[u8]) -> String {
+    let file = tempfile_path(&format!("blob-{}", data.len()));
+    std::fs::write(&file, data).unwrap();
+    let digest = format!("sha256:{}", sha256_hex(&file));
+    let _ = std::fs::remove_file(&file);
+    digest
+}
+
+impl Registry {
+    /// Publishes `library/smol:<tag>`: the bundled GGUF as its model layer,
+    /// plus `extra` layers (media type, bytes), as Ollama's registry serves them.
+    fn publish(&self, tag: &str, extra: &[(&str, &[u8])]) {
+        let mut c = self.content.lock().unwrap();
+        let gguf_len = c.blobs[&self.digest].len();
+        let mut layers = vec![
+            json!({"mediaType": "application/vnd.ollama.image.model", "digest": self.digest, "size": gguf_len}),
+        ];
+        for (media, data) in extra {
+            let digest = digest_of(data);
+            layers.push(json!({"mediaType": media, "digest": digest, "size": data.len()}));
+            c.blobs.insert(digest, Arc::new(data.to_vec()));
+        }
+        let config = br#"{"model_format":"gguf"}"#.to_vec();
+        let config_digest = digest_of(&config);
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": config_digest, "size": config.len()},
+            "layers": layers,
+        });
+        c.blobs.insert(config_digest, Arc::new(config));
+        c.manifests.insert(tag.to_string(), manifest.to_string());
+    }
+}
+
 /// Serves `library/smol:q4` whose model layer is the bundled GGUF.
 fn registry() -> Registry {
     let gguf = Arc::new(std::fs::read(model_path()).unwrap());
     let digest = format!("sha256:{}", sha256_hex(&model_path()));
-    let config = br#"{"model_format":"gguf"}"#.to_vec();
-    let config_digest = {
-        let dir = tempfile_path("cfg");
-        std::fs::write(&dir, &config).unwrap();
-        format!("sha256:{}", sha256_hex(&dir))
-    };
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": config_digest, "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.ollama.image.model", "digest": digest, "size": gguf.len()}],
-    })
-    .to_string();
+    let content = Arc::new(Mutex::new(Content::default()));
+    content.lock().unwrap().blobs.insert(digest.clone(), gguf);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let served = Arc::new(AtomicU64::new(0));
     let delay_ms = Arc::new(AtomicU64::new(0));
     let ranges = Arc::new(Mutex::new(Vec::new()));
-    let (s, d, r, dg, cd) = (
+    let (s, d, r, c) = (
         served.clone(),
         delay_ms.clone(),
         ranges.clone(),
-        digest.clone(),
-        config_digest,
+        content.clone(),
     );
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
-            let (gguf, manifest, config) = (gguf.clone(), manifest.clone(), config.clone());
-            let (s, d, r, dg, cd) = (s.clone(), d.clone(), r.clone(), dg.clone(), cd.clone());
+            let (s, d, r, c) = (s.clone(), d.clone(), r.clone(), c.clone());
             std::thread::spawn(move || {
-                let _ = handle(conn, &gguf, &manifest, &config, &dg, &cd, &s, &d, &r);
+                let _ = handle(conn, &c, &s, &d, &r);
             });
         }
     });
-    Registry {
+    let reg = Registry {
         url,
         served,
         delay_ms,
         ranges,
         digest,
-    }
+        content,
+    };
+    reg.publish("q4", &[]);
+    reg
 }
 
 fn tempfile_path(name: &str) -> String {
@@ -90,14 +124,9 @@ fn tempfile_path(name: &str) -> String {
     )
 }
 
-#[allow(clippy::too_many_arguments)]
 fn handle(
     mut conn: TcpStream,
-    gguf: &[u8],
-    manifest: &str,
-    config: &[u8],
-    digest: &str,
-    config_digest: &str,
+    content: &Mutex<Content>,
     served: &AtomicU64,
     delay_ms: &AtomicU64,
     ranges: &Mutex<Vec<String>>,
@@ -117,22 +146,30 @@ fn handle(
             range = Some(v.trim().to_string());
         }
     }
-    let body: &[u8] = if path == "/v2/library/smol/manifests/q4" {
+    let (manifest, blob) = {
+        let c = content.lock().unwrap();
+        let manifest = path
+            .strip_prefix("/v2/library/smol/manifests/")
+            .and_then(|tag| c.manifests.get(tag).cloned());
+        let blob = path
+            .strip_prefix("/v2/library/smol/blobs/")
+            .and_then(|digest| c.blobs.get(digest).cloned());
+        (manifest, blob)
+    };
+    if let Some(manifest) = manifest {
         let head = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.distribution.manifest.v2+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             manifest.len()
         );
         conn.write_all(head.as_bytes())?;
         return conn.write_all(manifest.as_bytes());
-    } else if path == format!("/v2/library/smol/blobs/{digest}") {
-        gguf
-    } else if path == format!("/v2/library/smol/blobs/{config_digest}") {
-        config
-    } else {
+    }
+    let Some(body) = blob else {
         return conn.write_all(
             b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
         );
     };
+    let body: &[u8] = &body;
     let len = body.len();
     let (start, end) = match &range {
         Some(r) => {
@@ -324,4 +361,147 @@ fn a_node_under_test_never_resolves_a_public_host() {
         .map(|m| &m["name"])
         .collect();
     assert_eq!(names, [MODEL], "{tags}");
+}
+
+/// A `/v1/chat/completions` body for `model` with `extra` fields.
+fn chat_for(model: &str, content: &str, extra: Value) -> Value {
+    let mut body = chat(content, extra);
+    body["model"] = json!(model);
+    body
+}
+
+/// An Ollama manifest's params become the pulled model's defaults (below a
+/// request's own values), its Go template and system prompt are reported by
+/// `/api/show`, and the GGUF's Jinja template still renders the chat.
+#[test]
+fn manifest_params_are_the_pulled_models_defaults_and_requests_override_them() {
+    let reg = registry();
+    let store = tempfile_path("params-store");
+    let _ = std::fs::remove_dir_all(&store);
+    let node = Node::start(&[
+        "--store-dir",
+        store.as_str(),
+        "--registry-url",
+        reg.url.as_str(),
+        "--no-ollama-models",
+    ]);
+    // The greedy answer of the same GGUF served by path: the reference.
+    let question = "What is the capital of France?";
+    let (status, body) = node.post(
+        "/v1/chat/completions",
+        &chat(question, json!({"max_tokens": 24, "temperature": 0})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let greedy = body["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A stop string the greedy answer contains, after its first few words.
+    let stop = greedy
+        .split_whitespace()
+        .skip(2)
+        .find(|w| w.len() >= 4 && w.chars().all(char::is_alphabetic))
+        .unwrap_or_else(|| panic!("no word to stop at in {greedy:?}"))
+        .to_string();
+    let cut = greedy[..greedy.find(&stop).unwrap()].to_string();
+
+    // `repeat_penalty` 1 replaces Ollama's built-in 1.1, so /api/chat is greedy too.
+    let params = json!({"temperature": 0, "num_predict": 3, "stop": [stop], "num_ctx": 2048,
+                        "repeat_penalty": 1.0, "mirostat": 0});
+    let params = params.to_string();
+    reg.publish(
+        "tuned",
+        &[
+            ("application/vnd.ollama.image.template", b"{{ .Prompt }}"),
+            ("application/vnd.ollama.image.params", params.as_bytes()),
+            ("application/vnd.ollama.image.system", b"You are terse."),
+        ],
+    );
+    let lines = pull(&node, "smol:tuned");
+    assert_eq!(lines.last().unwrap()["status"], "success", "{lines:?}");
+
+    // No options: temperature 0 and num_predict 3 from the manifest.
+    let (status, body) = node.post(
+        "/v1/chat/completions",
+        &chat_for("smol:tuned", question, json!({})),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["usage"]["completion_tokens"], 3, "{body}");
+    assert_eq!(body["choices"][0]["finish_reason"], "length", "{body}");
+    let three = body["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(
+        !three.is_empty() && greedy.starts_with(three),
+        "the greedy answer's start, rendered with the GGUF's template: {three:?} vs {greedy:?}"
+    );
+    // The request's max_tokens wins over num_predict; the manifest's stop cuts.
+    let (_, body) = node.post(
+        "/v1/chat/completions",
+        &chat_for("smol:tuned", question, json!({"max_tokens": 24})),
+    );
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        cut.as_str(),
+        "{body}"
+    );
+    assert_eq!(body["choices"][0]["finish_reason"], "stop", "{body}");
+    // The request's own (empty) stop list wins too.
+    let (_, body) = node.post(
+        "/v1/chat/completions",
+        &chat_for(
+            "smol:tuned",
+            question,
+            json!({"max_tokens": 24, "stop": []}),
+        ),
+    );
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        greedy.as_str(),
+        "{body}"
+    );
+
+    // Ollama's /api/chat: the same defaults, and options override them.
+    let ollama = |options: Value| {
+        let (status, body) = node.post(
+            "/api/chat",
+            &json!({"model": "smol:tuned", "stream": false, "options": options,
+                    "messages": [{"role": "user", "content": question}]}),
+        );
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+    let body = ollama(json!({}));
+    assert_eq!(body["eval_count"], 3, "{body}");
+    assert_eq!(body["message"]["content"], three, "{body}");
+    let body = ollama(json!({"num_predict": 24}));
+    assert_eq!(body["message"]["content"], cut.as_str(), "{body}");
+    assert_eq!(body["done_reason"], "stop", "{body}");
+
+    // num_ctx is the model's context per slot (--ctx-size is 1024 here).
+    let (_, ps) = node.get("/api/ps");
+    let tuned = ps["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "smol:tuned")
+        .unwrap_or_else(|| panic!("{ps}"));
+    assert_eq!(tuned["context_length"], 2048, "{ps}");
+
+    // /api/show reports the manifest as Ollama does.
+    let (status, show) = node.post("/api/show", &json!({"model": "smol:tuned"}));
+    assert_eq!(status, 200, "{show}");
+    let parameters = show["parameters"].as_str().unwrap();
+    assert!(
+        parameters.contains(&format!("stop{}\"{stop}\"", " ".repeat(27))),
+        "{parameters}"
+    );
+    assert!(parameters.contains("num_predict"), "{parameters}");
+    assert_eq!(show["template"], "{{ .Prompt }}");
+    assert_eq!(show["system"], "You are terse.");
+    let (_, plain) = node.post("/api/show", &json!({"model": MODEL}));
+    assert!(
+        plain.get("system").is_none(),
+        "no system layer, no field: {plain}"
+    );
+    node.terminate();
+    let _ = std::fs::remove_dir_all(&store);
 }

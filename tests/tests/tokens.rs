@@ -103,3 +103,87 @@ fn text_round_trips_through_tokenize_and_detokenize() {
     assert_eq!(status, 404, "{err}");
     node.terminate();
 }
+
+fn vector(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+/// `/v1/embeddings` takes token ids (one array, or an array of arrays) as
+/// OpenAI does: the text's own tokenization (`/tokenize` with the model's
+/// special tokens) embeds to the text's vector; ids outside the vocabulary
+/// and empty arrays are 400s naming `input`.
+#[test]
+fn token_id_input_embeds_like_its_text_and_bad_ids_are_refused() {
+    let node = Node::start(&[]);
+    let texts = ["The cat sits on the mat.", "Rust is a systems language."];
+    let (status, by_text) = node.post("/v1/embeddings", &json!({"model": MODEL, "input": texts}));
+    assert_eq!(status, 200, "{by_text}");
+    let tokenized: Vec<Vec<i64>> = texts
+        .iter()
+        .map(|t| {
+            let (_, body) = node.post(
+                "/tokenize",
+                &json!({"model": MODEL, "content": t, "add_special": true}),
+            );
+            ids(&body)
+        })
+        .collect();
+    let (status, by_ids) = node.post(
+        "/v1/embeddings",
+        &json!({"model": MODEL, "input": tokenized}),
+    );
+    assert_eq!(status, 200, "{by_ids}");
+    assert_eq!(
+        by_ids["usage"], by_text["usage"],
+        "the same tokens are counted"
+    );
+    for i in 0..texts.len() {
+        let (a, b) = (
+            vector(&by_text["data"][i]["embedding"]),
+            vector(&by_ids["data"][i]["embedding"]),
+        );
+        let diff = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max);
+        assert!(diff < 1e-5, "input {i}: largest difference {diff}");
+    }
+    // One flat array of ids is one input.
+    let (status, one) = node.post(
+        "/v1/embeddings",
+        &json!({"model": MODEL, "input": tokenized[0]}),
+    );
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(one["data"].as_array().unwrap().len(), 1);
+    // Different ids, a different vector (the ids are really used).
+    let (_, other) = node.post(
+        "/v1/embeddings",
+        &json!({"model": MODEL, "input": [[1, 2, 3]]}),
+    );
+    assert_ne!(
+        other["data"][0]["embedding"],
+        by_ids["data"][0]["embedding"]
+    );
+
+    // SmolLM2's vocabulary has 49152 tokens; the worker checks each id.
+    for (input, needle) in [
+        (
+            json!([[1, 49152]]),
+            "input[0][1] is token 49152, outside the model's vocabulary",
+        ),
+        (json!([[1, 2], []]), "input[1] is empty"),
+        (json!([]), "must not be empty"),
+        (json!([1, -1]), "must be a token id"),
+    ] {
+        let (status, body) = node.post("/v1/embeddings", &json!({"model": MODEL, "input": input}));
+        assert_eq!(status, 400, "{input}: {body}");
+        assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{input}: {message}");
+    }
+}

@@ -4,10 +4,14 @@
 //! Pooling is the model's own: the `<arch>.pooling_type` its GGUF declares
 //! (mean, CLS or last token; the converter writes it from the checkpoint's
 //! sentence-transformers config), and mean for a model that declares none (a
-//! chat model asked for embeddings) or declares `none`, whose per-token
-//! vectors the protocol cannot carry. A rank-pooling model (a reranker)
-//! yields its classifier score(s), which are not normalised. See
-//! [`pooling_for`].
+//! chat model asked for embeddings). A model that declares `none` yields one
+//! vector per token of each input, not normalised (as llama-server's
+//! `/embeddings` sends them), in a `TokenEmbeddings` event. A rank-pooling
+//! model (a reranker) yields its classifier score(s), which are not
+//! normalised. See [`pooling_for`].
+//!
+//! An input is text (tokenized with the model's BOS/EOS) or token ids,
+//! embedded unchanged once each id is checked against the vocabulary.
 //!
 //! A request is an [`EmbedJob`] that the engine advances by one input per
 //! turn of its loop, between decode steps: a batch of long inputs used to
@@ -30,7 +34,8 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
-use llm_node_protocol::{Event, FailureKind, RequestId};
+use llama_cpp_2::token::LlamaToken;
+use llm_node_protocol::{EmbedInput, Event, FailureKind, RequestId};
 
 use crate::prep::max_prompt_bytes;
 
@@ -50,9 +55,10 @@ impl EmbedError {
 
 /// The pooling for a model whose GGUF says `declared` for
 /// `<arch>.pooling_type` (llama.cpp's numbers: 0 none, 1 mean, 2 CLS, 3 last,
-/// 4 rank): the declared one, mean when absent, unknown or `none`.
+/// 4 rank): the declared one, mean when absent or unknown.
 pub fn pooling_for(declared: Option<&str>) -> LlamaPoolingType {
     match declared.map(str::trim) {
+        Some("0") => LlamaPoolingType::None,
         Some("2") => LlamaPoolingType::Cls,
         Some("3") => LlamaPoolingType::Last,
         Some("4") => LlamaPoolingType::Rank,
@@ -97,35 +103,52 @@ pub struct Embedder<'m> {
     bytes_per_token: Option<usize>,
     /// Scores of a rank-pooling model are not normalised.
     normalise: bool,
+    /// Pooling `none`: one vector per token, not normalised.
+    per_token: bool,
 }
 
 /// An embeddings request in progress.
 pub struct EmbedJob {
     pub id: RequestId,
-    inputs: Vec<String>,
+    inputs: Vec<EmbedInput>,
     /// Cut inputs longer than the context instead of refusing them.
     truncate: bool,
-    vectors: Vec<Vec<f32>>,
+    /// Per input: its pooled vector, or one per token (pooling `none`).
+    vectors: Vec<Vec<Vec<f32>>>,
     prompt_tokens: u32,
+    per_token: bool,
 }
 
 impl EmbedJob {
-    pub fn new(id: RequestId, inputs: Vec<String>, truncate: bool) -> Self {
+    pub fn new(id: RequestId, inputs: Vec<EmbedInput>, truncate: bool) -> Self {
         Self {
             id,
             vectors: Vec::with_capacity(inputs.len()),
             inputs,
             truncate,
             prompt_tokens: 0,
+            per_token: false,
         }
     }
 
-    /// The `Embeddings` event once every input is embedded.
+    /// The `Embeddings` (or `TokenEmbeddings`) event once every input is embedded.
     pub fn result(&mut self) -> Option<Event> {
-        (self.vectors.len() == self.inputs.len()).then(|| Event::Embeddings {
-            id: self.id,
-            vectors: std::mem::take(&mut self.vectors),
-            prompt_tokens: self.prompt_tokens,
+        if self.vectors.len() != self.inputs.len() {
+            return None;
+        }
+        let vectors = std::mem::take(&mut self.vectors);
+        let (id, prompt_tokens) = (self.id, self.prompt_tokens);
+        Some(match self.per_token {
+            true => Event::TokenEmbeddings {
+                id,
+                inputs: vectors,
+                prompt_tokens,
+            },
+            false => Event::Embeddings {
+                id,
+                vectors: vectors.into_iter().flatten().collect(),
+                prompt_tokens,
+            },
         })
     }
 }
@@ -143,7 +166,11 @@ impl<'m> Embedder<'m> {
             params,
             ctx: None,
             bytes_per_token,
-            normalise: model_pooling(model) != LlamaPoolingType::Rank,
+            normalise: !matches!(
+                model_pooling(model),
+                LlamaPoolingType::Rank | LlamaPoolingType::None
+            ),
+            per_token: model_pooling(model) == LlamaPoolingType::None,
         }
     }
 
@@ -193,41 +220,40 @@ impl<'m> Embedder<'m> {
         let Some(input) = job.inputs.get(n) else {
             return Ok(());
         };
-        let (vector, tokens) = self.embed(n, input, job.truncate)?;
-        job.vectors.push(vector);
+        let (vectors, tokens) = self.embed(n, input, job.truncate)?;
+        job.vectors.push(vectors);
         job.prompt_tokens += tokens;
+        job.per_token = self.per_token;
         Ok(())
     }
 
     /// Embeds `input`, number `n` of its request (for messages), and returns
-    /// the unit vector and the input's token count. With `truncate`, an input
-    /// longer than the context is embedded from its first tokens (its bytes
-    /// beyond what the context could cover are not even tokenized).
+    /// its vector (the unit vector; one per token for pooling `none`) and its
+    /// token count. With `truncate`, an input longer than the context is
+    /// embedded from its first tokens (its bytes beyond what the context could
+    /// cover are not even tokenized).
     ///
     /// # Errors
-    /// [`EmbedError`]: `InvalidRequest` for an empty input, `PromptTooLong`
-    /// for one longer than the context (without `truncate`), `Internal` when
-    /// llama.cpp fails (or [`Embedder::ready`] was not called).
+    /// [`EmbedError`]: `InvalidRequest` for an empty input or a token id
+    /// outside the vocabulary, `PromptTooLong` for one longer than the context
+    /// (without `truncate`), `Internal` when llama.cpp fails (or
+    /// [`Embedder::ready`] was not called).
     fn embed(
         &mut self,
         n: usize,
-        input: &str,
+        input: &EmbedInput,
         truncate: bool,
-    ) -> Result<(Vec<f32>, u32), EmbedError> {
+    ) -> Result<(Vec<Vec<f32>>, u32), EmbedError> {
         let limit = self.max_tokens();
-        let max_bytes = max_prompt_bytes(limit, self.bytes_per_token);
-        let input = match truncate {
-            true => prefix(input, max_bytes),
-            false => input,
+        let mut tokens = match input {
+            EmbedInput::Text(text) => self.tokenize(n, text, truncate)?,
+            EmbedInput::Tokens(ids) => {
+                if let Some(message) = outside_vocab(n, ids, self.model.n_vocab()) {
+                    return Err(EmbedError::new(FailureKind::InvalidRequest, message));
+                }
+                ids.iter().map(|&t| LlamaToken(t)).collect()
+            }
         };
-        if input.len() > max_bytes {
-            let message = format!(
-                "input[{n}] has {} bytes, more than the {limit} tokens of the embedding context can cover",
-                input.len()
-            );
-            return Err(EmbedError::new(FailureKind::PromptTooLong, message));
-        }
-        let mut tokens = self.model.vocab().tokenize(input.as_bytes(), true, false);
         if truncate {
             tokens.truncate(limit);
         }
@@ -249,24 +275,68 @@ impl<'m> Embedder<'m> {
             .ok_or_else(|| internal("no context".into()))?;
         ctx.clear_kv_cache();
         batch.clear();
-        if batch.add_sequence(&tokens, 0, false).is_err() {
+        let per_token = self.per_token;
+        if batch.add_sequence(&tokens, 0, per_token).is_err() {
             return Err(internal("batch overflow".into()));
         }
         let normalise = self.normalise;
-        let vector = ctx
+        let vectors = ctx
             .decode(batch)
             .map_err(|e| e.to_string())
-            .and_then(|()| {
-                ctx.embeddings_seq_ith(0)
-                    .map(|v| match normalise {
-                        true => normalize(v),
-                        false => v.to_vec(),
+            .and_then(|()| match per_token {
+                true => (0..tokens.len() as i32)
+                    .map(|i| {
+                        ctx.embeddings_ith(i)
+                            .map(<[f32]>::to_vec)
+                            .map_err(|e| e.to_string())
                     })
-                    .map_err(|e| e.to_string())
+                    .collect(),
+                false => ctx
+                    .embeddings_seq_ith(0)
+                    .map(|v| match normalise {
+                        true => vec![normalize(v)],
+                        false => vec![v.to_vec()],
+                    })
+                    .map_err(|e| e.to_string()),
             })
             .map_err(|e| internal(format!("embedding failed: {e}")))?;
-        Ok((vector, tokens.len() as u32))
+        Ok((vectors, tokens.len() as u32))
     }
+
+    /// The tokens of text input `n`, refused untokenized when its bytes alone
+    /// cannot fit (cut to them with `truncate`).
+    fn tokenize(
+        &self,
+        n: usize,
+        input: &str,
+        truncate: bool,
+    ) -> Result<Vec<LlamaToken>, EmbedError> {
+        let limit = self.max_tokens();
+        let max_bytes = max_prompt_bytes(limit, self.bytes_per_token);
+        let input = match truncate {
+            true => prefix(input, max_bytes),
+            false => input,
+        };
+        if input.len() > max_bytes {
+            let message = format!(
+                "input[{n}] has {} bytes, more than the {limit} tokens of the embedding context can cover",
+                input.len()
+            );
+            return Err(EmbedError::new(FailureKind::PromptTooLong, message));
+        }
+        Ok(self.model.vocab().tokenize(input.as_bytes(), true, false))
+    }
+}
+
+/// Why token input `n` cannot be embedded by a vocabulary of `n_vocab`, if it cannot.
+fn outside_vocab(n: usize, ids: &[i32], n_vocab: i32) -> Option<String> {
+    let (i, t) = ids
+        .iter()
+        .enumerate()
+        .find(|(_, &t)| t < 0 || t >= n_vocab)?;
+    Some(format!(
+        "input[{n}][{i}] is token {t}, outside the model's vocabulary (0..{n_vocab})"
+    ))
 }
 
 /// The longest prefix of `s` of at most `max` bytes, cut at a character boundary.
@@ -298,7 +368,7 @@ mod tests {
     fn pooling_is_the_declared_one_and_mean_otherwise() {
         let cases = [
             (None, LlamaPoolingType::Mean),
-            (Some("0"), LlamaPoolingType::Mean),
+            (Some("0"), LlamaPoolingType::None),
             (Some("1"), LlamaPoolingType::Mean),
             (Some("2"), LlamaPoolingType::Cls),
             (Some("3"), LlamaPoolingType::Last),
@@ -308,6 +378,20 @@ mod tests {
         ];
         for (declared, want) in cases {
             assert_eq!(pooling_for(declared), want, "{declared:?}");
+        }
+    }
+
+    #[test]
+    fn token_ids_outside_the_vocabulary_are_named() {
+        assert_eq!(outside_vocab(0, &[0, 5, 9], 10), None);
+        assert_eq!(outside_vocab(0, &[], 10), None);
+        let cases = [
+            (vec![1, 10], "input[2][1] is token 10"),
+            (vec![-1], "input[2][0] is token -1"),
+        ];
+        for (ids, want) in cases {
+            let got = outside_vocab(2, &ids, 10).unwrap();
+            assert!(got.starts_with(want) && got.ends_with("(0..10)"), "{got}");
         }
     }
 

@@ -117,7 +117,10 @@ struct TemplateInfo {
 
 pub struct Engine<'m> {
     model: &'m LlamaModel,
-    ctx: LlamaContext<'m>,
+    /// The generation context; `None` for an embedding-only model (an
+    /// encoder, see [`crate::load::embedding_only`]): no slots, no KV cache
+    /// for generation, and `Generate` is refused.
+    ctx: Option<LlamaContext<'m>>,
     embedder: Embedder<'m>,
     /// Embeddings requests, oldest first; the front one advances one input per turn.
     embeds: VecDeque<EmbedJob>,
@@ -164,15 +167,19 @@ impl<'m> Engine<'m> {
         prep: mpsc::Sender<Job>,
         meter: Arc<Meter>,
     ) -> Result<(Self, Preparer<'m>), (LoadError, EventSink)> {
-        let parts = new_context(backend, model, config)
-            .and_then(|ctx| Ok((ctx, load_template(model, config)?)));
+        let encoder = crate::load::embedding_only(model);
+        let parts = match encoder {
+            true => Ok(None),
+            false => new_context(backend, model, config).map(Some),
+        }
+        .and_then(|ctx| Ok((ctx, load_template(model, config)?)));
         let (ctx, template) = match parts {
             Ok(parts) => parts,
             Err(e) => return Err((e, sink)),
         };
         let ctx_per_slot = config.ctx_per_slot.max(16);
         let n_batch = config.batch_size.max(16) as usize;
-        let embed_params = config.embeddings.then(|| {
+        let embed_params = (config.embeddings || encoder).then(|| {
             embed::context_params(ctx_per_slot, threads(config), embed::model_pooling(model))
         });
         let bytes_per_token = prep::bytes_per_token(model);
@@ -182,7 +189,11 @@ impl<'m> Engine<'m> {
             ctx_per_slot as usize,
             bytes_per_token,
         );
-        let slots = (0..config.parallel.max(1) as i32)
+        let parallel = match encoder {
+            true => 0,
+            false => config.parallel.max(1) as i32,
+        };
+        let slots = (0..parallel)
             .map(|seq_id| Slot {
                 seq_id,
                 cached: Vec::new(),
@@ -221,6 +232,18 @@ impl<'m> Engine<'m> {
             drafted: 0,
             accepted: 0,
         };
+        let mut engine = engine;
+        if encoder {
+            // Its only context: made now, so its memory shows in `Ready`.
+            if let Err(e) = engine.embedder.ready() {
+                let error = LoadError {
+                    message: e.message,
+                    permanent: false,
+                };
+                return Err((error, engine.sink));
+            }
+            tracing::info!("an encoder: embeddings only, no generation context");
+        }
         Ok((engine, preparer))
     }
 
@@ -229,6 +252,7 @@ impl<'m> Engine<'m> {
         ModelInfo {
             model_name: config.model_name.clone(),
             ctx_per_slot: self.ctx_per_slot as u32,
+            embedding_only: self.ctx.is_none(),
             n_ctx_train: self.model.n_ctx_train(),
             parallel: self.slots.len() as u32,
             embedding_size: if self.embedder.enabled() {
@@ -320,6 +344,10 @@ impl<'m> Engine<'m> {
             }
         };
         match cmd {
+            Command::Generate { id, .. } if self.ctx.is_none() => {
+                let message = "this model serves embeddings only".to_owned();
+                self.fail(id, FailureKind::InvalidRequest, message)?
+            }
             Command::Generate {
                 id,
                 trace,
@@ -464,15 +492,17 @@ impl<'m> Engine<'m> {
             return;
         }
         let seq = Some(slot.seq_id as u32);
-        if self
-            .ctx
+        let Some(ctx) = self.ctx.as_mut() else {
+            return;
+        };
+        if ctx
             .clear_kv_cache_seq(seq, Some(keep as u32), None)
             .unwrap_or(false)
         {
             slot.cached.truncate(keep);
         } else {
             // Partial removal is refused by some memory types: start afresh.
-            let _ = self.ctx.clear_kv_cache_seq(seq, None, None);
+            let _ = ctx.clear_kv_cache_seq(seq, None, None);
             slot.cached.clear();
         }
     }
@@ -488,7 +518,10 @@ impl<'m> Engine<'m> {
         self.fill_batch(&plan);
         // Events go out in slot order, as they always have.
         plan.sort_by_key(|w| w.slot);
-        if let Err(e) = self.ctx.decode(&mut self.batch) {
+        let Some(ctx) = self.ctx.as_mut() else {
+            return Ok(());
+        };
+        if let Err(e) = ctx.decode(&mut self.batch) {
             tracing::error!(error = %e, "decode failed; failing the sequences of this batch");
             for work in &plan {
                 let message = format!("llama.cpp decode failed: {e}");
@@ -594,14 +627,16 @@ impl<'m> Engine<'m> {
     /// slot's KV is cleared and its sequence, if still running, failed.
     fn drop_rejected(&mut self, i: usize, seq_id: i32) -> Result<(), Disconnected> {
         let keep = self.slots[i].cached.len() as u32;
-        let removed = self
-            .ctx
+        let Some(ctx) = self.ctx.as_mut() else {
+            return Ok(());
+        };
+        let removed = ctx
             .clear_kv_cache_seq(Some(seq_id as u32), Some(keep), None)
             .unwrap_or(false);
         if removed {
             return Ok(());
         }
-        let _ = self.ctx.clear_kv_cache_seq(Some(seq_id as u32), None, None);
+        let _ = ctx.clear_kv_cache_seq(Some(seq_id as u32), None, None);
         self.slots[i].cached.clear();
         let message = "llama.cpp could not remove rejected draft tokens".to_owned();
         self.abort_slot(i, FailureKind::Internal, message)
@@ -611,11 +646,12 @@ impl<'m> Engine<'m> {
     /// produced; returns it and whether the sequence finished.
     fn sample(&mut self, i: usize, idx: usize) -> Result<(LlamaToken, bool), Disconnected> {
         let slot = &mut self.slots[i];
-        let Some(seq) = slot.active.as_mut() else {
+        // An embedding-only model has no slots, so no sequence reaches here.
+        let (Some(seq), Some(ctx)) = (slot.active.as_mut(), self.ctx.as_ref()) else {
             return Ok((LlamaToken(-1), true));
         };
         let idx = idx as i32;
-        let token = seq.sampler.sample(&self.ctx, idx);
+        let token = seq.sampler.sample(ctx, idx);
         let vocab = self.model.vocab();
         let step = if vocab.is_eog(token) && seq.stops_at_eog() {
             seq.on_eog()
@@ -623,7 +659,7 @@ impl<'m> Engine<'m> {
             self.piece_buf.clear();
             vocab.token_to_piece_into(token, &mut self.piece_buf, seq.special, None);
             let logprob = seq.params.logprobs.map(|top| {
-                let logits = self.ctx.get_logits_ith(idx);
+                let logits = ctx.get_logits_ith(idx);
                 let best = Best {
                     logits,
                     top: top.into(),
@@ -668,9 +704,9 @@ impl<'m> Engine<'m> {
     fn evict(&mut self, i: usize) -> Option<Sequence> {
         let slot = &mut self.slots[i];
         let seq = slot.active.take()?;
-        let _ = self
-            .ctx
-            .clear_kv_cache_seq(Some(slot.seq_id as u32), None, None);
+        if let Some(ctx) = self.ctx.as_mut() {
+            let _ = ctx.clear_kv_cache_seq(Some(slot.seq_id as u32), None, None);
+        }
         slot.cached.clear();
         Some(seq)
     }
@@ -721,7 +757,7 @@ impl<'m> Engine<'m> {
     fn embed(
         &mut self,
         id: RequestId,
-        inputs: Vec<String>,
+        inputs: Vec<llm_node_protocol::EmbedInput>,
         truncate: bool,
     ) -> Result<(), Disconnected> {
         if let Err(e) = self.embedder.ready() {

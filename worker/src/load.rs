@@ -147,6 +147,21 @@ pub fn new_context<'m>(
     })
 }
 
+/// Whether `model` serves embeddings only: an encoder, whose GGUF says
+/// `<arch>.attention.causal = false` (BERT, nomic-bert, jina-bert…). Such a
+/// model gets no generation context (see [`is_encoder`]).
+pub fn embedding_only(model: &LlamaModel) -> bool {
+    let arch = model.meta_val_str("general.architecture").ok();
+    let causal = arch.and_then(|a| model.meta_val_str(&format!("{a}.attention.causal")).ok());
+    is_encoder(causal.as_deref())
+}
+
+/// [`embedding_only`] from the `<arch>.attention.causal` value: only an
+/// explicit `false` (decoders leave the key out).
+pub fn is_encoder(causal: Option<&str>) -> bool {
+    causal.is_some_and(|c| c.trim().eq_ignore_ascii_case("false"))
+}
+
 /// The config's template, else the GGUF's, else ChatML; compiled.
 pub fn load_template(model: &LlamaModel, config: &WorkerConfig) -> Result<Template, LoadError> {
     let vocab = model.vocab();
@@ -176,4 +191,23 @@ pub fn load_template(model: &LlamaModel, config: &WorkerConfig) -> Result<Templa
         source,
         found,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_encoder;
+
+    #[test]
+    fn only_an_explicitly_non_causal_model_is_an_encoder() {
+        let cases = [
+            (None, false),
+            (Some("true"), false),
+            (Some("false"), true),
+            (Some(" FALSE "), true),
+            (Some("0"), false),
+        ];
+        for (causal, want) in cases {
+            assert_eq!(is_encoder(causal), want, "{causal:?}");
+        }
+    }
 }

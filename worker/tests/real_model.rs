@@ -686,7 +686,7 @@ fn an_input_longer_than_the_context_is_cut_with_truncate_and_refused_without() {
         w.send(&Command::Embed {
             id,
             trace: String::new(),
-            inputs: vec!["short".into(), long.clone()],
+            inputs: vec!["short".into(), long.clone().into()],
             truncate,
         })
     };
@@ -1004,7 +1004,7 @@ fn embed(w: &Worker, id: u64, inputs: Vec<String>) -> Vec<Vec<f32>> {
     w.send(&Command::Embed {
         id,
         trace: String::new(),
-        inputs,
+        inputs: inputs.into_iter().map(EmbedInput::Text).collect(),
         truncate: false,
     });
     match w.recv() {
@@ -1035,7 +1035,7 @@ fn a_batch_of_long_embedding_inputs_is_interleaved_with_decode_steps() {
     w.send(&Command::Embed {
         id: 200,
         trace: String::new(),
-        inputs: inputs.clone(),
+        inputs: inputs.iter().cloned().map(EmbedInput::Text).collect(),
         truncate: false,
     });
     let mut during = 0;

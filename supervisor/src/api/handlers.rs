@@ -138,7 +138,8 @@ pub(super) async fn generate(
     let started = tokio::time::Instant::now();
     let queue = state.limits.queue_timeout;
     let (model, client) = first_token_deadline(queue, started, state.client(&job.model)).await?;
-    if let Some(slots) = client.slots().filter(|s| job.n > *s) {
+    // A model with no slots serves embeddings only: `generate` says so.
+    if let Some(slots) = client.slots().filter(|s| *s > 0 && job.n > *s) {
         return Err(ApiError::invalid(
             "n",
             format!(
@@ -393,11 +394,11 @@ pub async fn embeddings(
     m.request_duration
         .with_label_values(&[&model, "embeddings"])
         .observe(started.elapsed().as_secs_f64());
-    let (vectors, prompt_tokens) = result?;
+    let (embedded, prompt_tokens) = result?;
     m.prompt_tokens
         .with_label_values(&[&model])
         .inc_by(u64::from(prompt_tokens));
-    let vectors = vectors
+    let vectors = crate::api::ollama_embed::pooled(&model, embedded)?
         .into_iter()
         .map(|v| crate::api::ollama_embed::shorten(v, job.dimensions))
         .collect::<Result<Vec<_>, _>>()?;
@@ -467,6 +468,7 @@ fn model_object(state: &AppState, entry: &ModelEntry, status: &ModelStatus) -> s
             "n_ctx_train": info.map(|i| i.n_ctx_train),
             "parallel": info.map(|i| i.parallel),
             "embedding_size": info.map(|i| i.embedding_size),
+            "embedding_only": info.map(|i| i.embedding_only),
             "has_chat_template": info.map(|i| i.has_chat_template),
             "vocab_size": info.map(|i| i.vocab_size),
             "size": info.map(|i| i.model_size_bytes),

@@ -12,7 +12,9 @@
 //!   their bodies, [`ndjson`] writes their answers).
 //! - [`ollama_models`]: `/api/show`, `/api/ps`, `/api/copy`, `/api/version`, `GET /`.
 //! - [`ollama_embed`]: `/api/embed`, `/api/embeddings`.
-//! - [`tokens`]: `/tokenize`, `/detokenize`; [`infill`]: `/infill` (llama-server's shapes).
+//! - [`tokens`]: `/tokenize`, `/detokenize`; [`infill`]: `/infill`; [`token_vectors`]:
+//!   `/embeddings`, per-token vectors (llama-server's shapes).
+//! - [`embed_input`]: the forms of an embeddings `input` (text, token ids).
 //! - [`ollama_info`]: `details`, `model_info`, capabilities, … from a GGUF header (pure).
 //! - [`router`]: llm-router's `/pull` and `/api/logs`.
 //! - [`access`]: who may call which route (API keys, admin key, loopback, router), one middleware.
@@ -38,6 +40,7 @@ pub mod chat;
 pub mod cloud;
 pub mod cors;
 pub mod disconnect;
+pub mod embed_input;
 pub mod error;
 pub mod handlers;
 pub mod infill;
@@ -63,6 +66,7 @@ pub mod sse;
 pub mod state;
 #[cfg(test)]
 pub mod test_app;
+pub mod token_vectors;
 pub mod tokens;
 pub mod types;
 

@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::state::AppState;
 use super::types::{EmbeddingJob, EmbeddingRequest};
+use crate::worker::Embedded;
 
 #[derive(Debug, Deserialize)]
 struct EmbedBody {
@@ -58,6 +59,24 @@ pub(crate) fn dimensions(value: Option<&Value>) -> Result<Option<usize>, ApiErro
                 format!("dimensions must be a positive integer, got {v}"),
             )),
         },
+    }
+}
+
+/// The pooled vectors of `embedded`, one per input.
+///
+/// # Errors
+/// A 400 for a model whose pooling is `none`: its per-token vectors have no
+/// place in this answer (llama-server refuses them on its OpenAI route too)
+/// and are served by `POST /embeddings`.
+pub fn pooled(model: &str, embedded: Embedded) -> Result<Vec<Vec<f32>>, ApiError> {
+    match embedded {
+        Embedded::Pooled(vectors) => Ok(vectors),
+        Embedded::PerToken(_) => Err(ApiError::invalid(
+            "model",
+            format!(
+                "model {model} has pooling `none` (one vector per token), which this route cannot carry: use POST /embeddings"
+            ),
+        )),
     }
 }
 
@@ -107,11 +126,11 @@ async fn embed(
     m.request_duration
         .with_label_values(&[&id, "embeddings"])
         .observe(started.elapsed().as_secs_f64());
-    let (vectors, tokens) = result?;
+    let (embedded, tokens) = result?;
     m.prompt_tokens
         .with_label_values(&[&id])
         .inc_by(u64::from(tokens));
-    Ok((vectors, tokens, load))
+    Ok((pooled(&id, embedded)?, tokens, load))
 }
 
 /// `POST /api/embed`.

@@ -2,7 +2,7 @@
 //! (those are in [`super::ollama`]):
 //!
 //! - `POST /api/show {"model"}`: `details`, `model_info`, `template`,
-//!   `parameters`, `capabilities`, `modelfile`, `modified_at`, from the GGUF
+//!   `parameters`, `system`, `capabilities`, `modelfile`, `modified_at`, from the GGUF
 //!   header ([`crate::store::gguf`]) and the store entry, rendered by
 //!   [`super::ollama_info`]. Any served model, stored or configured by path.
 //! - `GET /api/ps`: the loaded models (`name, model, size, digest, details,
@@ -166,7 +166,7 @@ pub async fn show(
             line.split_whitespace().collect::<Vec<_>>().join(" ")
         ));
     }
-    Ok(HttpResponse::Ok().json(json!({
+    let mut body = json!({
         "modelfile": modelfile,
         "parameters": parameters,
         "template": template,
@@ -174,7 +174,12 @@ pub async fn show(
         "model_info": d.header.as_ref().map_or(json!({}), model_info),
         "capabilities": capabilities(d.header.as_ref(), &template),
         "modified_at": d.modified(),
-    })))
+    });
+    // Ollama sends `system` only when the model has one.
+    if let Some(system) = d.stored.as_ref().and_then(|m| m.system.as_ref()) {
+        body["system"] = json!(system);
+    }
+    Ok(HttpResponse::Ok().json(body))
 }
 
 /// `GET /api/ps`: models with a ready worker.

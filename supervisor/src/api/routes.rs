@@ -11,6 +11,7 @@
 //! | `/api/embed`, `/api/embeddings` | [`ollama_embed`] |
 //! | `/tokenize`, `/detokenize` | [`tokens`] (llama-server's shapes) |
 //! | `/infill` | [`infill`] (llama-server's shape) |
+//! | `/embeddings` | [`token_vectors`] (llama-server's shape: per-token vectors) |
 //! | `/pull`, `/api/logs` | [`router`] (llm-router's contract) |
 //!
 //! Who may call each route is decided in front of this table, by path
@@ -28,7 +29,7 @@ use super::error::json_error;
 use super::state::MAX_BODY_BYTES;
 use super::{
     admin, handlers, infill, log_level, ollama, ollama_chat, ollama_embed, ollama_models, router,
-    tokens,
+    token_vectors, tokens,
 };
 #[cfg(test)]
 use crate::models::Models;
@@ -63,6 +64,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::post().to(handlers::embeddings),
     ))
     .service(resource("/tokenize", web::post().to(tokens::tokenize)))
+    .service(resource(
+        "/embeddings",
+        web::post().to(token_vectors::embeddings),
+    ))
     .service(resource("/infill", web::post().to(infill::infill)))
     .service(resource("/detokenize", web::post().to(tokens::detokenize)))
     .service(resource("/v1/models", web::get().to(handlers::list_models)))

@@ -164,7 +164,7 @@ pub struct GenerationJob {
 #[derive(Debug, Clone, PartialEq)]
 pub struct EmbeddingJob {
     pub model: String,
-    pub inputs: Vec<String>,
+    pub inputs: Vec<crate::worker::EmbedInput>,
     pub format: EncodingFormat,
     /// Keep the first N components, normalised again (Matryoshka models).
     pub dimensions: Option<usize>,
@@ -603,18 +603,7 @@ impl TryFrom<EmbeddingRequest> for EmbeddingJob {
     type Error = ApiError;
 
     fn try_from(r: EmbeddingRequest) -> Result<Self, ApiError> {
-        let inputs = match &r.input {
-            Value::Array(items)
-                if items.iter().any(Value::is_number) || items.iter().any(Value::is_array) =>
-            {
-                return Err(ApiError::invalid(
-                    "input",
-                    "token arrays are not supported; send strings",
-                ))
-            }
-            value => strings("input", value)?,
-        };
-        refuse_if(inputs.is_empty(), "input", "input must not be empty")?;
+        let inputs = super::embed_input::inputs(&r.input)?;
         refuse_if(
             inputs.len() > MAX_EMBEDDING_INPUTS,
             "input",
@@ -871,7 +860,10 @@ mod tests {
         let job = embedding(json!({"model": "m", "input": "x"})).unwrap();
         assert_eq!(
             (job.inputs, job.format),
-            (vec!["x".to_string()], EncodingFormat::Float)
+            (
+                vec![crate::worker::EmbedInput::Text("x".into())],
+                EncodingFormat::Float
+            )
         );
         let job =
             embedding(json!({"model": "m", "input": ["a", "b"], "encoding_format": "base64"}))
@@ -879,7 +871,7 @@ mod tests {
         assert_eq!((job.inputs.len(), job.format), (2, EncodingFormat::Base64));
         for (body, param) in [
             (json!({"model": "m", "input": []}), "input"),
-            (json!({"model": "m", "input": [1, 2]}), "input"),
+            (json!({"model": "m", "input": [1, -2]}), "input"),
             (json!({"model": "m", "input": 7}), "input"),
             (
                 json!({"model": "m", "input": "a", "encoding_format": "int8"}),
@@ -896,6 +888,8 @@ mod tests {
         ] {
             assert_eq!(param_of(embedding(body.clone())), param, "{body}");
         }
+        let job = embedding(json!({"model": "m", "input": [[1, 2], [3]]})).unwrap();
+        assert_eq!(job.inputs.len(), 2, "token arrays");
         let job = embedding(json!({"model": "m", "input": "a", "dimensions": 8})).unwrap();
         assert_eq!(job.dimensions, Some(8));
     }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use llm_node_protocol::{Prompt, SamplingParams};
 use tokio::sync::{watch, Notify};
 
-use crate::worker::{GenerationStream, WorkerClient, WorkerError};
+use crate::worker::{EmbedInput, Embedded, GenerationStream, WorkerClient, WorkerError};
 
 /// One model's count of outstanding leases. Cheap to clone.
 #[derive(Clone)]
@@ -123,7 +123,7 @@ impl Lease {
     ///
     /// # Errors
     /// As [`WorkerClient::embed`].
-    pub async fn embed(&self, inputs: Vec<String>) -> Result<(Vec<Vec<f32>>, u32), WorkerError> {
+    pub async fn embed(&self, inputs: Vec<EmbedInput>) -> Result<(Embedded, u32), WorkerError> {
         self.client.embed(inputs).await
     }
 
@@ -134,9 +134,9 @@ impl Lease {
     /// As [`WorkerClient::embed`].
     pub async fn embed_with(
         &self,
-        inputs: Vec<String>,
+        inputs: Vec<EmbedInput>,
         truncate: bool,
-    ) -> Result<(Vec<Vec<f32>>, u32), WorkerError> {
+    ) -> Result<(Embedded, u32), WorkerError> {
         self.client.embed_with(inputs, truncate).await
     }
 

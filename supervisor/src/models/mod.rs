@@ -21,6 +21,7 @@
 pub mod actor;
 pub mod error;
 pub mod lease;
+pub mod manifest_params;
 pub mod names;
 pub mod profile;
 pub mod registry;

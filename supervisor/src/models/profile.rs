@@ -13,9 +13,10 @@
 //! estimate reads: `ctx_per_slot × parallel`).
 //!
 //! Precedence, highest first: the request, the model's profile, the file's
-//! `[defaults]` (merged into each profile when the file is read), GGUF or
-//! manifest defaults (a later source may plug in with [`SamplingDefaults::merge`]),
-//! then the node's built-in values. Pure data and pure functions: no I/O.
+//! `[defaults]` (merged into each profile when the file is read), a stored
+//! model's Ollama manifest params ([`super::manifest_params`], merged under
+//! the file's profile), then the node's flags and built-in values. Pure data
+//! and pure functions: no I/O.
 
 use std::time::Duration;
 

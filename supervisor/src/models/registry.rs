@@ -350,8 +350,9 @@ impl Models {
         Ok(entry)
     }
 
-    /// Adds a model at run time (a pulled model). With `load`, it starts loading
-    /// now (respecting the loaded-models limit); otherwise on its first request.
+    /// Adds a model at run time (a pulled model) with its own `profile` (its
+    /// manifest's defaults). With `load`, it starts loading now (respecting the
+    /// loaded-models limit); otherwise on its first request.
     ///
     /// # Errors
     /// [`AddModelError`] for a duplicate name or a missing file.
@@ -359,12 +360,13 @@ impl Models {
         &self,
         spec: ModelSpec,
         chat_template: Option<String>,
+        profile: ModelProfile,
         load: bool,
     ) -> Result<(), AddModelError> {
         if !spec.path.is_file() {
             return Err(AddModelError::MissingFile(spec.path));
         }
-        let entry = self.insert(spec, chat_template, ModelProfile::default(), false)?;
+        let entry = self.insert(spec, chat_template, profile, false)?;
         tracing::info!(model = %entry.spec.name, path = ?entry.spec.path, "model added");
         if load {
             let deadline = Instant::now() + self.inner.load_timeout;

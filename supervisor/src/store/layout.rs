@@ -4,7 +4,8 @@
 //!
 //! A model's GGUF is the blob of its layer with media type
 //! [`MEDIA_MODEL`]; a [`MEDIA_TEMPLATE`] layer holds a chat template and a
-//! [`MEDIA_PARAMS`] layer default parameters (JSON). Manifests are written
+//! [`MEDIA_PARAMS`] layer default parameters (JSON), a [`MEDIA_SYSTEM`] layer
+//! a default system prompt (reported, not applied). Manifests are written
 //! with a temporary file and a rename, after every blob they name is in
 //! place, so a reader (llm-node or Ollama) sees the old model or the new one,
 //! never a half-written one. Multi-part GGUFs (Hugging Face
@@ -24,6 +25,7 @@ pub const MEDIA_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 pub const MEDIA_MODEL: &str = "application/vnd.ollama.image.model";
 pub const MEDIA_TEMPLATE: &str = "application/vnd.ollama.image.template";
 pub const MEDIA_PARAMS: &str = "application/vnd.ollama.image.params";
+pub const MEDIA_SYSTEM: &str = "application/vnd.ollama.image.system";
 
 /// One blob a manifest refers to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,6 +113,8 @@ pub struct LocalModel {
     pub template: Option<String>,
     /// The params layer, when there is one.
     pub params: Option<serde_json::Value>,
+    /// The system layer's text (a Modelfile's `SYSTEM`), when there is one.
+    pub system: Option<String>,
     pub manifest: Manifest,
     /// Modification time of the manifest, Unix seconds.
     pub modified: u64,
@@ -198,6 +202,7 @@ impl Layout {
         };
         let template = read_text(MEDIA_TEMPLATE);
         let params = read_text(MEDIA_PARAMS).and_then(|t| serde_json::from_str(&t).ok());
+        let system = read_text(MEDIA_SYSTEM);
         let modified = std::fs::metadata(&path)
             .and_then(|m| m.modified())
             .ok()
@@ -208,6 +213,7 @@ impl Layout {
             gguf,
             template,
             params,
+            system,
             manifest,
             modified,
         }))

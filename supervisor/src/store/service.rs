@@ -34,6 +34,8 @@ use super::file_pull::{FilePull, PulledFile};
 pub use super::pull_events::PullEvent;
 use super::pull_events::{self, PullEvents, PullSender};
 use super::{jinja_template, ModelRef, Progress, Store, StoreError};
+use crate::models::manifest_params;
+use crate::models::profile::ModelProfile;
 use crate::models::{AddModelError, ModelSpec, Models, ModelsError};
 
 /// Pulls running at once; more wait their turn.
@@ -174,9 +176,9 @@ impl Service {
         };
         let _ = self.models.set(models.clone());
         for model in self.store.list() {
-            let template = jinja_template(model.template.as_deref());
             let id = model.name.to_string();
-            if let Err(e) = add(&models, id, model.gguf, template, false).await {
+            let serving = Serving::of(&model);
+            if let Err(e) = add(&models, id, model.gguf, serving, false).await {
                 tracing::warn!(model = %model.name, "stored model not served: {e}");
             }
         }
@@ -272,8 +274,8 @@ impl Service {
             .await
             .map_err(|e| StoreError::Config(format!("the copy stopped: {e}")))??;
         if let Some(models) = self.models.get() {
-            let template = jinja_template(model.template.as_deref());
-            add(models, id, model.gguf, template, false)
+            let serving = Serving::of(&model);
+            add(models, id, model.gguf, serving, false)
                 .await
                 .map_err(|e| StoreError::Config(format!("cannot serve the model: {e}")))?;
         }
@@ -282,16 +284,41 @@ impl Service {
     }
 }
 
+/// How a stored model is served beyond its file: the Jinja template of its
+/// manifest (a Go template is left to the GGUF's own), and the defaults of its
+/// params layer ([`crate::models::manifest_params`]).
+#[derive(Debug, Default)]
+struct Serving {
+    template: Option<String>,
+    profile: ModelProfile,
+}
+
+impl Serving {
+    fn of(model: &super::LocalModel) -> Self {
+        let (profile, ignored) = manifest_params::profile_of(model.params.as_ref());
+        if !ignored.is_empty() {
+            tracing::info!(model = %model.name, ?ignored, "manifest parameters without a counterpart here are ignored");
+        }
+        Self {
+            template: jinja_template(model.template.as_deref()),
+            profile,
+        }
+    }
+}
+
 /// The one hot add: serves `path` as `id` (already served is fine).
 async fn add(
     models: &Models,
     id: String,
     path: PathBuf,
-    template: Option<String>,
+    serving: Serving,
     load: bool,
 ) -> Result<(), AddModelError> {
     let spec = ModelSpec { name: id, path };
-    match models.add(spec, template, load).await {
+    match models
+        .add(spec, serving.template, serving.profile, load)
+        .await
+    {
         Ok(()) | Err(AddModelError::Exists(_)) => Ok(()),
         Err(e) => Err(e),
     }
@@ -366,21 +393,21 @@ impl Runner {
                     true => self.store.pull_from(name, *insecure, &on_progress).await?,
                     false => self.store.ensure(name, &on_progress).await?,
                 };
-                PulledFile {
-                    gguf: model.gguf,
-                    template: jinja_template(model.template.as_deref()),
-                }
+                (model.gguf.clone(), Serving::of(&model))
             }
             PullSource::File(file) => {
                 let dir = &self.models_dir;
-                self.store.pull_file(file, dir, &on_progress).await?
+                let PulledFile { gguf, template } =
+                    self.store.pull_file(file, dir, &on_progress).await?;
+                let profile = ModelProfile::default();
+                (gguf, Serving { template, profile })
             }
         };
         add(
             &self.models,
             order.id.clone(),
-            pulled.gguf,
-            pulled.template,
+            pulled.0,
+            pulled.1,
             order.load,
         )
         .await

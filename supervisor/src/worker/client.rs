@@ -27,10 +27,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender};
+pub use llm_node_protocol::EmbedInput;
 use llm_node_protocol::{
     decode_events, encode, request_id, Command, Event, FailureKind, FinishReason, Progress, Prompt,
     RequestId, SamplingParams, Usage,
 };
+
+/// A worker's answer to an embeddings request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Embedded {
+    /// One vector per input (unit length unless the model ranks).
+    Pooled(Vec<Vec<f32>>),
+    /// For each input, one vector per token: a model whose pooling is `none`.
+    PerToken(Vec<Vec<Vec<f32>>>),
+}
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 
@@ -303,13 +313,22 @@ impl WorkerClient {
     /// Starts a generation.
     ///
     /// # Errors
-    /// [`WorkerError::Gone`] when the worker is unreachable. Failures of the
-    /// generation itself arrive on the stream.
+    /// [`WorkerError::Gone`] when the worker is unreachable;
+    /// [`WorkerError::Failed`] (`InvalidRequest`) for a model that serves
+    /// embeddings only (no slots). Failures of the generation itself arrive
+    /// on the stream.
     pub fn generate(
         &self,
         prompt: Prompt,
         params: SamplingParams,
     ) -> Result<GenerationStream, WorkerError> {
+        // No slots: an encoder, loaded for embeddings only.
+        if self.slots() == Some(0) {
+            return Err(WorkerError::Failed {
+                kind: FailureKind::InvalidRequest,
+                message: format!("model {} serves embeddings only", self.inner.model),
+            });
+        }
         let call = self.call(|id| Command::Generate {
             id,
             trace: crate::request_id::current(),
@@ -319,12 +338,14 @@ impl WorkerClient {
         Ok(GenerationStream { call, meter: None })
     }
 
-    /// Embeds each input; returns one vector per input and the prompt tokens used.
+    /// Embeds each input (text or token ids); returns the vectors and the
+    /// prompt tokens used.
     ///
     /// # Errors
     /// [`WorkerError::Gone`] when the worker is unreachable, [`WorkerError::Failed`]
-    /// when it refuses (embeddings disabled, input too long).
-    pub async fn embed(&self, inputs: Vec<String>) -> Result<(Vec<Vec<f32>>, u32), WorkerError> {
+    /// when it refuses (embeddings disabled, input too long, a token id
+    /// outside the vocabulary).
+    pub async fn embed(&self, inputs: Vec<EmbedInput>) -> Result<(Embedded, u32), WorkerError> {
         self.embed_with(inputs, false).await
     }
 
@@ -335,32 +356,35 @@ impl WorkerClient {
     /// As [`WorkerClient::embed`].
     pub async fn embed_with(
         &self,
-        inputs: Vec<String>,
+        inputs: Vec<EmbedInput>,
         truncate: bool,
-    ) -> Result<(Vec<Vec<f32>>, u32), WorkerError> {
+    ) -> Result<(Embedded, u32), WorkerError> {
         let mut call = self.call(|id| Command::Embed {
             id,
             trace: crate::request_id::current(),
             inputs,
             truncate,
         })?;
-        match call.next().await? {
+        let (embedded, prompt_tokens) = match call.next().await? {
             Event::Embeddings {
                 vectors,
                 prompt_tokens,
                 ..
-            } => {
-                if let Some(slot) = crate::request_id::usage() {
-                    let mut usage = slot.lock().unwrap_or_else(|e| e.into_inner());
-                    usage.model.get_or_insert_with(|| self.inner.model.clone());
-                    usage.prompt_tokens += u64::from(prompt_tokens);
-                }
-                Ok((vectors, prompt_tokens))
-            }
-            other => Err(unexpected(&other)),
+            } => (Embedded::Pooled(vectors), prompt_tokens),
+            Event::TokenEmbeddings {
+                inputs,
+                prompt_tokens,
+                ..
+            } => (Embedded::PerToken(inputs), prompt_tokens),
+            other => return Err(unexpected(&other)),
+        };
+        if let Some(slot) = crate::request_id::usage() {
+            let mut usage = slot.lock().unwrap_or_else(|e| e.into_inner());
+            usage.model.get_or_insert_with(|| self.inner.model.clone());
+            usage.prompt_tokens += u64::from(prompt_tokens);
         }
+        Ok((embedded, prompt_tokens))
     }
-
     /// Counts the tokens of `prompt` as a generation would see it.
     ///
     /// # Errors
@@ -1242,7 +1266,7 @@ mod tests {
             Err(WorkerError::Gone(_))
         ));
         assert!(matches!(
-            client.embed(vec!["e".into()]).await,
+            client.embed(vec![EmbedInput::Text("e".into())]).await,
             Err(WorkerError::Gone(_))
         ));
     }
@@ -1281,8 +1305,12 @@ mod tests {
             }
             worker
         });
-        let (vectors, tokens) = client.embed(vec!["a".into(), "b".into()]).await.unwrap();
-        assert_eq!((vectors.len(), tokens), (2, 7));
+        let inputs = vec![EmbedInput::Text("a".into()), EmbedInput::Tokens(vec![1])];
+        let (vectors, tokens) = client.embed(inputs).await.unwrap();
+        assert_eq!(
+            (vectors, tokens),
+            (Embedded::Pooled(vec![vec![1.0, 0.0]; 2]), 7)
+        );
         assert_eq!(client.count_tokens(text("x")).await.unwrap(), 5);
         let _worker = worker.join().unwrap();
     }

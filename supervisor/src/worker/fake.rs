@@ -112,10 +112,10 @@ fn serve(
                 inputs,
                 truncate,
                 ..
-            } => send(match inputs.iter().any(|i| i == "boom") {
+            } => send(match inputs.iter().any(|i| is_text(i, "boom")) {
                 true => failed(id, FailureKind::InvalidRequest),
                 // Longer than any context: embedded only when cut to fit.
-                false if !truncate && inputs.iter().any(|i| i == "too long") => {
+                false if !truncate && inputs.iter().any(|i| is_text(i, "too long")) => {
                     failed(id, FailureKind::PromptTooLong)
                 }
                 false => Event::Embeddings {
@@ -169,6 +169,10 @@ fn failed(id: RequestId, kind: FailureKind) -> Event {
 }
 
 /// The events of a well-behaved generation.
+fn is_text(input: &llm_node_protocol::EmbedInput, text: &str) -> bool {
+    matches!(input, llm_node_protocol::EmbedInput::Text(t) if t == text)
+}
+
 fn generation(id: RequestId, text: &str, params: &SamplingParams) -> Vec<Event> {
     for (word, kind) in [
         ("too long", FailureKind::PromptTooLong),

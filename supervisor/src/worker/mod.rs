@@ -13,6 +13,8 @@ pub mod lanes;
 pub mod process;
 pub mod version;
 
-pub use client::{GenerationEvent, GenerationStream, WorkerClient, WorkerError};
+pub use client::{
+    EmbedInput, Embedded, GenerationEvent, GenerationStream, WorkerClient, WorkerError,
+};
 pub use lanes::Lanes;
 pub use process::{SpawnOptions, StartError, WorkerProcess};

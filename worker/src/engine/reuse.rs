@@ -36,12 +36,15 @@ impl Engine<'_> {
             self.save(i);
         }
         let seq = self.slots[i].seq_id;
+        let Some(ctx) = self.ctx.as_mut() else {
+            return false;
+        };
         match source {
             plan::Source::Own => false,
             plan::Source::Slot(j) => {
-                let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+                let _ = ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
                 let from = self.slots[j].seq_id;
-                let copied = self.ctx.copy_kv_cache_seq(from, seq, None, None).is_ok();
+                let copied = ctx.copy_kv_cache_seq(from, seq, None, None).is_ok();
                 self.slots[i].cached = if copied {
                     self.slots[j].cached.clone()
                 } else {
@@ -51,14 +54,14 @@ impl Engine<'_> {
                 copied
             }
             plan::Source::Host(key) => {
-                let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+                let _ = ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
                 let (tokens, state) = self.cache.restore(key);
                 let tokens: Vec<LlamaToken> = tokens.iter().map(|&t| LlamaToken(t)).collect();
-                match self.ctx.state_seq_set(state, seq) {
+                match ctx.state_seq_set(state, seq) {
                     Ok(()) => self.slots[i].cached = tokens,
                     Err(e) => {
                         tracing::warn!(error = %e, "prompt cache restore failed; prefilling");
-                        let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+                        let _ = ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
                         self.slots[i].cached.clear();
                         self.cache.remove(key);
                     }
@@ -111,10 +114,10 @@ impl Engine<'_> {
         if self.cache.covers(&tokens) {
             return;
         }
-        match self
-            .ctx
-            .state_seq_get(slot.seq_id, LlamaStateSeqFlags::empty())
-        {
+        let Some(ctx) = self.ctx.as_ref() else {
+            return;
+        };
+        match ctx.state_seq_get(slot.seq_id, LlamaStateSeqFlags::empty()) {
             Ok(state) => {
                 let bytes = state.byte_len();
                 self.cache.insert(tokens, state, bytes);
