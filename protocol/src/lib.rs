@@ -44,7 +44,7 @@ use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender};
 use serde::{Deserialize, Serialize};
 
 /// Version of this contract. A worker and supervisor with different versions refuse to talk.
-pub const PROTOCOL_VERSION: u32 = 9;
+pub const PROTOCOL_VERSION: u32 = 10;
 
 /// Identifies one request for its whole life in a worker. Unique per worker
 /// process. The top 16 bits are the event lane ([`lane_of`]).
@@ -335,11 +335,27 @@ pub enum Command {
     /// Embed each input; answered by `Embeddings` or `Failed`. With
     /// `truncate`, an input longer than the embedding context is cut to its
     /// first tokens (Ollama's `truncate`); without, it fails with `PromptTooLong`.
+    /// A reranker refuses it (`InvalidRequest`): its outputs are scores of
+    /// pairs, not vectors.
     Embed {
         id: RequestId,
         trace: String,
         inputs: Vec<String>,
         truncate: bool,
+    },
+    /// Score each document against `query` with a reranker (a model whose
+    /// pooling is rank): each pair is one sequence, laid out as llama-server
+    /// lays it out (the GGUF's `rerank` template, else BOS query EOS SEP
+    /// document EOS as the vocabulary adds them). Answered by `Embeddings`
+    /// holding each document's raw scores (the classifier's outputs, one for
+    /// a cross-encoder), in document order; `Failed` (`InvalidRequest`) from
+    /// a model that is not a reranker, `PromptTooLong` for a pair longer than
+    /// the context. (Version 10.)
+    Rerank {
+        id: RequestId,
+        trace: String,
+        query: String,
+        documents: Vec<String>,
     },
     /// Count the tokens of a prompt as `Generate` would see it; answered by `TokenCount` or `Failed`.
     CountTokens { id: RequestId, prompt: Prompt },
@@ -477,7 +493,8 @@ pub enum Event {
         kind: FailureKind,
         message: String,
     },
-    /// One L2-normalised vector per input, in order.
+    /// Answer to `Embed`: one L2-normalised vector per input, in order; to
+    /// `Rerank`: each document's raw scores, in order.
     Embeddings {
         id: RequestId,
         vectors: Vec<Vec<f32>>,
@@ -685,6 +702,12 @@ mod tests {
                 trace: "req-2".into(),
                 inputs: vec!["a".into(), String::new()],
                 truncate: true,
+            },
+            Command::Rerank {
+                id: 9,
+                trace: "req-9".into(),
+                query: "q".into(),
+                documents: vec!["a".into(), String::new()],
             },
             Command::CountTokens {
                 id: 3,

@@ -6,7 +6,9 @@
 //! sentence-transformers config), and mean for a model that declares none (a
 //! chat model asked for embeddings) or declares `none`, whose per-token
 //! vectors the protocol cannot carry. A rank-pooling model (a reranker)
-//! yields its classifier score(s), which are not normalised. See
+//! serves only `Rerank`: each (query, document) pair is one input, laid out
+//! by `rerank`, and yields its classifier score(s), not normalised; it
+//! refuses `Embed`, and a model of any other pooling refuses `Rerank`. See
 //! [`pooling_for`].
 //!
 //! A request is an [`EmbedJob`] that the engine advances by one input per
@@ -33,6 +35,7 @@ use llama_cpp_2::model::LlamaModel;
 use llm_node_protocol::{Event, FailureKind, RequestId};
 
 use crate::prep::max_prompt_bytes;
+use crate::rerank;
 
 /// An embeddings request (or one of its inputs) cannot be served.
 #[derive(Debug, thiserror::Error)]
@@ -95,14 +98,21 @@ pub struct Embedder<'m> {
     ctx: Option<(LlamaContext<'m>, LlamaBatch<'static>)>,
     /// See `prep::bytes_per_token`.
     bytes_per_token: Option<usize>,
-    /// Scores of a rank-pooling model are not normalised.
-    normalise: bool,
+    /// A rank-pooling model (a reranker): its outputs are scores.
+    rank: bool,
+    /// The reranker's `rerank` template, if its GGUF has one.
+    rerank_template: Option<String>,
+    /// The model's public name, for messages.
+    name: String,
 }
 
 /// An embeddings request in progress.
 pub struct EmbedJob {
     pub id: RequestId,
+    /// The texts to embed, or the documents to score against `query`.
     inputs: Vec<String>,
+    /// A `Rerank` request's query.
+    query: Option<String>,
     /// Cut inputs longer than the context instead of refusing them.
     truncate: bool,
     vectors: Vec<Vec<f32>>,
@@ -115,8 +125,17 @@ impl EmbedJob {
             id,
             vectors: Vec::with_capacity(inputs.len()),
             inputs,
+            query: None,
             truncate,
             prompt_tokens: 0,
+        }
+    }
+
+    /// A `Rerank` request: each document scored against `query`.
+    pub fn rerank(id: RequestId, query: String, documents: Vec<String>) -> Self {
+        Self {
+            query: Some(query),
+            ..Self::new(id, documents, false)
         }
     }
 
@@ -136,15 +155,36 @@ impl<'m> Embedder<'m> {
         model: &'m LlamaModel,
         params: Option<LlamaContextParams>,
         bytes_per_token: Option<usize>,
+        name: &str,
     ) -> Self {
+        let rank = model_pooling(model) == LlamaPoolingType::Rank;
         Self {
             backend,
             model,
             params,
             ctx: None,
             bytes_per_token,
-            normalise: model_pooling(model) != LlamaPoolingType::Rank,
+            rank,
+            rerank_template: rank.then(|| rerank::template(model)).flatten(),
+            name: name.to_string(),
         }
+    }
+
+    /// Refuses `job` when the model's pooling does not fit it: a reranker
+    /// only scores pairs, any other model only embeds.
+    ///
+    /// # Errors
+    /// [`EmbedError`] (`InvalidRequest`) naming the model.
+    pub fn accepts(&self, job: &EmbedJob) -> Result<(), EmbedError> {
+        let message = match (self.rank, job.query.is_some()) {
+            (true, false) => format!(
+                "model {} is a reranking model: it scores pairs (use /v1/rerank), it does not embed",
+                self.name
+            ),
+            (false, true) => format!("model {} is not a reranking model", self.name),
+            _ => return Ok(()),
+        };
+        Err(EmbedError::new(FailureKind::InvalidRequest, message))
     }
 
     pub fn enabled(&self) -> bool {
@@ -193,14 +233,15 @@ impl<'m> Embedder<'m> {
         let Some(input) = job.inputs.get(n) else {
             return Ok(());
         };
-        let (vector, tokens) = self.embed(n, input, job.truncate)?;
+        let (vector, tokens) = self.embed(n, job.query.as_deref(), input, job.truncate)?;
         job.vectors.push(vector);
         job.prompt_tokens += tokens;
         Ok(())
     }
 
     /// Embeds `input`, number `n` of its request (for messages), and returns
-    /// the unit vector and the input's token count. With `truncate`, an input
+    /// the unit vector and the input's token count; with a `query`, scores the
+    /// pair (`query`, `input`) instead and returns the raw scores. With `truncate`, an input
     /// longer than the context is embedded from its first tokens (its bytes
     /// beyond what the context could cover are not even tokenized).
     ///
@@ -211,6 +252,7 @@ impl<'m> Embedder<'m> {
     fn embed(
         &mut self,
         n: usize,
+        query: Option<&str>,
         input: &str,
         truncate: bool,
     ) -> Result<(Vec<f32>, u32), EmbedError> {
@@ -220,14 +262,17 @@ impl<'m> Embedder<'m> {
             true => prefix(input, max_bytes),
             false => input,
         };
-        if input.len() > max_bytes {
+        let bytes = input.len() + query.map_or(0, str::len);
+        if bytes > max_bytes {
             let message = format!(
-                "input[{n}] has {} bytes, more than the {limit} tokens of the embedding context can cover",
-                input.len()
+                "input[{n}] has {bytes} bytes, more than the {limit} tokens of the embedding context can cover",
             );
             return Err(EmbedError::new(FailureKind::PromptTooLong, message));
         }
-        let mut tokens = self.model.vocab().tokenize(input.as_bytes(), true, false);
+        let mut tokens = match query {
+            Some(q) => rerank::tokens(self.model, self.rerank_template.as_deref(), q, input),
+            None => self.model.vocab().tokenize(input.as_bytes(), true, false),
+        };
         if truncate {
             tokens.truncate(limit);
         }
@@ -252,7 +297,7 @@ impl<'m> Embedder<'m> {
         if batch.add_sequence(&tokens, 0, false).is_err() {
             return Err(internal("batch overflow".into()));
         }
-        let normalise = self.normalise;
+        let normalise = !self.rank;
         let vector = ctx
             .decode(batch)
             .map_err(|e| e.to_string())

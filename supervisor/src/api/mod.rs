@@ -54,6 +54,7 @@ pub mod ollama_models;
 mod ollama_tests;
 pub mod output;
 pub mod rejections;
+pub mod rerank;
 pub mod request_id;
 pub mod response;
 pub mod router;

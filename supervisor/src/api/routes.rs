@@ -11,6 +11,7 @@
 //! | `/api/embed`, `/api/embeddings` | [`ollama_embed`] |
 //! | `/tokenize`, `/detokenize` | [`tokens`] (llama-server's shapes) |
 //! | `/infill` | [`infill`] (llama-server's shape) |
+//! | `/v1/rerank`, `/rerank`, `/v1/reranking`, `/reranking` | [`rerank`] (llama-server's, Jina/Cohere and TEI shapes) |
 //! | `/pull`, `/api/logs` | [`router`] (llm-router's contract) |
 //!
 //! Who may call each route is decided in front of this table, by path
@@ -27,8 +28,8 @@ use actix_web::{web, Resource, Route};
 use super::error::json_error;
 use super::state::MAX_BODY_BYTES;
 use super::{
-    admin, handlers, infill, log_level, ollama, ollama_chat, ollama_embed, ollama_models, router,
-    tokens,
+    admin, handlers, infill, log_level, ollama, ollama_chat, ollama_embed, ollama_models, rerank,
+    router, tokens,
 };
 #[cfg(test)]
 use crate::models::Models;
@@ -65,6 +66,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/tokenize", web::post().to(tokens::tokenize)))
     .service(resource("/infill", web::post().to(infill::infill)))
     .service(resource("/detokenize", web::post().to(tokens::detokenize)))
+    .service(resource("/v1/rerank", web::post().to(rerank::rerank)))
+    .service(resource("/rerank", web::post().to(rerank::rerank)))
+    .service(resource("/v1/reranking", web::post().to(rerank::rerank)))
+    .service(resource("/reranking", web::post().to(rerank::rerank)))
     .service(resource("/v1/models", web::get().to(handlers::list_models)))
     // Ids may contain slashes (`org/model`).
     .service(resource(
