@@ -47,9 +47,7 @@ fn listing(dir: &Path) -> String {
         }
         entry
     });
-    let dirs = dirs
-        .iter()
-        .map(|d| json!({"type": "directory", "path": d}));
+    let dirs = dirs.iter().map(|d| json!({"type": "directory", "path": d}));
     Value::Array(entries.chain(dirs).collect()).to_string()
 }
 

@@ -120,7 +120,10 @@ fn pull(node: &Node) {
 
 /// The stored GGUF's `bert.pooling_type`, read with gguf-py.
 fn pooling_type(setup: &Path, store: &Path) -> String {
-    let manifest = store.join("manifests/hf.co").join(OWNER_REPO).join("latest");
+    let manifest = store
+        .join("manifests/hf.co")
+        .join(OWNER_REPO)
+        .join("latest");
     let m: Value = serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
     let layers = m["layers"].as_array().unwrap();
     let model = layers
@@ -130,7 +133,8 @@ fn pooling_type(setup: &Path, store: &Path) -> String {
     let blob = store
         .join("blobs")
         .join(model["digest"].as_str().unwrap().replace(':', "-"));
-    let code = "import sys, gguf; f = gguf.GGUFReader(sys.argv[1]).get_field('bert.pooling_type'); \
+    let code =
+        "import sys, gguf; f = gguf.GGUFReader(sys.argv[1]).get_field('bert.pooling_type'); \
                 print(f.parts[-1][0] if f else 'absent')";
     let out = Command::new(setup.join("venv/bin/python"))
         .args(["-c", code])
@@ -138,7 +142,11 @@ fn pooling_type(setup: &Path, store: &Path) -> String {
         .env("PYTHONPATH", setup.join("llama.cpp/gguf-py"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
@@ -174,7 +182,11 @@ fn a_converted_cross_encoder_reranks_like_transformers() {
         script.to_str().unwrap(),
     ]);
     pull(&node);
-    assert_eq!(pooling_type(&setup, &store), "4", "converted as a reranker (rank pooling)");
+    assert_eq!(
+        pooling_type(&setup, &store),
+        "4",
+        "converted as a reranker (rank pooling)"
+    );
     eprintln!("checkpoint + pull + conversion: {:?}", started.elapsed());
 
     // Every document of each query, against transformers.
@@ -185,7 +197,10 @@ fn a_converted_cross_encoder_reranks_like_transformers() {
             &json!({"model": SERVED, "query": query, "documents": DOCUMENTS}),
         );
         assert_eq!(status, 200, "{body}");
-        assert_eq!((body["object"].as_str(), body["model"].as_str()), (Some("list"), Some(SERVED)));
+        assert_eq!(
+            (body["object"].as_str(), body["model"].as_str()),
+            (Some("list"), Some(SERVED))
+        );
         let results = body["results"].as_array().unwrap();
         assert_eq!(results.len(), DOCUMENTS.len());
         let mut got = vec![f64::NAN; DOCUMENTS.len()];
@@ -205,7 +220,10 @@ fn a_converted_cross_encoder_reranks_like_transformers() {
             worst_exact = worst_exact.max(diff_exact);
         }
         // The results come sorted, in transformers' order.
-        let listed: Vec<usize> = results.iter().map(|r| r["index"].as_u64().unwrap() as usize).collect();
+        let listed: Vec<usize> = results
+            .iter()
+            .map(|r| r["index"].as_u64().unwrap() as usize)
+            .collect();
         assert_eq!(listed, order(want), "query {q}: ranking");
         let usage = &body["usage"];
         assert!(usage["prompt_tokens"].as_u64().unwrap() > 6 * 4, "{usage}");
@@ -214,12 +232,21 @@ fn a_converted_cross_encoder_reranks_like_transformers() {
     eprintln!(
         "worst |node - transformers|: {worst:.5} (token type 0), {worst_exact:.5} (exact token types)"
     );
-    assert!(worst <= TOLERANCE, "scores differ from transformers by {worst}");
-    assert!(worst_exact <= 0.25, "token types alone cannot explain {worst_exact}");
+    assert!(
+        worst <= TOLERANCE,
+        "scores differ from transformers by {worst}"
+    );
+    assert!(
+        worst_exact <= 0.25,
+        "token types alone cannot explain {worst_exact}"
+    );
     // The scores spread far beyond the tolerance: the comparison has teeth.
     let spread = reference.segment_a.iter().fold(0f64, |m, x| m.max(*x))
         - reference.segment_a.iter().fold(f64::MAX, |m, x| m.min(*x));
-    assert!(spread > 50.0 * TOLERANCE, "reference scores spread only {spread}");
+    assert!(
+        spread > 50.0 * TOLERANCE,
+        "reference scores spread only {spread}"
+    );
 
     // top_n and return_documents, on every route name; TEI's shape.
     let want = order(&reference.segment_a[..DOCUMENTS.len()]);
@@ -249,22 +276,54 @@ fn a_converted_cross_encoder_reranks_like_transformers() {
 
     // Refusals, in the API's shape.
     let refusals = [
-        ("/v1/rerank", json!({"model": MODEL, "query": "q", "documents": ["d"]}), "not a reranking model"),
-        ("/v1/embeddings", json!({"model": SERVED, "input": "x"}), "is a reranking model"),
-        ("/v1/rerank", json!({"model": SERVED, "query": "q", "documents": []}), "documents"),
-        ("/v1/rerank", json!({"model": SERVED, "query": "q", "documents": ["d"], "top_n": 0}), "top_n"),
-        ("/v1/rerank", json!({"model": SERVED, "documents": ["d"]}), "query"),
-        ("/v1/rerank", json!({"model": SERVED, "query": "q", "documents": ["word ".repeat(700)]}),
-            "tokens"),
+        (
+            "/v1/rerank",
+            json!({"model": MODEL, "query": "q", "documents": ["d"]}),
+            "not a reranking model",
+        ),
+        (
+            "/v1/embeddings",
+            json!({"model": SERVED, "input": "x"}),
+            "is a reranking model",
+        ),
+        (
+            "/v1/rerank",
+            json!({"model": SERVED, "query": "q", "documents": []}),
+            "documents",
+        ),
+        (
+            "/v1/rerank",
+            json!({"model": SERVED, "query": "q", "documents": ["d"], "top_n": 0}),
+            "top_n",
+        ),
+        (
+            "/v1/rerank",
+            json!({"model": SERVED, "documents": ["d"]}),
+            "query",
+        ),
+        (
+            "/v1/rerank",
+            json!({"model": SERVED, "query": "q", "documents": ["word ".repeat(700)]}),
+            "tokens",
+        ),
     ];
     for (route, request, says) in refusals {
         let (status, body) = node.post(route, &request);
         let message = body["error"]["message"].as_str().unwrap_or_default();
-        assert!(status == 400 && message.contains(says), "{route} {request}: {status} {body}");
+        assert!(
+            status == 400 && message.contains(says),
+            "{route} {request}: {status} {body}"
+        );
     }
     let (status, body) = node.post("/api/embed", &json!({"model": SERVED, "input": "x"}));
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("is a reranking model"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("is a reranking model"),
+        "{body}"
+    );
     // The model still serves after every refusal.
     let (status, _) = node.post(
         "/v1/rerank",

@@ -111,7 +111,10 @@ mod tests {
         let f = |bos, eos, sep| Framing { bos, eos, sep };
         let cases = [
             // BERT (the converter writes add_bos, add_eos; EOS is [SEP]).
-            (f(Some(101), Some(102), None), vec![101, 10, 11, 102, 20, 102]),
+            (
+                f(Some(101), Some(102), None),
+                vec![101, 10, 11, 102, 20, 102],
+            ),
             // add_sep too (XLM-RoBERTa style): EOS then SEP between.
             (f(Some(0), Some(2), Some(2)), vec![0, 10, 11, 2, 2, 20, 2]),
             // Nothing added (a decoder reranker without a template).
@@ -126,12 +129,22 @@ mod tests {
     #[test]
     fn a_rerank_template_gets_the_query_and_the_document_once() {
         let cases = [
-            ("<q>{query}</q><d>{document}</d>", "a", "b", "<q>a</q><d>b</d>"),
+            (
+                "<q>{query}</q><d>{document}</d>",
+                "a",
+                "b",
+                "<q>a</q><d>b</d>",
+            ),
             ("{document}|{query}", "a", "b", "b|a"),
             ("{query}{query}", "a", "b", "aa"),
             ("no slots", "a", "b", "no slots"),
             // Texts are not searched again.
-            ("{query}/{document}", "{document}", "{query}", "{document}/{query}"),
+            (
+                "{query}/{document}",
+                "{document}",
+                "{query}",
+                "{document}/{query}",
+            ),
             ("{quer{query}y}", "x", "", "{querxy}"),
         ];
         for (template, q, d, want) in cases {

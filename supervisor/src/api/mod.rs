@@ -13,6 +13,7 @@
 //! - [`ollama_models`]: `/api/show`, `/api/ps`, `/api/copy`, `/api/version`, `GET /`.
 //! - [`ollama_embed`]: `/api/embed`, `/api/embeddings`.
 //! - [`tokens`]: `/tokenize`, `/detokenize`; [`infill`]: `/infill` (llama-server's shapes).
+//! - [`rerank`]: `/v1/rerank`, `/rerank`, `/v1/reranking`, `/reranking` (llama-server's routes).
 //! - [`ollama_info`]: `details`, `model_info`, capabilities, … from a GGUF header (pure).
 //! - [`router`]: llm-router's `/pull` and `/api/logs`.
 //! - [`access`]: who may call which route (API keys, admin key, loopback, router), one middleware.
@@ -54,8 +55,8 @@ pub mod ollama_models;
 mod ollama_tests;
 pub mod output;
 pub mod rejections;
-pub mod rerank;
 pub mod request_id;
+pub mod rerank;
 pub mod response;
 pub mod router;
 pub mod routes;

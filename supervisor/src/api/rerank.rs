@@ -45,7 +45,10 @@ fn required_string(body: &Map<String, Value>, name: &str) -> Result<String, ApiE
     match body.get(name) {
         Some(Value::String(s)) => Ok(s.clone()),
         None | Some(Value::Null) => Err(ApiError::invalid(name, format!("`{name}` is required"))),
-        Some(_) => Err(ApiError::invalid(name, format!("`{name}` must be a string"))),
+        Some(_) => Err(ApiError::invalid(
+            name,
+            format!("`{name}` must be a string"),
+        )),
     }
 }
 
@@ -84,7 +87,10 @@ fn flag(body: &Map<String, Value>, name: &str) -> Result<bool, ApiError> {
     match body.get(name) {
         None | Some(Value::Null) => Ok(false),
         Some(Value::Bool(b)) => Ok(*b),
-        Some(_) => Err(ApiError::invalid(name, format!("`{name}` must be a boolean"))),
+        Some(_) => Err(ApiError::invalid(
+            name,
+            format!("`{name}` must be a boolean"),
+        )),
     }
 }
 
@@ -216,8 +222,8 @@ mod tests {
         .unwrap();
         assert_eq!(j.documents, ["a", "b"]);
         assert_eq!((j.top_n, j.return_documents, j.tei), (2, true, false));
-        let j = job(json!({"model": "m", "query": "q", "texts": ["a"], "return_text": true}))
-            .unwrap();
+        let j =
+            job(json!({"model": "m", "query": "q", "texts": ["a"], "return_text": true})).unwrap();
         assert_eq!((j.top_n, j.return_documents, j.tei), (1, true, true));
         let j = job(json!({"model": "m", "query": "", "documents": [""]})).unwrap();
         assert_eq!((j.top_n, j.return_documents), (1, false));
@@ -228,18 +234,44 @@ mod tests {
         let cases = [
             (json!({"query": "q", "documents": ["a"]}), "model"),
             (json!({"model": "m", "documents": ["a"]}), "query"),
-            (json!({"model": "m", "query": 3, "documents": ["a"]}), "query"),
+            (
+                json!({"model": "m", "query": 3, "documents": ["a"]}),
+                "query",
+            ),
             (json!({"model": "m", "query": "q"}), "documents"),
-            (json!({"model": "m", "query": "q", "documents": []}), "documents"),
-            (json!({"model": "m", "query": "q", "documents": "a"}), "documents"),
-            (json!({"model": "m", "query": "q", "documents": [1]}), "documents"),
-            (json!({"model": "m", "query": "q", "documents": [{"t": "a"}]}), "documents"),
+            (
+                json!({"model": "m", "query": "q", "documents": []}),
+                "documents",
+            ),
+            (
+                json!({"model": "m", "query": "q", "documents": "a"}),
+                "documents",
+            ),
+            (
+                json!({"model": "m", "query": "q", "documents": [1]}),
+                "documents",
+            ),
+            (
+                json!({"model": "m", "query": "q", "documents": [{"t": "a"}]}),
+                "documents",
+            ),
             (json!({"model": "m", "query": "q", "texts": []}), "texts"),
-            (json!({"model": "m", "query": "q", "documents": ["a"], "top_n": 0}), "top_n"),
-            (json!({"model": "m", "query": "q", "documents": ["a"], "top_n": -1}), "top_n"),
-            (json!({"model": "m", "query": "q", "documents": ["a"], "top_n": "2"}), "top_n"),
-            (json!({"model": "m", "query": "q", "documents": ["a"], "return_documents": 1}),
-                "return_documents"),
+            (
+                json!({"model": "m", "query": "q", "documents": ["a"], "top_n": 0}),
+                "top_n",
+            ),
+            (
+                json!({"model": "m", "query": "q", "documents": ["a"], "top_n": -1}),
+                "top_n",
+            ),
+            (
+                json!({"model": "m", "query": "q", "documents": ["a"], "top_n": "2"}),
+                "top_n",
+            ),
+            (
+                json!({"model": "m", "query": "q", "documents": ["a"], "return_documents": 1}),
+                "return_documents",
+            ),
             (json!(["not", "an", "object"]), "body"),
         ];
         for (body, want) in cases {
@@ -260,14 +292,19 @@ mod tests {
             (s(&[1.0, 1.0, 3.0]), 3, vec![(2, 3.0), (0, 1.0), (1, 1.0)]),
             (s(&[f32::NAN, -5.0]), 2, vec![(1, -5.0), (0, f32::NAN)]),
             // Several outputs: the first is the score.
-            (vec![vec![0.0, 9.0], vec![1.0, -9.0]], 2, vec![(1, 1.0), (0, 0.0)]),
+            (
+                vec![vec![0.0, 9.0], vec![1.0, -9.0]],
+                2,
+                vec![(1, 1.0), (0, 0.0)],
+            ),
         ];
         for (scores, top_n, want) in cases {
             let got = ranked(&scores, top_n);
             let same = got.len() == want.len()
-                && got.iter().zip(&want).all(|(g, w)| {
-                    g.0 == w.0 && (g.1 == w.1 || (g.1.is_nan() && w.1.is_nan()))
-                });
+                && got
+                    .iter()
+                    .zip(&want)
+                    .all(|(g, w)| g.0 == w.0 && (g.1 == w.1 || (g.1.is_nan() && w.1.is_nan())));
             assert!(same, "{scores:?} top {top_n}: {got:?} != {want:?}");
         }
     }
@@ -309,8 +346,10 @@ mod tests {
         for uri in ["/v1/rerank", "/rerank", "/v1/reranking", "/reranking"] {
             let req = test::TestRequest::post()
                 .uri(uri)
-                .set_json(json!({"model": "m", "query": "quick fox", "documents": docs,
-                    "top_n": 2, "return_documents": true}))
+                .set_json(
+                    json!({"model": "m", "query": "quick fox", "documents": docs,
+                    "top_n": 2, "return_documents": true}),
+                )
                 .to_request();
             let body: Value = test::call_and_read_body_json(&app, req).await;
             assert_eq!(
