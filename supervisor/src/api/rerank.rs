@@ -286,7 +286,8 @@ mod tests {
     #[test]
     fn results_are_sorted_by_score_then_index_and_cut_to_top_n() {
         let s = |v: &[f32]| v.iter().map(|&x| vec![x]).collect::<Vec<_>>();
-        let cases: [(Vec<Vec<f32>>, usize, Vec<(usize, f32)>); 5] = [
+        type Case = (Vec<Vec<f32>>, usize, Vec<(usize, f32)>);
+        let cases: [Case; 5] = [
             (s(&[0.1, 2.0, -1.0]), 3, vec![(1, 2.0), (0, 0.1), (2, -1.0)]),
             (s(&[0.1, 2.0, -1.0]), 1, vec![(1, 2.0)]),
             (s(&[1.0, 1.0, 3.0]), 3, vec![(2, 3.0), (0, 1.0), (1, 1.0)]),
