@@ -361,11 +361,27 @@ pub enum Command {
     /// model whose pooling is `none`) or `Failed`. With `truncate`, an input
     /// longer than the embedding context is cut to its first tokens (Ollama's
     /// `truncate`); without, it fails with `PromptTooLong`.
+    /// A reranker refuses it (`InvalidRequest`): its outputs are scores of
+    /// pairs, not vectors.
     Embed {
         id: RequestId,
         trace: String,
         inputs: Vec<EmbedInput>,
         truncate: bool,
+    },
+    /// Score each document against `query` with a reranker (a model whose
+    /// pooling is rank): each pair is one sequence, laid out as llama-server
+    /// lays it out (the GGUF's `rerank` template, else BOS query EOS SEP
+    /// document EOS as the vocabulary adds them). Answered by `Embeddings`
+    /// holding each document's raw scores (the classifier's outputs, one for
+    /// a cross-encoder), in document order; `Failed` (`InvalidRequest`) from
+    /// a model that is not a reranker, `PromptTooLong` for a pair longer than
+    /// the context. (Version 10.)
+    Rerank {
+        id: RequestId,
+        trace: String,
+        query: String,
+        documents: Vec<String>,
     },
     /// Count the tokens of a prompt as `Generate` would see it; answered by `TokenCount` or `Failed`.
     CountTokens { id: RequestId, prompt: Prompt },
@@ -503,7 +519,8 @@ pub enum Event {
         kind: FailureKind,
         message: String,
     },
-    /// One L2-normalised vector per input, in order.
+    /// Answer to `Embed`: one L2-normalised vector per input, in order; to
+    /// `Rerank`: each document's raw scores, in order.
     Embeddings {
         id: RequestId,
         vectors: Vec<Vec<f32>>,
@@ -724,6 +741,12 @@ mod tests {
                     EmbedInput::Tokens(vec![]),
                 ],
                 truncate: true,
+            },
+            Command::Rerank {
+                id: 9,
+                trace: "req-9".into(),
+                query: "q".into(),
+                documents: vec!["a".into(), String::new()],
             },
             Command::CountTokens {
                 id: 3,

@@ -526,6 +526,25 @@ fn main() {
                         prompt_tokens: inputs.len() as u32,
                     });
                 }
+                Command::Rerank {
+                    id,
+                    query,
+                    documents,
+                    ..
+                } => {
+                    // Score: how many of the query's words the document has.
+                    let hits = |d: &str| {
+                        query
+                            .split_whitespace()
+                            .filter(|w| d.split_whitespace().any(|x| x == *w))
+                            .count() as f32
+                    };
+                    send(&Event::Embeddings {
+                        id,
+                        vectors: documents.iter().map(|d| vec![hits(d)]).collect(),
+                        prompt_tokens: 2 * documents.len() as u32,
+                    });
+                }
                 Command::CountTokens { id, prompt } => {
                     let count = match prompt {
                         Prompt::Text(t) => t.split_whitespace().count() as u32,

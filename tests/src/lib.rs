@@ -13,6 +13,8 @@
 //! (`target/<profile>/`), or at `$LLM_NODE_BIN`; `scripts/test.sh` builds them
 //! before running the tests.
 
+pub mod hub;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

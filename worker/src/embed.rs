@@ -7,8 +7,10 @@
 //! chat model asked for embeddings). A model that declares `none` yields one
 //! vector per token of each input, not normalised (as llama-server's
 //! `/embeddings` sends them), in a `TokenEmbeddings` event. A rank-pooling
-//! model (a reranker) yields its classifier score(s), which are not
-//! normalised. See [`pooling_for`].
+//! model (a reranker) serves only `Rerank`: each (query, document) pair is
+//! one input, laid out by `rerank`, and yields its classifier score(s), not
+//! normalised; it refuses `Embed`, and a model of any other pooling refuses
+//! `Rerank`. See [`pooling_for`].
 //!
 //! An input is text (tokenized with the model's BOS/EOS) or token ids,
 //! embedded unchanged once each id is checked against the vocabulary.
@@ -38,6 +40,7 @@ use llama_cpp_2::token::LlamaToken;
 use llm_node_protocol::{EmbedInput, Event, FailureKind, RequestId};
 
 use crate::prep::max_prompt_bytes;
+use crate::rerank;
 
 /// An embeddings request (or one of its inputs) cannot be served.
 #[derive(Debug, thiserror::Error)]
@@ -105,12 +108,21 @@ pub struct Embedder<'m> {
     normalise: bool,
     /// Pooling `none`: one vector per token, not normalised.
     per_token: bool,
+    /// A rank-pooling model (a reranker): its outputs are scores.
+    rank: bool,
+    /// The reranker's `rerank` template, if its GGUF has one.
+    rerank_template: Option<String>,
+    /// The model's public name, for messages.
+    name: String,
 }
 
 /// An embeddings request in progress.
 pub struct EmbedJob {
     pub id: RequestId,
+    /// The inputs to embed, or the documents to score against `query`.
     inputs: Vec<EmbedInput>,
+    /// A `Rerank` request's query.
+    query: Option<String>,
     /// Cut inputs longer than the context instead of refusing them.
     truncate: bool,
     /// Per input: its pooled vector, or one per token (pooling `none`).
@@ -125,9 +137,19 @@ impl EmbedJob {
             id,
             vectors: Vec::with_capacity(inputs.len()),
             inputs,
+            query: None,
             truncate,
             prompt_tokens: 0,
             per_token: false,
+        }
+    }
+
+    /// A `Rerank` request: each document scored against `query`.
+    pub fn rerank(id: RequestId, query: String, documents: Vec<String>) -> Self {
+        let documents = documents.into_iter().map(EmbedInput::Text).collect();
+        Self {
+            query: Some(query),
+            ..Self::new(id, documents, false)
         }
     }
 
@@ -159,7 +181,9 @@ impl<'m> Embedder<'m> {
         model: &'m LlamaModel,
         params: Option<LlamaContextParams>,
         bytes_per_token: Option<usize>,
+        name: &str,
     ) -> Self {
+        let rank = model_pooling(model) == LlamaPoolingType::Rank;
         Self {
             backend,
             model,
@@ -171,7 +195,27 @@ impl<'m> Embedder<'m> {
                 LlamaPoolingType::Rank | LlamaPoolingType::None
             ),
             per_token: model_pooling(model) == LlamaPoolingType::None,
+            rank,
+            rerank_template: rank.then(|| rerank::template(model)).flatten(),
+            name: name.to_string(),
         }
+    }
+
+    /// Refuses `job` when the model's pooling does not fit it: a reranker
+    /// only scores pairs, any other model only embeds.
+    ///
+    /// # Errors
+    /// [`EmbedError`] (`InvalidRequest`) naming the model.
+    pub fn accepts(&self, job: &EmbedJob) -> Result<(), EmbedError> {
+        let message = match (self.rank, job.query.is_some()) {
+            (true, false) => format!(
+                "model {} is a reranking model: it scores pairs (use /v1/rerank), it does not embed",
+                self.name
+            ),
+            (false, true) => format!("model {} is not a reranking model", self.name),
+            _ => return Ok(()),
+        };
+        Err(EmbedError::new(FailureKind::InvalidRequest, message))
     }
 
     pub fn enabled(&self) -> bool {
@@ -220,7 +264,7 @@ impl<'m> Embedder<'m> {
         let Some(input) = job.inputs.get(n) else {
             return Ok(());
         };
-        let (vectors, tokens) = self.embed(n, input, job.truncate)?;
+        let (vectors, tokens) = self.embed(n, job.query.as_deref(), input, job.truncate)?;
         job.vectors.push(vectors);
         job.prompt_tokens += tokens;
         job.per_token = self.per_token;
@@ -229,7 +273,8 @@ impl<'m> Embedder<'m> {
 
     /// Embeds `input`, number `n` of its request (for messages), and returns
     /// its vector (the unit vector; one per token for pooling `none`) and its
-    /// token count. With `truncate`, an input longer than the context is
+    /// token count; with a `query`, scores the pair (`query`, `input`) instead
+    /// and returns the raw scores. With `truncate`, an input longer than the context is
     /// embedded from its first tokens (its bytes beyond what the context could
     /// cover are not even tokenized).
     ///
@@ -241,12 +286,13 @@ impl<'m> Embedder<'m> {
     fn embed(
         &mut self,
         n: usize,
+        query: Option<&str>,
         input: &EmbedInput,
         truncate: bool,
     ) -> Result<(Vec<Vec<f32>>, u32), EmbedError> {
         let limit = self.max_tokens();
         let mut tokens = match input {
-            EmbedInput::Text(text) => self.tokenize(n, text, truncate)?,
+            EmbedInput::Text(text) => self.tokenize(n, query, text, truncate)?,
             EmbedInput::Tokens(ids) => {
                 if let Some(message) = outside_vocab(n, ids, self.model.n_vocab()) {
                     return Err(EmbedError::new(FailureKind::InvalidRequest, message));
@@ -303,11 +349,13 @@ impl<'m> Embedder<'m> {
         Ok((vectors, tokens.len() as u32))
     }
 
-    /// The tokens of text input `n`, refused untokenized when its bytes alone
-    /// cannot fit (cut to them with `truncate`).
+    /// The tokens of text input `n` (with a `query`: the pair laid out as
+    /// llama-server does), refused untokenized when its bytes alone cannot
+    /// fit (cut to them with `truncate`).
     fn tokenize(
         &self,
         n: usize,
+        query: Option<&str>,
         input: &str,
         truncate: bool,
     ) -> Result<Vec<LlamaToken>, EmbedError> {
@@ -317,14 +365,17 @@ impl<'m> Embedder<'m> {
             true => prefix(input, max_bytes),
             false => input,
         };
-        if input.len() > max_bytes {
+        let bytes = input.len() + query.map_or(0, str::len);
+        if bytes > max_bytes {
             let message = format!(
-                "input[{n}] has {} bytes, more than the {limit} tokens of the embedding context can cover",
-                input.len()
+                "input[{n}] has {bytes} bytes, more than the {limit} tokens of the embedding context can cover",
             );
             return Err(EmbedError::new(FailureKind::PromptTooLong, message));
         }
-        Ok(self.model.vocab().tokenize(input.as_bytes(), true, false))
+        Ok(match query {
+            Some(q) => rerank::tokens(self.model, self.rerank_template.as_deref(), q, input),
+            None => self.model.vocab().tokenize(input.as_bytes(), true, false),
+        })
     }
 }
 

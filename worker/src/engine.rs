@@ -180,7 +180,13 @@ impl<'m> Engine<'m> {
         let ctx_per_slot = config.ctx_per_slot.max(16);
         let n_batch = config.batch_size.max(16) as usize;
         let embed_params = (config.embeddings || encoder).then(|| {
-            embed::context_params(ctx_per_slot, threads(config), embed::model_pooling(model))
+            // An encoder has no position past its trained context (BERT: 512);
+            // a longer input would index past its position embeddings.
+            let n_ctx = match model.n_ctx_train() {
+                0 => ctx_per_slot,
+                train => ctx_per_slot.min(train).max(16),
+            };
+            embed::context_params(n_ctx, threads(config), embed::model_pooling(model))
         });
         let bytes_per_token = prep::bytes_per_token(model);
         let preparer = Preparer::new(
@@ -203,7 +209,13 @@ impl<'m> Engine<'m> {
         let engine = Self {
             model,
             ctx,
-            embedder: Embedder::new(backend, model, embed_params, bytes_per_token),
+            embedder: Embedder::new(
+                backend,
+                model,
+                embed_params,
+                bytes_per_token,
+                &config.model_name,
+            ),
             embeds: VecDeque::new(),
             template: TemplateInfo {
                 source: template.source,
@@ -370,7 +382,16 @@ impl<'m> Engine<'m> {
                 truncate,
             } => {
                 tracing::debug!(trace, inputs = inputs.len(), truncate, "embed");
-                self.embed(id, inputs, truncate)?
+                self.embed(EmbedJob::new(id, inputs, truncate))?
+            }
+            Command::Rerank {
+                id,
+                trace,
+                query,
+                documents,
+            } => {
+                tracing::debug!(trace, documents = documents.len(), "rerank");
+                self.embed(EmbedJob::rerank(id, query, documents))?
             }
             Command::CountTokens { id, prompt } => {
                 self.send_to_prep(id, Job::Count { id, prompt })?
@@ -752,18 +773,15 @@ impl<'m> Engine<'m> {
         }
     }
 
-    /// Queues an embeddings request (refused at once when embeddings are off
-    /// or their context cannot be made).
-    fn embed(
-        &mut self,
-        id: RequestId,
-        inputs: Vec<llm_node_protocol::EmbedInput>,
-        truncate: bool,
-    ) -> Result<(), Disconnected> {
-        if let Err(e) = self.embedder.ready() {
-            return self.fail(id, e.kind, e.message);
+    /// Queues an embeddings or rerank request (refused at once when the
+    /// model's pooling does not fit it, embeddings are off or their context
+    /// cannot be made).
+    fn embed(&mut self, job: EmbedJob) -> Result<(), Disconnected> {
+        let checked = self.embedder.accepts(&job);
+        if let Err(e) = checked.and_then(|()| self.embedder.ready()) {
+            return self.fail(job.id, e.kind, e.message);
         }
-        self.embeds.push_back(EmbedJob::new(id, inputs, truncate));
+        self.embeds.push_back(job);
         Ok(())
     }
 

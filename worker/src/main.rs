@@ -20,7 +20,9 @@
 //!   its finish (stop strings, length, logprobs, token counts).
 //! - `prep`: the prep thread: chat template rendering, tokenizing, sampler
 //!   chains and the prompt byte cap, off the engine thread.
-//! - `embed`: the embeddings context, one input per engine turn.
+//! - `embed`: the embeddings context, one input (or rerank pair) per engine turn.
+//! - `rerank`: how a (query, document) pair becomes tokens, as llama-server
+//!   lays it out. Pure, table-tested.
 //! - `sampling`: the sampler chain and logprobs.
 //! - `schema`: JSON schema → GBNF (llama.cpp's converter plus bounded numbers).
 //! - `text`: UTF-8 reassembly and stop strings.
@@ -38,6 +40,7 @@ mod plan;
 mod prep;
 mod progress;
 mod prompt_cache;
+mod rerank;
 mod sampling;
 mod schema;
 mod sequence;

@@ -15,6 +15,7 @@
 //! - [`tokens`]: `/tokenize`, `/detokenize`; [`infill`]: `/infill`; [`token_vectors`]:
 //!   `/embeddings`, per-token vectors (llama-server's shapes).
 //! - [`embed_input`]: the forms of an embeddings `input` (text, token ids).
+//! - [`rerank`]: `/v1/rerank`, `/rerank`, `/v1/reranking`, `/reranking` (llama-server's routes).
 //! - [`ollama_info`]: `details`, `model_info`, capabilities, … from a GGUF header (pure).
 //! - [`router`]: llm-router's `/pull` and `/api/logs`.
 //! - [`access`]: who may call which route (API keys, admin key, loopback, router), one middleware.
@@ -58,6 +59,7 @@ mod ollama_tests;
 pub mod output;
 pub mod rejections;
 pub mod request_id;
+pub mod rerank;
 pub mod response;
 pub mod router;
 pub mod routes;

@@ -12,6 +12,7 @@
 //! | `/tokenize`, `/detokenize` | [`tokens`] (llama-server's shapes) |
 //! | `/infill` | [`infill`] (llama-server's shape) |
 //! | `/embeddings` | [`token_vectors`] (llama-server's shape: per-token vectors) |
+//! | `/v1/rerank`, `/rerank`, `/v1/reranking`, `/reranking` | [`rerank`] (llama-server's, Jina/Cohere and TEI shapes) |
 //! | `/pull`, `/api/logs` | [`router`] (llm-router's contract) |
 //!
 //! Who may call each route is decided in front of this table, by path
@@ -28,8 +29,8 @@ use actix_web::{web, Resource, Route};
 use super::error::json_error;
 use super::state::MAX_BODY_BYTES;
 use super::{
-    admin, handlers, infill, log_level, ollama, ollama_chat, ollama_embed, ollama_models, router,
-    token_vectors, tokens,
+    admin, handlers, infill, log_level, ollama, ollama_chat, ollama_embed, ollama_models, rerank,
+    router, token_vectors, tokens,
 };
 #[cfg(test)]
 use crate::models::Models;
@@ -70,6 +71,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     ))
     .service(resource("/infill", web::post().to(infill::infill)))
     .service(resource("/detokenize", web::post().to(tokens::detokenize)))
+    .service(resource("/v1/rerank", web::post().to(rerank::rerank)))
+    .service(resource("/rerank", web::post().to(rerank::rerank)))
+    .service(resource("/v1/reranking", web::post().to(rerank::rerank)))
+    .service(resource("/reranking", web::post().to(rerank::rerank)))
     .service(resource("/v1/models", web::get().to(handlers::list_models)))
     // Ids may contain slashes (`org/model`).
     .service(resource(

@@ -12,6 +12,12 @@
 //! [`missing_modules`] checks the packages first so the error lists exactly
 //! what to install. `gguf` is imported from the script's own `gguf-py` when
 //! it has one (as the script itself does).
+//!
+//! The script runs under [`PATCH`] (`convert_patch.py`), which fixes how it
+//! converts BERT-family cross-encoders (`*ForSequenceClassification`): they
+//! declare rank pooling, so they are served as rerankers, and a BERT's pooler
+//! is kept (the converter drops it, and the scores then disagree with
+//! transformers). Other checkpoints convert exactly as without it.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -29,6 +35,9 @@ pub const REQUIRED_MODULES: [&str; 6] = [
     "gguf",
 ];
 const SCRIPT: &str = "convert_hf_to_gguf.py";
+/// Runs the converter (its path is the first argument) with the cross-encoder
+/// fixes described in the module docs.
+pub const PATCH: &str = include_str!("convert_patch.py");
 /// Lines of converter output kept for an error message.
 const TAIL_LINES: usize = 15;
 
@@ -217,6 +226,8 @@ pub async fn run(
     progress: &dyn Fn(&str),
 ) -> Result<(), ConvertError> {
     let mut child = tokio::process::Command::new(python)
+        .arg("-c")
+        .arg(PATCH)
         .arg(script)
         .arg(src)
         .arg("--outfile")

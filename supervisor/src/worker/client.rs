@@ -385,6 +385,41 @@ impl WorkerClient {
         }
         Ok((embedded, prompt_tokens))
     }
+
+    /// Scores each document against `query` with a reranker; returns each
+    /// document's raw scores, in order, and the tokens of all pairs.
+    ///
+    /// # Errors
+    /// As [`WorkerClient::embed`]; [`WorkerError::Failed`] (`InvalidRequest`)
+    /// from a model that is not a reranker.
+    pub async fn rerank(
+        &self,
+        query: String,
+        documents: Vec<String>,
+    ) -> Result<(Vec<Vec<f32>>, u32), WorkerError> {
+        let mut call = self.call(|id| Command::Rerank {
+            id,
+            trace: crate::request_id::current(),
+            query,
+            documents,
+        })?;
+        match call.next().await? {
+            Event::Embeddings {
+                vectors,
+                prompt_tokens,
+                ..
+            } => {
+                if let Some(slot) = crate::request_id::usage() {
+                    let mut usage = slot.lock().unwrap_or_else(|e| e.into_inner());
+                    usage.model.get_or_insert_with(|| self.inner.model.clone());
+                    usage.prompt_tokens += u64::from(prompt_tokens);
+                }
+                Ok((vectors, prompt_tokens))
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Counts the tokens of `prompt` as a generation would see it.
     ///
     /// # Errors

@@ -10,6 +10,8 @@
 //!   `max_tokens`, giving `Length`), then `Finished{Stop}`.
 //!
 //! `Embed` answers 3-dimensional unit vectors (an input `boom` fails it);
+//! `Rerank` scores each document with the number of the query's words it
+//! contains (a query `boom` fails it as a model that does not rerank);
 //! `CountTokens` answers 5; `Tokenize` gives one token per byte (its value)
 //! and `Detokenize` the bytes back.
 
@@ -124,6 +126,22 @@ fn serve(
                     prompt_tokens: inputs.len() as u32,
                 },
             }),
+            Command::Rerank {
+                id,
+                query,
+                documents,
+                ..
+            } => send(match query == "boom" {
+                true => failed(id, FailureKind::InvalidRequest),
+                false => Event::Embeddings {
+                    id,
+                    vectors: documents
+                        .iter()
+                        .map(|d| vec![word_hits(&query, d)])
+                        .collect(),
+                    prompt_tokens: 2 * documents.len() as u32,
+                },
+            }),
             Command::CountTokens { id, .. } => send(Event::TokenCount { id, count: 5 }),
             Command::Tokenize { id, content, .. } => send(fake_tokens(id, &content)),
             Command::Detokenize { id, tokens } => send(Event::Detokenized {
@@ -213,4 +231,12 @@ pub fn fake_tokens(id: llm_node_protocol::RequestId, content: &str) -> Event {
         tokens: content.bytes().map(i32::from).collect(),
         pieces: content.bytes().map(|b| vec![b]).collect(),
     }
+}
+
+/// How many of `query`'s words `doc` contains: the fake reranker's score.
+pub fn word_hits(query: &str, doc: &str) -> f32 {
+    query
+        .split_whitespace()
+        .filter(|w| doc.split_whitespace().any(|d| d == *w))
+        .count() as f32
 }
