@@ -23,6 +23,8 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
+use llm_node_protocol::KvCacheType;
+
 use crate::models::names::canonical;
 use crate::models::profile::{MaxTokens, ModelProfile, SamplingDefaults};
 
@@ -241,6 +243,10 @@ struct Settings {
     parallel: Option<u32>,
     n_gpu_layers: Option<u32>,
     main_gpu: Option<i32>,
+    #[serde(default, deserialize_with = "named")]
+    cache_type_k: Option<KvCacheType>,
+    #[serde(default, deserialize_with = "named")]
+    cache_type_v: Option<KvCacheType>,
     threads: Option<u32>,
     embeddings: Option<bool>,
     preload: Option<bool>,
@@ -261,6 +267,8 @@ impl Settings {
             parallel: self.parallel,
             n_gpu_layers: self.n_gpu_layers,
             main_gpu: self.main_gpu,
+            cache_type_k: self.cache_type_k,
+            cache_type_v: self.cache_type_v,
             threads: self.threads,
             embeddings: self.embeddings,
             preload: self.preload,
@@ -302,6 +310,8 @@ impl<'de> Deserialize<'de> for RawModel {
                 parallel: m.parallel,
                 n_gpu_layers: m.n_gpu_layers,
                 main_gpu: m.main_gpu,
+                cache_type_k: m.cache_type_k,
+                cache_type_v: m.cache_type_v,
                 threads: m.threads,
                 embeddings: m.embeddings,
                 preload: m.preload,
@@ -329,6 +339,10 @@ struct ModelTable {
     parallel: Option<u32>,
     n_gpu_layers: Option<u32>,
     main_gpu: Option<i32>,
+    #[serde(default, deserialize_with = "named")]
+    cache_type_k: Option<KvCacheType>,
+    #[serde(default, deserialize_with = "named")]
+    cache_type_v: Option<KvCacheType>,
     threads: Option<u32>,
     embeddings: Option<bool>,
     preload: Option<bool>,
@@ -379,6 +393,16 @@ impl Sampling {
             stop: self.stop.clone(),
         }
     }
+}
+
+/// A deserializer of `Option<T>` for a string naming a `T` (`"q8_0"`).
+fn named<'de, D: Deserializer<'de>, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    let s = String::deserialize(d)?;
+    s.parse().map(Some).map_err(D::Error::custom)
 }
 
 /// A deserializer of `Option<$t>` accepting only values for which `$ok` holds.

@@ -19,6 +19,8 @@
 
 use std::time::Duration;
 
+use llm_node_protocol::KvCacheType;
+
 /// Tokens a request without `max_tokens` may generate when nothing else is
 /// configured. Without any cap such a request decodes until its slot's
 /// context is full (issue #18 observed a proxied `/api/chat` running for
@@ -42,6 +44,9 @@ pub struct ModelProfile {
     pub n_gpu_layers: Option<u32>,
     /// Main GPU among the visible ones.
     pub main_gpu: Option<i32>,
+    /// Element types of the K and V caches.
+    pub cache_type_k: Option<KvCacheType>,
+    pub cache_type_v: Option<KvCacheType>,
     /// CPU threads for decoding (0 = all cores).
     pub threads: Option<u32>,
     /// Whether the worker creates an embeddings context.
@@ -141,6 +146,8 @@ impl ModelProfile {
             parallel: self.parallel.or(lower.parallel),
             n_gpu_layers: self.n_gpu_layers.or(lower.n_gpu_layers),
             main_gpu: self.main_gpu.or(lower.main_gpu),
+            cache_type_k: self.cache_type_k.or(lower.cache_type_k),
+            cache_type_v: self.cache_type_v.or(lower.cache_type_v),
             threads: self.threads.or(lower.threads),
             embeddings: self.embeddings.or(lower.embeddings),
             chat_template: self.chat_template.or_else(|| lower.chat_template.clone()),
@@ -162,6 +169,7 @@ impl ModelProfile {
             self.parallel,
             self.n_gpu_layers,
             self.main_gpu,
+            (self.cache_type_k, self.cache_type_v),
             self.threads,
             self.embeddings,
             &self.chat_template,
@@ -171,6 +179,7 @@ impl ModelProfile {
             next.parallel,
             next.n_gpu_layers,
             next.main_gpu,
+            (next.cache_type_k, next.cache_type_v),
             next.threads,
             next.embeddings,
             &next.chat_template,
@@ -279,6 +288,14 @@ mod tests {
             },
             ModelProfile {
                 embeddings: Some(false),
+                ..Default::default()
+            },
+            ModelProfile {
+                cache_type_k: Some(KvCacheType::Q8_0),
+                ..Default::default()
+            },
+            ModelProfile {
+                cache_type_v: Some(KvCacheType::Q8_0),
                 ..Default::default()
             },
         ];

@@ -137,6 +137,36 @@ fn every_field_is_read_and_defaults_are_inherited() {
     assert_eq!(s.stop.as_deref(), Some(&["</s>".to_string()][..]));
 }
 
+const DEVICE_FIELDS: &str = r#"
+[defaults]
+cache_type_k = "q8_0"
+cache_type_v = "q8_0"
+
+[models.alpha]
+path = "a.gguf"
+cache_type_k = "f16"
+cache_type_v = "IQ4_NL"
+
+[models.beta]
+path = "b.gguf"
+"#;
+
+#[test]
+fn device_settings_are_read_and_inherited() {
+    let dir = fixture();
+    let file = parse_in(dir.path(), DEVICE_FIELDS).unwrap();
+    let (a, b) = (&file.models[0].profile, &file.models[1].profile);
+    assert_eq!(
+        (a.cache_type_k, a.cache_type_v),
+        (Some(KvCacheType::F16), Some(KvCacheType::Iq4Nl))
+    );
+    assert_eq!(
+        (b.cache_type_k, b.cache_type_v),
+        (Some(KvCacheType::Q8_0), Some(KvCacheType::Q8_0)),
+        "inherited from [defaults]"
+    );
+}
+
 #[test]
 fn an_empty_file_is_a_node_without_models() {
     let dir = fixture();
@@ -254,6 +284,18 @@ fn bad_files_name_the_line_and_the_field() {
             1,
             "models.\"a b\"",
             "no whitespace",
+        ),
+        (
+            "[models.a]\npath = \"a.gguf\"\ncache_type_k = \"q3_k\"\n",
+            3,
+            "models.a.cache_type_k",
+            "is not one of f32, f16, bf16, q8_0",
+        ),
+        (
+            "[defaults]\ncache_type_v = 8\n",
+            2,
+            "defaults.cache_type_v",
+            "invalid type",
         ),
     ];
     for (text, line, field, message) in cases {
