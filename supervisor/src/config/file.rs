@@ -23,10 +23,19 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
-use llm_node_protocol::KvCacheType;
+use llm_node_protocol::{KvCacheType, SplitMode};
 
 use crate::models::names::canonical;
 use crate::models::profile::{MaxTokens, ModelProfile, SamplingDefaults};
+
+/// Why `tensor_split` is refused rather than ignored: llama-cpp-2 0.1.160
+/// keeps `llama_model_params.tensor_split` private (it is written only by
+/// `fit_params`, which derives ratios from free VRAM), so explicit ratios
+/// cannot reach llama.cpp without patching the crate.
+pub const TENSOR_SPLIT_REFUSED: &str = "explicit tensor_split ratios cannot be honoured \
+     (llama-cpp-2 0.1.160 exposes no setter for llama.cpp's tensor_split); \
+     choose the GPUs with `pin` (llama.cpp then splits the layers by their free memory), \
+     or keep the model on one GPU with `allow_split = false` or `split_mode = \"none\"`";
 
 /// A models configuration file, read and validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -114,6 +123,13 @@ pub fn parse(text: &str, path: &Path, dir: &Path) -> Result<ModelsFile, FileErro
             inner.message().to_string(),
         )
     })?;
+    if let Some(t) = &raw.defaults.tensor_split {
+        return Err(at(
+            t.span(),
+            "defaults.tensor_split".into(),
+            TENSOR_SPLIT_REFUSED.into(),
+        ));
+    }
     let defaults = raw.defaults.profile();
     let mut models = Vec::new();
     let mut names: HashMap<String, String> = HashMap::new();
@@ -126,6 +142,13 @@ pub fn parse(text: &str, path: &Path, dir: &Path) -> Result<ModelsFile, FileErro
                 span,
                 format!("models.{name:?}"),
                 "a model name must be non-empty and contain no whitespace".into(),
+            ));
+        }
+        if let Some(t) = &table.settings.tensor_split {
+            return Err(at(
+                t.span(),
+                field("tensor_split"),
+                TENSOR_SPLIT_REFUSED.into(),
             ));
         }
         let source = match (&table.path, &table.store) {
@@ -244,6 +267,11 @@ struct Settings {
     n_gpu_layers: Option<u32>,
     main_gpu: Option<i32>,
     #[serde(default, deserialize_with = "named")]
+    split_mode: Option<SplitMode>,
+    allow_split: Option<bool>,
+    /// Refused (see [`TENSOR_SPLIT_REFUSED`]); read only to say why.
+    tensor_split: Option<Spanned<toml::Value>>,
+    #[serde(default, deserialize_with = "named")]
     cache_type_k: Option<KvCacheType>,
     #[serde(default, deserialize_with = "named")]
     cache_type_v: Option<KvCacheType>,
@@ -267,6 +295,8 @@ impl Settings {
             parallel: self.parallel,
             n_gpu_layers: self.n_gpu_layers,
             main_gpu: self.main_gpu,
+            split_mode: self.split_mode,
+            allow_split: self.allow_split,
             cache_type_k: self.cache_type_k,
             cache_type_v: self.cache_type_v,
             threads: self.threads,
@@ -310,6 +340,9 @@ impl<'de> Deserialize<'de> for RawModel {
                 parallel: m.parallel,
                 n_gpu_layers: m.n_gpu_layers,
                 main_gpu: m.main_gpu,
+                split_mode: m.split_mode,
+                allow_split: m.allow_split,
+                tensor_split: m.tensor_split,
                 cache_type_k: m.cache_type_k,
                 cache_type_v: m.cache_type_v,
                 threads: m.threads,
@@ -332,6 +365,8 @@ struct ModelTable {
     #[serde(default)]
     aliases: Vec<Spanned<String>>,
     chat_template: Option<Spanned<PathBuf>>,
+    /// `gpus` is the same list by the name llama-swap users look for.
+    #[serde(alias = "gpus")]
     pin: Option<Vec<u32>>,
     #[serde(default, deserialize_with = "ctx_size")]
     ctx_size: Option<u32>,
@@ -339,6 +374,11 @@ struct ModelTable {
     parallel: Option<u32>,
     n_gpu_layers: Option<u32>,
     main_gpu: Option<i32>,
+    #[serde(default, deserialize_with = "named")]
+    split_mode: Option<SplitMode>,
+    allow_split: Option<bool>,
+    /// Refused (see [`TENSOR_SPLIT_REFUSED`]); read only to say why.
+    tensor_split: Option<Spanned<toml::Value>>,
     #[serde(default, deserialize_with = "named")]
     cache_type_k: Option<KvCacheType>,
     #[serde(default, deserialize_with = "named")]

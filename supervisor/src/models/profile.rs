@@ -19,7 +19,7 @@
 
 use std::time::Duration;
 
-use llm_node_protocol::KvCacheType;
+use llm_node_protocol::{KvCacheType, SplitMode};
 
 /// Tokens a request without `max_tokens` may generate when nothing else is
 /// configured. Without any cap such a request decodes until its slot's
@@ -44,6 +44,11 @@ pub struct ModelProfile {
     pub n_gpu_layers: Option<u32>,
     /// Main GPU among the visible ones.
     pub main_gpu: Option<i32>,
+    /// How the model spans several GPUs.
+    pub split_mode: Option<SplitMode>,
+    /// `false`: the model stays on one GPU (placement refuses it when none
+    /// fits alone).
+    pub allow_split: Option<bool>,
     /// Element types of the K and V caches.
     pub cache_type_k: Option<KvCacheType>,
     pub cache_type_v: Option<KvCacheType>,
@@ -146,6 +151,8 @@ impl ModelProfile {
             parallel: self.parallel.or(lower.parallel),
             n_gpu_layers: self.n_gpu_layers.or(lower.n_gpu_layers),
             main_gpu: self.main_gpu.or(lower.main_gpu),
+            split_mode: self.split_mode.or(lower.split_mode),
+            allow_split: self.allow_split.or(lower.allow_split),
             cache_type_k: self.cache_type_k.or(lower.cache_type_k),
             cache_type_v: self.cache_type_v.or(lower.cache_type_v),
             threads: self.threads.or(lower.threads),
@@ -170,6 +177,7 @@ impl ModelProfile {
             self.n_gpu_layers,
             self.main_gpu,
             (self.cache_type_k, self.cache_type_v),
+            (self.split_mode, self.allow_split),
             self.threads,
             self.embeddings,
             &self.chat_template,
@@ -180,6 +188,7 @@ impl ModelProfile {
             next.n_gpu_layers,
             next.main_gpu,
             (next.cache_type_k, next.cache_type_v),
+            (next.split_mode, next.allow_split),
             next.threads,
             next.embeddings,
             &next.chat_template,
@@ -296,6 +305,14 @@ mod tests {
             },
             ModelProfile {
                 cache_type_v: Some(KvCacheType::Q8_0),
+                ..Default::default()
+            },
+            ModelProfile {
+                split_mode: Some(SplitMode::Row),
+                ..Default::default()
+            },
+            ModelProfile {
+                allow_split: Some(false),
                 ..Default::default()
             },
         ];

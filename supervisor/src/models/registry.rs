@@ -791,7 +791,13 @@ impl Models {
                 free_bytes: d.free_bytes,
             })
             .collect();
-        match placement::place(need, pins, &gpus, &self.inner.shared.supervision.placement)? {
+        // A model may span GPUs unless its profile or its split mode says not.
+        let split = entry.profile.allow_split != Some(false)
+            && worker
+                .as_ref()
+                .is_none_or(|w| w.split_mode != llm_node_protocol::SplitMode::None);
+        let policy = &self.inner.shared.supervision.placement;
+        match placement::place(need, pins, split, &gpus, policy)? {
             Placement::Cpu => Ok(None),
             Placement::Gpus(list) => {
                 tracing::info!(model = %entry.spec.name, gpus = ?list, need_mib = need >> 20,

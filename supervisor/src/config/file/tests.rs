@@ -141,11 +141,16 @@ const DEVICE_FIELDS: &str = r#"
 [defaults]
 cache_type_k = "q8_0"
 cache_type_v = "q8_0"
+split_mode = "row"
+allow_split = false
 
 [models.alpha]
 path = "a.gguf"
 cache_type_k = "f16"
 cache_type_v = "IQ4_NL"
+split_mode = "none"
+allow_split = true
+gpus = [1, 2]
 
 [models.beta]
 path = "b.gguf"
@@ -164,6 +169,14 @@ fn device_settings_are_read_and_inherited() {
         (b.cache_type_k, b.cache_type_v),
         (Some(KvCacheType::Q8_0), Some(KvCacheType::Q8_0)),
         "inherited from [defaults]"
+    );
+    assert_eq!(
+        (a.split_mode, a.allow_split, a.pin.as_deref()),
+        (Some(SplitMode::None), Some(true), Some(&[1, 2][..]))
+    );
+    assert_eq!(
+        (b.split_mode, b.allow_split, b.pin.as_deref()),
+        (Some(SplitMode::Row), Some(false), None)
     );
 }
 
@@ -290,6 +303,37 @@ fn bad_files_name_the_line_and_the_field() {
             3,
             "models.a.cache_type_k",
             "is not one of f32, f16, bf16, q8_0",
+        ),
+        (
+            "[models.a]\npath = \"a.gguf\"\nsplit_mode = \"tensor\"\n",
+            3,
+            "models.a.split_mode",
+            "is not one of none, layer, row",
+        ),
+        (
+            "[models.a]\npath = \"a.gguf\"\nallow_split = \"no\"\n",
+            3,
+            "models.a.allow_split",
+            "invalid type",
+        ),
+        (
+            "[models.a]\npath = \"a.gguf\"\n\ntensor_split = [3, 1]\n",
+            4,
+            "models.a.tensor_split",
+            "cannot be honoured",
+        ),
+        (
+            "[defaults]\ntensor_split = [1, 1]\n",
+            2,
+            "defaults.tensor_split",
+            "choose the GPUs with `pin`",
+        ),
+        (
+            // serde reports a duplicate at the table, under the key's own name.
+            "[models.a]\npath = \"a.gguf\"\npin = [0]\ngpus = [1]\n",
+            1,
+            "models.a",
+            "duplicate field `pin`",
         ),
         (
             "[defaults]\ncache_type_v = 8\n",
