@@ -676,6 +676,56 @@ mod tests {
     }
 
     #[test]
+    fn per_model_settings_override_the_node_flags_in_the_worker_config() {
+        let args = parse(&[
+            "--cache-ram",
+            "512",
+            "--spec-ngram",
+            "2",
+            "--spec-draft",
+            "4",
+            "--cache-type-k",
+            "q8_0",
+            "--split-mode",
+            "row",
+        ]);
+        let settings = args.model_settings(PathBuf::from("w"), None);
+        let spec = ModelSpec {
+            name: "m".into(),
+            path: PathBuf::from("/m.gguf"),
+        };
+        let node = settings.worker_config_for(&spec, &Default::default());
+        assert_eq!(
+            (node.cache_ram_mib, node.spec_ngram, node.spec_draft),
+            (512, 2, 4)
+        );
+        assert_eq!(
+            (node.cache_type_k, node.cache_type_v, node.split_mode),
+            (KvCacheType::Q8_0, KvCacheType::F16, SplitMode::Row)
+        );
+        let profile = crate::models::ModelProfile {
+            cache_ram: Some(0),
+            spec_ngram: Some(4),
+            spec_draft: Some(12),
+            cache_type_k: Some(KvCacheType::Q4_0),
+            cache_type_v: Some(KvCacheType::Q4_0),
+            split_mode: Some(SplitMode::None),
+            ..Default::default()
+        };
+        let own = settings.worker_config_for(&spec, &profile);
+        assert_eq!(
+            (own.cache_ram_mib, own.spec_ngram, own.spec_draft),
+            (0, 4, 12)
+        );
+        assert_eq!(
+            (own.cache_type_k, own.cache_type_v, own.split_mode),
+            (KvCacheType::Q4_0, KvCacheType::Q4_0, SplitMode::None)
+        );
+        assert!(Args::try_parse_from(["llm-node", "--cache-type-v", "q3_k"]).is_err());
+        assert!(Args::try_parse_from(["llm-node", "--split-mode", "tensor"]).is_err());
+    }
+
+    #[test]
     fn model_flag_is_repeatable_and_comma_separated() {
         let args = parse(&["--model", "a=/x/a.gguf,b=/y/b.gguf", "--model", "C=/z.gguf"]);
         let names: Vec<_> = args.models.iter().map(|m| m.name.as_str()).collect();

@@ -266,6 +266,12 @@ struct Settings {
     parallel: Option<u32>,
     n_gpu_layers: Option<u32>,
     main_gpu: Option<i32>,
+    /// Host-RAM prompt cache, MiB.
+    cache_ram: Option<u32>,
+    #[serde(default, deserialize_with = "spec_ngram")]
+    spec_ngram: Option<u32>,
+    #[serde(default, deserialize_with = "spec_draft")]
+    spec_draft: Option<u32>,
     #[serde(default, deserialize_with = "named")]
     split_mode: Option<SplitMode>,
     allow_split: Option<bool>,
@@ -295,6 +301,9 @@ impl Settings {
             parallel: self.parallel,
             n_gpu_layers: self.n_gpu_layers,
             main_gpu: self.main_gpu,
+            cache_ram: self.cache_ram,
+            spec_ngram: self.spec_ngram,
+            spec_draft: self.spec_draft,
             split_mode: self.split_mode,
             allow_split: self.allow_split,
             cache_type_k: self.cache_type_k,
@@ -340,6 +349,9 @@ impl<'de> Deserialize<'de> for RawModel {
                 parallel: m.parallel,
                 n_gpu_layers: m.n_gpu_layers,
                 main_gpu: m.main_gpu,
+                cache_ram: m.cache_ram,
+                spec_ngram: m.spec_ngram,
+                spec_draft: m.spec_draft,
                 split_mode: m.split_mode,
                 allow_split: m.allow_split,
                 tensor_split: m.tensor_split,
@@ -374,6 +386,12 @@ struct ModelTable {
     parallel: Option<u32>,
     n_gpu_layers: Option<u32>,
     main_gpu: Option<i32>,
+    /// Host-RAM prompt cache, MiB.
+    cache_ram: Option<u32>,
+    #[serde(default, deserialize_with = "spec_ngram")]
+    spec_ngram: Option<u32>,
+    #[serde(default, deserialize_with = "spec_draft")]
+    spec_draft: Option<u32>,
     #[serde(default, deserialize_with = "named")]
     split_mode: Option<SplitMode>,
     allow_split: Option<bool>,
@@ -466,6 +484,8 @@ ranged!(
     "[64, 2097152]"
 );
 ranged!(parallel, u32, |v| (1..=512).contains(&v), "[1, 512]");
+ranged!(spec_ngram, u32, |v| v <= 64, "[0, 64]");
+ranged!(spec_draft, u32, |v| (1..=256).contains(&v), "[1, 256]");
 ranged!(positive, u32, |v| v >= 1, "[1, 4294967295]");
 ranged!(temperature, f32, |v| (0.0..=2.0).contains(&v), "[0, 2]");
 ranged!(top_p, f32, |v| v > 0.0 && v <= 1.0, "(0, 1]");

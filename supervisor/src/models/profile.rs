@@ -49,6 +49,11 @@ pub struct ModelProfile {
     /// `false`: the model stays on one GPU (placement refuses it when none
     /// fits alone).
     pub allow_split: Option<bool>,
+    /// Host-RAM prompt cache, MiB (0: off).
+    pub cache_ram: Option<u32>,
+    /// Speculative decoding's n-gram length (0: off) and most draft tokens.
+    pub spec_ngram: Option<u32>,
+    pub spec_draft: Option<u32>,
     /// Element types of the K and V caches.
     pub cache_type_k: Option<KvCacheType>,
     pub cache_type_v: Option<KvCacheType>,
@@ -151,6 +156,9 @@ impl ModelProfile {
             parallel: self.parallel.or(lower.parallel),
             n_gpu_layers: self.n_gpu_layers.or(lower.n_gpu_layers),
             main_gpu: self.main_gpu.or(lower.main_gpu),
+            cache_ram: self.cache_ram.or(lower.cache_ram),
+            spec_ngram: self.spec_ngram.or(lower.spec_ngram),
+            spec_draft: self.spec_draft.or(lower.spec_draft),
             split_mode: self.split_mode.or(lower.split_mode),
             allow_split: self.allow_split.or(lower.allow_split),
             cache_type_k: self.cache_type_k.or(lower.cache_type_k),
@@ -178,6 +186,7 @@ impl ModelProfile {
             self.main_gpu,
             (self.cache_type_k, self.cache_type_v),
             (self.split_mode, self.allow_split),
+            (self.cache_ram, self.spec_ngram, self.spec_draft),
             self.threads,
             self.embeddings,
             &self.chat_template,
@@ -189,6 +198,7 @@ impl ModelProfile {
             next.main_gpu,
             (next.cache_type_k, next.cache_type_v),
             (next.split_mode, next.allow_split),
+            (next.cache_ram, next.spec_ngram, next.spec_draft),
             next.threads,
             next.embeddings,
             &next.chat_template,
@@ -313,6 +323,18 @@ mod tests {
             },
             ModelProfile {
                 allow_split: Some(false),
+                ..Default::default()
+            },
+            ModelProfile {
+                cache_ram: Some(0),
+                ..Default::default()
+            },
+            ModelProfile {
+                spec_ngram: Some(3),
+                ..Default::default()
+            },
+            ModelProfile {
+                spec_draft: Some(4),
                 ..Default::default()
             },
         ];

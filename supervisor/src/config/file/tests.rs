@@ -143,6 +143,9 @@ cache_type_k = "q8_0"
 cache_type_v = "q8_0"
 split_mode = "row"
 allow_split = false
+cache_ram = 1024
+spec_ngram = 3
+spec_draft = 16
 
 [models.alpha]
 path = "a.gguf"
@@ -151,6 +154,8 @@ cache_type_v = "IQ4_NL"
 split_mode = "none"
 allow_split = true
 gpus = [1, 2]
+cache_ram = 0
+spec_ngram = 0
 
 [models.beta]
 path = "b.gguf"
@@ -177,6 +182,14 @@ fn device_settings_are_read_and_inherited() {
     assert_eq!(
         (b.split_mode, b.allow_split, b.pin.as_deref()),
         (Some(SplitMode::Row), Some(false), None)
+    );
+    assert_eq!(
+        (a.cache_ram, a.spec_ngram, a.spec_draft),
+        (Some(0), Some(0), Some(16))
+    );
+    assert_eq!(
+        (b.cache_ram, b.spec_ngram, b.spec_draft),
+        (Some(1024), Some(3), Some(16))
     );
 }
 
@@ -334,6 +347,24 @@ fn bad_files_name_the_line_and_the_field() {
             1,
             "models.a",
             "duplicate field `pin`",
+        ),
+        (
+            "[models.a]\npath = \"a.gguf\"\nspec_ngram = 65\n",
+            3,
+            "models.a.spec_ngram",
+            "out of range [0, 64]",
+        ),
+        (
+            "[defaults]\nspec_draft = 0\n",
+            2,
+            "defaults.spec_draft",
+            "out of range [1, 256]",
+        ),
+        (
+            "[defaults]\ncache_ram = -1\n",
+            2,
+            "defaults.cache_ram",
+            "invalid value",
         ),
         (
             "[defaults]\ncache_type_v = 8\n",
