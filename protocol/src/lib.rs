@@ -9,6 +9,8 @@
 //! - [`Command`] (supervisor → worker) and [`Event`] (worker → supervisor):
 //!   request-level messages keyed by [`RequestId`], each encoded with bincode 1
 //!   ([`encode`] / [`decode`]) as one message on an ipc-channel byte channel.
+//! - [`KvCacheType`], [`SplitMode`] (`device.rs`): the device settings of a
+//!   [`WorkerConfig`], named as llama-server's flags name them.
 //!
 //! # Handshake
 //! 1. The supervisor opens an `IpcOneShotServer<Bootstrap>` and spawns the
@@ -42,6 +44,9 @@
 
 use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender};
 use serde::{Deserialize, Serialize};
+
+mod device;
+pub use device::{KvCacheType, SplitMode, UnknownName};
 
 /// Version of this contract. A worker and supervisor with different versions refuse to talk.
 pub const PROTOCOL_VERSION: u32 = 10;
@@ -90,6 +95,12 @@ pub struct WorkerConfig {
     pub n_gpu_layers: u32,
     /// Index of the main GPU among the visible ones.
     pub main_gpu: i32,
+    /// How the model is spread over the visible GPUs.
+    pub split_mode: SplitMode,
+    /// Element type of the K cache.
+    pub cache_type_k: KvCacheType,
+    /// Element type of the V cache (a quantised one turns flash attention on).
+    pub cache_type_v: KvCacheType,
     /// CPU threads for decoding; 0 means all available cores.
     pub threads: u32,
     /// Maximum tokens submitted to one `llama_decode` call (logical batch).
@@ -659,6 +670,9 @@ mod tests {
             parallel: 4,
             n_gpu_layers: 0,
             main_gpu: 0,
+            split_mode: SplitMode::Row,
+            cache_type_k: KvCacheType::Q8_0,
+            cache_type_v: KvCacheType::Q4_0,
             threads: 0,
             batch_size: 512,
             prefill_chunk: 128,

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
-use llm_node_protocol::WorkerConfig;
+use llm_node_protocol::{KvCacheType, SplitMode, WorkerConfig};
 
 use crate::models::ModelSettings;
 pub use crate::models::{ModelProfile, ModelSpec};
@@ -122,6 +122,22 @@ pub struct Args {
     /// Index of the main GPU among the visible ones.
     #[arg(long, env = "LLM_NODE_MAIN_GPU", default_value_t = 0)]
     pub main_gpu: i32,
+
+    /// How a model is spread over several GPUs (llama-server's
+    /// `--split-mode`): `none` (the main GPU only), `layer` (whole layers
+    /// per GPU, the default) or `row` (rows of each matrix, CUDA only).
+    #[arg(long, env = "LLM_NODE_SPLIT_MODE", default_value = "layer")]
+    pub split_mode: SplitMode,
+
+    /// Element type of the K cache: f32, f16 (the default), bf16, q8_0,
+    /// q4_0, q4_1, iq4_nl, q5_0 or q5_1 (llama-server's `--cache-type-k`).
+    #[arg(long, env = "LLM_NODE_CACHE_TYPE_K", default_value = "f16")]
+    pub cache_type_k: KvCacheType,
+
+    /// Element type of the V cache, as --cache-type-k; a quantised type
+    /// turns flash attention on (llama.cpp needs it for one).
+    #[arg(long, env = "LLM_NODE_CACHE_TYPE_V", default_value = "f16")]
+    pub cache_type_v: KvCacheType,
 
     /// Host-RAM prompt cache per model, in MiB: a slot's KV is saved there
     /// when the slot is reassigned, and a request extending it restores it
@@ -505,6 +521,9 @@ impl Args {
             parallel: self.parallel,
             n_gpu_layers: self.n_gpu_layers,
             main_gpu: self.main_gpu,
+            split_mode: self.split_mode,
+            cache_type_k: self.cache_type_k,
+            cache_type_v: self.cache_type_v,
             threads: self.threads,
             batch_size: self.batch_size,
             prefill_chunk: self.prefill_chunk,
@@ -657,6 +676,56 @@ mod tests {
         assert_eq!(args.ready_timeout_secs, 300);
         assert!(!args.no_embeddings);
         assert_eq!(args.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn per_model_settings_override_the_node_flags_in_the_worker_config() {
+        let args = parse(&[
+            "--cache-ram",
+            "512",
+            "--spec-ngram",
+            "2",
+            "--spec-draft",
+            "4",
+            "--cache-type-k",
+            "q8_0",
+            "--split-mode",
+            "row",
+        ]);
+        let settings = args.model_settings(PathBuf::from("w"), None);
+        let spec = ModelSpec {
+            name: "m".into(),
+            path: PathBuf::from("/m.gguf"),
+        };
+        let node = settings.worker_config_for(&spec, &Default::default());
+        assert_eq!(
+            (node.cache_ram_mib, node.spec_ngram, node.spec_draft),
+            (512, 2, 4)
+        );
+        assert_eq!(
+            (node.cache_type_k, node.cache_type_v, node.split_mode),
+            (KvCacheType::Q8_0, KvCacheType::F16, SplitMode::Row)
+        );
+        let profile = crate::models::ModelProfile {
+            cache_ram: Some(0),
+            spec_ngram: Some(4),
+            spec_draft: Some(12),
+            cache_type_k: Some(KvCacheType::Q4_0),
+            cache_type_v: Some(KvCacheType::Q4_0),
+            split_mode: Some(SplitMode::None),
+            ..Default::default()
+        };
+        let own = settings.worker_config_for(&spec, &profile);
+        assert_eq!(
+            (own.cache_ram_mib, own.spec_ngram, own.spec_draft),
+            (0, 4, 12)
+        );
+        assert_eq!(
+            (own.cache_type_k, own.cache_type_v, own.split_mode),
+            (KvCacheType::Q4_0, KvCacheType::Q4_0, SplitMode::None)
+        );
+        assert!(Args::try_parse_from(["llm-node", "--cache-type-v", "q3_k"]).is_err());
+        assert!(Args::try_parse_from(["llm-node", "--split-mode", "tensor"]).is_err());
     }
 
     #[test]

@@ -159,6 +159,55 @@ async fn per_model_settings_reach_each_worker_and_aliases_resolve() {
 }
 
 #[actix_rt::test]
+async fn aliases_are_listed_in_v1_models_and_api_tags_naming_their_model() {
+    let n = TestNode::start(&[("alpha.gguf", ""), ("beta.gguf", "")], TWO_MODELS).await;
+    let get = |path: &'static str| {
+        let (http, url) = (n.http.clone(), n.url(path));
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, list) = get("/v1/models").await;
+    assert_eq!(status, 200);
+    let data = list["data"].as_array().unwrap();
+    let ids: Vec<_> = data.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["alpha", "first", "beta"], "{list}");
+    let (alpha, first) = (&data[0], &data[1]);
+    assert_eq!(first["owned_by"], alpha["owned_by"]);
+    assert_eq!(first["object"], "model");
+    assert_eq!(
+        (&first["parent"], &first["root"]),
+        (&json!("alpha"), &json!("alpha"))
+    );
+    assert!(alpha.get("parent").is_none(), "{alpha}");
+    // Asked for by the alias, the alias's entry.
+    let (status, one) = get("/v1/models/first").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (&one["id"], &one["parent"]),
+        (&json!("first"), &json!("alpha"))
+    );
+
+    let (status, tags) = get("/api/tags").await;
+    assert_eq!(status, 200);
+    let models = tags["models"].as_array().unwrap();
+    let names: Vec<_> = models.iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["alpha", "first", "beta"], "{tags}");
+    let (alpha, first) = (&models[0], &models[1]);
+    // A model configured by path has no manifest (digest ""); a stored
+    // model's alias gets its manifest digest the same way.
+    assert!(alpha["digest"].is_string(), "{alpha}");
+    assert_eq!(
+        first["digest"], alpha["digest"],
+        "the alias carries its model's digest"
+    );
+    assert_eq!(first["size"], alpha["size"]);
+    assert_eq!(first["model"], "first");
+    n.node.stop().await;
+}
+
+#[actix_rt::test]
 async fn reload_restarts_only_changed_models_and_spares_in_flight_requests() {
     let files = [
         ("alpha.gguf", "token_ms=20"),

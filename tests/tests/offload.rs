@@ -3,7 +3,7 @@
 //! close the GGUF-based estimate comes to what llama.cpp really allocated.
 //! This machine has no GPU: the worker runs on the CPU and must say so.
 
-use llm_node_tests::{Node, MODEL};
+use llm_node_tests::{chat, Node, MODEL};
 use serde_json::Value;
 
 /// `a` within `pct` % of `b`.
@@ -93,6 +93,44 @@ fn memory_estimate_is_within_ten_percent_of_llama_cpp_allocations_at_a_larger_co
     let node = Node::spawn_ctx(4, 4096, &[]);
     node.wait_ready(MODEL);
     assert_estimate_matches_allocation(&node.admin_model(MODEL), "ctx 4096 x 4");
+}
+
+#[test]
+fn a_q8_0_kv_cache_is_allocated_as_estimated_and_the_model_still_chats() {
+    let node = Node::spawn_ctx(
+        4,
+        4096,
+        &["--cache-type-k", "q8_0", "--cache-type-v", "q8_0"],
+    );
+    node.wait_ready(MODEL);
+    let m = node.admin_model(MODEL);
+    assert_eq!(
+        m["kv_cache"],
+        serde_json::json!({"type_k": "q8_0", "type_v": "q8_0"}),
+        "{m}"
+    );
+    // SmolLM2-135M: 30 layers × (192 + 192) × 4 × 4096 cells, f16 = 360 MiB;
+    // q8_0 stores 34 bytes per 32 elements: 191.25 MiB.
+    let kv = u(&m["offload"]["allocated"]["kv"]);
+    let q8 = 30 * 384 * 4 * 4096 * 34 / 32;
+    assert!(
+        within(kv, q8, 1.0),
+        "llama.cpp's KV buffer {kv} vs q8_0's {q8}: {m}"
+    );
+    assert_estimate_matches_allocation(&m, "ctx 4096 x 4, q8_0 cache");
+    // A quantised V cache needs flash attention (llama.cpp turns it on); the
+    // model must still answer.
+    let (status, body) = node.post(
+        "/v1/chat/completions",
+        &chat(
+            "Say hello.",
+            serde_json::json!({"max_tokens": 8, "temperature": 0}),
+        ),
+    );
+    assert_eq!(status, 200, "{body}");
+    let text = body["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(!text.trim().is_empty(), "{body}");
+    assert_eq!(body["usage"]["completion_tokens"], 8, "{body}");
 }
 
 #[test]

@@ -3,14 +3,14 @@
 
 use std::num::NonZeroU32;
 
-use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::params::{KvCacheType as LlamaKvType, LlamaContextParams};
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
-use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::params::{LlamaModelParams, LlamaSplitMode};
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use llm_node_chat::template::{ChatTemplate, CHATML};
-use llm_node_protocol::WorkerConfig;
+use llm_node_protocol::{KvCacheType, SplitMode, WorkerConfig};
 
 /// The model or its context could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +37,8 @@ pub fn load_model(backend: &LlamaBackend, config: &WorkerConfig) -> Result<Llama
     backend_modules::load_once();
     let params = LlamaModelParams::default()
         .with_n_gpu_layers(config.n_gpu_layers)
-        .with_main_gpu(config.main_gpu);
+        .with_main_gpu(config.main_gpu)
+        .with_split_mode(split_mode(config.split_mode));
     LlamaModel::load_from_file(backend, &config.model_path, &params).map_err(|e| LoadError {
         message: format!("llama.cpp could not load {}: {e}", config.model_path),
         permanent: true,
@@ -140,10 +141,26 @@ pub fn new_context<'m>(
         .with_n_seq_max(parallel)
         .with_kv_unified(false)
         .with_n_threads(n_threads)
-        .with_n_threads_batch(n_threads);
+        .with_n_threads_batch(n_threads)
+        .with_type_k(kv_type(config.cache_type_k))
+        .with_type_v(kv_type(config.cache_type_v));
+    // Flash attention stays llama.cpp's `auto`: it turns it on for a
+    // quantised V cache (which needs it) and refuses the context only where
+    // the device cannot run it for that type or a head size is not a
+    // multiple of the type's block; that is a property of the model and the
+    // settings, so retrying cannot help.
+    let quantized = config.cache_type_k.is_quantized() || config.cache_type_v.is_quantized();
     model.new_context(backend, params).map_err(|e| LoadError {
-        message: format!("could not create context: {e}"),
-        permanent: false,
+        message: match quantized {
+            true => format!(
+                "could not create context with KV cache types K {} / V {} \
+                 (llama.cpp needs flash attention for a quantised V cache and head \
+                 sizes divisible by the type's block of 32; see the worker log): {e}",
+                config.cache_type_k, config.cache_type_v
+            ),
+            false => format!("could not create context: {e}"),
+        },
+        permanent: quantized,
     })
 }
 
@@ -160,6 +177,29 @@ pub fn embedding_only(model: &LlamaModel) -> bool {
 /// explicit `false` (decoders leave the key out).
 pub fn is_encoder(causal: Option<&str>) -> bool {
     causal.is_some_and(|c| c.trim().eq_ignore_ascii_case("false"))
+}
+
+/// llama-cpp-2's name of a cache type.
+fn kv_type(t: KvCacheType) -> LlamaKvType {
+    match t {
+        KvCacheType::F32 => LlamaKvType::F32,
+        KvCacheType::F16 => LlamaKvType::F16,
+        KvCacheType::Bf16 => LlamaKvType::BF16,
+        KvCacheType::Q8_0 => LlamaKvType::Q8_0,
+        KvCacheType::Q4_0 => LlamaKvType::Q4_0,
+        KvCacheType::Q4_1 => LlamaKvType::Q4_1,
+        KvCacheType::Iq4Nl => LlamaKvType::IQ4_NL,
+        KvCacheType::Q5_0 => LlamaKvType::Q5_0,
+        KvCacheType::Q5_1 => LlamaKvType::Q5_1,
+    }
+}
+
+fn split_mode(m: SplitMode) -> LlamaSplitMode {
+    match m {
+        SplitMode::None => LlamaSplitMode::None,
+        SplitMode::Layer => LlamaSplitMode::Layer,
+        SplitMode::Row => LlamaSplitMode::Row,
+    }
 }
 
 /// The config's template, else the GGUF's, else ChatML; compiled.

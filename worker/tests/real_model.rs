@@ -105,6 +105,9 @@ impl Worker {
             parallel,
             n_gpu_layers: 0,
             main_gpu: 0,
+            split_mode: SplitMode::Layer,
+            cache_type_k: KvCacheType::F16,
+            cache_type_v: KvCacheType::F16,
             // Tests run in parallel on small machines: one thread per worker.
             threads: 1,
             batch_size: 256,

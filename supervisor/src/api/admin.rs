@@ -93,6 +93,13 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         .map(|(e, s)| {
             let mut m = status_json(e, s);
             m["estimate"] = estimate_json(state.models.estimate(e));
+            if let Some(w) = state.models.worker_config(e) {
+                m["kv_cache"] = json!({
+                    "type_k": w.cache_type_k.name(),
+                    "type_v": w.cache_type_v.name(),
+                });
+                m["split_mode"] = json!(w.split_mode.name());
+            }
             m
         })
         .collect();

@@ -19,7 +19,7 @@ use super::types::{
     ChatCompletionRequest, CompletionRequest, EmbeddingJob, EmbeddingRequest, EncodingFormat,
     GenerationJob,
 };
-use super::{cloud, disconnect, model_defaults};
+use super::{aliases, cloud, disconnect, model_defaults};
 use crate::cloud::Api;
 use crate::models::{Lease, ModelEntry, ModelStatus};
 use crate::worker::{GenerationEvent, GenerationStream};
@@ -427,10 +427,11 @@ pub async fn embeddings(
 
 pub async fn list_models(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let statuses = state.models.statuses().await;
-    let mut data: Vec<_> = statuses
+    let data: Vec<_> = statuses
         .iter()
         .map(|(entry, status)| model_object(&state, entry, status))
         .collect();
+    let mut data = aliases::openai_list(data, &alias_table(statuses.iter().map(|(e, _)| e)));
     data.extend(cloud::listed(&state));
     // What the router reads from its registration probe (contract §3.6).
     let (initializing, ready_models) =
@@ -451,7 +452,30 @@ pub async fn get_model(
     }
     let entry = state.models.entry(&id)?;
     let status = state.models.status(&entry).await?;
-    Ok(HttpResponse::Ok().json(model_object(&state, &entry, &status)))
+    let model = model_object(&state, &entry, &status);
+    // Asked by an alias: the alias's own entry, as the list shows it.
+    let key = crate::models::names::canonical(&id);
+    Ok(HttpResponse::Ok().json(
+        match entry
+            .profile
+            .aliases
+            .iter()
+            .find(|a| crate::models::names::canonical(a) == key)
+        {
+            Some(alias) => aliases::openai_entry(&model, alias),
+            None => model,
+        },
+    ))
+}
+
+/// Each model's aliases, by model id (for [`aliases`]).
+pub fn alias_table<'a>(
+    entries: impl Iterator<Item = &'a ModelEntry>,
+) -> Vec<(String, Vec<String>)> {
+    entries
+        .filter(|e| !e.profile.aliases.is_empty())
+        .map(|e| (e.spec.name.clone(), e.profile.aliases.clone()))
+        .collect()
 }
 
 /// One entry of `/v1/models`, with llm-node's facts under `meta`.

@@ -30,12 +30,14 @@
 //! - [`chat`]: tools, `tool_choice`, `response_format`: constraints and parser options.
 //! - [`output`]: generated text → OpenAI message, deltas, tool calls, logprobs.
 //! - [`response`]: response bodies.
+//! - [`aliases`]: each model's aliases listed in `/v1/models` and `/api/tags`.
 //! - [`sse`]: streaming responses.
 //! - [`state`]: [`AppState`] and [`authorize`](state::authorize) (the access middleware's mark).
 //! - [`error`]: every error answer, rendered in one place, with a stable label each.
 
 pub mod access;
 pub mod admin;
+pub mod aliases;
 pub mod body_timeout;
 pub mod chat;
 pub mod cloud;

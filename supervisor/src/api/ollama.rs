@@ -148,7 +148,8 @@ fn ndjson(
 }
 
 /// `GET /api/tags`: the stored models, then the served models configured by
-/// path, each with details from its GGUF header.
+/// path, each with details from its GGUF header, each followed by its aliases
+/// ([`super::aliases`]).
 pub async fn tags(state: web::Data<AppState>, service: Store) -> Result<HttpResponse, ApiError> {
     let store = service.store.clone();
     let models = web::block(move || store.list())
@@ -162,11 +163,14 @@ pub async fn tags(state: web::Data<AppState>, service: Store) -> Result<HttpResp
         .iter()
         .map(|m| canonical(&m.name.to_string()))
         .collect();
-    for entry in state.models.entries() {
+    let entries = state.models.entries();
+    for entry in &entries {
         if !stored.contains(&canonical(&entry.spec.name)) {
-            list.push(super::ollama_models::configured_tag(entry).await);
+            list.push(super::ollama_models::configured_tag(entry.clone()).await);
         }
     }
+    let aliases = super::handlers::alias_table(entries.iter());
+    let list = super::aliases::ollama_list(list, &aliases);
     Ok(HttpResponse::Ok().json(json!({ "models": list })))
 }
 

@@ -23,8 +23,19 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
+use llm_node_protocol::{KvCacheType, SplitMode};
+
 use crate::models::names::canonical;
 use crate::models::profile::{MaxTokens, ModelProfile, SamplingDefaults};
+
+/// Why `tensor_split` is refused rather than ignored: llama-cpp-2 0.1.160
+/// keeps `llama_model_params.tensor_split` private (it is written only by
+/// `fit_params`, which derives ratios from free VRAM), so explicit ratios
+/// cannot reach llama.cpp without patching the crate.
+pub const TENSOR_SPLIT_REFUSED: &str = "explicit tensor_split ratios cannot be honoured \
+     (llama-cpp-2 0.1.160 exposes no setter for llama.cpp's tensor_split); \
+     choose the GPUs with `pin` (llama.cpp then splits the layers by their free memory), \
+     or keep the model on one GPU with `allow_split = false` or `split_mode = \"none\"`";
 
 /// A models configuration file, read and validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,6 +123,13 @@ pub fn parse(text: &str, path: &Path, dir: &Path) -> Result<ModelsFile, FileErro
             inner.message().to_string(),
         )
     })?;
+    if let Some(t) = &raw.defaults.tensor_split {
+        return Err(at(
+            t.span(),
+            "defaults.tensor_split".into(),
+            TENSOR_SPLIT_REFUSED.into(),
+        ));
+    }
     let defaults = raw.defaults.profile();
     let mut models = Vec::new();
     let mut names: HashMap<String, String> = HashMap::new();
@@ -124,6 +142,13 @@ pub fn parse(text: &str, path: &Path, dir: &Path) -> Result<ModelsFile, FileErro
                 span,
                 format!("models.{name:?}"),
                 "a model name must be non-empty and contain no whitespace".into(),
+            ));
+        }
+        if let Some(t) = &table.settings.tensor_split {
+            return Err(at(
+                t.span(),
+                field("tensor_split"),
+                TENSOR_SPLIT_REFUSED.into(),
             ));
         }
         let source = match (&table.path, &table.store) {
@@ -241,6 +266,21 @@ struct Settings {
     parallel: Option<u32>,
     n_gpu_layers: Option<u32>,
     main_gpu: Option<i32>,
+    /// Host-RAM prompt cache, MiB.
+    cache_ram: Option<u32>,
+    #[serde(default, deserialize_with = "spec_ngram")]
+    spec_ngram: Option<u32>,
+    #[serde(default, deserialize_with = "spec_draft")]
+    spec_draft: Option<u32>,
+    #[serde(default, deserialize_with = "named")]
+    split_mode: Option<SplitMode>,
+    allow_split: Option<bool>,
+    /// Refused (see [`TENSOR_SPLIT_REFUSED`]); read only to say why.
+    tensor_split: Option<Spanned<toml::Value>>,
+    #[serde(default, deserialize_with = "named")]
+    cache_type_k: Option<KvCacheType>,
+    #[serde(default, deserialize_with = "named")]
+    cache_type_v: Option<KvCacheType>,
     threads: Option<u32>,
     embeddings: Option<bool>,
     preload: Option<bool>,
@@ -261,6 +301,13 @@ impl Settings {
             parallel: self.parallel,
             n_gpu_layers: self.n_gpu_layers,
             main_gpu: self.main_gpu,
+            cache_ram: self.cache_ram,
+            spec_ngram: self.spec_ngram,
+            spec_draft: self.spec_draft,
+            split_mode: self.split_mode,
+            allow_split: self.allow_split,
+            cache_type_k: self.cache_type_k,
+            cache_type_v: self.cache_type_v,
             threads: self.threads,
             embeddings: self.embeddings,
             preload: self.preload,
@@ -302,6 +349,14 @@ impl<'de> Deserialize<'de> for RawModel {
                 parallel: m.parallel,
                 n_gpu_layers: m.n_gpu_layers,
                 main_gpu: m.main_gpu,
+                cache_ram: m.cache_ram,
+                spec_ngram: m.spec_ngram,
+                spec_draft: m.spec_draft,
+                split_mode: m.split_mode,
+                allow_split: m.allow_split,
+                tensor_split: m.tensor_split,
+                cache_type_k: m.cache_type_k,
+                cache_type_v: m.cache_type_v,
                 threads: m.threads,
                 embeddings: m.embeddings,
                 preload: m.preload,
@@ -322,6 +377,8 @@ struct ModelTable {
     #[serde(default)]
     aliases: Vec<Spanned<String>>,
     chat_template: Option<Spanned<PathBuf>>,
+    /// `gpus` is the same list by the name llama-swap users look for.
+    #[serde(alias = "gpus")]
     pin: Option<Vec<u32>>,
     #[serde(default, deserialize_with = "ctx_size")]
     ctx_size: Option<u32>,
@@ -329,6 +386,21 @@ struct ModelTable {
     parallel: Option<u32>,
     n_gpu_layers: Option<u32>,
     main_gpu: Option<i32>,
+    /// Host-RAM prompt cache, MiB.
+    cache_ram: Option<u32>,
+    #[serde(default, deserialize_with = "spec_ngram")]
+    spec_ngram: Option<u32>,
+    #[serde(default, deserialize_with = "spec_draft")]
+    spec_draft: Option<u32>,
+    #[serde(default, deserialize_with = "named")]
+    split_mode: Option<SplitMode>,
+    allow_split: Option<bool>,
+    /// Refused (see [`TENSOR_SPLIT_REFUSED`]); read only to say why.
+    tensor_split: Option<Spanned<toml::Value>>,
+    #[serde(default, deserialize_with = "named")]
+    cache_type_k: Option<KvCacheType>,
+    #[serde(default, deserialize_with = "named")]
+    cache_type_v: Option<KvCacheType>,
     threads: Option<u32>,
     embeddings: Option<bool>,
     preload: Option<bool>,
@@ -381,6 +453,16 @@ impl Sampling {
     }
 }
 
+/// A deserializer of `Option<T>` for a string naming a `T` (`"q8_0"`).
+fn named<'de, D: Deserializer<'de>, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    let s = String::deserialize(d)?;
+    s.parse().map(Some).map_err(D::Error::custom)
+}
+
 /// A deserializer of `Option<$t>` accepting only values for which `$ok` holds.
 macro_rules! ranged {
     ($name:ident, $t:ty, $ok:expr, $range:literal) => {
@@ -402,6 +484,8 @@ ranged!(
     "[64, 2097152]"
 );
 ranged!(parallel, u32, |v| (1..=512).contains(&v), "[1, 512]");
+ranged!(spec_ngram, u32, |v| v <= 64, "[0, 64]");
+ranged!(spec_draft, u32, |v| (1..=256).contains(&v), "[1, 256]");
 ranged!(positive, u32, |v| v >= 1, "[1, 4294967295]");
 ranged!(temperature, f32, |v| (0.0..=2.0).contains(&v), "[0, 2]");
 ranged!(top_p, f32, |v| v > 0.0 && v <= 1.0, "(0, 1]");

@@ -93,6 +93,12 @@ impl ModelSettings {
             parallel: profile.parallel.unwrap_or(node.parallel),
             n_gpu_layers: profile.n_gpu_layers.unwrap_or(node.n_gpu_layers),
             main_gpu: profile.main_gpu.unwrap_or(node.main_gpu),
+            split_mode: profile.split_mode.unwrap_or(node.split_mode),
+            cache_ram_mib: profile.cache_ram.unwrap_or(node.cache_ram_mib),
+            spec_ngram: profile.spec_ngram.unwrap_or(node.spec_ngram),
+            spec_draft: profile.spec_draft.unwrap_or(node.spec_draft),
+            cache_type_k: profile.cache_type_k.unwrap_or(node.cache_type_k),
+            cache_type_v: profile.cache_type_v.unwrap_or(node.cache_type_v),
             threads: profile.threads.unwrap_or(node.threads),
             embeddings: profile.embeddings.unwrap_or(node.embeddings),
             ..node

@@ -20,6 +20,8 @@
 
 use std::time::Duration;
 
+use llm_node_protocol::{KvCacheType, SplitMode};
+
 /// Tokens a request without `max_tokens` may generate when nothing else is
 /// configured. Without any cap such a request decodes until its slot's
 /// context is full (issue #18 observed a proxied `/api/chat` running for
@@ -43,6 +45,19 @@ pub struct ModelProfile {
     pub n_gpu_layers: Option<u32>,
     /// Main GPU among the visible ones.
     pub main_gpu: Option<i32>,
+    /// How the model spans several GPUs.
+    pub split_mode: Option<SplitMode>,
+    /// `false`: the model stays on one GPU (placement refuses it when none
+    /// fits alone).
+    pub allow_split: Option<bool>,
+    /// Host-RAM prompt cache, MiB (0: off).
+    pub cache_ram: Option<u32>,
+    /// Speculative decoding's n-gram length (0: off) and most draft tokens.
+    pub spec_ngram: Option<u32>,
+    pub spec_draft: Option<u32>,
+    /// Element types of the K and V caches.
+    pub cache_type_k: Option<KvCacheType>,
+    pub cache_type_v: Option<KvCacheType>,
     /// CPU threads for decoding (0 = all cores).
     pub threads: Option<u32>,
     /// Whether the worker creates an embeddings context.
@@ -142,6 +157,13 @@ impl ModelProfile {
             parallel: self.parallel.or(lower.parallel),
             n_gpu_layers: self.n_gpu_layers.or(lower.n_gpu_layers),
             main_gpu: self.main_gpu.or(lower.main_gpu),
+            cache_ram: self.cache_ram.or(lower.cache_ram),
+            spec_ngram: self.spec_ngram.or(lower.spec_ngram),
+            spec_draft: self.spec_draft.or(lower.spec_draft),
+            split_mode: self.split_mode.or(lower.split_mode),
+            allow_split: self.allow_split.or(lower.allow_split),
+            cache_type_k: self.cache_type_k.or(lower.cache_type_k),
+            cache_type_v: self.cache_type_v.or(lower.cache_type_v),
             threads: self.threads.or(lower.threads),
             embeddings: self.embeddings.or(lower.embeddings),
             chat_template: self.chat_template.or_else(|| lower.chat_template.clone()),
@@ -163,6 +185,9 @@ impl ModelProfile {
             self.parallel,
             self.n_gpu_layers,
             self.main_gpu,
+            (self.cache_type_k, self.cache_type_v),
+            (self.split_mode, self.allow_split),
+            (self.cache_ram, self.spec_ngram, self.spec_draft),
             self.threads,
             self.embeddings,
             &self.chat_template,
@@ -172,6 +197,9 @@ impl ModelProfile {
             next.parallel,
             next.n_gpu_layers,
             next.main_gpu,
+            (next.cache_type_k, next.cache_type_v),
+            (next.split_mode, next.allow_split),
+            (next.cache_ram, next.spec_ngram, next.spec_draft),
             next.threads,
             next.embeddings,
             &next.chat_template,
@@ -280,6 +308,34 @@ mod tests {
             },
             ModelProfile {
                 embeddings: Some(false),
+                ..Default::default()
+            },
+            ModelProfile {
+                cache_type_k: Some(KvCacheType::Q8_0),
+                ..Default::default()
+            },
+            ModelProfile {
+                cache_type_v: Some(KvCacheType::Q8_0),
+                ..Default::default()
+            },
+            ModelProfile {
+                split_mode: Some(SplitMode::Row),
+                ..Default::default()
+            },
+            ModelProfile {
+                allow_split: Some(false),
+                ..Default::default()
+            },
+            ModelProfile {
+                cache_ram: Some(0),
+                ..Default::default()
+            },
+            ModelProfile {
+                spec_ngram: Some(3),
+                ..Default::default()
+            },
+            ModelProfile {
+                spec_draft: Some(4),
                 ..Default::default()
             },
         ];

@@ -64,7 +64,8 @@ pub fn estimate(path: &std::path::Path, worker: &WorkerConfig) -> Option<memory:
         ctx_per_slot: u64::from(worker.ctx_per_slot),
         parallel: u64::from(worker.parallel),
         n_ubatch: u64::from(worker.batch_size.clamp(16, 512)),
-        cache_type_bytes: 2.0, // llama.cpp's default f16 cache
+        cache_k_bytes: worker.cache_type_k.bytes_per_element(),
+        cache_v_bytes: worker.cache_type_v.bytes_per_element(),
         n_gpu_layers: worker.n_gpu_layers,
     };
     Some(memory::estimate(&shape, &settings))
@@ -792,7 +793,13 @@ impl Models {
                 free_bytes: d.free_bytes,
             })
             .collect();
-        match placement::place(need, pins, &gpus, &self.inner.shared.supervision.placement)? {
+        // A model may span GPUs unless its profile or its split mode says not.
+        let split = entry.profile.allow_split != Some(false)
+            && worker
+                .as_ref()
+                .is_none_or(|w| w.split_mode != llm_node_protocol::SplitMode::None);
+        let policy = &self.inner.shared.supervision.placement;
+        match placement::place(need, pins, split, &gpus, policy)? {
             Placement::Cpu => Ok(None),
             Placement::Gpus(list) => {
                 tracing::info!(model = %entry.spec.name, gpus = ?list, need_mib = need >> 20,
@@ -806,15 +813,18 @@ impl Models {
     /// when its GGUF header cannot be read), for `/admin/models`. Without a
     /// GPU nothing is offloaded, whatever `n_gpu_layers` says.
     pub fn estimate(&self, entry: &ModelEntry) -> Option<memory::Estimate> {
-        let mut worker = self
-            .inner
-            .factory
-            .as_ref()
-            .map(|f| f.settings.worker_config_for(&entry.spec, &entry.profile))?;
+        let mut worker = self.worker_config(entry)?;
         if self.inner.gpus.devices().is_empty() {
             worker.n_gpu_layers = 0;
         }
         estimate(&entry.spec.path, &worker)
+    }
+
+    /// The settings `entry`'s worker runs with (the node's, with its profile
+    /// applied); `None` in tests without a worker binary.
+    pub fn worker_config(&self, entry: &ModelEntry) -> Option<WorkerConfig> {
+        let f = self.inner.factory.as_ref()?;
+        Some(f.settings.worker_config_for(&entry.spec, &entry.profile))
     }
 
     /// Unloads idle models whose TTL has passed (preloaded ones are kept).

@@ -8,8 +8,9 @@
 //!   with `n_gpu_layers = k` the output layer goes to the GPU first, then the
 //!   last `k - 1` repeating layers. A model with tied embeddings gets a device
 //!   copy of the embedding as its output layer.
-//! - **KV cache**: per layer `(n_embd_k + n_embd_v) × cells × bytes(cache
-//!   type)`, on the device of its layer. Cells: each of `parallel` sequences
+//! - **KV cache**: per layer `n_embd_k × cells × bytes(K type) + n_embd_v ×
+//!   cells × bytes(V type)`, on the device of its layer; a quantised type's
+//!   bytes per element are its block's (q8_0: 34 bytes per 32 elements). Cells: each of `parallel` sequences
 //!   gets `ctx_per_slot` rounded up to 256 (llama.cpp's padding); a
 //!   sliding-window layer keeps only `window + n_ubatch` (rounded to 256) per
 //!   sequence (Gemma 2/3, gpt-oss, Cohere 2 interleave such layers).
@@ -58,8 +59,11 @@ pub struct Settings {
     pub ctx_per_slot: u64,
     pub parallel: u64,
     pub n_ubatch: u64,
-    /// Bytes per KV element: 2 for f16 (llama.cpp's default), 1 for q8_0-ish.
-    pub cache_type_bytes: f64,
+    /// Bytes per K cache element: 2 for f16 (llama.cpp's default), 34/32 for
+    /// q8_0 (`KvCacheType::bytes_per_element`).
+    pub cache_k_bytes: f64,
+    /// Bytes per V cache element, as `cache_k_bytes`.
+    pub cache_v_bytes: f64,
     /// llama.cpp's `n_gpu_layers` (0: all on the host).
     pub n_gpu_layers: u32,
 }
@@ -114,7 +118,8 @@ pub fn estimate(shape: &ModelShape, s: &Settings) -> Estimate {
             }
             _ => cells_full,
         };
-        let kv = ((shape.n_embd_k + shape.n_embd_v) * cells) as f64 * s.cache_type_bytes;
+        let kv = (shape.n_embd_k * cells) as f64 * s.cache_k_bytes
+            + (shape.n_embd_v * cells) as f64 * s.cache_v_bytes;
         let weights = shape.layer_bytes.get(il as usize).copied().unwrap_or(0);
         if on_gpu {
             e.kv_device += kv as u64;
@@ -165,7 +170,8 @@ mod tests {
             ctx_per_slot: ctx,
             parallel,
             n_ubatch: 512,
-            cache_type_bytes: 2.0,
+            cache_k_bytes: 2.0,
+            cache_v_bytes: 2.0,
             n_gpu_layers: gpu,
         }
     }
@@ -179,15 +185,25 @@ mod tests {
         // Context is padded to 256 cells per sequence.
         let padded = estimate(&smol(), &settings(2000, 2, 0));
         assert_eq!(padded.kv_host, 90 * MIB);
-        // A q8_0-ish cache halves it.
+        // q8_0 stores 34 bytes per 32 elements: 90 MiB × 34 / 64.
         let q8 = estimate(
             &smol(),
             &Settings {
-                cache_type_bytes: 1.0,
+                cache_k_bytes: 34.0 / 32.0,
+                cache_v_bytes: 34.0 / 32.0,
                 ..settings(2048, 2, 0)
             },
         );
-        assert_eq!(q8.kv_host, 45 * MIB);
+        assert_eq!(q8.kv_host, 90 * MIB * 34 / 64);
+        // K and V types count apart: q8_0 K with an f16 V.
+        let mixed = estimate(
+            &smol(),
+            &Settings {
+                cache_k_bytes: 34.0 / 32.0,
+                ..settings(2048, 2, 0)
+            },
+        );
+        assert_eq!(mixed.kv_host, 45 * MIB * 34 / 64 + 45 * MIB);
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! fixed reserve and a fraction of its memory as headroom (Ollama keeps
 //! 457 MiB per GPU). Pins are honoured; otherwise one GPU that fits is
 //! preferred (the one with the most usable memory, to spread models), then a
-//! split over the fewest GPUs. Machines without GPUs place on the CPU.
+//! split over the fewest GPUs. A model that may not be split (`allow_split =
+//! false` or `split_mode = "none"`) gets one GPU that fits alone, among its
+//! pins if it has any, or does not fit. Machines without GPUs place on the CPU.
 
 /// A GPU as placement sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +50,11 @@ pub enum PlacementError {
     NoSuchGpu(u32),
     #[error("model needs {need} bytes but the GPUs have {usable} usable")]
     DoesNotFit { need: u64, usable: u64 },
+    #[error(
+        "model needs {need} bytes but the largest GPU has {usable} usable, \
+         and it may not be split across GPUs (allow_split = false or split_mode = \"none\")"
+    )]
+    DoesNotFitOneGpu { need: u64, usable: u64 },
 }
 
 /// Inputs of the memory estimate.
@@ -71,13 +78,14 @@ fn usable(g: &GpuState, p: &PlacementPolicy) -> u64 {
     g.free_bytes.saturating_sub(keep)
 }
 
-/// Chooses GPUs for a model that needs `need` bytes.
+/// Chooses GPUs for a model that needs `need` bytes; with `split` false, one GPU.
 ///
 /// # Errors
 /// [`PlacementError`] when a pin names a missing GPU or the memory is not there.
 pub fn place(
     need: u64,
     pins: &[u32],
+    split: bool,
     gpus: &[GpuState],
     p: &PlacementPolicy,
 ) -> Result<Placement, PlacementError> {
@@ -86,6 +94,21 @@ pub fn place(
     }
     if gpus.is_empty() {
         return Ok(Placement::Cpu);
+    }
+    if !split {
+        // The candidates (the pins, else every GPU), most usable first.
+        let best = gpus
+            .iter()
+            .filter(|g| pins.is_empty() || pins.contains(&g.index))
+            .map(|g| (usable(g, p), g.index))
+            .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        return match best {
+            Some((room, index)) if room >= need => Ok(Placement::Gpus(vec![index])),
+            best => Err(PlacementError::DoesNotFitOneGpu {
+                need,
+                usable: best.map_or(0, |b| b.0),
+            }),
+        };
     }
     if !pins.is_empty() {
         let have: u64 = gpus
@@ -227,8 +250,100 @@ mod tests {
             ),
         ];
         for (name, need, pins, gpus, want) in table {
-            assert_eq!(place(need, &pins, &gpus, &policy()), want, "{name}");
+            assert_eq!(place(need, &pins, true, &gpus, &policy()), want, "{name}");
         }
+    }
+
+    #[test]
+    fn a_model_that_may_not_split_gets_one_gpu_or_does_not_fit() {
+        let two = vec![gpu(0, 24, 10), gpu(1, 24, 20)];
+        let three = vec![gpu(0, 24, 20), gpu(1, 24, 20), gpu(2, 24, 5)];
+        // (case, need, pins, gpus, split, want)
+        let table = [
+            (
+                "fits alone: the same GPU split or not",
+                5 * GIB,
+                vec![],
+                two.clone(),
+                false,
+                Ok(Placement::Gpus(vec![1])),
+            ),
+            (
+                "too big for one: split over two",
+                25 * GIB,
+                vec![],
+                two.clone(),
+                true,
+                Ok(Placement::Gpus(vec![1, 0])),
+            ),
+            (
+                "too big for one, no split: refused with the largest GPU's room",
+                25 * GIB,
+                vec![],
+                two.clone(),
+                false,
+                Err(PlacementError::DoesNotFitOneGpu {
+                    need: 25 * GIB,
+                    usable: 39 * GIB / 2,
+                }),
+            ),
+            (
+                "ties keep the lower index",
+                5 * GIB,
+                vec![],
+                three.clone(),
+                false,
+                Ok(Placement::Gpus(vec![0])),
+            ),
+            (
+                "pinned to two, no split: the pin with most room",
+                5 * GIB,
+                vec![0, 1],
+                two.clone(),
+                false,
+                Ok(Placement::Gpus(vec![1])),
+            ),
+            (
+                "pinned to two, split: both",
+                5 * GIB,
+                vec![0, 1],
+                two.clone(),
+                true,
+                Ok(Placement::Gpus(vec![0, 1])),
+            ),
+            (
+                "pinned to the small one, no split: refused",
+                12 * GIB,
+                vec![0],
+                two.clone(),
+                false,
+                Err(PlacementError::DoesNotFitOneGpu {
+                    need: 12 * GIB,
+                    usable: 19 * GIB / 2,
+                }),
+            ),
+            (
+                "missing pin is still named",
+                1,
+                vec![9],
+                two.clone(),
+                false,
+                Err(PlacementError::NoSuchGpu(9)),
+            ),
+            (
+                "no gpus: cpu either way",
+                1,
+                vec![],
+                vec![],
+                false,
+                Ok(Placement::Cpu),
+            ),
+        ];
+        for (name, need, pins, gpus, split, want) in table {
+            assert_eq!(place(need, &pins, split, &gpus, &policy()), want, "{name}");
+        }
+        let err = PlacementError::DoesNotFitOneGpu { need: 2, usable: 1 }.to_string();
+        assert!(err.contains("may not be split"), "{err}");
     }
 
     #[test]
@@ -238,8 +353,11 @@ mod tests {
             headroom: 0.1,
         };
         let g = [gpu(0, 10, 10)];
-        assert_eq!(place(9 * GIB, &[], &g, &p), Ok(Placement::Gpus(vec![0])));
-        assert!(place(9 * GIB + 1, &[], &g, &p).is_err());
+        assert_eq!(
+            place(9 * GIB, &[], true, &g, &p),
+            Ok(Placement::Gpus(vec![0]))
+        );
+        assert!(place(9 * GIB + 1, &[], true, &g, &p).is_err());
     }
 
     #[test]

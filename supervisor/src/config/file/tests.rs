@@ -137,6 +137,62 @@ fn every_field_is_read_and_defaults_are_inherited() {
     assert_eq!(s.stop.as_deref(), Some(&["</s>".to_string()][..]));
 }
 
+const DEVICE_FIELDS: &str = r#"
+[defaults]
+cache_type_k = "q8_0"
+cache_type_v = "q8_0"
+split_mode = "row"
+allow_split = false
+cache_ram = 1024
+spec_ngram = 3
+spec_draft = 16
+
+[models.alpha]
+path = "a.gguf"
+cache_type_k = "f16"
+cache_type_v = "IQ4_NL"
+split_mode = "none"
+allow_split = true
+gpus = [1, 2]
+cache_ram = 0
+spec_ngram = 0
+
+[models.beta]
+path = "b.gguf"
+"#;
+
+#[test]
+fn device_settings_are_read_and_inherited() {
+    let dir = fixture();
+    let file = parse_in(dir.path(), DEVICE_FIELDS).unwrap();
+    let (a, b) = (&file.models[0].profile, &file.models[1].profile);
+    assert_eq!(
+        (a.cache_type_k, a.cache_type_v),
+        (Some(KvCacheType::F16), Some(KvCacheType::Iq4Nl))
+    );
+    assert_eq!(
+        (b.cache_type_k, b.cache_type_v),
+        (Some(KvCacheType::Q8_0), Some(KvCacheType::Q8_0)),
+        "inherited from [defaults]"
+    );
+    assert_eq!(
+        (a.split_mode, a.allow_split, a.pin.as_deref()),
+        (Some(SplitMode::None), Some(true), Some(&[1, 2][..]))
+    );
+    assert_eq!(
+        (b.split_mode, b.allow_split, b.pin.as_deref()),
+        (Some(SplitMode::Row), Some(false), None)
+    );
+    assert_eq!(
+        (a.cache_ram, a.spec_ngram, a.spec_draft),
+        (Some(0), Some(0), Some(16))
+    );
+    assert_eq!(
+        (b.cache_ram, b.spec_ngram, b.spec_draft),
+        (Some(1024), Some(3), Some(16))
+    );
+}
+
 #[test]
 fn an_empty_file_is_a_node_without_models() {
     let dir = fixture();
@@ -254,6 +310,67 @@ fn bad_files_name_the_line_and_the_field() {
             1,
             "models.\"a b\"",
             "no whitespace",
+        ),
+        (
+            "[models.a]\npath = \"a.gguf\"\ncache_type_k = \"q3_k\"\n",
+            3,
+            "models.a.cache_type_k",
+            "is not one of f32, f16, bf16, q8_0",
+        ),
+        (
+            "[models.a]\npath = \"a.gguf\"\nsplit_mode = \"tensor\"\n",
+            3,
+            "models.a.split_mode",
+            "is not one of none, layer, row",
+        ),
+        (
+            "[models.a]\npath = \"a.gguf\"\nallow_split = \"no\"\n",
+            3,
+            "models.a.allow_split",
+            "invalid type",
+        ),
+        (
+            "[models.a]\npath = \"a.gguf\"\n\ntensor_split = [3, 1]\n",
+            4,
+            "models.a.tensor_split",
+            "cannot be honoured",
+        ),
+        (
+            "[defaults]\ntensor_split = [1, 1]\n",
+            2,
+            "defaults.tensor_split",
+            "choose the GPUs with `pin`",
+        ),
+        (
+            // serde reports a duplicate at the table, under the key's own name.
+            "[models.a]\npath = \"a.gguf\"\npin = [0]\ngpus = [1]\n",
+            1,
+            "models.a",
+            "duplicate field `pin`",
+        ),
+        (
+            "[models.a]\npath = \"a.gguf\"\nspec_ngram = 65\n",
+            3,
+            "models.a.spec_ngram",
+            "out of range [0, 64]",
+        ),
+        (
+            "[defaults]\nspec_draft = 0\n",
+            2,
+            "defaults.spec_draft",
+            "out of range [1, 256]",
+        ),
+        (
+            "[defaults]\ncache_ram = -1\n",
+            2,
+            "defaults.cache_ram",
+            "invalid value",
+        ),
+        (
+            "[defaults]\ncache_type_v = 8\n",
+            2,
+            "defaults.cache_type_v",
+            "invalid type",
         ),
     ];
     for (text, line, field, message) in cases {
