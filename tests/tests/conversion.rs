@@ -11,11 +11,9 @@
 //! (the README's test command runs it): the converter, its venv (torch,
 //! transformers, sentence-transformers, gguf) and the checkpoint.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use llm_node_tests::Node;
@@ -55,110 +53,6 @@ fn setup_dir() -> PathBuf {
         );
     }
     dir
-}
-
-fn files_under(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) {
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            files_under(root, &p, out);
-        } else {
-            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-            out.push((rel, p));
-        }
-    }
-}
-
-fn sha256_hex(path: &Path) -> String {
-    let out = Command::new("sha256sum").arg(path).output().unwrap();
-    String::from_utf8(out.stdout).unwrap()[..64].to_string()
-}
-
-/// A Hub subset on loopback serving the checkpoint in `dir` as `OWNER_REPO`:
-/// the recursive tree listing (sizes, LFS digest of the weights) and
-/// `resolve/main/<path>` with `Range`.
-fn fake_hub(dir: &Path) -> String {
-    let mut files = Vec::new();
-    files_under(dir, dir, &mut files);
-    let listing: Vec<Value> = files
-        .iter()
-        .map(|(rel, p)| {
-            let size = std::fs::metadata(p).unwrap().len();
-            let mut entry = json!({"type": "file", "path": rel, "size": size});
-            if rel.ends_with(".safetensors") {
-                entry["lfs"] = json!({"oid": sha256_hex(p), "size": size});
-            }
-            entry
-        })
-        .chain(std::iter::once(
-            json!({"type": "directory", "path": "1_Pooling"}),
-        ))
-        .collect();
-    let listing = Arc::new(Value::Array(listing).to_string());
-    let root = Arc::new(dir.to_path_buf());
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let (listing, root) = (listing.clone(), root.clone());
-            std::thread::spawn(move || {
-                let _ = answer(conn, &listing, &root);
-            });
-        }
-    });
-    url
-}
-
-fn answer(mut conn: TcpStream, listing: &str, root: &Path) -> std::io::Result<()> {
-    let mut reader = BufReader::new(conn.try_clone()?);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-    let mut range = None;
-    loop {
-        let mut h = String::new();
-        reader.read_line(&mut h)?;
-        if h.trim().is_empty() {
-            break;
-        }
-        if let Some(v) = h.to_ascii_lowercase().strip_prefix("range:") {
-            range = Some(v.trim().trim_start_matches("bytes=").to_string());
-        }
-    }
-    let tree = format!("/api/models/{OWNER_REPO}/tree/main?recursive=true");
-    let resolve = format!("/{OWNER_REPO}/resolve/main/");
-    let body = if path == tree {
-        listing.as_bytes().to_vec()
-    } else if let Some(rel) = path.strip_prefix(&resolve) {
-        match std::fs::read(root.join(rel)) {
-            Ok(b) if !rel.contains("..") => b,
-            _ => return conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
-        }
-    } else {
-        return conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
-    };
-    let len = body.len();
-    let (start, end, head) = match range.as_deref().and_then(|r| r.split_once('-')) {
-        Some((a, b)) => {
-            let a: usize = a.parse().unwrap();
-            let b: usize = b.parse().map_or(len - 1, |b: usize| b.min(len - 1));
-            let head = format!(
-                "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {a}-{b}/{len}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                b - a + 1
-            );
-            (a, b, head)
-        }
-        None => (
-            0,
-            len.saturating_sub(1),
-            format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"),
-        ),
-    };
-    conn.write_all(head.as_bytes())?;
-    if len > 0 {
-        conn.write_all(&body[start..=end])?;
-    }
-    Ok(())
 }
 
 /// sentence-transformers' vectors for [`SENTENCES`] (`pooling`: `model` or a mode).
@@ -260,7 +154,7 @@ fn with_metadata(setup: &Path, gguf: &Path, out: &Path, key: &str, value: &str) 
 #[test]
 fn a_hugging_face_checkpoint_is_converted_served_and_embeds_like_sentence_transformers() {
     let setup = setup_dir();
-    let hub = fake_hub(&setup.join("minilm"));
+    let hub = llm_node_tests::hub::serve(OWNER_REPO, &setup.join("minilm"));
     let tmp = std::env::temp_dir().join(format!("llm-node-conversion-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).unwrap();
