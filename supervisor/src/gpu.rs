@@ -113,11 +113,13 @@ pub fn cpu_fallback(devices: &[GpuDevice], backends: Option<&[String]>) -> Optio
         .map(String::as_str)
         .filter(|b| !b.eq_ignore_ascii_case("CPU") && !b.eq_ignore_ascii_case("BLAS"))
         .collect();
-    let first = gpu.first()?;
+    if gpu.is_empty() {
+        return None;
+    }
     Some(format!(
         "the worker is built with GPU backend(s) [{}] but no GPU is visible: \
          models run on the CPU (check the driver, e.g. `nvidia-smi`, and \
-         CUDA_VISIBLE_DEVICES) — {first} is idle",
+         CUDA_VISIBLE_DEVICES)",
         gpu.join(", ")
     ))
 }

@@ -42,7 +42,9 @@ impl TestNode {
             std::fs::write(&path, flags).unwrap();
             argv.push(format!("--model={name}={}", path.display()));
         }
-        argv.push(format!("--worker-bin={}", fake_worker().display()));
+        if !extra.iter().any(|a| a.starts_with("--worker-bin=")) {
+            argv.push(format!("--worker-bin={}", fake_worker().display()));
+        }
         argv.push("--shutdown-timeout-secs=2".into());
         argv.push("--restart-base-ms=20".into());
         // Tests never leave this machine: a pull goes to a closed loopback port.
@@ -324,6 +326,40 @@ async fn the_admin_key_protects_admin_routes_only() {
         t.chat("m", 1).await.0,
         200,
         "the OpenAI API needs no admin key"
+    );
+    t.node.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_gpu_worker_on_a_node_without_gpu_says_models_fall_back_to_the_cpu() {
+    // A CUDA build's `--version` on a machine without GPU; the rest is the fake worker.
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("cuda-worker");
+    std::fs::write(
+        &bin,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = --version ]; then\n  echo 'llm-node-worker 0.1.0 (protocol {}; backends: CUDA, CPU; GPUs: none)'\n  exit 0\nfi\nexec {} \"$@\"\n",
+            llm_node_protocol::PROTOCOL_VERSION,
+            fake_worker().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let t = TestNode::start(&[("a", "")], &[&format!("--worker-bin={}", bin.display())]).await;
+    t.wait_state("a", "ready").await;
+    let (_, g) = t.admin(reqwest::Method::GET, "/admin/gpus", None).await;
+    assert_eq!(g["worker_backends"], json!(["CUDA", "CPU"]), "{g}");
+    let warning = g["warning"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no warning: {g}"));
+    assert!(
+        warning.contains("[CUDA]") && warning.contains("models run on the CPU"),
+        "{warning}"
+    );
+    assert_eq!(
+        t.chat("a", 1).await.0,
+        200,
+        "the model still serves, on the CPU"
     );
     t.node.stop().await;
 }
