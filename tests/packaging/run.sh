@@ -10,6 +10,15 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 timed() { local t0=$SECONDS; "$@"; echo "-- $* took $((SECONDS - t0)) s"; }
+# What the scripts run, from Debian, installed when missing (command:package).
+missing=()
+for need in rpm:rpm podman:podman mmdebstrap:mmdebstrap runc:runc curl:curl python3:python3; do
+  command -v "${need%%:*}" >/dev/null || missing+=("${need#*:}")
+done
+if [ "${#missing[@]}" -gt 0 ] && [ -z "${NO_APT:-}" ]; then
+  echo "-- installing ${missing[*]} (apt-get)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
 timed ./deb.sh
 NO_BUILD=1 timed ./rpm.sh
 NO_BUILD=1 timed ./tarball.sh
