@@ -56,13 +56,13 @@ chat_once() {
     || fail "chat answer malformed: $out"
 }
 
-# start_stream MODEL: a stream of 16 tokens (ignore_eos) in flight once this
+# start_stream MODEL [TOKENS]: a stream of TOKENS (default 16; ignore_eos) in flight once this
 # returns (first token within 60 s: the machine may be loaded); sets STREAM
 # (its output) and STREAM_PID (its curl).
 start_stream() {
   STREAM="$(mktemp)"
   curl -sSN "http://127.0.0.1:$PORT/v1/chat/completions" -H 'content-type: application/json' \
-    -d '{"model":"'"$1"'","stream":true,"ignore_eos":true,"max_tokens":16,"messages":[{"role":"user","content":"Count to one hundred."}]}' \
+    -d '{"model":"'"$1"'","stream":true,"ignore_eos":true,"max_tokens":'"${2:-16}"',"messages":[{"role":"user","content":"Count to one hundred."}]}' \
     >"$STREAM" 2>&1 &
   STREAM_PID=$!
   for _ in $(seq 1 600); do
