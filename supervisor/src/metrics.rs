@@ -95,6 +95,30 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts one request that answers in one piece without generating
+    /// (embeddings, rerank): its outcome, its duration since `started`, and
+    /// on success the prompt tokens it used (`result`'s second part).
+    pub fn observe_pooled<T, E>(
+        &self,
+        model: &str,
+        endpoint: &str,
+        started: std::time::Instant,
+        result: &Result<(T, u32), E>,
+    ) {
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        self.requests
+            .with_label_values(&[model, endpoint, outcome])
+            .inc();
+        self.request_duration
+            .with_label_values(&[model, endpoint])
+            .observe(started.elapsed().as_secs_f64());
+        if let Ok((_, tokens)) = result {
+            self.prompt_tokens
+                .with_label_values(&[model])
+                .inc_by(u64::from(*tokens));
+        }
+    }
+
     /// # Panics
     /// Never in practice: the names are static and registered once.
     // Over 60 lines on purpose: a flat list of metric registrations, one per

@@ -386,18 +386,11 @@ pub async fn embeddings(
     let (model, client) = state.client(&job.model).await?;
     let started = std::time::Instant::now();
     let result = client.embed(job.inputs).await;
-    let m = state.models.metrics();
-    let outcome = if result.is_ok() { "ok" } else { "error" };
-    m.requests
-        .with_label_values(&[&model, "embeddings", outcome])
-        .inc();
-    m.request_duration
-        .with_label_values(&[&model, "embeddings"])
-        .observe(started.elapsed().as_secs_f64());
+    state
+        .models
+        .metrics()
+        .observe_pooled(&model, "embeddings", started, &result);
     let (embedded, prompt_tokens) = result?;
-    m.prompt_tokens
-        .with_label_values(&[&model])
-        .inc_by(u64::from(prompt_tokens));
     let vectors = crate::api::ollama_embed::pooled(&model, embedded)?
         .into_iter()
         .map(|v| crate::api::ollama_embed::shorten(v, job.dimensions))

@@ -118,18 +118,11 @@ async fn embed(
     let (id, lease) = state.client(&job.model).await?;
     let load = started.elapsed().as_nanos();
     let result = lease.embed_with(job.inputs, truncate).await;
-    let m = state.models.metrics();
-    let outcome = if result.is_ok() { "ok" } else { "error" };
-    m.requests
-        .with_label_values(&[&id, "embeddings", outcome])
-        .inc();
-    m.request_duration
-        .with_label_values(&[&id, "embeddings"])
-        .observe(started.elapsed().as_secs_f64());
+    state
+        .models
+        .metrics()
+        .observe_pooled(&id, "embeddings", started, &result);
     let (embedded, tokens) = result?;
-    m.prompt_tokens
-        .with_label_values(&[&id])
-        .inc_by(u64::from(tokens));
     Ok((pooled(&id, embedded)?, tokens, load))
 }
 

@@ -184,18 +184,11 @@ pub async fn rerank(
         .client()
         .rerank(job.query.clone(), job.documents.clone())
         .await;
-    let m = state.models.metrics();
-    let outcome = if result.is_ok() { "ok" } else { "error" };
-    m.requests
-        .with_label_values(&[&model, "rerank", outcome])
-        .inc();
-    m.request_duration
-        .with_label_values(&[&model, "rerank"])
-        .observe(started.elapsed().as_secs_f64());
+    state
+        .models
+        .metrics()
+        .observe_pooled(&model, "rerank", started, &result);
     let (scores, tokens) = result?;
-    m.prompt_tokens
-        .with_label_values(&[&model])
-        .inc_by(u64::from(tokens));
     let ranked = ranked(&scores, job.top_n);
     Ok(HttpResponse::Ok().json(response_body(&job, &model, &ranked, tokens)))
 }

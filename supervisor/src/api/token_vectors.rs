@@ -55,18 +55,11 @@ pub async fn embeddings(
     let (id, lease) = state.client(&model).await?;
     let started = std::time::Instant::now();
     let result = lease.embed(inputs).await;
-    let m = state.models.metrics();
-    let outcome = if result.is_ok() { "ok" } else { "error" };
-    m.requests
-        .with_label_values(&[&id, "embeddings", outcome])
-        .inc();
-    m.request_duration
-        .with_label_values(&[&id, "embeddings"])
-        .observe(started.elapsed().as_secs_f64());
-    let (embedded, tokens) = result?;
-    m.prompt_tokens
-        .with_label_values(&[&id])
-        .inc_by(u64::from(tokens));
+    state
+        .models
+        .metrics()
+        .observe_pooled(&id, "embeddings", started, &result);
+    let (embedded, _) = result?;
     Ok(HttpResponse::Ok().json(entries(embedded)))
 }
 
