@@ -26,12 +26,13 @@ server and run with the same `--seed`.
 
 Measured per request, on the client's clock (as bench/loadgen.py):
   ttft        request sent -> first SSE chunk with text
+  latency     request sent -> end of the stream
   itl         time between consecutive chunks with text
   prompt      `usage.prompt_tokens`
   evaluated   prompt tokens the server actually evaluated: llama-server's
               `timings.prompt_n` when it sends one, else `prompt_tokens -
               usage.prompt_tokens_details.cached_tokens`
-Aggregates: TTFT and ITL p50/p90/p99/mean, generated tokens / wall time,
+Aggregates: TTFT, latency and ITL p50/p90/p99/mean, generated tokens / wall time,
 prompt tokens sent and evaluated in total.
 
 Exit status: 0 when every request succeeded, 2 when any failed (the JSON is
@@ -253,6 +254,7 @@ def aggregate(results: list[Result], wall: float) -> dict:
         "prompt_tokens": sum(r.prompt_tokens or 0 for r in ok),
         "prompt_tokens_evaluated": sum(evaluated) if len(evaluated) == len(ok) else None,
         "ttft_ms": summary_ms([r.ttft for r in ok]),
+        "latency_ms": summary_ms([r.latency for r in ok]),
         "itl_ms": summary_ms([x for r in ok for x in r.itl]),
     }
 

@@ -24,10 +24,12 @@
 #   SERVERS        configurations, in order: any of
 #                    llama-server        its defaults (host-RAM prompt cache on, 8 GiB)
 #                    llama-server-ngram  plus NGRAM_ARGS
-#                    llm-node            its defaults (host-RAM prompt cache on, 4 GiB)
+#                    llm-node            its defaults (host-RAM prompt cache on, 4 GiB;
+#                                        prefill ahead on)
+#                    llm-node-noahead    --prefill-ahead false
 #                    llm-node-spec       plus --spec-ngram SPEC_NGRAM
 #                    llm-node-base       --cache-ram 0: the engine before issue #17
-#                  (default: all five)
+#                  (default: all six)
 #   SPEC_NGRAM     n-gram size for llm-node-spec (default 3)
 #   NGRAM_ARGS     llama-server's speculation flags for llama-server-ngram
 #                  (default "--spec-type ngram-simple")
@@ -55,7 +57,7 @@ STAGGER="${STAGGER:-1}"
 EDITS="${EDITS:-16}"
 EDIT_TOKENS="${EDIT_TOKENS:-384}"
 RUNS="${RUNS:-3}"
-SERVERS="${SERVERS:-llama-server llama-server-ngram llm-node llm-node-spec llm-node-base}"
+SERVERS="${SERVERS:-llama-server llama-server-ngram llm-node llm-node-spec llm-node-noahead llm-node-base}"
 SPEC_NGRAM="${SPEC_NGRAM:-3}"
 NGRAM_ARGS="${NGRAM_ARGS:---spec-type ngram-simple}"
 OUT_DIR="${OUT_DIR:-$REPO/bench/out/agentic}"
@@ -111,11 +113,12 @@ start_server() {
       cmd+=(${LLAMA_SERVER_EXTRA_ARGS:-})
       # shellcheck disable=SC2206
       if [ "$name" = llama-server-ngram ]; then cmd+=($NGRAM_ARGS); fi ;;
-    llm-node | llm-node-spec | llm-node-base)
+    llm-node | llm-node-spec | llm-node-base | llm-node-noahead)
       cmd=("$LLM_NODE" --model "bench=$MODEL" --ctx-size "$CTX" --parallel "$PARALLEL"
         --threads "$THREADS" --batch-size "$BATCH" --host 127.0.0.1 --port "$port"
         --allow-ignore-eos --no-embeddings)
       if [ "$name" = llm-node-base ]; then cmd+=(--cache-ram 0); fi
+      if [ "$name" = llm-node-noahead ]; then cmd+=(--prefill-ahead false); fi
       if [ "$name" = llm-node-spec ]; then cmd+=(--spec-ngram "$SPEC_NGRAM"); fi
       # shellcheck disable=SC2206
       cmd+=(${LLM_NODE_EXTRA_ARGS:-}) ;;
@@ -179,11 +182,13 @@ def med(xs):
     return statistics.median(xs) if xs else float("nan")
 for w in ("agentic", "edit"):
     print(f"\n{w} workload (median of {runs} run(s))\n")
-    print("| server | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | gen tok/s | prompt tokens | evaluated | failed |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| server | TTFT p50 ms | TTFT p99 ms | latency p50 ms | latency p99 ms | ITL p50 ms | ITL p99 ms | gen tok/s | prompt tokens | evaluated | failed |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for s in servers:
         d = [json.load(open(f"{raw}/{s}.{w}.r{r}.json")) for r in range(1, runs + 1)]
+        lat = [x.get("latency_ms") or {} for x in d]
         print(f"| {s} | {med(x['ttft_ms']['p50'] for x in d):.0f} | {med(x['ttft_ms']['p99'] for x in d):.0f} "
+              f"| {med(x.get('p50') for x in lat):.0f} | {med(x.get('p99') for x in lat):.0f} "
               f"| {med(x['itl_ms']['p50'] for x in d):.1f} | {med(x['itl_ms']['p99'] for x in d):.1f} "
               f"| {med(x['gen_tok_s'] for x in d):.1f} | {med(x['prompt_tokens'] for x in d):.0f} "
               f"| {med(x['prompt_tokens_evaluated'] for x in d):.0f} | {sum(x['failed'] for x in d)} |")

@@ -49,7 +49,7 @@ mod device;
 pub use device::{KvCacheType, SplitMode, UnknownName};
 
 /// Version of this contract. A worker and supervisor with different versions refuse to talk.
-pub const PROTOCOL_VERSION: u32 = 10;
+pub const PROTOCOL_VERSION: u32 = 11;
 
 /// Identifies one request for its whole life in a worker. Unique per worker
 /// process. The top 16 bits are the event lane ([`lane_of`]).
@@ -121,6 +121,10 @@ pub struct WorkerConfig {
     pub spec_ngram: u32,
     /// Most draft tokens per sequence and step.
     pub spec_draft: u32,
+    /// With every slot busy, start the oldest queued request in a borrowed
+    /// slot between two steps (its prefill and first token), then park its
+    /// state in host RAM until a slot is free; needs `cache_ram_mib` > 0.
+    pub prefill_ahead: bool,
     /// A Jinja chat template that replaces the one in the GGUF.
     pub chat_template: Option<String>,
 }
@@ -480,6 +484,10 @@ pub struct Progress {
     /// acceptance rate is their ratio), since the worker started.
     pub spec_drafted: u64,
     pub spec_accepted: u64,
+    /// Prefill ahead: sequences started and parked in host RAM, waiting for
+    /// a slot, now; and requests started ahead since the worker started.
+    pub parked: u64,
+    pub started_ahead: u64,
 }
 
 /// Why a request failed.
@@ -680,6 +688,7 @@ mod tests {
             cache_ram_mib: 4096,
             spec_ngram: 3,
             spec_draft: 8,
+            prefill_ahead: true,
             chat_template: Some("{{ x }}".into()),
         }
     }
@@ -896,6 +905,8 @@ mod tests {
                     cache_copies: 4,
                     spec_drafted: 100,
                     spec_accepted: 60,
+                    parked: 2,
+                    started_ahead: 5,
                 },
             },
         ] {

@@ -159,6 +159,15 @@ pub struct Args {
     #[arg(long, env = "LLM_NODE_SPEC_DRAFT", default_value_t = 32)]
     pub spec_draft: u32,
 
+    /// With every slot busy, start the oldest queued request at once in a
+    /// borrowed slot (its remaining prompt, at most one batch, and its first
+    /// token, between two steps of the slot's own sequence), then park its
+    /// KV in the host-RAM prompt cache (at most half of --cache-ram) until
+    /// a slot is free: time to first token no longer waits for a slot; the
+    /// second token does. `false` turns it off.
+    #[arg(long, env = "LLM_NODE_PREFILL_AHEAD", default_value_t = true, action = clap::ArgAction::Set)]
+    pub prefill_ahead: bool,
+
     /// Do not create embedding contexts (`/v1/embeddings` then answers 400).
     #[arg(long, env = "LLM_NODE_NO_EMBEDDINGS")]
     pub no_embeddings: bool,
@@ -531,6 +540,7 @@ impl Args {
             cache_ram_mib: self.cache_ram,
             spec_ngram: self.spec_ngram,
             spec_draft: self.spec_draft,
+            prefill_ahead: self.prefill_ahead,
             chat_template: None,
         }
     }
@@ -672,6 +682,8 @@ mod tests {
             (args.cache_ram, args.spec_ngram, args.spec_draft),
             (4096, 0, 32)
         );
+        assert!(args.prefill_ahead);
+        assert!(!parse(&["--prefill-ahead", "false"]).prefill_ahead);
         assert_eq!(args.n_gpu_layers, 999);
         assert_eq!(args.ready_timeout_secs, 300);
         assert!(!args.no_embeddings);
@@ -687,6 +699,8 @@ mod tests {
             "2",
             "--spec-draft",
             "4",
+            "--prefill-ahead",
+            "false",
             "--cache-type-k",
             "q8_0",
             "--split-mode",
@@ -702,6 +716,7 @@ mod tests {
             (node.cache_ram_mib, node.spec_ngram, node.spec_draft),
             (512, 2, 4)
         );
+        assert!(!node.prefill_ahead);
         assert_eq!(
             (node.cache_type_k, node.cache_type_v, node.split_mode),
             (KvCacheType::Q8_0, KvCacheType::F16, SplitMode::Row)
@@ -710,6 +725,7 @@ mod tests {
             cache_ram: Some(0),
             spec_ngram: Some(4),
             spec_draft: Some(12),
+            prefill_ahead: Some(true),
             cache_type_k: Some(KvCacheType::Q4_0),
             cache_type_v: Some(KvCacheType::Q4_0),
             split_mode: Some(SplitMode::None),
@@ -720,6 +736,7 @@ mod tests {
             (own.cache_ram_mib, own.spec_ngram, own.spec_draft),
             (0, 4, 12)
         );
+        assert!(own.prefill_ahead);
         assert_eq!(
             (own.cache_type_k, own.cache_type_v, own.split_mode),
             (KvCacheType::Q4_0, KvCacheType::Q4_0, SplitMode::None)

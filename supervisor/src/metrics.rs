@@ -67,6 +67,8 @@ pub struct Metrics {
     /// acceptance rate.
     pub spec_draft_tokens: IntGaugeVec,
     pub spec_accepted_tokens: IntGaugeVec,
+    pub parked_sequences: IntGaugeVec,
+    pub started_ahead: IntGaugeVec,
     /// From spawn to `Ready`.
     pub model_load_duration: HistogramVec,
     pub gpu_memory_used: IntGaugeVec,
@@ -329,6 +331,16 @@ impl Metrics {
                 "Speculative draft tokens accepted (sampled as drafted) since the worker started",
                 &["model"],
             ),
+            parked_sequences: gauge(
+                "llm_node_parked_sequences",
+                "Requests started ahead (prefill and first token in a borrowed slot) whose KV waits in host RAM for a slot",
+                &["model"],
+            ),
+            started_ahead: gauge(
+                "llm_node_started_ahead",
+                "Requests started ahead in a borrowed slot since the worker started (--prefill-ahead)",
+                &["model"],
+            ),
             model_load_duration: histogram(
                 "llm_node_model_load_duration_seconds",
                 "Time from spawning a worker to its Ready (model loaded)",
@@ -429,6 +441,8 @@ impl Metrics {
             &self.prompt_cache_copies,
             &self.spec_draft_tokens,
             &self.spec_accepted_tokens,
+            &self.parked_sequences,
+            &self.started_ahead,
         ] {
             g.with_label_values(&[model]).set(0);
         }

@@ -66,6 +66,7 @@ use crate::prompt_cache::PromptCache;
 use crate::sampling::logprobs;
 use crate::sequence::{Sampled, Sequence, Step, Waiting};
 
+mod ahead;
 mod reuse;
 mod speculate;
 
@@ -149,6 +150,14 @@ pub struct Engine<'m> {
     /// Draft tokens decoded and accepted, since start.
     drafted: u64,
     accepted: u64,
+    /// Start queued requests ahead in a borrowed slot (`ahead`).
+    prefill_ahead: bool,
+    /// Sequences started ahead, waiting for a slot, oldest first, and the
+    /// bytes reserved for them in `cache`.
+    parked: VecDeque<ahead::Parked>,
+    parked_bytes: usize,
+    /// Requests started ahead, since start.
+    ahead: u64,
 }
 
 impl<'m> Engine<'m> {
@@ -243,6 +252,10 @@ impl<'m> Engine<'m> {
             spec_draft: config.spec_draft as usize,
             drafted: 0,
             accepted: 0,
+            prefill_ahead: config.prefill_ahead,
+            parked: VecDeque::new(),
+            parked_bytes: 0,
+            ahead: 0,
         };
         let mut engine = engine;
         if encoder {
@@ -304,6 +317,7 @@ impl<'m> Engine<'m> {
     pub fn run(&mut self, inbound: &mpsc::Receiver<Input>) -> Result<(), Disconnected> {
         loop {
             let idle = self.waiting.is_empty()
+                && self.parked.is_empty()
                 && self.embeds.is_empty()
                 && self.slots.iter().all(|s| s.active.is_none());
             // A turn begins when there is work: at once when busy, after
@@ -324,7 +338,9 @@ impl<'m> Engine<'m> {
                     return self.sink.flush();
                 }
             }
-            self.admit()?;
+            if !self.admit()? {
+                self.prefill_ahead()?;
+            }
             self.embed_step()?;
             // Answers to commands (embeddings, failures, starts) go out
             // before the decode step, the step's tokens right after it.
@@ -338,6 +354,7 @@ impl<'m> Engine<'m> {
             self.meter.occupancy(busy, cells);
             self.meter.cache(self.cache.stats(), self.copies);
             self.meter.speculation(self.drafted, self.accepted);
+            self.meter.ahead(self.parked.len(), self.ahead);
             self.meter.end();
         }
     }
@@ -463,7 +480,9 @@ impl<'m> Engine<'m> {
         }
     }
 
-    /// Moves waiting requests into free slots, oldest first.
+    /// Moves parked sequences (see `ahead`), then waiting requests into
+    /// free slots, oldest first. Returns whether a copy from another slot
+    /// is pending (no state may be saved or restored before the next decode).
     ///
     /// Why admission stops after a copy from another slot: with per-slot KV
     /// (`kv_unified = false`) llama.cpp copies between sequences by copying
@@ -471,7 +490,8 @@ impl<'m> Engine<'m> {
     /// destination's bytes are stale and the source's must not change, so
     /// no state may be saved from or restored into either before that
     /// decode, which comes right after this admission.
-    fn admit(&mut self) -> Result<(), Disconnected> {
+    fn admit(&mut self) -> Result<bool, Disconnected> {
+        self.resume_parked()?;
         while let Some(waiting) = self.waiting.front() {
             let free: Vec<Option<&[LlamaToken]>> = self
                 .slots
@@ -500,10 +520,10 @@ impl<'m> Engine<'m> {
             tracing::debug!(trace = w.trace, slot = slot.seq_id, cached, "started");
             slot.active = Some(Sequence::start(w, cached));
             if copied {
-                break;
+                return Ok(true);
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Drops slot `i`'s cached tokens from position `keep` on.
@@ -753,6 +773,9 @@ impl<'m> Engine<'m> {
                 reason: FinishReason::Cancelled,
                 usage: Usage::default(),
             });
+        }
+        if self.cancel_parked(id)? {
+            return Ok(());
         }
         if let Some(pos) = self.waiting.iter().position(|w| w.id == id) {
             self.waiting.remove(pos);

@@ -205,6 +205,64 @@ pub fn wait_for_prefill(now: usize, prefilling: &[Prefilling]) -> bool {
         .any(|p| p.shared >= now + MIN_GAIN && p.cached < p.shared)
 }
 
+/// A running slot, as [`plan_ahead`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lender {
+    /// Its sequence is decoding (its prompt is evaluated): it can lend its
+    /// slot between two steps; a prefilling one cannot.
+    pub decoding: bool,
+    /// Tokens in its KV (what saving and restoring it moves).
+    pub cached: usize,
+    /// Of them, those the queued prompt can reuse ([`reuse_len`]).
+    pub shared: usize,
+}
+
+/// How a queued prompt is prefilled ahead, in a borrowed slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ahead {
+    /// The slot lent.
+    pub slot: usize,
+    /// Where the reused prefix comes from: the lender's own KV, or a host entry.
+    pub source: Source,
+    /// Prompt tokens reused; the rest is evaluated.
+    pub reuse: usize,
+}
+
+/// Whether and where a queued prompt of `prompt_len` tokens, with every slot
+/// busy, is prefilled ahead (see `engine::ahead`): in the decoding slot whose
+/// KV shares the longest prefix with it (ties: the one holding fewer tokens,
+/// cheaper to save and restore), or, when a host entry `(key, reuse)` shares
+/// at least [`MIN_GAIN`] more, from that entry in the decoding slot holding
+/// the fewest tokens. `None` when no slot is decoding or more than `max_new`
+/// tokens would be left to evaluate (a long prefill waits for a slot of its
+/// own instead of stalling every stream for its whole length).
+pub fn plan_ahead(
+    lenders: &[Lender],
+    host: Option<(usize, usize)>,
+    prompt_len: usize,
+    max_new: usize,
+) -> Option<Ahead> {
+    let decoding = || lenders.iter().enumerate().filter(|(_, l)| l.decoding);
+    let (own, lender) = decoding()
+        .max_by_key(|(i, l)| (l.shared, std::cmp::Reverse(l.cached), std::cmp::Reverse(*i)))?;
+    let cheapest = decoding()
+        .min_by_key(|(i, l)| (l.cached, *i))
+        .map_or(own, |(i, _)| i);
+    let ahead = match host.filter(|&(_, n)| n >= lender.shared + MIN_GAIN) {
+        Some((key, reuse)) => Ahead {
+            slot: cheapest,
+            source: Source::Host(key),
+            reuse,
+        },
+        None => Ahead {
+            slot: own,
+            source: Source::Own,
+            reuse: lender.shared,
+        },
+    };
+    (prompt_len.saturating_sub(ahead.reuse) <= max_new).then_some(ahead)
+}
+
 /// How many cached tokens a prompt keeps: the common prefix, but never the
 /// last prompt token (it must be evaluated to get logits).
 pub fn reuse_len<T: PartialEq>(cached: &[T], prompt: &[T]) -> usize {
@@ -506,6 +564,40 @@ mod tests {
         for (why, now, prefilling, want) in table {
             assert_eq!(wait_for_prefill(now, prefilling), want, "{why}");
         }
+    }
+
+    #[test]
+    fn ahead_borrows_the_slot_sharing_most_or_restores_a_longer_host_entry() {
+        let l = |decoding, cached, shared| Lender {
+            decoding,
+            cached,
+            shared,
+        };
+        let ahead = |slot, source, reuse| Some(Ahead {
+            slot,
+            source,
+            reuse,
+        });
+        // Slot 1 shares the most; slot 0 is prefilling and cannot lend.
+        let slots = [l(false, 900, 900), l(true, 1800, 1611), l(true, 1700, 1500)];
+        assert_eq!(plan_ahead(&slots, None, 1660, 512), ahead(1, Source::Own, 1611));
+        // A host entry sharing 1,650 tokens: restored into the cheapest lender.
+        assert_eq!(
+            plan_ahead(&slots, Some((7, 1650)), 1660, 512),
+            ahead(2, Source::Host(7), 1650)
+        );
+        // Not enough more than the lender's own prefix: the lender's KV.
+        assert_eq!(
+            plan_ahead(&slots, Some((7, 1620)), 1660, 512),
+            ahead(1, Source::Own, 1611)
+        );
+        // Equal shares: the lender holding fewer tokens.
+        let tie = [l(true, 2000, 100), l(true, 300, 100)];
+        assert_eq!(plan_ahead(&tie, None, 150, 512), ahead(1, Source::Own, 100));
+        // Too much left to evaluate, or no decoding slot: wait.
+        assert_eq!(plan_ahead(&slots, None, 1611 + 513, 512), None);
+        assert_eq!(plan_ahead(&slots[..1], None, 10, 512), None);
+        assert_eq!(plan_ahead(&[], None, 10, 512), None);
     }
 
     #[test]

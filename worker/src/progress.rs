@@ -47,6 +47,9 @@ pub struct Meter {
     /// Speculative decoding: draft tokens decoded and accepted.
     spec_drafted: AtomicU64,
     spec_accepted: AtomicU64,
+    /// Prefill ahead: sequences parked now, and requests started ahead.
+    parked: AtomicU64,
+    started_ahead: AtomicU64,
 }
 
 impl Default for Meter {
@@ -63,6 +66,8 @@ impl Default for Meter {
             cache_copies: AtomicU64::new(0),
             spec_drafted: AtomicU64::new(0),
             spec_accepted: AtomicU64::new(0),
+            parked: AtomicU64::new(0),
+            started_ahead: AtomicU64::new(0),
         }
     }
 }
@@ -100,6 +105,13 @@ impl Meter {
         self.spec_accepted.store(accepted, Ordering::Relaxed);
     }
 
+    /// Prefill ahead after a turn: sequences parked now, and requests
+    /// started ahead since start.
+    pub fn ahead(&self, parked: usize, started: u64) {
+        self.parked.store(parked as u64, Ordering::Relaxed);
+        self.started_ahead.store(started, Ordering::Relaxed);
+    }
+
     /// The engine finished a turn and may now wait for work.
     pub fn end(&self) {
         self.busy_since.store(0, Ordering::Relaxed);
@@ -124,6 +136,8 @@ impl Meter {
             cache_copies: self.cache_copies.load(Ordering::Relaxed),
             spec_drafted: self.spec_drafted.load(Ordering::Relaxed),
             spec_accepted: self.spec_accepted.load(Ordering::Relaxed),
+            parked: self.parked.load(Ordering::Relaxed),
+            started_ahead: self.started_ahead.load(Ordering::Relaxed),
         }
     }
 }

@@ -17,6 +17,11 @@
 //! - [`PromptCache::best`] finds the entry sharing the longest prefix with a
 //!   prompt; restoring it keeps it (other conversations share prefixes).
 //!
+//! - Part of the capacity can be reserved ([`PromptCache::reserve`]) for
+//!   states the engine keeps outside the cache (sequences prefilled ahead
+//!   and parked, see `engine::ahead`): a reservation evicts entries as an
+//!   insert does, is never evicted itself, and counts in the bytes reported.
+//!
 //! Pure bookkeeping without llama.cpp, tested here. A `Vec` with linear scans:
 //! entries are few (hundreds at most: each holds a whole conversation's KV,
 //! megabytes), and the prefix search has to look at every entry anyway, which
@@ -46,6 +51,8 @@ pub struct CacheStats {
 pub struct PromptCache<S> {
     capacity: usize,
     entries: Vec<Entry<S>>,
+    /// Bytes reserved for states kept outside the cache.
+    reserved: usize,
     clock: u64,
     hits: u64,
 }
@@ -56,9 +63,15 @@ impl<S> PromptCache<S> {
         Self {
             capacity,
             entries: Vec::new(),
+            reserved: 0,
             clock: 0,
             hits: 0,
         }
+    }
+
+    /// The bound, in bytes.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     pub fn enabled(&self) -> bool {
@@ -74,20 +87,11 @@ impl<S> PromptCache<S> {
     /// whether it was kept: not when it exceeds the capacity or an entry
     /// covers it already.
     pub fn insert(&mut self, tokens: Vec<i32>, state: S, bytes: usize) -> bool {
-        if bytes > self.capacity || tokens.is_empty() || self.covers(&tokens) {
+        if bytes + self.reserved > self.capacity || tokens.is_empty() || self.covers(&tokens) {
             return false;
         }
         self.entries.retain(|e| !tokens.starts_with(&e.tokens));
-        while self.bytes() + bytes > self.capacity {
-            let oldest = self
-                .entries
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, e)| e.used)
-                .map(|(i, _)| i)
-                .expect("over capacity means not empty");
-            self.entries.swap_remove(oldest);
-        }
+        self.make_room(bytes);
         self.clock += 1;
         self.entries.push(Entry {
             tokens,
@@ -96,6 +100,38 @@ impl<S> PromptCache<S> {
             used: self.clock,
         });
         true
+    }
+
+    /// Reserves `bytes` of the capacity for a state kept outside the cache,
+    /// evicting least recently used entries to make room. Returns `false`
+    /// (and reserves nothing) when even an empty cache could not: the other
+    /// reservations hold too much, or the cache is off.
+    pub fn reserve(&mut self, bytes: usize) -> bool {
+        if bytes == 0 || bytes + self.reserved > self.capacity {
+            return false;
+        }
+        self.make_room(bytes);
+        self.reserved += bytes;
+        true
+    }
+
+    /// Gives back `bytes` reserved by [`Self::reserve`].
+    pub fn release(&mut self, bytes: usize) {
+        self.reserved = self.reserved.saturating_sub(bytes);
+    }
+
+    /// Evicts least recently used entries until `bytes` more fit.
+    fn make_room(&mut self, bytes: usize) {
+        while self.bytes() + bytes > self.capacity {
+            let oldest = self
+                .entries
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, e)| e.used)
+                .map(|(i, _)| i)
+                .expect("a reservation plus what fits leaves entries to evict");
+            self.entries.swap_remove(oldest);
+        }
     }
 
     /// The entry sharing the longest prefix with `prompt`, as (its key, the
@@ -129,8 +165,9 @@ impl<S> PromptCache<S> {
         }
     }
 
+    /// Bytes held: the entries' and the reservations.
     fn bytes(&self) -> usize {
-        self.entries.iter().map(|e| e.bytes).sum()
+        self.entries.iter().map(|e| e.bytes).sum::<usize>() + self.reserved
     }
 
     pub fn stats(&self) -> CacheStats {
@@ -199,6 +236,26 @@ mod tests {
         );
         let (key, shared) = c.best(&toks(9)).unwrap();
         assert_eq!((shared, *c.restore(key).1), (5, "long"));
+    }
+
+    #[test]
+    fn a_reservation_evicts_entries_counts_in_the_bytes_and_is_never_evicted() {
+        let mut c = PromptCache::new(100);
+        assert!(c.insert(vec![1], "a", 40));
+        assert!(c.insert(vec![2], "b", 40));
+        assert!(c.reserve(50), "room made by evicting the oldest entry");
+        assert_eq!(c.best(&[1]), None);
+        assert_eq!((c.stats().bytes, c.stats().entries), (90, 1));
+        assert!(!c.reserve(60), "50 reserved + 60 > 100");
+        assert!(c.reserve(50), "b goes");
+        assert_eq!((c.stats().bytes, c.stats().entries), (100, 0));
+        assert!(!c.insert(vec![3], "c", 1), "all of it reserved");
+        c.release(50);
+        assert!(c.insert(vec![3], "c", 40));
+        assert!(c.stats().bytes <= 100);
+        c.release(50);
+        assert_eq!(c.stats().bytes, 40);
+        assert!(!PromptCache::<()>::new(0).reserve(1), "off: nothing to reserve");
     }
 
     #[test]

@@ -41,6 +41,7 @@ struct Worker {
 struct Tuning {
     cache_ram_mib: u32,
     spec_ngram: u32,
+    prefill_ahead: bool,
 }
 
 impl Default for Tuning {
@@ -48,6 +49,7 @@ impl Default for Tuning {
         Self {
             cache_ram_mib: 256,
             spec_ngram: 0,
+            prefill_ahead: false,
         }
     }
 }
@@ -56,6 +58,7 @@ impl Default for Tuning {
 const NO_CACHE: Tuning = Tuning {
     cache_ram_mib: 0,
     spec_ngram: 0,
+    prefill_ahead: false,
 };
 
 impl Worker {
@@ -117,6 +120,7 @@ impl Worker {
             spec_ngram: tuning.spec_ngram,
             // Drafts grow up to 32 tokens while they are taken whole.
             spec_draft: 32,
+            prefill_ahead: tuning.prefill_ahead,
             chat_template,
         };
         boot.commands
@@ -586,6 +590,76 @@ fn a_request_arriving_while_its_prefix_is_prefilled_waits_and_copies_all_of_it()
     let (expected, ev) = cold.run_one(second, greedy(8));
     assert_eq!(usage(&ev).1.cached_tokens, 0);
     assert_eq!(copied, expected, "the copy answers as a cold prefill");
+}
+
+#[test]
+fn a_request_queued_behind_a_busy_slot_starts_ahead_and_both_answer_as_alone() {
+    // One slot, busy with a long answer; a request sharing its prompt's
+    // prefix arrives. With prefill ahead it must start at once in the
+    // borrowed slot (its first token before the busy answer ends), be parked,
+    // resume when the slot frees, and answer exactly as it does alone; the
+    // lender's answer must not change either.
+    let ahead = Tuning {
+        prefill_ahead: true,
+        ..Tuning::default()
+    };
+    let long = SamplingParams {
+        ignore_eos: true,
+        ..greedy(96)
+    };
+    let mut w = Worker::start_tuned(1, 1024, ahead);
+    let busy = w.generate(chat(LONG_QUESTION), long.clone());
+    let mut text = HashMap::<u64, String>::new();
+    while !text.contains_key(&busy) {
+        if let Event::Piece { id, text: t, .. } = w.recv() {
+            text.insert(id, t);
+        }
+    }
+    let second = chat(&format!("{LONG_QUESTION} Answer in one sentence."));
+    let id = w.generate(second.clone(), greedy(16));
+    let (mut order, mut ends) = (Vec::new(), HashMap::new());
+    while ends.len() < 2 {
+        let ev = w.recv();
+        let got = ev.request_id().unwrap();
+        match &ev {
+            Event::Piece { text: t, .. } => {
+                order.push((got, "piece"));
+                text.entry(got).or_default().push_str(t);
+            }
+            Event::Started { .. } => order.push((got, "started")),
+            _ => {
+                order.push((got, "end"));
+                ends.insert(got, ev);
+            }
+        }
+    }
+    let at = |want: (u64, &str)| order.iter().position(|&e| e == want).unwrap();
+    assert!(
+        at((id, "piece")) < at((busy, "end")),
+        "the queued request streamed before the busy one ended: {order:?}"
+    );
+    let u = usage(&ends[&id]).1;
+    assert!(u.cached_tokens >= 100, "the lender's prefix was reused: {u:?}");
+    let p = progress(&w);
+    assert_eq!((p.started_ahead, p.parked), (1, 0), "{p:?}");
+
+    // A parked request can be cancelled; the worker goes on serving.
+    let busy2 = w.generate(chat(LONG_QUESTION), long.clone());
+    first_piece(&w, busy2);
+    let third = w.generate(second.clone(), greedy(16));
+    first_piece(&w, third);
+    w.send(&Command::Cancel { id: third });
+    let done = w.collect(&[busy2, third]);
+    assert_eq!(usage(&done[&third].1).0, FinishReason::Cancelled);
+    assert_eq!(usage(&done[&busy2].1).0, FinishReason::Length);
+    let p = progress(&w);
+    assert_eq!((p.started_ahead, p.parked), (2, 0), "{p:?}");
+
+    let (lender_alone, _) = Worker::start_tuned(1, 1024, NO_CACHE).run_one(chat(LONG_QUESTION), long);
+    let (alone, ev) = Worker::start_tuned(1, 1024, NO_CACHE).run_one(second, greedy(16));
+    assert_eq!(usage(&ev).1.cached_tokens, 0);
+    assert_eq!(text[&id], alone, "the early start answers as a cold prefill");
+    assert_eq!(text[&busy], lender_alone, "the lender's answer is unchanged");
 }
 
 #[test]

@@ -272,6 +272,7 @@ struct Settings {
     spec_ngram: Option<u32>,
     #[serde(default, deserialize_with = "spec_draft")]
     spec_draft: Option<u32>,
+    prefill_ahead: Option<bool>,
     #[serde(default, deserialize_with = "named")]
     split_mode: Option<SplitMode>,
     allow_split: Option<bool>,
@@ -304,6 +305,7 @@ impl Settings {
             cache_ram: self.cache_ram,
             spec_ngram: self.spec_ngram,
             spec_draft: self.spec_draft,
+            prefill_ahead: self.prefill_ahead,
             split_mode: self.split_mode,
             allow_split: self.allow_split,
             cache_type_k: self.cache_type_k,
@@ -352,6 +354,7 @@ impl<'de> Deserialize<'de> for RawModel {
                 cache_ram: m.cache_ram,
                 spec_ngram: m.spec_ngram,
                 spec_draft: m.spec_draft,
+                prefill_ahead: m.prefill_ahead,
                 split_mode: m.split_mode,
                 allow_split: m.allow_split,
                 tensor_split: m.tensor_split,
@@ -392,6 +395,7 @@ struct ModelTable {
     spec_ngram: Option<u32>,
     #[serde(default, deserialize_with = "spec_draft")]
     spec_draft: Option<u32>,
+    prefill_ahead: Option<bool>,
     #[serde(default, deserialize_with = "named")]
     split_mode: Option<SplitMode>,
     allow_split: Option<bool>,

@@ -364,6 +364,8 @@ impl ModelActor {
             (&metrics.prompt_cache_copies, progress.cache_copies),
             (&metrics.spec_draft_tokens, progress.spec_drafted),
             (&metrics.spec_accepted_tokens, progress.spec_accepted),
+            (&metrics.parked_sequences, progress.parked),
+            (&metrics.started_ahead, progress.started_ahead),
         ] {
             gauge
                 .with_label_values(&[&self.name])

@@ -97,6 +97,7 @@ impl ModelSettings {
             cache_ram_mib: profile.cache_ram.unwrap_or(node.cache_ram_mib),
             spec_ngram: profile.spec_ngram.unwrap_or(node.spec_ngram),
             spec_draft: profile.spec_draft.unwrap_or(node.spec_draft),
+            prefill_ahead: profile.prefill_ahead.unwrap_or(node.prefill_ahead),
             cache_type_k: profile.cache_type_k.unwrap_or(node.cache_type_k),
             cache_type_v: profile.cache_type_v.unwrap_or(node.cache_type_v),
             threads: profile.threads.unwrap_or(node.threads),

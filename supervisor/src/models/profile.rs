@@ -55,6 +55,8 @@ pub struct ModelProfile {
     /// Speculative decoding's n-gram length (0: off) and most draft tokens.
     pub spec_ngram: Option<u32>,
     pub spec_draft: Option<u32>,
+    /// Start queued requests ahead in a borrowed slot (see `--prefill-ahead`).
+    pub prefill_ahead: Option<bool>,
     /// Element types of the K and V caches.
     pub cache_type_k: Option<KvCacheType>,
     pub cache_type_v: Option<KvCacheType>,
@@ -160,6 +162,7 @@ impl ModelProfile {
             cache_ram: self.cache_ram.or(lower.cache_ram),
             spec_ngram: self.spec_ngram.or(lower.spec_ngram),
             spec_draft: self.spec_draft.or(lower.spec_draft),
+            prefill_ahead: self.prefill_ahead.or(lower.prefill_ahead),
             split_mode: self.split_mode.or(lower.split_mode),
             allow_split: self.allow_split.or(lower.allow_split),
             cache_type_k: self.cache_type_k.or(lower.cache_type_k),
@@ -187,7 +190,7 @@ impl ModelProfile {
             self.main_gpu,
             (self.cache_type_k, self.cache_type_v),
             (self.split_mode, self.allow_split),
-            (self.cache_ram, self.spec_ngram, self.spec_draft),
+            (self.cache_ram, self.spec_ngram, self.spec_draft, self.prefill_ahead),
             self.threads,
             self.embeddings,
             &self.chat_template,
@@ -199,7 +202,7 @@ impl ModelProfile {
             next.main_gpu,
             (next.cache_type_k, next.cache_type_v),
             (next.split_mode, next.allow_split),
-            (next.cache_ram, next.spec_ngram, next.spec_draft),
+            (next.cache_ram, next.spec_ngram, next.spec_draft, next.prefill_ahead),
             next.threads,
             next.embeddings,
             &next.chat_template,
@@ -336,6 +339,10 @@ mod tests {
             },
             ModelProfile {
                 spec_draft: Some(4),
+                ..Default::default()
+            },
+            ModelProfile {
+                prefill_ahead: Some(false),
                 ..Default::default()
             },
         ];

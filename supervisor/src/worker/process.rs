@@ -679,6 +679,7 @@ mod tests {
                 cache_ram_mib: 0,
                 spec_ngram: 0,
                 spec_draft: 0,
+                prefill_ahead: false,
                 chat_template: None,
             },
             ready_timeout,

@@ -105,7 +105,7 @@ impl Engine<'_> {
 
     /// Saves free slot `i`'s KV to the host-RAM prompt cache, unless it is
     /// short, or an entry holds it already.
-    fn save(&mut self, i: usize) {
+    pub(super) fn save(&mut self, i: usize) {
         let slot = &self.slots[i];
         if !self.cache.enabled() || slot.cached.len() < plan::MIN_GAIN {
             return;
