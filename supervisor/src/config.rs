@@ -160,7 +160,7 @@ pub struct Args {
     pub spec_draft: u32,
 
     /// With every slot busy, start the oldest queued request at once in a
-    /// borrowed slot (its remaining prompt, at most one batch, and its first
+    /// borrowed slot (its remaining prompt, at most one --prefill-chunk, and its first
     /// token, between two steps of the slot's own sequence), then park its
     /// KV in the host-RAM prompt cache (at most half of --cache-ram) until
     /// a slot is free: time to first token no longer waits for a slot; the

@@ -65,12 +65,18 @@ fn reference(setup: &Path, pooling: &str) -> Vec<Vec<f64>> {
         .env("HF_HUB_OFFLINE", "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let input = serde_json::to_vec(&SENTENCES).unwrap();
     child.stdin.take().unwrap().write_all(&input).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "reference script failed");
+    assert!(
+        out.status.success(),
+        "reference script failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 

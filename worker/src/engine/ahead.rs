@@ -22,7 +22,8 @@
 //! the running streams pay one extra decode per early start, the parked
 //! request's second token waits for a slot as its first one used to.
 //!
-//! Bounds: one early start per turn; only when at most one batch of the
+//! Bounds: one early start per turn; only when at most one prefill chunk
+//! (`--prefill-chunk`, by default the batch) of the
 //! prompt is left to evaluate; the parked states' bytes are reserved in the
 //! host-RAM prompt cache (evicting its least recently used entries) and may
 //! take at most half of it; off with `prefill_ahead = false` or a cache of 0.
@@ -98,7 +99,7 @@ impl Engine<'_> {
             })
             .collect();
         let ids: Vec<i32> = front.tokens.iter().map(|t| t.0).collect();
-        let Some(ahead) = plan::plan_ahead(&lenders, self.host_match(&ids), ids.len(), self.budget.batch)
+        let Some(ahead) = plan::plan_ahead(&lenders, self.host_match(&ids), ids.len(), self.budget.prefill_chunk)
         else {
             return Ok(());
         };
@@ -123,7 +124,7 @@ impl Engine<'_> {
         self.parked_bytes += reserve;
         // The reservation may have evicted the host entry planned on (and
         // moved the others' keys): plan again; a change of lender is rare.
-        let ahead = plan::plan_ahead(&lenders, self.host_match(&ids), ids.len(), self.budget.batch)
+        let ahead = plan::plan_ahead(&lenders, self.host_match(&ids), ids.len(), self.budget.prefill_chunk)
             .filter(|a| a.slot == i);
         let Some(ahead) = ahead else {
             self.cache.release(reserve);
