@@ -194,6 +194,10 @@ for w in ("agentic", "edit"):
               f"| {med(x['prompt_tokens_evaluated'] for x in d):.0f} | {sum(x['failed'] for x in d)} |")
 PY
 
+# The plot of the table's medians, with each run's spread.
+"$PY" bench/agentic/plot.py "$RAW" "$SERVERS" "$RUNS" "$OUT_DIR/agentic.png" \
+  || log "no plot (matplotlib missing?)"
+
 # Load-independent figures of the llm-node configurations (see steps.py).
 if compgen -G "$RAW/*.metrics" >/dev/null; then
   echo

@@ -252,7 +252,7 @@ impl<'m> Engine<'m> {
             spec_draft: config.spec_draft as usize,
             drafted: 0,
             accepted: 0,
-            prefill_ahead: config.prefill_ahead,
+            prefill_ahead: prefill_ahead(model, config),
             parked: VecDeque::new(),
             parked_bytes: 0,
             ahead: 0,
@@ -841,6 +841,17 @@ fn spec_ngram(model: &LlamaModel, config: &WorkerConfig) -> usize {
         return 0;
     }
     config.spec_ngram as usize
+}
+
+/// Whether queued requests start ahead in a borrowed slot: it needs the
+/// host-RAM cache (where parked states are reserved) and a memory that can
+/// cut a sequence back to a shared prefix (not recurrent or hybrid ones).
+fn prefill_ahead(model: &LlamaModel, config: &WorkerConfig) -> bool {
+    let able = config.cache_ram_mib > 0 && !model.is_recurrent() && !model.is_hybrid();
+    if config.prefill_ahead && !able {
+        tracing::info!("prefill ahead is off: it needs --cache-ram > 0 and a non-recurrent model");
+    }
+    config.prefill_ahead && able
 }
 
 /// Where [`token_logprob`] finds the alternatives to a sampled token.

@@ -134,6 +134,12 @@ impl Engine<'_> {
         let lender = std::mem::take(&mut self.slots[i].active);
         let lender_cached = std::mem::take(&mut self.slots[i].cached);
         let reuse = self.borrow_prefix(i, ahead.source, &lender_cached, ahead.reuse);
+        if ids.len() - reuse > self.budget.prefill_chunk {
+            // llama.cpp refused to cut the KV back: no early start.
+            self.cache.release(reserve);
+            self.parked_bytes -= reserve;
+            return self.give_back(i, lender, lender_cached, &lender_state);
+        }
 
         let w = self.waiting.pop_front().expect("front exists");
         self.sink.send(Event::Started {
