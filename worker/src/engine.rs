@@ -131,6 +131,10 @@ pub struct Engine<'m> {
     /// Requests sent to the prep thread and not back yet; `true` once
     /// cancelled (answered already; dropped when it comes back).
     in_prep: HashMap<RequestId, bool>,
+    /// Jobs sent to the prep thread and jobs back from it, since start (it
+    /// answers in order): a turn that sent some waits a moment for them.
+    prep_sent: u64,
+    prep_back: u64,
     ctx_per_slot: usize,
     budget: Budget,
     batch: LlamaBatch<'static>,
@@ -232,6 +236,8 @@ impl<'m> Engine<'m> {
             },
             prep,
             in_prep: HashMap::new(),
+            prep_sent: 0,
+            prep_back: 0,
             ctx_per_slot: ctx_per_slot as usize,
             budget: Budget {
                 batch: n_batch,
@@ -316,6 +322,7 @@ impl<'m> Engine<'m> {
     /// [`Disconnected`] when the supervisor's event channel is closed.
     pub fn run(&mut self, inbound: &mpsc::Receiver<Input>) -> Result<(), Disconnected> {
         loop {
+            let sent_before = self.prep_sent;
             let idle = self.waiting.is_empty()
                 && self.parked.is_empty()
                 && self.embeds.is_empty()
@@ -337,6 +344,9 @@ impl<'m> Engine<'m> {
                 if !self.handle(msg)? {
                     return self.sink.flush();
                 }
+            }
+            if !self.await_prep(inbound, sent_before)? {
+                return self.sink.flush();
             }
             if !self.admit()? {
                 self.prefill_ahead()?;
@@ -447,9 +457,41 @@ impl<'m> Engine<'m> {
         self.sink.send(Event::Failed { id, kind, message })
     }
 
+    /// Waits up to [`PREP_WAIT`] for the jobs this turn sent to the prep
+    /// thread (when it sent any), handling whatever arrives meanwhile; `false`
+    /// means stop serving. Why: a request whose prompt comes back while this
+    /// turn's decode runs would wait for the whole next step to be admitted
+    /// (a 512-token prefill step is ~0.5 s on a small CPU), where rendering and
+    /// tokenizing it takes about a millisecond; a huge prompt still cannot
+    /// hold the loop for longer than the wait.
+    fn await_prep(
+        &mut self,
+        inbound: &mpsc::Receiver<Input>,
+        sent_before: u64,
+    ) -> Result<bool, Disconnected> {
+        if self.prep_sent == sent_before {
+            return Ok(true);
+        }
+        let deadline = std::time::Instant::now() + PREP_WAIT;
+        while self.prep_back < self.prep_sent {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match inbound.recv_timeout(left) {
+                Ok(msg) => {
+                    if !self.handle(msg)? {
+                        return Ok(false);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
     /// Hands a job to the prep thread.
     fn send_to_prep(&mut self, id: RequestId, job: Job) -> Result<(), Disconnected> {
         if self.prep.send(job).is_ok() {
+            self.prep_sent += 1;
             return Ok(());
         }
         self.in_prep.remove(&id);
@@ -459,6 +501,7 @@ impl<'m> Engine<'m> {
 
     /// Takes a request back from the prep thread.
     fn prepared(&mut self, prepared: Prepared) -> Result<(), Disconnected> {
+        self.prep_back += 1;
         let (id, result) = match prepared {
             Prepared::Count { id, result } => {
                 return match result {
@@ -842,6 +885,9 @@ fn spec_ngram(model: &LlamaModel, config: &WorkerConfig) -> usize {
     }
     config.spec_ngram as usize
 }
+
+/// Longest a turn waits for the prompts it sent to the prep thread.
+const PREP_WAIT: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Whether queued requests start ahead in a borrowed slot: it needs the
 /// host-RAM cache (where parked states are reserved) and a memory that can

@@ -573,14 +573,19 @@ mod tests {
             cached,
             shared,
         };
-        let ahead = |slot, source, reuse| Some(Ahead {
-            slot,
-            source,
-            reuse,
-        });
+        let ahead = |slot, source, reuse| {
+            Some(Ahead {
+                slot,
+                source,
+                reuse,
+            })
+        };
         // Slot 1 shares the most; slot 0 is prefilling and cannot lend.
         let slots = [l(false, 900, 900), l(true, 1800, 1611), l(true, 1700, 1500)];
-        assert_eq!(plan_ahead(&slots, None, 1660, 512), ahead(1, Source::Own, 1611));
+        assert_eq!(
+            plan_ahead(&slots, None, 1660, 512),
+            ahead(1, Source::Own, 1611)
+        );
         // A host entry sharing 1,650 tokens: restored into the cheapest lender.
         assert_eq!(
             plan_ahead(&slots, Some((7, 1650)), 1660, 512),

@@ -255,7 +255,10 @@ mod tests {
         assert!(c.stats().bytes <= 100);
         c.release(50);
         assert_eq!(c.stats().bytes, 40);
-        assert!(!PromptCache::<()>::new(0).reserve(1), "off: nothing to reserve");
+        assert!(
+            !PromptCache::<()>::new(0).reserve(1),
+            "off: nothing to reserve"
+        );
     }
 
     #[test]

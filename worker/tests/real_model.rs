@@ -639,7 +639,10 @@ fn a_request_queued_behind_a_busy_slot_starts_ahead_and_both_answer_as_alone() {
         "the queued request streamed before the busy one ended: {order:?}"
     );
     let u = usage(&ends[&id]).1;
-    assert!(u.cached_tokens >= 100, "the lender's prefix was reused: {u:?}");
+    assert!(
+        u.cached_tokens >= 100,
+        "the lender's prefix was reused: {u:?}"
+    );
     let p = progress(&w);
     assert_eq!((p.started_ahead, p.parked), (1, 0), "{p:?}");
 
@@ -655,11 +658,18 @@ fn a_request_queued_behind_a_busy_slot_starts_ahead_and_both_answer_as_alone() {
     let p = progress(&w);
     assert_eq!((p.started_ahead, p.parked), (2, 0), "{p:?}");
 
-    let (lender_alone, _) = Worker::start_tuned(1, 1024, NO_CACHE).run_one(chat(LONG_QUESTION), long);
+    let (lender_alone, _) =
+        Worker::start_tuned(1, 1024, NO_CACHE).run_one(chat(LONG_QUESTION), long);
     let (alone, ev) = Worker::start_tuned(1, 1024, NO_CACHE).run_one(second, greedy(16));
     assert_eq!(usage(&ev).1.cached_tokens, 0);
-    assert_eq!(text[&id], alone, "the early start answers as a cold prefill");
-    assert_eq!(text[&busy], lender_alone, "the lender's answer is unchanged");
+    assert_eq!(
+        text[&id], alone,
+        "the early start answers as a cold prefill"
+    );
+    assert_eq!(
+        text[&busy], lender_alone,
+        "the lender's answer is unchanged"
+    );
 }
 
 #[test]

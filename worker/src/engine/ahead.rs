@@ -99,8 +99,12 @@ impl Engine<'_> {
             })
             .collect();
         let ids: Vec<i32> = front.tokens.iter().map(|t| t.0).collect();
-        let Some(ahead) = plan::plan_ahead(&lenders, self.host_match(&ids), ids.len(), self.budget.prefill_chunk)
-        else {
+        let Some(ahead) = plan::plan_ahead(
+            &lenders,
+            self.host_match(&ids),
+            ids.len(),
+            self.budget.prefill_chunk,
+        ) else {
             return Ok(());
         };
         let i = ahead.slot;
@@ -124,8 +128,13 @@ impl Engine<'_> {
         self.parked_bytes += reserve;
         // The reservation may have evicted the host entry planned on (and
         // moved the others' keys): plan again; a change of lender is rare.
-        let ahead = plan::plan_ahead(&lenders, self.host_match(&ids), ids.len(), self.budget.prefill_chunk)
-            .filter(|a| a.slot == i);
+        let ahead = plan::plan_ahead(
+            &lenders,
+            self.host_match(&ids),
+            ids.len(),
+            self.budget.prefill_chunk,
+        )
+        .filter(|a| a.slot == i);
         let Some(ahead) = ahead else {
             self.cache.release(reserve);
             self.parked_bytes -= reserve;
@@ -147,7 +156,12 @@ impl Engine<'_> {
             prompt_tokens: w.tokens.len() as u32,
             reasoning_open: w.reasoning_open,
         })?;
-        tracing::debug!(trace = w.trace, slot = seq_id, cached = reuse, "started ahead");
+        tracing::debug!(
+            trace = w.trace,
+            slot = seq_id,
+            cached = reuse,
+            "started ahead"
+        );
         self.ahead += 1;
         let len = w.tokens.len();
         self.slots[i].active = Some(Sequence::start(w, reuse as u32));
@@ -177,7 +191,13 @@ impl Engine<'_> {
     /// Fills borrowed slot `i` with the queued prompt's reused prefix:
     /// the lender's own KV cut back to `reuse` tokens, or a host entry's.
     /// Returns the tokens reused (0 when llama.cpp refused either).
-    fn borrow_prefix(&mut self, i: usize, source: Source, lender: &[LlamaToken], reuse: usize) -> usize {
+    fn borrow_prefix(
+        &mut self,
+        i: usize,
+        source: Source,
+        lender: &[LlamaToken],
+        reuse: usize,
+    ) -> usize {
         let seq_id = self.slots[i].seq_id;
         let Some(ctx) = self.ctx.as_mut() else {
             return 0;
@@ -215,7 +235,12 @@ impl Engine<'_> {
 
     /// Evaluates slot `i`'s prompt from `from` to `len` in decodes of its
     /// own (a batch each) and samples its first token.
-    fn prefill_alone(&mut self, i: usize, from: usize, len: usize) -> Result<(), super::Disconnected> {
+    fn prefill_alone(
+        &mut self,
+        i: usize,
+        from: usize,
+        len: usize,
+    ) -> Result<(), super::Disconnected> {
         let mut at = from;
         while at < len && self.slots[i].active.is_some() {
             let end = len.min(at + self.budget.batch);
@@ -241,7 +266,12 @@ impl Engine<'_> {
     /// Saves borrowed slot `i`'s new sequence `seq` to host RAM, parked
     /// (`reserved` bytes held for it). Returns whether it was parked; when
     /// its state cannot be saved, the sequence fails.
-    fn park(&mut self, i: usize, seq: Sequence, reserved: usize) -> Result<bool, super::Disconnected> {
+    fn park(
+        &mut self,
+        i: usize,
+        seq: Sequence,
+        reserved: usize,
+    ) -> Result<bool, super::Disconnected> {
         let seq_id = self.slots[i].seq_id;
         let Some(ctx) = self.ctx.as_ref() else {
             return Ok(false);
@@ -270,7 +300,8 @@ impl Engine<'_> {
             }
             Err(e) => {
                 let message = format!("could not park a sequence started ahead: {e}");
-                self.fail(seq.id, FailureKind::Internal, message).map(|()| false)
+                self.fail(seq.id, FailureKind::Internal, message)
+                    .map(|()| false)
             }
         }
     }
