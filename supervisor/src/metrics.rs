@@ -59,6 +59,7 @@ pub struct Metrics {
     /// entries held, restores and copies from another slot since the worker
     /// started.
     pub prompt_cache_bytes: IntGaugeVec,
+    pub prompt_cache_limit_bytes: IntGaugeVec,
     pub prompt_cache_entries: IntGaugeVec,
     pub prompt_cache_hits: IntGaugeVec,
     pub prompt_cache_copies: IntGaugeVec,
@@ -306,6 +307,11 @@ impl Metrics {
                 "Bytes of sequence states in the worker's host-RAM prompt cache (bounded by --cache-ram)",
                 &["model"],
             ),
+            prompt_cache_limit_bytes: gauge(
+                "llm_node_prompt_cache_limit_bytes",
+                "The bound of the worker's host-RAM prompt cache (--cache-ram; 0 = no cache)",
+                &["model"],
+            ),
             prompt_cache_entries: gauge(
                 "llm_node_prompt_cache_entries",
                 "Sequence states in the worker's host-RAM prompt cache",
@@ -436,6 +442,7 @@ impl Metrics {
             &self.kv_cells_used,
             &self.kv_cells_total,
             &self.prompt_cache_bytes,
+            &self.prompt_cache_limit_bytes,
             &self.prompt_cache_entries,
             &self.prompt_cache_hits,
             &self.prompt_cache_copies,

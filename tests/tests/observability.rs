@@ -362,6 +362,11 @@ fn every_metric_of_the_dashboard_and_the_alerts_is_on_a_live_node() {
         ("llm_node_slots{model=\"smollm2\"}", 4.0),
         ("llm_node_kv_cells_total{model=\"smollm2\"}", 4096.0),
         ("llm_node_prompt_cache_bytes{model=\"smollm2\"}", 0.0),
+        // --cache-ram's default, 4096 MiB.
+        (
+            "llm_node_prompt_cache_limit_bytes{model=\"smollm2\"}",
+            4096.0 * 1024.0 * 1024.0,
+        ),
         (
             "llm_node_gpu_memory_used_bytes{gpu=\"0\"",
             20.0 * 1024.0 * 1024.0 * 1024.0,
@@ -519,6 +524,23 @@ fn prometheus_scrapes_a_node_and_answers_a_per_model_query() {
         rules.is_some_and(|r| r.iter().all(|r| r["health"] == "ok"))
     });
     assert_eq!(rules["groups"][0]["rules"].as_array().unwrap().len(), 8);
+    // Every expression of the dashboard is PromQL this Prometheus evaluates,
+    // with Grafana's variables as Grafana would fill them in.
+    let http = reqwest::blocking::Client::new();
+    for expr in dashboard_exprs() {
+        let promql = expr
+            .replace("$__rate_interval", "1m")
+            .replace("$job", ".*")
+            .replace("$model", ".*");
+        let body: Value = http
+            .get(format!("{}/api/v1/query", prom.base))
+            .query(&[("query", promql.as_str())])
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(body["status"], "success", "{promql}: {body}");
+    }
     // And no alert fires (or is pending) on a healthy standalone node; the
     // disk alert depends on this machine's disk, not on the node.
     let alerts = poll(&prom, "alerts", |_| true);

@@ -319,6 +319,15 @@ impl ModelActor {
             .with_label_values(&[&self.name])
             .set(i64::from(info.parallel).saturating_mul(i64::from(info.ctx_per_slot)));
         metrics.set_offload(&self.name, &info.offload);
+        let cache_ram_mib = match &self.launch {
+            Launch::Process { spawn, .. } => spawn.config.cache_ram_mib,
+            #[cfg(test)]
+            Launch::Attached { .. } => 0,
+        };
+        metrics
+            .prompt_cache_limit_bytes
+            .with_label_values(&[&self.name])
+            .set(i64::from(cache_ram_mib) << 20);
         // A level set at run time reaches workers started after it too.
         if let Some(filter) = worker_log_filter() {
             let _ = client.set_log_level(&filter);
