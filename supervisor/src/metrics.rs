@@ -59,6 +59,7 @@ pub struct Metrics {
     /// entries held, restores and copies from another slot since the worker
     /// started.
     pub prompt_cache_bytes: IntGaugeVec,
+    /// The cache's bound, from the config the worker was started with.
     pub prompt_cache_limit_bytes: IntGaugeVec,
     pub prompt_cache_entries: IntGaugeVec,
     pub prompt_cache_hits: IntGaugeVec,
