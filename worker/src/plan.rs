@@ -9,11 +9,18 @@
 //!
 //! # The rules
 //! - Every decoding slot (one sampled token waiting to be evaluated) gets its
-//!   token first, in slot order, as long as the batch has room; then, in
-//!   slot order, its draft tokens (speculative decoding, see `draft`) as
-//!   far as the batch has room left, right after its token, less what a
-//!   waiting prompt needs of its prefill chunk (at most half the batch):
-//!   drafts never starve a prefill.
+//!   token first, in slot order, as long as the batch has room; then its
+//!   draft tokens (speculative decoding, see `draft`) right after its token.
+//!   **Every decoding slot drafts the same number of tokens**: the shortest
+//!   of their drafts (none when one of them has none), cut so that all fit
+//!   in the batch less what a waiting prompt needs of its prefill chunk (at
+//!   most half the batch): drafts never starve a prefill. Why even: with
+//!   per-sequence KV (the worker's `kv_unified = false`) llama.cpp cuts a
+//!   batch into ubatches that take the same number of tokens from each of
+//!   a run of consecutive sequences (`llama_batch_allocr::split_equal`), so
+//!   sequences putting 3, 5, 7 and 10 tokens into one step cost four graph
+//!   evaluations, each reading all the weights, where 4 × 6 tokens cost
+//!   one (`worker/examples/step_shape.rs` measures it; docs/benchmarks.md).
 //! - Then prefilling slots, in slot order, get prompt chunks within a budget:
 //!   the whole batch when nothing decodes, else at most `prefill_chunk`
 //!   prompt tokens on top of the decode tokens, so a long prompt never stalls
@@ -105,11 +112,17 @@ pub fn plan_step(slots: &[SlotState], budget: Budget) -> Vec<Work> {
         .map(|s| s.prompt.saturating_sub(s.cached))
         .sum();
     let reserve = pending.min(budget.prefill_chunk).min(budget.batch / 2);
-    let mut room = (budget.batch - decoding.len()).saturating_sub(reserve);
+    let room = (budget.batch - decoding.len()).saturating_sub(reserve);
+    // One draft length for every decoding slot (see the module's rules):
+    // an even step is one ubatch, an uneven one several.
+    let draft = decoding
+        .iter()
+        .map(|&slot| slots[slot].draft)
+        .min()
+        .unwrap_or(0)
+        .min(room / decoding.len().max(1));
     let mut used = 0;
     for slot in decoding {
-        let draft = slots[slot].draft.min(room);
-        room -= draft;
         plan.push(Work {
             slot,
             feed: Feed::Decode { draft },
@@ -405,10 +418,22 @@ mod tests {
                 vec![decode(0, 0), prompt(1, 0..7, None)],
             ),
             (
-                "drafts follow their token, in slot order, within the batch",
+                "drafts follow their token, in slot order, one length for all: the shortest",
+                vec![drafting(9, 3), drafting(4, 20), FREE, drafting(2, 5)],
+                BUDGET,
+                vec![speculate(0, 0, 3), speculate(1, 4, 3), speculate(3, 8, 3)],
+            ),
+            (
+                "a decoding slot without a draft keeps every draft out of the step",
                 vec![drafting(9, 3), drafting(4, 20), decoding(2)],
                 BUDGET,
-                vec![speculate(0, 0, 3), speculate(1, 4, 10), decode(2, 15)],
+                vec![decode(0, 0), decode(1, 1), decode(2, 2)],
+            ),
+            (
+                "drafts share the batch evenly",
+                vec![drafting(9, 20), drafting(4, 20), drafting(2, 20)],
+                BUDGET,
+                vec![speculate(0, 0, 4), speculate(1, 5, 4), speculate(2, 10, 4)],
             ),
             (
                 "drafts take room from the prefill chunk, not the reverse",
@@ -466,7 +491,7 @@ mod tests {
                     prefilling(0, 9),
                     drafting(2, 5),
                     prefilling(3, 20),
-                    decoding(1),
+                    drafting(1, 7),
                 ];
                 let budget = Budget {
                     batch,
@@ -476,6 +501,14 @@ mod tests {
                 let total: usize = plan.iter().map(len).sum();
                 assert!(total <= batch, "batch {batch} chunk {chunk}: {plan:?}");
                 assert!(plan.iter().all(|w| len(w) > 0));
+                let drafts: Vec<usize> = plan
+                    .iter()
+                    .filter_map(|w| match w.feed {
+                        Feed::Decode { draft } => Some(draft),
+                        Feed::Prompt(_) => None,
+                    })
+                    .collect();
+                assert!(drafts.windows(2).all(|d| d[0] == d[1]), "uneven: {plan:?}");
             }
         }
     }
