@@ -36,7 +36,11 @@ fn main() -> anyhow::Result<()> {
         .get(6)
         .map_or(DEFAULT_SHAPES, String::as_str)
         .split(';')
-        .map(|s| s.split(',').map(|n| n.trim().parse().unwrap_or(0)).collect())
+        .map(|s| {
+            s.split(',')
+                .map(|n| n.trim().parse().unwrap_or(0))
+                .collect()
+        })
         .collect();
     let n_seq = shapes.iter().map(Vec::len).max().unwrap_or(1);
     let threads = if threads == 0 {
@@ -64,12 +68,10 @@ fn main() -> anyhow::Result<()> {
     prompt.truncate(depth);
     let mut batch = LlamaBatch::new(512, n_seq as i32);
     for s in 0..n_seq {
-        for chunk in prompt.chunks(512) {
+        for (c, chunk) in prompt.chunks(512).enumerate() {
             batch.clear();
-            let start = chunk.as_ptr() as usize - prompt.as_ptr() as usize;
-            let start = start / std::mem::size_of_val(&prompt[0]);
             for (k, &t) in chunk.iter().enumerate() {
-                batch.add(t, (start + k) as i32, &[s as i32], false)?;
+                batch.add(t, (c * 512 + k) as i32, &[s as i32], false)?;
             }
             ctx.decode(&mut batch)?;
         }
@@ -80,7 +82,12 @@ fn main() -> anyhow::Result<()> {
             batch.clear();
             for (s, &n) in shape.iter().enumerate() {
                 for k in 0..n {
-                    batch.add(prompt[k % prompt.len()], (depth + k) as i32, &[s as i32], true)?;
+                    batch.add(
+                        prompt[k % prompt.len()],
+                        (depth + k) as i32,
+                        &[s as i32],
+                        true,
+                    )?;
                 }
             }
             let t0 = Instant::now();
