@@ -49,7 +49,7 @@ mod device;
 pub use device::{KvCacheType, SplitMode, UnknownName};
 
 /// Version of this contract. A worker and supervisor with different versions refuse to talk.
-pub const PROTOCOL_VERSION: u32 = 11;
+pub const PROTOCOL_VERSION: u32 = 12;
 
 /// Identifies one request for its whole life in a worker. Unique per worker
 /// process. The top 16 bits are the event lane ([`lane_of`]).
@@ -125,6 +125,10 @@ pub struct WorkerConfig {
     /// slot between two steps (its prefill and first token), then park its
     /// state in host RAM until a slot is free; needs `cache_ram_mib` > 0.
     pub prefill_ahead: bool,
+    /// A draft model (path of a GGUF file sharing the model's vocabulary)
+    /// whose greedy continuation proposes the draft tokens instead of the
+    /// n-gram lookup; loaded on the same GPUs; `None` = no draft model.
+    pub draft_model_path: Option<String>,
     /// A Jinja chat template that replaces the one in the GGUF.
     pub chat_template: Option<String>,
 }
@@ -689,6 +693,7 @@ mod tests {
             spec_ngram: 3,
             spec_draft: 8,
             prefill_ahead: true,
+            draft_model_path: Some("/m/draft.gguf".into()),
             chat_template: Some("{{ x }}".into()),
         }
     }

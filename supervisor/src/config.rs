@@ -541,6 +541,7 @@ impl Args {
             spec_ngram: self.spec_ngram,
             spec_draft: self.spec_draft,
             prefill_ahead: self.prefill_ahead,
+            draft_model_path: None,
             chat_template: None,
         }
     }

@@ -56,6 +56,7 @@ use llm_node_protocol::{
     WorkerConfig,
 };
 
+use crate::drafter::Drafter;
 use crate::embed::{self, EmbedJob, Embedder};
 use crate::ipc::{Disconnected, EventSink, Inbound};
 use crate::load::{load_template, new_context, threads, LoadError};
@@ -150,6 +151,9 @@ pub struct Engine<'m> {
     copies: u64,
     /// N-gram size of speculative drafts (0: off) and most tokens per draft.
     spec_ngram: usize,
+    /// The draft model's drafter, when one is configured: it drafts instead
+    /// of the n-gram lookup.
+    drafter: Option<Drafter<'m>>,
     spec_draft: usize,
     /// Draft tokens decoded and accepted, since start.
     drafted: u64,
@@ -175,6 +179,7 @@ impl<'m> Engine<'m> {
     pub fn new(
         backend: &'m LlamaBackend,
         model: &'m LlamaModel,
+        draft: Option<&'m LlamaModel>,
         config: &WorkerConfig,
         sink: EventSink,
         prep: mpsc::Sender<Job>,
@@ -189,6 +194,14 @@ impl<'m> Engine<'m> {
         let (ctx, template) = match parts {
             Ok(parts) => parts,
             Err(e) => return Err((e, sink)),
+        };
+        let speculate = speculates(model, config.spec_ngram > 0 || draft.is_some());
+        let drafter = match draft.filter(|_| !encoder && speculate) {
+            Some(draft) => match Drafter::new(backend, draft, model, config) {
+                Ok(drafter) => Some(drafter),
+                Err(e) => return Err((e, sink)),
+            },
+            None => None,
         };
         let ctx_per_slot = config.ctx_per_slot.max(16);
         let n_batch = config.batch_size.max(16) as usize;
@@ -254,7 +267,11 @@ impl<'m> Engine<'m> {
             piece_buf: Vec::with_capacity(32),
             cache: PromptCache::new(config.cache_ram_mib as usize * 1024 * 1024),
             copies: 0,
-            spec_ngram: spec_ngram(model, config),
+            spec_ngram: match speculate {
+                true => config.spec_ngram as usize,
+                false => 0,
+            },
+            drafter,
             spec_draft: config.spec_draft as usize,
             drafted: 0,
             accepted: 0,
@@ -873,17 +890,17 @@ impl<'m> Engine<'m> {
     }
 }
 
-/// The n-gram size of speculative drafts: off for models whose memory
-/// cannot drop a sequence's last tokens (recurrent and hybrid ones), which
-/// rejecting a draft needs.
-fn spec_ngram(model: &LlamaModel, config: &WorkerConfig) -> usize {
-    if config.spec_ngram > 0 && (model.is_recurrent() || model.is_hybrid()) {
+/// Whether speculative decoding can run on `model`: not on models whose
+/// memory cannot drop a sequence's last tokens (recurrent and hybrid ones),
+/// which rejecting a draft needs. Says so when speculation was `wanted`.
+fn speculates(model: &LlamaModel, wanted: bool) -> bool {
+    let able = !model.is_recurrent() && !model.is_hybrid();
+    if wanted && !able {
         tracing::warn!(
             "speculative decoding is off: this model's memory cannot drop rejected drafts"
         );
-        return 0;
     }
-    config.spec_ngram as usize
+    able
 }
 
 /// Longest a turn waits for the prompts it sent to the prep thread.

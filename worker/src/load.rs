@@ -45,6 +45,64 @@ pub fn load_model(backend: &LlamaBackend, config: &WorkerConfig) -> Result<Llama
     })
 }
 
+/// Loads the draft model `config` names, if any, on the same GPUs as the
+/// model (a draft model is small; it goes where the model's layers go).
+///
+/// # Errors
+/// [`LoadError`] (permanent) as for [`load_model`], naming the draft model.
+pub fn load_draft_model(
+    backend: &LlamaBackend,
+    config: &WorkerConfig,
+) -> Result<Option<LlamaModel>, LoadError> {
+    let Some(path) = &config.draft_model_path else {
+        return Ok(None);
+    };
+    if !std::path::Path::new(path).is_file() {
+        return Err(LoadError {
+            message: format!("draft model file not found: {path}"),
+            permanent: true,
+        });
+    }
+    let params = LlamaModelParams::default()
+        .with_n_gpu_layers(config.n_gpu_layers)
+        .with_main_gpu(config.main_gpu)
+        .with_split_mode(split_mode(config.split_mode));
+    LlamaModel::load_from_file(backend, path, &params)
+        .map(Some)
+        .map_err(|e| LoadError {
+            message: format!("llama.cpp could not load the draft model {path}: {e}"),
+            permanent: true,
+        })
+}
+
+/// The draft model's context: one sequence per slot of the same size as
+/// the model's, default (F16) KV types.
+///
+/// # Errors
+/// [`LoadError`] when llama.cpp cannot allocate it.
+pub fn new_draft_context<'m>(
+    backend: &LlamaBackend,
+    draft: &'m LlamaModel,
+    config: &WorkerConfig,
+) -> Result<LlamaContext<'m>, LoadError> {
+    let parallel = config.parallel.max(1);
+    let ctx_per_slot = config.ctx_per_slot.max(16);
+    let n_batch = config.batch_size.max(16);
+    let n_threads = threads(config);
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(ctx_per_slot * parallel))
+        .with_n_batch(n_batch)
+        .with_n_ubatch(n_batch.min(512))
+        .with_n_seq_max(parallel)
+        .with_kv_unified(false)
+        .with_n_threads(n_threads)
+        .with_n_threads_batch(n_threads);
+    draft.new_context(backend, params).map_err(|e| LoadError {
+        message: format!("could not create the draft model's context: {e}"),
+        permanent: false,
+    })
+}
+
 /// Portable builds (`--features portable`, llama.cpp's `GGML_BACKEND_DL` with
 /// `GGML_CPU_ALL_VARIANTS`) ship the CPU backend as several shared modules
 /// (`libggml-cpu-haswell.so`, `-skylakex.so`, …) and ggml registers none of

@@ -31,6 +31,7 @@
 //! - chat templates are rendered by the `llm-node-chat` crate.
 
 mod draft;
+mod drafter;
 mod embed;
 mod engine;
 mod ipc;
@@ -177,15 +178,26 @@ fn serve(server: &str, lanes: usize) -> anyhow::Result<()> {
         Ok(model) => model,
         Err(e) => return Err(init_failed(&sink, e)),
     };
+    let draft = match load::load_draft_model(&backend, &config) {
+        Ok(draft) => draft,
+        Err(e) => return Err(init_failed(&sink, e)),
+    };
     // The prep thread borrows the model, so it lives in a scope that ends
     // after the engine (and with it the prep thread's job queue) is dropped.
     std::thread::scope(|scope| {
         let (jobs_tx, jobs) = mpsc::channel();
-        let (mut engine, preparer) =
-            match engine::Engine::new(&backend, &model, &config, sink, jobs_tx, meter) {
-                Ok(parts) => parts,
-                Err((e, sink)) => return Err(init_failed(&sink, e)),
-            };
+        let (mut engine, preparer) = match engine::Engine::new(
+            &backend,
+            &model,
+            draft.as_ref(),
+            &config,
+            sink,
+            jobs_tx,
+            meter,
+        ) {
+            Ok(parts) => parts,
+            Err((e, sink)) => return Err(init_failed(&sink, e)),
+        };
         std::thread::Builder::new()
             .name("prep".into())
             .spawn_scoped(scope, move || preparer.run(jobs, input_tx))?;

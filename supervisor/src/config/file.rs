@@ -207,9 +207,24 @@ pub fn parse(text: &str, path: &Path, dir: &Path) -> Result<ModelsFile, FileErro
                 })?)
             }
         };
+        let draft_model = match &table.draft_model {
+            None => None,
+            Some(d) => {
+                let file = dir.join(d.get_ref());
+                if !file.is_file() {
+                    return Err(at(
+                        d.span(),
+                        field("draft_model"),
+                        format!("{} does not exist", file.display()),
+                    ));
+                }
+                Some(file)
+            }
+        };
         let own = ModelProfile {
             aliases: table.aliases.iter().map(|a| a.get_ref().clone()).collect(),
             chat_template,
+            draft_model,
             pin: table.pin.clone(),
             ..table.settings.profile()
         };
@@ -333,6 +348,7 @@ struct RawModel {
     store: Option<Spanned<String>>,
     aliases: Vec<Spanned<String>>,
     chat_template: Option<Spanned<PathBuf>>,
+    draft_model: Option<Spanned<PathBuf>>,
     pin: Option<Vec<u32>>,
     settings: Settings,
 }
@@ -345,6 +361,7 @@ impl<'de> Deserialize<'de> for RawModel {
             store: m.store,
             aliases: m.aliases,
             chat_template: m.chat_template,
+            draft_model: m.draft_model,
             pin: m.pin,
             settings: Settings {
                 ctx_size: m.ctx_size,
@@ -380,6 +397,8 @@ struct ModelTable {
     #[serde(default)]
     aliases: Vec<Spanned<String>>,
     chat_template: Option<Spanned<PathBuf>>,
+    /// A draft model's GGUF file, relative to the file's directory.
+    draft_model: Option<Spanned<PathBuf>>,
     /// `gpus` is the same list by the name llama-swap users look for.
     #[serde(alias = "gpus")]
     pin: Option<Vec<u32>>,

@@ -98,6 +98,10 @@ impl ModelSettings {
             spec_ngram: profile.spec_ngram.unwrap_or(node.spec_ngram),
             spec_draft: profile.spec_draft.unwrap_or(node.spec_draft),
             prefill_ahead: profile.prefill_ahead.unwrap_or(node.prefill_ahead),
+            draft_model_path: profile
+                .draft_model
+                .as_ref()
+                .map(|p| p.to_string_lossy().into_owned()),
             cache_type_k: profile.cache_type_k.unwrap_or(node.cache_type_k),
             cache_type_v: profile.cache_type_v.unwrap_or(node.cache_type_v),
             threads: profile.threads.unwrap_or(node.threads),

@@ -55,6 +55,9 @@ pub struct ModelProfile {
     /// Speculative decoding's n-gram length (0: off) and most draft tokens.
     pub spec_ngram: Option<u32>,
     pub spec_draft: Option<u32>,
+    /// A draft model (GGUF file) for speculative decoding; it drafts
+    /// instead of the n-gram lookup. Per model only.
+    pub draft_model: Option<std::path::PathBuf>,
     /// Start queued requests ahead in a borrowed slot (see `--prefill-ahead`).
     pub prefill_ahead: Option<bool>,
     /// Element types of the K and V caches.
@@ -162,6 +165,7 @@ impl ModelProfile {
             cache_ram: self.cache_ram.or(lower.cache_ram),
             spec_ngram: self.spec_ngram.or(lower.spec_ngram),
             spec_draft: self.spec_draft.or(lower.spec_draft),
+            draft_model: self.draft_model.or_else(|| lower.draft_model.clone()),
             prefill_ahead: self.prefill_ahead.or(lower.prefill_ahead),
             split_mode: self.split_mode.or(lower.split_mode),
             allow_split: self.allow_split.or(lower.allow_split),
@@ -200,6 +204,7 @@ impl ModelProfile {
             self.embeddings,
             &self.chat_template,
             &self.pin,
+            &self.draft_model,
         ) != (
             next.ctx_size,
             next.parallel,
@@ -217,6 +222,7 @@ impl ModelProfile {
             next.embeddings,
             &next.chat_template,
             &next.pin,
+            &next.draft_model,
         )
     }
 }
@@ -353,6 +359,10 @@ mod tests {
             },
             ModelProfile {
                 prefill_ahead: Some(false),
+                ..Default::default()
+            },
+            ModelProfile {
+                draft_model: Some("/m/draft.gguf".into()),
                 ..Default::default()
             },
         ];

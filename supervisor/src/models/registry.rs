@@ -57,9 +57,11 @@ pub fn set_shape_reader(reader: fn(&std::path::Path) -> Option<memory::ModelShap
 }
 
 /// The memory estimate of the GGUF at `path` run with `worker`'s settings
-/// (see [`memory`]); `None` when its header cannot be read.
+/// (see [`memory`]), its draft model's (same context, F16 KV, as the worker
+/// makes it) added; `None` when a header cannot be read.
 pub fn estimate(path: &std::path::Path, worker: &WorkerConfig) -> Option<memory::Estimate> {
-    let shape = (SHAPE_READER.get()?)(path)?;
+    let reader = SHAPE_READER.get()?;
+    let shape = reader(path)?;
     let settings = memory::Settings {
         ctx_per_slot: u64::from(worker.ctx_per_slot),
         parallel: u64::from(worker.parallel),
@@ -68,7 +70,18 @@ pub fn estimate(path: &std::path::Path, worker: &WorkerConfig) -> Option<memory:
         cache_v_bytes: worker.cache_type_v.bytes_per_element(),
         n_gpu_layers: worker.n_gpu_layers,
     };
-    Some(memory::estimate(&shape, &settings))
+    let model = memory::estimate(&shape, &settings);
+    let Some(draft) = &worker.draft_model_path else {
+        return Some(model);
+    };
+    let f16 = llm_node_protocol::KvCacheType::F16.bytes_per_element();
+    let draft_settings = memory::Settings {
+        cache_k_bytes: f16,
+        cache_v_bytes: f16,
+        ..settings
+    };
+    let draft = memory::estimate(&reader(std::path::Path::new(draft))?, &draft_settings);
+    Some(model.plus(&draft))
 }
 
 /// GPU bytes placement must find for the model at `path`: the estimate's

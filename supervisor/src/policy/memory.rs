@@ -92,6 +92,18 @@ impl Estimate {
     pub fn total(&self) -> u64 {
         self.device() + self.host()
     }
+    /// Both estimates' bytes together (a model and its draft model).
+    pub fn plus(&self, o: &Estimate) -> Estimate {
+        Estimate {
+            weights_device: self.weights_device + o.weights_device,
+            weights_host: self.weights_host + o.weights_host,
+            kv_device: self.kv_device + o.kv_device,
+            kv_host: self.kv_host + o.kv_host,
+            compute_device: self.compute_device + o.compute_device,
+            compute_host: self.compute_host + o.compute_host,
+            output_host: self.output_host + o.output_host,
+        }
+    }
 }
 
 const PAD: u64 = 256;
@@ -204,6 +216,17 @@ mod tests {
             },
         );
         assert_eq!(mixed.kv_host, 45 * MIB * 34 / 64 + 45 * MIB);
+    }
+
+    #[test]
+    fn a_draft_model_adds_its_bytes_place_by_place() {
+        let model = estimate(&smol(), &settings(2048, 2, 99));
+        let draft = estimate(&smol(), &settings(2048, 2, 0));
+        let both = model.plus(&draft);
+        assert_eq!(both.device(), model.device() + draft.device());
+        assert_eq!(both.host(), model.host() + draft.host());
+        assert_eq!(both.total(), model.total() + draft.total());
+        assert!(draft.device() == 0 && model.device() > 0);
     }
 
     #[test]

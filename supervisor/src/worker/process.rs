@@ -680,6 +680,7 @@ mod tests {
                 spec_ngram: 0,
                 spec_draft: 0,
                 prefill_ahead: false,
+                draft_model_path: None,
                 chat_template: None,
             },
             ready_timeout,

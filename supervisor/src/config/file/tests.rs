@@ -52,6 +52,7 @@ preload = true
 ttl = 0
 pin = [0, 1]
 chat_template = "t.jinja"
+draft_model = "b.gguf"
 max_tokens = 16
 max_tokens_limit = 32
 sampling = { temperature = 0.0, seed = 1 }
@@ -85,6 +86,7 @@ fn every_field_is_read_and_defaults_are_inherited() {
     assert_eq!(p.ttl, Some(Duration::ZERO));
     assert_eq!(p.pin.as_deref(), Some(&[0, 1][..]));
     assert_eq!(p.chat_template.as_deref(), Some("{{ messages }}"));
+    assert_eq!(p.draft_model, Some(dir.path().join("b.gguf")));
     assert_eq!(
         p.max_tokens,
         MaxTokens {
@@ -113,6 +115,7 @@ fn every_field_is_read_and_defaults_are_inherited() {
     assert_eq!((p.embeddings, p.preload), (Some(false), Some(false)));
     assert_eq!(p.ttl, Some(Duration::from_secs(600)));
     assert_eq!(p.pin, None);
+    assert_eq!(p.draft_model, None, "a draft model is never inherited");
     assert_eq!(
         p.max_tokens,
         MaxTokens {
@@ -274,6 +277,18 @@ fn bad_files_name_the_line_and_the_field() {
             2,
             "models.a",
             "needs `path`",
+        ),
+        (
+            "[models.a]\npath = \"a.gguf\"\ndraft_model = \"small.gguf\"\n",
+            3,
+            "models.a.draft_model",
+            "does not exist",
+        ),
+        (
+            "[defaults]\ndraft_model = \"b.gguf\"\n",
+            2,
+            "defaults.draft_model",
+            "unknown field",
         ),
         (
             "[models.a]\npath = \"a.gguf\"\nchat_template = \"nope.jinja\"\n",
