@@ -1,6 +1,6 @@
 //! The models configuration file on the real worker and the bundled model:
 //! per-model context, slots and `max_tokens` honoured by llama.cpp, aliases,
-//! and a SIGHUP reload that restarts only the changed model.
+//! a SIGHUP reload that restarts only the changed model, and a draft model.
 
 use llm_node_tests::{chat, model_path, Node, MODEL};
 use nix::sys::signal::{kill, Signal};
@@ -107,4 +107,60 @@ fn per_model_ctx_parallel_and_max_tokens_are_honoured_and_sighup_reloads() {
     );
     assert_eq!(status, 200, "{v}");
     assert_eq!(node.admin_model("small")["pid"], small["pid"]);
+}
+
+/// The value of `family{model="NAME"}` on a `/metrics` page.
+fn gauge(page: &str, family: &str, model: &str) -> Option<f64> {
+    let prefix = format!("{family}{{model=\"{model}\"}} ");
+    page.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn a_draft_model_from_the_file_drafts_and_its_drafts_are_accepted() {
+    // `drafted` drafts with a second copy of its own GGUF (the only
+    // generative model the tests have), so its greedy drafts are what it
+    // then samples: drafted and accepted tokens both show on /metrics.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("models.toml");
+    let text = format!(
+        "[models.drafted]\npath = \"{m}\"\ndraft_model = \"{m}\"\nparallel = 1\nctx_size = 1024\n",
+        m = model_path()
+    );
+    std::fs::write(&file, text).unwrap();
+    let flag = format!("--models-config={}", file.display());
+    let node = Node::start(&[&flag]);
+    node.wait_ready("drafted");
+    let (status, v) = node.post(
+        "/v1/chat/completions",
+        &chat(
+            "List the numbers from one to twenty in words.",
+            json!({"model": "drafted", "temperature": 0, "max_tokens": 48}),
+        ),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert!(v["usage"]["completion_tokens"].as_u64().unwrap() > 0, "{v}");
+    // The worker reports its counts with its liveness answers.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let page = node
+            .http
+            .get(node.url("/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        let drafted = gauge(&page, "llm_node_spec_draft_tokens", "drafted").unwrap_or(0.0);
+        let accepted = gauge(&page, "llm_node_spec_accepted_tokens", "drafted").unwrap_or(0.0);
+        if drafted > 0.0 && accepted > 0.0 {
+            assert!(accepted <= drafted, "{accepted} of {drafted}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no drafts reported: drafted {drafted}, accepted {accepted}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
