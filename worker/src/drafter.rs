@@ -176,8 +176,10 @@ impl<'m> Drafter<'m> {
                 }
                 let ask = &asks[a];
                 drafts[a].push(token);
-                if drafts[a].len() >= ask.max {
-                    continue; // full: no need to evaluate its last token
+                // At its most (no need to evaluate its last token), or the
+                // round's batch is full (more slots than `n_batch`): done.
+                if drafts[a].len() >= ask.max || self.batch.n_tokens() as usize >= self.n_batch {
+                    continue;
                 }
                 let pos = ask.context.len() + drafts[a].len() - 1;
                 next.push((a, self.batch.n_tokens()));
