@@ -237,6 +237,16 @@ impl Node {
         format!("{}{path}", self.base)
     }
 
+    /// The `/metrics` page, as text.
+    pub fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .expect("request")
+            .text()
+            .expect("a text body")
+    }
+
     /// Polls until `model` answers a one-token chat.
     pub fn wait_ready(&self, model: &str) {
         let deadline = Instant::now() + Duration::from_secs(60);

@@ -174,13 +174,7 @@ fn a_crashed_worker_fails_its_streams_restarts_and_leaves_the_other_model_alone(
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let metrics = node
-        .http
-        .get(node.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = node.metrics();
     let restarts = format!("llm_node_model_restarts_total{{model=\"{MODEL}\"}} 3");
     assert!(metrics.contains(&restarts), "{metrics}");
 }

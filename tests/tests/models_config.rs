@@ -144,13 +144,7 @@ fn a_draft_model_from_the_file_drafts_and_its_drafts_are_accepted() {
     // The worker reports its counts with its liveness answers.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let page = node
-            .http
-            .get(node.url("/metrics"))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap();
+        let page = node.metrics();
         let drafted = gauge(&page, "llm_node_spec_draft_tokens", "drafted").unwrap_or(0.0);
         let accepted = gauge(&page, "llm_node_spec_accepted_tokens", "drafted").unwrap_or(0.0);
         if drafted > 0.0 && accepted > 0.0 {

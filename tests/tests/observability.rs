@@ -227,15 +227,6 @@ fn exported(families: &[(String, String)], name: &str) -> bool {
     })
 }
 
-fn metrics_page(node: &Node) -> String {
-    node.http
-        .get(node.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap()
-}
-
 /// The value of the first sample line starting with `series`.
 fn sample(page: &str, series: &str) -> Option<f64> {
     page.lines()
@@ -267,11 +258,11 @@ fn exercised_node() -> Node {
     // The worker reports its occupancy with each liveness pong (every 5 s).
     let deadline = Instant::now() + Duration::from_secs(20);
     let kv = format!("llm_node_kv_cells_used{{model=\"{MODEL}\"}}");
-    while sample(&metrics_page(&node), &kv).unwrap_or(0.0) == 0.0 {
+    while sample(&node.metrics(), &kv).unwrap_or(0.0) == 0.0 {
         assert!(
             Instant::now() < deadline,
             "no KV occupancy reported:\n{}",
-            metrics_page(&node)
+            node.metrics()
         );
         std::thread::sleep(Duration::from_millis(250));
     }
@@ -314,7 +305,7 @@ fn every_metric_of_the_dashboard_and_the_alerts_is_on_a_live_node() {
     assert!(dashboard.len() >= 25, "{dashboard:?}");
     assert_eq!(alerts.len(), 8, "one expr per alert: {alerts:?}");
     let node = exercised_node();
-    let page = metrics_page(&node);
+    let page = node.metrics();
     let families = families(&page);
     let mut checked = BTreeSet::new();
     let mut missing = Vec::new();

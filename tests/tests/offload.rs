@@ -66,13 +66,7 @@ fn cpu_worker_reports_cpu_backend_and_no_offloaded_layer_on_the_real_model() {
     assert_eq!(o["device_bytes"], 0, "{m}");
     assert_estimate_matches_allocation(&m, "ctx 1024 x 2");
 
-    let r = node
-        .http
-        .get(node.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let r = node.metrics();
     assert!(
         r.contains(&format!(
             "llm_node_model_offloaded_layers{{backend=\"CPU\",model=\"{MODEL}\"}} 0"

@@ -63,13 +63,7 @@ fn run_with_a_prompt_prints_the_streamed_answer_and_exits() {
 
 /// A counter of the node's `/metrics` (the sum of its series matching `filter`).
 fn counter(node: &Node, name: &str, filter: &str) -> u64 {
-    let body = node
-        .http
-        .get(node.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let body = node.metrics();
     body.lines()
         .filter(|l| l.starts_with(name) && l.contains(filter))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

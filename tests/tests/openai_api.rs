@@ -295,13 +295,7 @@ fn models_and_health() {
     assert_eq!(node.get("/health").0, 200);
     assert_eq!(node.get("/health/ready").0, 200);
     // Node::start's readiness chat is in the metrics.
-    let metrics = node
-        .http
-        .get(node.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = node.metrics();
     for needle in [
         "llm_node_model_state{model=\"smollm2\",state=\"ready\"} 1",
         "llm_node_tokens_generated_total{model=\"smollm2\"}",

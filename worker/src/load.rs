@@ -35,18 +35,24 @@ pub fn load_model(backend: &LlamaBackend, config: &WorkerConfig) -> Result<Llama
         });
     }
     backend_modules::load_once();
-    let params = LlamaModelParams::default()
-        .with_n_gpu_layers(config.n_gpu_layers)
-        .with_main_gpu(config.main_gpu)
-        .with_split_mode(split_mode(config.split_mode));
+    let params = model_params(config);
     LlamaModel::load_from_file(backend, &config.model_path, &params).map_err(|e| LoadError {
         message: format!("llama.cpp could not load {}: {e}", config.model_path),
         permanent: true,
     })
 }
 
+/// Where the model's layers go: the same for a draft model (it is small; it
+/// goes where the model's layers go).
+fn model_params(config: &WorkerConfig) -> LlamaModelParams {
+    LlamaModelParams::default()
+        .with_n_gpu_layers(config.n_gpu_layers)
+        .with_main_gpu(config.main_gpu)
+        .with_split_mode(split_mode(config.split_mode))
+}
+
 /// Loads the draft model `config` names, if any, on the same GPUs as the
-/// model (a draft model is small; it goes where the model's layers go).
+/// model ([`model_params`]).
 ///
 /// # Errors
 /// [`LoadError`] (permanent) as for [`load_model`], naming the draft model.
@@ -63,10 +69,7 @@ pub fn load_draft_model(
             permanent: true,
         });
     }
-    let params = LlamaModelParams::default()
-        .with_n_gpu_layers(config.n_gpu_layers)
-        .with_main_gpu(config.main_gpu)
-        .with_split_mode(split_mode(config.split_mode));
+    let params = model_params(config);
     LlamaModel::load_from_file(backend, path, &params)
         .map(Some)
         .map_err(|e| LoadError {
@@ -85,18 +88,7 @@ pub fn new_draft_context<'m>(
     draft: &'m LlamaModel,
     config: &WorkerConfig,
 ) -> Result<LlamaContext<'m>, LoadError> {
-    let parallel = config.parallel.max(1);
-    let ctx_per_slot = config.ctx_per_slot.max(16);
-    let n_batch = config.batch_size.max(16);
-    let n_threads = threads(config);
-    let params = LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new(ctx_per_slot * parallel))
-        .with_n_batch(n_batch)
-        .with_n_ubatch(n_batch.min(512))
-        .with_n_seq_max(parallel)
-        .with_kv_unified(false)
-        .with_n_threads(n_threads)
-        .with_n_threads_batch(n_threads);
+    let params = slot_context_params(config);
     draft.new_context(backend, params).map_err(|e| LoadError {
         message: format!("could not create the draft model's context: {e}"),
         permanent: false,
@@ -179,12 +171,10 @@ pub struct Template {
     pub found: bool,
 }
 
-/// The generation context: `parallel` sequences of `ctx_per_slot` tokens.
-pub fn new_context<'m>(
-    backend: &LlamaBackend,
-    model: &'m LlamaModel,
-    config: &WorkerConfig,
-) -> Result<LlamaContext<'m>, LoadError> {
+/// `parallel` sequences of `ctx_per_slot` tokens, `batch_size` tokens a
+/// decode, default (F16) KV types: the generation context's settings, and
+/// the draft model's.
+fn slot_context_params(config: &WorkerConfig) -> LlamaContextParams {
     let parallel = config.parallel.max(1);
     let ctx_per_slot = config.ctx_per_slot.max(16);
     let n_batch = config.batch_size.max(16);
@@ -192,7 +182,7 @@ pub fn new_context<'m>(
     // Per-sequence KV (kv_unified = false): each slot owns exactly
     // ctx_per_slot cells, so one long conversation can never starve another
     // and a retained prefix cache costs nothing extra.
-    let params = LlamaContextParams::default()
+    LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(ctx_per_slot * parallel))
         .with_n_batch(n_batch)
         .with_n_ubatch(n_batch.min(512))
@@ -200,6 +190,15 @@ pub fn new_context<'m>(
         .with_kv_unified(false)
         .with_n_threads(n_threads)
         .with_n_threads_batch(n_threads)
+}
+
+/// The generation context: `parallel` sequences of `ctx_per_slot` tokens.
+pub fn new_context<'m>(
+    backend: &LlamaBackend,
+    model: &'m LlamaModel,
+    config: &WorkerConfig,
+) -> Result<LlamaContext<'m>, LoadError> {
+    let params = slot_context_params(config)
         .with_type_k(kv_type(config.cache_type_k))
         .with_type_v(kv_type(config.cache_type_v));
     // Flash attention stays llama.cpp's `auto`: it turns it on for a

@@ -151,18 +151,21 @@ pub fn parse(text: &str, path: &Path, dir: &Path) -> Result<ModelsFile, FileErro
                 TENSOR_SPLIT_REFUSED.into(),
             ));
         }
-        let source = match (&table.path, &table.store) {
-            (Some(p), None) => {
-                let file = dir.join(p.get_ref());
-                if !file.is_file() {
-                    return Err(at(
-                        p.span(),
-                        field("path"),
-                        format!("{} does not exist", file.display()),
-                    ));
-                }
-                Source::Path(file)
+        // A GGUF `key` names, made absolute against the file's directory;
+        // it must exist.
+        let existing = |p: &Spanned<PathBuf>, key: &str| {
+            let file = dir.join(p.get_ref());
+            match file.is_file() {
+                true => Ok(file),
+                false => Err(at(
+                    p.span(),
+                    field(key),
+                    format!("{} does not exist", file.display()),
+                )),
             }
+        };
+        let source = match (&table.path, &table.store) {
+            (Some(p), None) => Source::Path(existing(p, "path")?),
             (None, Some(s)) => Source::Store(s.get_ref().clone()),
             (Some(p), Some(_)) => {
                 return Err(at(
@@ -209,17 +212,7 @@ pub fn parse(text: &str, path: &Path, dir: &Path) -> Result<ModelsFile, FileErro
         };
         let draft_model = match &table.draft_model {
             None => None,
-            Some(d) => {
-                let file = dir.join(d.get_ref());
-                if !file.is_file() {
-                    return Err(at(
-                        d.span(),
-                        field("draft_model"),
-                        format!("{} does not exist", file.display()),
-                    ));
-                }
-                Some(file)
-            }
+            Some(d) => Some(existing(d, "draft_model")?),
         };
         let own = ModelProfile {
             aliases: table.aliases.iter().map(|a| a.get_ref().clone()).collect(),
